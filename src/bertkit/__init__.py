@@ -1,0 +1,12 @@
+"""bertkit: bidirectional transformer encoders (the BERT family) for pretraining, fine-tuning and study."""
+
+from .config import PRESETS, EncoderConfig, preset
+from .convert import CheckpointError
+from .embed import embed, pool
+from .heads import MLMHead, NSPHead, add_pretraining_heads
+from .model import Encoder, EncoderOutput
+from .tokenizer import Encoded, Tokenizer
+
+__all__ = ["PRESETS", "CheckpointError", "Encoded", "Encoder", "EncoderConfig", "EncoderOutput", "MLMHead",
+           "NSPHead", "Tokenizer", "add_pretraining_heads", "embed", "pool", "preset"]
+__version__ = "0.1.0"

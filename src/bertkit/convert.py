@@ -1,0 +1,264 @@
+"""Hugging Face BERT / RoBERTa / DistilBERT directories <-> bertkit, one key map per family.
+
+bertkit has no format of its own: a model directory is `config.json` + `model.safetensors` in the
+Hugging Face layout of the model's family, so `transformers.AutoModel.from_pretrained` loads what
+bertkit saves and the other way round.
+
+A key map is a list of `(bertkit name, [Hugging Face names])`. Several Hugging Face names are
+concatenated along the first dimension when reading and split when writing: that is how the
+separate query, key and value projections become bertkit's fused `qkv`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .checkpoint import atomic_write
+from .config import EncoderConfig
+from .heads import MLMHead, NSPHead
+from .model import Encoder
+
+KeyMap = list[tuple[str, list[str]]]
+
+# Per family: Hugging Face model_type values, the encoder's key prefix inside models with heads,
+# and the config.json field names for bertkit's fields.
+MODEL_TYPES = {"bert": ("bert",), "roberta": ("roberta", "xlm-roberta"), "distilbert": ("distilbert",)}
+PREFIX = {"bert": "bert.", "roberta": "roberta.", "distilbert": "distilbert."}
+CONFIG_FIELDS = {
+    "bert": dict(vocab_size="vocab_size", hidden_size="hidden_size", num_layers="num_hidden_layers",
+                 num_heads="num_attention_heads", intermediate_size="intermediate_size",
+                 max_position_embeddings="max_position_embeddings", type_vocab_size="type_vocab_size",
+                 hidden_act="hidden_act", layer_norm_eps="layer_norm_eps",
+                 hidden_dropout="hidden_dropout_prob", attention_dropout="attention_probs_dropout_prob",
+                 initializer_range="initializer_range", pad_token_id="pad_token_id"),
+    "distilbert": dict(vocab_size="vocab_size", hidden_size="dim", num_layers="n_layers",
+                       num_heads="n_heads", intermediate_size="hidden_dim",
+                       max_position_embeddings="max_position_embeddings", hidden_act="activation",
+                       hidden_dropout="dropout", attention_dropout="attention_dropout",
+                       initializer_range="initializer_range", pad_token_id="pad_token_id"),
+}
+CONFIG_FIELDS["roberta"] = CONFIG_FIELDS["bert"]
+ARCHITECTURES = {  # (has MLM head, has NSP head) -> class name
+    "bert": {(False, False): "BertModel", (True, False): "BertForMaskedLM", (True, True): "BertForPreTraining"},
+    "roberta": {(False, False): "RobertaModel", (True, False): "RobertaForMaskedLM"},
+    "distilbert": {(False, False): "DistilBertModel", (True, False): "DistilBertForMaskedLM"},
+}
+IGNORED_KEYS = ("position_ids", "token_type_ids")  # buffers some checkpoints store
+
+
+class CheckpointError(ValueError):
+    """A model directory or weights file that bertkit cannot load, with the file and tensor named."""
+
+
+def _linear(ours: str, theirs: str) -> KeyMap:
+    return [(f"{ours}.weight", [f"{theirs}.weight"]), (f"{ours}.bias", [f"{theirs}.bias"])]
+
+
+def _fused(ours: str, theirs: list[str]) -> KeyMap:
+    return [(f"{ours}.{p}", [f"{t}.{p}" for t in theirs]) for p in ("weight", "bias")]
+
+
+def encoder_key_map(config: EncoderConfig) -> KeyMap:
+    """Names of the encoder's tensors in the family's Hugging Face layout (without prefix)."""
+    distil = config.family == "distilbert"
+    keys: KeyMap = [("embeddings.word.weight", ["embeddings.word_embeddings.weight"]),
+                    ("embeddings.position.weight", ["embeddings.position_embeddings.weight"])]
+    if config.type_vocab_size:
+        keys.append(("embeddings.segment.weight", ["embeddings.token_type_embeddings.weight"]))
+    keys += _linear("embeddings.norm", "embeddings.LayerNorm")
+    for i in range(config.num_layers):
+        ours = f"layers.{i}"
+        if distil:
+            t = f"transformer.layer.{i}"
+            keys += _fused(f"{ours}.attention.qkv", [f"{t}.attention.{n}_lin" for n in "qkv"])
+            keys += _linear(f"{ours}.attention.out", f"{t}.attention.out_lin")
+            keys += _linear(f"{ours}.attention.norm", f"{t}.sa_layer_norm")
+            keys += _linear(f"{ours}.feed_forward.up", f"{t}.ffn.lin1")
+            keys += _linear(f"{ours}.feed_forward.down", f"{t}.ffn.lin2")
+            keys += _linear(f"{ours}.feed_forward.norm", f"{t}.output_layer_norm")
+        else:
+            t = f"encoder.layer.{i}"
+            keys += _fused(f"{ours}.attention.qkv", [f"{t}.attention.self.{n}" for n in ("query", "key", "value")])
+            keys += _linear(f"{ours}.attention.out", f"{t}.attention.output.dense")
+            keys += _linear(f"{ours}.attention.norm", f"{t}.attention.output.LayerNorm")
+            keys += _linear(f"{ours}.feed_forward.up", f"{t}.intermediate.dense")
+            keys += _linear(f"{ours}.feed_forward.down", f"{t}.output.dense")
+            keys += _linear(f"{ours}.feed_forward.norm", f"{t}.output.LayerNorm")
+    if config.pooler:
+        keys += _linear("pooler.dense", "pooler.dense")
+    return keys
+
+
+def head_key_map(family: str) -> dict[str, KeyMap]:
+    """Names of the pretraining heads' tensors (the decoder weight is tied to the embeddings)."""
+    if family == "bert":
+        mlm = (_linear("mlm_head.dense", "cls.predictions.transform.dense")
+               + _linear("mlm_head.norm", "cls.predictions.transform.LayerNorm")
+               + [("mlm_head.decoder.bias", ["cls.predictions.bias"])])
+        return {"mlm": mlm, "nsp": _linear("nsp_head.classifier", "cls.seq_relationship")}
+    if family == "roberta":
+        return {"mlm": _linear("mlm_head.dense", "lm_head.dense") + _linear("mlm_head.norm", "lm_head.layer_norm")
+                + [("mlm_head.decoder.bias", ["lm_head.bias"])]}
+    return {"mlm": _linear("mlm_head.dense", "vocab_transform") + _linear("mlm_head.norm", "vocab_layer_norm")
+            + [("mlm_head.decoder.bias", ["vocab_projector.bias"])]}
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+def config_from_hf(hf: dict, source: Path) -> EncoderConfig:
+    model_type = hf.get("model_type")
+    family = next((f for f, types in MODEL_TYPES.items() if model_type in types), None)
+    if family is None:
+        raise CheckpointError(f"{source}: model_type {model_type!r} is not a BERT, RoBERTa or DistilBERT "
+                              "model; bertkit reads those three families")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise CheckpointError(f"{source}: position_embedding_type {hf['position_embedding_type']!r} is "
+                              "not supported; bertkit implements absolute positions")
+    fields = {ours: hf[theirs] for ours, theirs in CONFIG_FIELDS[family].items() if theirs in hf}
+    if family == "roberta":
+        fields["position_offset"] = hf.get("pad_token_id", 1) + 1
+    if family == "distilbert":
+        fields["type_vocab_size"] = 0
+    try:
+        return EncoderConfig(family=family, **fields)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: {e}") from e
+
+
+def _weight_files(path: Path) -> list[Path]:
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (path / index_name).exists():
+            weight_map = json.loads((path / index_name).read_text())["weight_map"]
+            return [path / name for name in sorted(set(weight_map.values()))]
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (path / name).exists():
+            return [path / name]
+    raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin in this directory")
+
+
+def read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    """Every tensor in a safetensors or PyTorch weights file, with a clear error if it is damaged."""
+    try:
+        if file.suffix == ".safetensors":
+            with safe_open(file, framework="pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        else:
+            tensors = torch.load(file, map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{file}: cannot read the weights ({e}); the file is corrupt or "
+                              "truncated: save or download it again") from e
+    # Checkpoints converted from TensorFlow name layer-norm parameters gamma and beta.
+    return {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
+            for k, v in tensors.items()}
+
+
+def _strip_prefix(tensors: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
+    prefix = PREFIX[family]
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in tensors.items()}
+
+
+def _gather(key_map: KeyMap, tensors: dict[str, torch.Tensor], files: str) -> dict[str, torch.Tensor]:
+    missing = [t for _, theirs in key_map for t in theirs if t not in tensors]
+    if missing:
+        raise CheckpointError(f"{files}: tensor {missing[0]!r} is missing"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return {ours: torch.cat([tensors.pop(t) for t in theirs]) if len(theirs) > 1 else tensors.pop(theirs[0])
+            for ours, theirs in key_map}
+
+
+def load_pretrained(path: str | Path) -> Encoder:
+    """Load a Hugging Face BERT, RoBERTa or DistilBERT directory, with MLM/NSP heads when present."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise CheckpointError(f"{path}: no config.json; expected a Hugging Face model directory")
+    try:
+        hf_config = json.loads((path / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path / 'config.json'}: not valid JSON ({e})") from e
+    files = _weight_files(path)
+    names = ", ".join(str(f) for f in files)
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        tensors.update(read_tensors(file))
+    config = config_from_hf(hf_config, path / "config.json")
+    tensors = _strip_prefix(tensors, config.family)
+    config = config.replace(pooler="pooler.dense.weight" in tensors)
+    encoder = Encoder(config)
+    key_map = encoder_key_map(config)
+    heads = head_key_map(config.family)
+    if heads["mlm"][0][1][0] in tensors:
+        encoder.mlm_head = MLMHead(config, encoder.embeddings.word)
+        key_map += heads["mlm"]
+    if "nsp" in heads and heads["nsp"][0][1][0] in tensors:
+        encoder.nsp_head = NSPHead(config)
+        key_map += heads["nsp"]
+    state = _gather(key_map, tensors, names)
+    _check_decoder(tensors, state, names)
+    _load_state(encoder, state, names)
+    leftover = [k for k in tensors if not k.endswith(IGNORED_KEYS)]
+    if leftover:
+        warnings.warn(f"{names}: {len(leftover)} tensors not used by bertkit (e.g. task heads): "
+                      f"{', '.join(leftover[:5])}{' ...' if len(leftover) > 5 else ''}", stacklevel=2)
+    return encoder.eval()
+
+
+def _check_decoder(tensors: dict[str, torch.Tensor], state: dict[str, torch.Tensor], files: str) -> None:
+    """bertkit ties the MLM decoder to the embeddings; refuse a checkpoint whose decoder differs."""
+    for name in ("cls.predictions.decoder.weight", "lm_head.decoder.weight", "vocab_projector.weight"):
+        decoder = tensors.pop(name, None)
+        if decoder is not None and not torch.equal(decoder, state["embeddings.word.weight"]):
+            raise CheckpointError(f"{files}: {name} differs from the word embeddings; bertkit supports "
+                                  "only tied output embeddings")
+    for name in ("cls.predictions.decoder.bias", "lm_head.decoder.bias"):
+        tensors.pop(name, None)
+
+
+def _load_state(encoder: Encoder, state: dict[str, torch.Tensor], files: str) -> None:
+    expected = encoder.state_dict()
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(f"{files}: tensor for {name!r} has shape {tuple(tensor.shape)}, the "
+                                  f"config says {tuple(expected[name].shape)}")
+    state["mlm_head.decoder.weight"] = state["embeddings.word.weight"]
+    encoder.load_state_dict({k: v.float() for k, v in state.items() if k in expected}, strict=True)
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+def config_to_hf(config: EncoderConfig, architecture: str) -> dict:
+    hf = {theirs: getattr(config, ours) for ours, theirs in CONFIG_FIELDS[config.family].items()}
+    hf.update(model_type=config.family, architectures=[architecture])
+    if config.family != "distilbert":
+        hf["position_embedding_type"] = "absolute"
+    if config.family == "roberta" and config.position_offset != config.pad_token_id + 1:
+        raise ValueError("a RoBERTa model numbers positions from pad_token_id + 1")
+    return hf
+
+
+def save_pretrained(encoder: Encoder, path: str | Path) -> None:
+    """Write `config.json` and `model.safetensors` in the family's Hugging Face layout."""
+    path = Path(path)
+    config = encoder.config
+    heads = head_key_map(config.family)
+    with_heads = (encoder.mlm_head is not None, encoder.nsp_head is not None)
+    if with_heads not in ARCHITECTURES[config.family]:
+        raise ValueError(f"a {config.family} checkpoint cannot hold an NSP head")
+    prefix = PREFIX[config.family] if any(with_heads) else ""
+    key_map = [(ours, [prefix + t for t in theirs]) for ours, theirs in encoder_key_map(config)]
+    key_map += heads["mlm"] * with_heads[0] + heads.get("nsp", []) * with_heads[1]
+    state = encoder.state_dict()
+    tensors = {}
+    for ours, theirs in key_map:
+        for name, part in zip(theirs, state[ours].chunk(len(theirs))):
+            tensors[name] = part.detach().float().contiguous()
+    path.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path / "model.safetensors") as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+    with atomic_write(path / "config.json") as tmp:
+        tmp.write_text(json.dumps(config_to_hf(config, ARCHITECTURES[config.family][with_heads]), indent=2))

@@ -1,0 +1,97 @@
+"""Sentence embeddings: encode texts, pool token vectors, return one vector per text.
+
+Texts are tokenized in one parallel call, sorted by length so that each batch holds texts of
+similar length (little padding, and the encoder drops what remains), and returned in input order.
+Mean pooling averages every token of the text, [CLS] and [SEP] included, as sentence-transformers
+does; texts split into windows (overflow="window") average their windows' pooled vectors weighted
+by window length (max pooling takes the maximum over windows).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import precision as precision_
+from .model import Encoder
+from .tokenizer import Overflow, Tokenizer
+
+Pooling = Literal["mean", "cls", "max"]
+
+
+def pool(hidden: Tensor, attention_mask: Tensor, pooling: Pooling) -> Tensor:
+    """(B, T, H) hidden states and (B, T) mask -> (B, H) pooled vectors."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    if pooling == "mean":
+        return (hidden * mask).sum(1) / mask.sum(1)
+    if pooling == "max":
+        return hidden.masked_fill(mask == 0, float("-inf")).amax(1)
+    raise ValueError(f"pooling must be 'mean', 'cls' or 'max', not {pooling!r}")
+
+
+def _combine_windows(vectors: np.ndarray, origin: np.ndarray, lengths: np.ndarray, n: int,
+                     pooling: Pooling) -> np.ndarray:
+    """Rows of windows -> one row per input (identity when nothing was split)."""
+    if len(origin) == n:
+        return vectors
+    if pooling == "max":
+        out = np.full((n, vectors.shape[1]), -np.inf, dtype=vectors.dtype)
+        np.maximum.at(out, origin, vectors)
+        return out
+    weights = lengths.astype(vectors.dtype)[:, None]
+    out = np.zeros((n, vectors.shape[1]), dtype=vectors.dtype)
+    np.add.at(out, origin, vectors * weights)
+    return out / np.bincount(origin, weights=lengths, minlength=n)[:, None].astype(vectors.dtype)
+
+
+@torch.inference_mode()
+def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling: Pooling = "mean",
+          layers: int | Sequence[int] = -1, normalize: bool = False, batch_size: int = 32,
+          precision: str = "auto", max_length: int | None = None, overflow: Overflow = "error",
+          stride: int = 64, progress: bool = True) -> np.ndarray:
+    """Embed texts with an encoder.
+
+    Args:
+        texts: the texts; an empty text embeds its [CLS] and [SEP] tokens.
+        pooling: "mean" over tokens, the "cls" vector, or "max" over tokens.
+        layers: hidden state to pool (-1 the last, 0 the embedding output), or several, averaged.
+        normalize: scale each vector to unit length (cosine similarity becomes a dot product).
+        precision: "auto" (bf16 where the CPU computes it natively), "fp32" or "bf16".
+        max_length: window in tokens; default the model's maximum (512 for BERT).
+        overflow: longer texts are an "error", cut ("truncate", counted), or split into
+            overlapping "window"s whose vectors are combined.
+
+    Returns:
+        (len(texts), H) float32 array in the order of `texts`.
+    """
+    if isinstance(texts, str):
+        raise TypeError("embed takes a list of texts; wrap a single text in a list")
+    layer_list = [layers] if isinstance(layers, int) else list(layers)
+    max_length = max_length or model.config.max_length
+    encoded = tokenizer.encode(list(texts), max_length=max_length, overflow=overflow, stride=stride)
+    lengths = encoded.lengths
+    order = np.argsort(-lengths, kind="stable")  # longest first: a memory error shows at once
+    dtype = precision_.resolve(precision)
+    device = next(model.parameters()).device
+    vectors = np.empty((len(encoded), model.config.hidden_size), dtype=np.float32)
+    model.eval()
+    with precision_.autocast(dtype, device.type), tqdm(total=len(encoded), desc="embed", unit="seq",
+                                                        disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in encoded.tensors(rows, tokenizer.pad_id).items()}
+            out = model(**batch, output_layers=layer_list)
+            hidden = torch.stack([out.layers[i % (model.config.num_layers + 1)] for i in layer_list]).mean(0)
+            vectors[rows] = pool(hidden.float(), batch["attention_mask"], pooling).cpu().numpy()
+            bar.update(len(rows))
+    vectors = _combine_windows(vectors, encoded.origin, lengths, len(texts), pooling)
+    if normalize:
+        vectors = F.normalize(torch.from_numpy(vectors), dim=-1).numpy()
+    return vectors

@@ -1,0 +1,193 @@
+"""The bidirectional encoder, top to bottom: Embeddings -> SelfAttention -> FeedForward -> Layer
+-> Encoder (+ Pooler).
+
+This is BERT as published (Devlin et al., 2019): learned token, position and segment embeddings,
+post-layer-norm residual blocks, GELU feed-forward, a tanh pooler on [CLS]. Departures, none of
+which changes the function computed:
+
+- query, key and value are one (3H, H) projection (`qkv`), one matrix product instead of three;
+  conversion from Hugging Face checkpoints concatenates the three;
+- padding is removed once on entry and restored once on exit (see `padding.py`), so every
+  token-wise layer runs on real tokens only, as a flat (N, H) tensor;
+- attention is `torch.nn.functional.scaled_dot_product_attention`.
+
+The encoder returns hidden states; task heads live in `heads.py`. An encoder may carry the
+pretraining heads of its checkpoint (`mlm_head`, `nsp_head`) so that one directory holds both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import EncoderConfig
+from .padding import TokenLayout, make_layout, repad, unpad
+
+
+def activation(name: str, x: Tensor) -> Tensor:
+    if name == "gelu":
+        return F.gelu(x)
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return F.gelu(x, approximate="tanh")
+    return F.relu(x)
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.segment = (nn.Embedding(config.type_vocab_size, config.hidden_size)
+                        if config.type_vocab_size else None)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, input_ids: Tensor, position_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
+        """(N,) ids -> (N, H) vectors."""
+        x = self.word(input_ids) + self.position(position_ids)
+        if self.segment is not None:
+            segments = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+            x = x + self.segment(segments)
+        return self.dropout(self.norm(x))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.num_heads, self.head_size = config.num_heads, config.head_size
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.attention_dropout = config.attention_dropout
+
+    def forward(self, x: Tensor, layout: TokenLayout) -> Tensor:
+        """(N, H) -> (N, H): attention, then residual and post-layer-norm."""
+        qkv = repad(self.qkv(x), layout)  # (B, T, 3H)
+        B, T = layout.batch, layout.seqlen
+        q, k, v = qkv.view(B, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.key_mask,
+                                           dropout_p=self.attention_dropout if self.training else 0.0)
+        y = unpad(y.transpose(1, 2), layout).reshape(-1, self.num_heads * self.head_size)  # (N, H)
+        return self.norm(x + self.dropout(self.out(y)))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.act = config.hidden_act
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, H) -> (N, H): feed-forward, then residual and post-layer-norm."""
+        return self.norm(x + self.dropout(self.down(activation(self.act, self.up(x)))))
+
+
+class Layer(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.attention = SelfAttention(config)
+        self.feed_forward = FeedForward(config)
+
+    def forward(self, x: Tensor, layout: TokenLayout) -> Tensor:
+        return self.feed_forward(self.attention(x, layout))
+
+
+class Pooler(nn.Module):
+    """BERT's [CLS] summary: tanh(W h_[CLS] + b), trained by next-sentence prediction."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """(B, T, H) -> (B, H)."""
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: Tensor  # (B, T, H), zeros at padded positions
+    layers: dict[int, Tensor] = field(default_factory=dict)  # asked-for hidden states, 0 = embeddings
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layers))
+        self.pooler = Pooler(config) if config.pooler else None
+        self.mlm_head: nn.Module | None = None  # set by heads.add_pretraining_heads or loading
+        self.nsp_head: nn.Module | None = None
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, *, output_layers: Sequence[int] = (),
+                unpad_tokens: bool = True) -> EncoderOutput:
+        """Encode a right-padded batch.
+
+        Args:
+            input_ids: (B, T) token ids.
+            attention_mask: (B, T), 1 for tokens and 0 for padding; None when nothing is padded.
+            token_type_ids: (B, T) segment ids (0 for the first text, 1 for the second); None = 0.
+            output_layers: indices of hidden states to return as well: 0 is the embedding output,
+                i the output of layer i, negative indices count from the last layer.
+            unpad_tokens: run token-wise layers on real tokens only (fast path) or on every
+                position (plain path); the results are equal.
+
+        Returns:
+            EncoderOutput with last_hidden_state (B, T, H) and the asked-for layers, each (B, T, H).
+        """
+        B, T = input_ids.shape
+        if T > self.config.max_length:
+            raise ValueError(f"input has {T} tokens but the model's positions cover "
+                             f"{self.config.max_length}; split it with the tokenizer's "
+                             "overflow='window' or truncate it explicitly")
+        layout = make_layout(attention_mask, B, T, unpad=unpad_tokens)
+        positions = torch.arange(T, device=input_ids.device) + self.config.position_offset
+        x = self.embeddings(unpad(input_ids, layout), unpad(positions.expand(B, T), layout),
+                            None if token_type_ids is None else unpad(token_type_ids, layout))  # (N, H)
+        wanted = {i % (len(self.layers) + 1) for i in output_layers}
+        kept = {0: x} if 0 in wanted else {}
+        for i, layer in enumerate(self.layers, start=1):
+            x = layer(x, layout)
+            if i in wanted:
+                kept[i] = x
+        return EncoderOutput(repad(x, layout), {i: repad(h, layout) for i, h in kept.items()})
+
+    def num_parameters(self, include_heads: bool = False) -> int:
+        heads = {id(p) for m in (self.mlm_head, self.nsp_head) if m is not None for p in m.parameters()}
+        params = {id(p): p for p in self.parameters() if include_heads or id(p) not in heads}
+        return sum(p.numel() for p in params.values())
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "Encoder":
+        """Load a Hugging Face BERT, RoBERTa or DistilBERT directory (with its MLM/NSP heads)."""
+        from .convert import load_pretrained
+        return load_pretrained(path)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write config.json + model.safetensors that `transformers.AutoModel` loads."""
+        from .convert import save_pretrained
+        save_pretrained(self, path)

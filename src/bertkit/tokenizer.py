@@ -1,0 +1,258 @@
+"""WordPiece tokenization on top of the `tokenizers` library (Rust, parallel over a batch).
+
+bertkit adds what a user of an encoder needs around it: training a BERT-style vocabulary, loading
+`vocab.txt` or `tokenizer.json`, and explicit handling of texts longer than the model's window.
+Nothing is cut silently: `overflow="error"` refuses long texts, `"truncate"` cuts and counts them,
+`"window"` splits them into overlapping windows and records which input each window came from.
+Files are saved in the ecosystem's layout (tokenizer.json, vocab.txt, tokenizer_config.json), so
+`transformers.AutoTokenizer` loads them too.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+import torch
+import tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from .checkpoint import atomic_write
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+Overflow = Literal["error", "truncate", "window"]
+
+
+@dataclass
+class Encoded:
+    """Token sequences of a batch of inputs, unpadded.
+
+    With overflow="window" an input may give several rows; `origin[r]` is the input index of row r.
+    """
+
+    rows: list[tokenizers.Encoding]
+    origin: np.ndarray  # (rows,) int64
+    num_truncated: int = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(r.ids) for r in self.rows), dtype=np.int64, count=len(self.rows))
+
+    def ids(self, row: int) -> list[int]:
+        return self.rows[row].ids
+
+    def word_ids(self, row: int) -> list[int | None]:
+        return self.rows[row].word_ids
+
+    def offsets(self, row: int) -> list[tuple[int, int]]:
+        return self.rows[row].offsets
+
+    def tensors(self, rows: Sequence[int] | None = None, pad_id: int = 0) -> dict[str, torch.Tensor]:
+        """Right-padded `input_ids`, `attention_mask`, `token_type_ids`, each (B, T) int64."""
+        picked = [self.rows[r] for r in (range(len(self.rows)) if rows is None else rows)]
+        width = max(len(e.ids) for e in picked)
+        ids = np.full((len(picked), width), pad_id, dtype=np.int64)
+        types = np.zeros((len(picked), width), dtype=np.int64)
+        mask = np.zeros((len(picked), width), dtype=np.int64)
+        for i, e in enumerate(picked):
+            n = len(e.ids)
+            ids[i, :n], types[i, :n], mask[i, :n] = e.ids, e.type_ids, 1
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+                "token_type_ids": torch.from_numpy(types)}
+
+
+class Tokenizer:
+    def __init__(self, backend: tokenizers.Tokenizer):
+        backend.no_truncation()
+        backend.no_padding()
+        self.backend = backend
+        missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if backend.token_to_id(t) is None]
+        if missing:
+            raise ValueError(f"tokenizer has no {', '.join(missing)} token; bertkit needs BERT's "
+                             "special tokens")
+
+    # ------------------------------------------------------------------------------ construction
+
+    @staticmethod
+    def _bert_pipeline(model: models.Model, lowercase: bool, strip_accents: bool | None) -> tokenizers.Tokenizer:
+        tok = tokenizers.Tokenizer(model)
+        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                    strip_accents=strip_accents, lowercase=lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece(prefix="##")
+        return tok
+
+    def _add_post_processor(self) -> None:
+        cls, sep = self.backend.token_to_id("[CLS]"), self.backend.token_to_id("[SEP]")
+        self.backend.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+
+    @classmethod
+    def from_vocab(cls, vocab_file: str | Path, lowercase: bool = True,
+                   strip_accents: bool | None = None) -> "Tokenizer":
+        """A BERT tokenizer from a `vocab.txt` (one token per line, id = line number - 1).
+
+        `strip_accents=None` follows `lowercase`, as BERT's uncased models do.
+        """
+        vocab_file = Path(vocab_file)
+        if not vocab_file.exists():
+            raise FileNotFoundError(f"{vocab_file}: no such vocabulary file")
+        vocab = models.WordPiece.read_file(str(vocab_file))
+        model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
+        tok = cls(cls._bert_pipeline(model, lowercase, strip_accents))
+        tok._add_post_processor()
+        return tok
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "Tokenizer":
+        """Load `tokenizer.json` (preferred) or `vocab.txt` from a model directory, or either file."""
+        path = Path(path)
+        candidates = [path] if path.is_file() else [path / "tokenizer.json", path / "vocab.txt"]
+        for file in candidates:
+            if file.name.endswith(".json") and file.exists():
+                try:
+                    return cls(tokenizers.Tokenizer.from_file(str(file)))
+                except Exception as e:  # the Rust library raises plain Exception
+                    raise ValueError(f"{file}: not a valid tokenizer.json ({e})") from e
+            if file.exists():
+                return cls.from_vocab(file, lowercase=_lowercase_setting(file.parent))
+        raise FileNotFoundError(f"{path}: no tokenizer.json or vocab.txt")
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 30522, lowercase: bool = True,
+              strip_accents: bool | None = None, min_frequency: int = 2, limit_alphabet: int = 1000,
+              show_progress: bool = True, length: int | None = None) -> "Tokenizer":
+        """Train a WordPiece vocabulary of `vocab_size` tokens (special tokens included) on texts.
+
+        Use `textfiles.read_texts(paths)` to train on files with line-numbered decoding errors.
+        """
+        model = models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100)
+        backend = cls._bert_pipeline(model, lowercase, strip_accents)
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                            special_tokens=list(SPECIAL_TOKENS), limit_alphabet=limit_alphabet,
+                                            continuing_subword_prefix="##", show_progress=show_progress)
+        backend.train_from_iterator(texts, trainer=trainer, length=length)
+        tok = cls(backend)
+        tok._add_post_processor()
+        return tok
+
+    def save(self, path: str | Path) -> None:
+        """Write tokenizer.json, vocab.txt (WordPiece only) and tokenizer_config.json into `path`."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path / "tokenizer.json") as tmp:
+            self.backend.save(str(tmp))
+        vocab = self.backend.get_vocab()
+        if isinstance(self.backend.model, models.WordPiece):
+            with atomic_write(path / "vocab.txt") as tmp:
+                tmp.write_text("".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])),
+                               encoding="utf-8")
+        norm = self.backend.normalizer
+        lowercase = bool(getattr(norm, "lowercase", True))
+        config = {"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase,
+                  "strip_accents": getattr(norm, "strip_accents", None), "model_max_length": 512,
+                  **{f"{t[1:-1].lower()}_token": t for t in SPECIAL_TOKENS}}
+        with atomic_write(path / "tokenizer_config.json") as tmp:
+            tmp.write_text(json.dumps(config, indent=2))
+
+    # ------------------------------------------------------------------------------ vocabulary
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def token_id(self, token: str) -> int:
+        i = self.backend.token_to_id(token)
+        if i is None:
+            raise KeyError(f"token {token!r} is not in the vocabulary")
+        return i
+
+    @property
+    def pad_id(self) -> int:
+        return self.token_id("[PAD]")
+
+    @property
+    def mask_id(self) -> int:
+        return self.token_id("[MASK]")
+
+    @property
+    def special_ids(self) -> set[int]:
+        return {i for t in SPECIAL_TOKENS if (i := self.backend.token_to_id(t)) is not None}
+
+    # ------------------------------------------------------------------------------ encoding
+
+    def encode(self, texts: Sequence[str] | Sequence[Sequence[str]], pairs: Sequence[str] | None = None, *,
+               split_into_words: bool = False, max_length: int = 512, overflow: Overflow = "error",
+               stride: int = 64) -> Encoded:
+        """Encode a batch of texts (or text pairs, or pre-split word lists) in parallel.
+
+        Args:
+            texts: strings, or with `split_into_words=True` lists of words.
+            pairs: second texts for sentence pairs ([CLS] A [SEP] B [SEP], segment ids 0 then 1).
+            max_length: longest sequence in tokens, special tokens included.
+            overflow: what to do with longer inputs: "error" (raise, naming the input), "truncate"
+                (cut and count, with a warning), or "window" (overlapping windows of `max_length`
+                sharing `stride` tokens; pairs window the second text).
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode takes a list of texts; wrap a single text in a list")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pair texts")
+        if overflow not in ("error", "truncate", "window"):
+            raise ValueError(f"overflow must be 'error', 'truncate' or 'window', not {overflow!r}")
+        batch = list(zip(texts, pairs)) if pairs is not None else list(texts)
+        if overflow == "error":
+            rows = self.backend.encode_batch(batch, is_pretokenized=split_into_words)
+            too_long = [i for i, e in enumerate(rows) if len(e.ids) > max_length]
+            if too_long:
+                i = too_long[0]
+                raise ValueError(f"input {i} has {len(rows[i].ids)} tokens, more than max_length="
+                                 f"{max_length} ({len(too_long)} inputs are too long); pass "
+                                 "overflow='truncate' to cut them or overflow='window' to split them")
+            return Encoded(rows, np.arange(len(rows), dtype=np.int64))
+        strategy = "only_second" if pairs is not None and overflow == "window" else "longest_first"
+        self.backend.enable_truncation(max_length, stride=stride if overflow == "window" else 0,
+                                       strategy=strategy)
+        try:
+            rows = self.backend.encode_batch(batch, is_pretokenized=split_into_words)
+        finally:
+            self.backend.no_truncation()
+        cut = sum(1 for e in rows if e.overflowing)
+        if overflow == "truncate":
+            if cut:
+                warnings.warn(f"truncated {cut} of {len(rows)} inputs to {max_length} tokens", stacklevel=2)
+            return Encoded(rows, np.arange(len(rows), dtype=np.int64), num_truncated=cut)
+        windows = [[e, *e.overflowing] for e in rows]
+        return Encoded([w for ws in windows for w in ws],
+                       np.repeat(np.arange(len(rows), dtype=np.int64), [len(ws) for ws in windows]))
+
+    def tokens(self, text: str) -> list[str]:
+        """The WordPiece tokens of one text, special tokens included."""
+        return self.backend.encode(text).tokens
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def normalize(self, text: str) -> str:
+        """The text as the model sees it: normalised and split into words, joined by spaces."""
+        if self.backend.normalizer is not None:
+            text = self.backend.normalizer.normalize_str(text)
+        if self.backend.pre_tokenizer is None:
+            return text
+        return " ".join(w for w, _ in self.backend.pre_tokenizer.pre_tokenize_str(text))
+
+
+def _lowercase_setting(folder: Path) -> bool:
+    """`do_lower_case` from a tokenizer_config.json beside vocab.txt; BERT's default is True."""
+    config = folder / "tokenizer_config.json"
+    if config.exists():
+        return bool(json.loads(config.read_text()).get("do_lower_case", True))
+    return True
