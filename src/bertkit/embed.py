@@ -51,7 +51,7 @@ def _combine_windows(vectors: np.ndarray, origin: np.ndarray, lengths: np.ndarra
     return out / np.bincount(origin, weights=lengths, minlength=n)[:, None].astype(vectors.dtype)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: under it, autocast re-casts every weight on every call
 def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling: Pooling = "mean",
           layers: int | Sequence[int] = -1, normalize: bool = False, batch_size: int = 32,
           precision: str = "auto", max_length: int | None = None, overflow: Overflow = "error",

