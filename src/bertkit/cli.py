@@ -1,0 +1,187 @@
+"""The `bertkit` command: parses arguments and calls library functions, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  bertkit info --model MODEL_DIR
+  bertkit similarity --model MODEL_DIR "A man plays a guitar." "Someone is playing music." "A cat sleeps."
+  bertkit embed --model MODEL_DIR --input sentences.txt --output vectors.npy --normalize
+  bertkit tokenize --tokenizer MODEL_DIR "Tokenize this, please."
+  bertkit train-tokenizer --input corpus/ --vocab-size 8000 --out my_tokenizer/
+  bertkit fill-mask --model MODEL_WITH_MLM_HEAD "The capital of France is [MASK]."
+
+MODEL_DIR is a Hugging Face-layout directory (config.json + model.safetensors, with vocab.txt or
+tokenizer.json), such as one bertkit saved or a BERT, RoBERTa or DistilBERT checkpoint.
+"""
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory (config.json + weights)")
+    p.add_argument("--tokenizer", help="tokenizer directory or file (default: the model directory)")
+
+
+def _precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="numeric precision; auto = bf16 where the CPU computes it natively (default)")
+
+
+def _overflow_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-length", type=int, help="window in tokens (default: the model's maximum)")
+    p.add_argument("--overflow", default="error", choices=["error", "truncate", "window"],
+                   help="texts longer than --max-length: stop with an error (default), truncate and "
+                        "count them, or split into overlapping windows")
+    p.add_argument("--stride", type=int, default=64, help="tokens shared by neighbouring windows")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bertkit", description="Bidirectional transformer encoders "
+                                     "(the BERT family): tokenize, embed, inspect.", epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="describe a model: sizes, parameters, vocabulary, heads")
+    _model_args(p)
+
+    p = sub.add_parser("embed", help="embed each line of a text file into a .npy matrix")
+    _model_args(p)
+    p.add_argument("--input", required=True, help="UTF-8 text file, one text per line")
+    p.add_argument("--output", required=True, help="where to write the (lines, hidden) float32 .npy")
+    p.add_argument("--pooling", default="mean", choices=["mean", "cls", "max"])
+    p.add_argument("--layers", default="-1", help="hidden state(s) to pool, comma-separated, averaged "
+                   "(-1 = last layer, 0 = embeddings; e.g. -4,-3,-2,-1)")
+    p.add_argument("--normalize", action="store_true", help="scale vectors to unit length")
+    p.add_argument("--batch-size", type=int, default=32)
+    _precision_arg(p)
+    _overflow_args(p)
+
+    p = sub.add_parser("similarity", help="cosine similarity between texts given on the command line")
+    _model_args(p)
+    p.add_argument("texts", nargs="+", help="two or more texts")
+    _precision_arg(p)
+
+    p = sub.add_parser("tokenize", help="show WordPiece tokens, ids and offsets (JSON lines)")
+    p.add_argument("--tokenizer", required=True, help="tokenizer directory, tokenizer.json or vocab.txt")
+    p.add_argument("texts", nargs="*", help="texts (or use --input)")
+    p.add_argument("--input", help="UTF-8 text file, one text per line")
+    p.add_argument("--pair", help="second text: encode each text as a pair with this one")
+    _overflow_args(p)
+
+    p = sub.add_parser("train-tokenizer", help="train a WordPiece vocabulary on text files")
+    p.add_argument("--input", required=True, action="append", help="text file or folder of .txt files (repeatable)")
+    p.add_argument("--out", required=True, help="directory for tokenizer.json, vocab.txt, tokenizer_config.json")
+    p.add_argument("--vocab-size", type=int, default=30522)
+    p.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case, strip accents)")
+    p.add_argument("--min-frequency", type=int, default=2)
+
+    p = sub.add_parser("fill-mask", help="predict the words behind [MASK] (models with an MLM head)")
+    _model_args(p)
+    p.add_argument("text", help="text with one or more [MASK] tokens")
+    p.add_argument("--top-k", type=int, default=5)
+    return parser
+
+
+def _load(args):
+    from bertkit import Encoder, Tokenizer
+    return Encoder.from_pretrained(args.model), Tokenizer.from_pretrained(args.tokenizer or args.model)
+
+
+def cmd_info(args) -> None:
+    model, tokenizer = _load(args)
+    c = model.config
+    heads = [n for n, h in (("MLM", model.mlm_head), ("NSP", model.nsp_head)) if h is not None]
+    print(f"family        {c.family}\nlayers        {c.num_layers}\nhidden        {c.hidden_size}\n"
+          f"heads         {c.num_heads} x {c.head_size}\nfeed-forward  {c.intermediate_size} ({c.hidden_act})\n"
+          f"max length    {c.max_length} tokens\nvocabulary    {c.vocab_size} (tokenizer: {tokenizer.vocab_size})\n"
+          f"parameters    {model.num_parameters():,} encoder, {model.num_parameters(include_heads=True):,} with heads\n"
+          f"pooler        {'yes' if model.pooler is not None else 'no'}\n"
+          f"pretraining heads  {', '.join(heads) or 'none'}")
+
+
+def cmd_embed(args) -> None:
+    import numpy as np
+    from bertkit import embed
+    from bertkit.checkpoint import atomic_write
+    from bertkit.textfiles import read_lines
+    texts = [line for _, line in read_lines(args.input)]
+    if not texts:
+        raise ValueError(f"{args.input}: the file is empty")
+    empty = sum(1 for t in texts if not t.strip())
+    if empty:
+        print(f"note: {empty} empty lines embedded as empty texts, so rows match lines", file=sys.stderr)
+    model, tokenizer = _load(args)
+    layers = [int(x) for x in args.layers.split(",")]
+    vectors = embed(model, tokenizer, texts, pooling=args.pooling, layers=layers, normalize=args.normalize,
+                    batch_size=args.batch_size, precision=args.dtype, max_length=args.max_length,
+                    overflow=args.overflow, stride=args.stride)
+    with atomic_write(args.output) as tmp, open(tmp, "wb") as f:
+        np.save(f, vectors)
+    print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {args.output}", file=sys.stderr)
+
+
+def cmd_similarity(args) -> None:
+    from bertkit import embed
+    if len(args.texts) < 2:
+        raise ValueError("give at least two texts to compare")
+    model, tokenizer = _load(args)
+    vectors = embed(model, tokenizer, args.texts, normalize=True, precision=args.dtype, progress=False)
+    sims = vectors @ vectors.T
+    for i, a in enumerate(args.texts):
+        for j in range(i + 1, len(args.texts)):
+            print(f"{sims[i, j]:.4f}  {a!r} ~ {args.texts[j]!r}")
+
+
+def cmd_tokenize(args) -> None:
+    from bertkit import Tokenizer
+    from bertkit.textfiles import read_lines
+    tokenizer = Tokenizer.from_pretrained(args.tokenizer)
+    texts = list(args.texts) + ([line for _, line in read_lines(args.input)] if args.input else [])
+    if not texts:
+        raise ValueError("give texts on the command line or a file with --input")
+    pairs = [args.pair] * len(texts) if args.pair is not None else None
+    encoded = tokenizer.encode(texts, pairs, max_length=args.max_length or 512, overflow=args.overflow,
+                               stride=args.stride)
+    for r, row in enumerate(encoded.rows):
+        print(json.dumps({"input": int(encoded.origin[r]), "tokens": row.tokens, "ids": row.ids,
+                          "type_ids": row.type_ids, "offsets": row.offsets, "word_ids": row.word_ids},
+                         ensure_ascii=False))
+
+
+def cmd_train_tokenizer(args) -> None:
+    from bertkit import Tokenizer
+    from bertkit.textfiles import read_texts, text_files
+    files = [f for path in args.input for f in text_files(path)]
+    tokenizer = Tokenizer.train(read_texts(files), vocab_size=args.vocab_size, lowercase=not args.cased,
+                                strip_accents=False if args.cased else None, min_frequency=args.min_frequency)
+    tokenizer.save(args.out)
+    print(f"trained a vocabulary of {tokenizer.vocab_size} tokens on {len(files)} files; saved to {args.out}",
+          file=sys.stderr)
+
+
+def cmd_fill_mask(args) -> None:
+    from bertkit.fill_mask import fill_mask
+    model, tokenizer = _load(args)
+    for n, candidates in enumerate(fill_mask(model, tokenizer, args.text, args.top_k), start=1):
+        print(f"[MASK] #{n}: " + ", ".join(f"{c.token} ({c.probability:.3f})" for c in candidates))
+
+
+COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,
+            "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, IsADirectoryError, KeyError) as e:
+        print(f"bertkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Predict the tokens behind [MASK] with a model that carries its MLM head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .model import Encoder
+from .tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class Candidate:
+    token: str
+    token_id: int
+    probability: float
+
+
+@torch.no_grad()
+def fill_mask(model: Encoder, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[list[Candidate]]:
+    """The `top_k` most probable tokens for each [MASK] in `text`, most probable first.
+
+    Returns one list per [MASK], in text order.
+    """
+    if model.mlm_head is None:
+        raise ValueError("this model has no MLM head (its checkpoint holds no cls.predictions / lm_head "
+                         "weights); fill-mask needs a masked-language model")
+    encoded = tokenizer.encode([text], max_length=model.config.max_length)
+    batch = encoded.tensors(pad_id=tokenizer.pad_id)
+    positions = (batch["input_ids"][0] == tokenizer.mask_id).nonzero().flatten()
+    if positions.numel() == 0:
+        raise ValueError(f"no [MASK] token in {text!r}; write [MASK] where a word should be predicted")
+    model.eval()
+    hidden = model(**batch).last_hidden_state[0, positions]  # (M, H)
+    probs = model.mlm_head(hidden).softmax(-1)  # (M, V)
+    top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    return [[Candidate(tokenizer.backend.id_to_token(int(i)), int(i), float(p)) for p, i in zip(ps, ids)]
+            for ps, ids in zip(top.values, top.indices)]

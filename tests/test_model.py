@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+import torch
+
+from bertkit import Encoder, preset
+from bertkit.model import CPU_BF16_ATTENTION_MIN_LENGTH, attention, forward_flops
+
+
+def random_batch(vocab: int, lengths: list[int], seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    mask = (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]).long()
+    ids = torch.randint(5, vocab, (len(lengths), T), generator=g) * mask
+    types = (torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None] // 2).long() * mask
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return Encoder(preset("tiny", vocab_size=500)).eval()
+
+
+def test_unpadded_path_equals_padded_path(tiny):
+    batch = random_batch(500, [17, 3, 9, 1, 17, 12])
+    with torch.no_grad():
+        fast = tiny(**batch, output_layers=[0, 1]).layers
+        plain = tiny(**batch, output_layers=[0, 1], unpad_tokens=False).layers
+    real = batch["attention_mask"].bool()
+    for i in (0, 1):
+        assert (fast[i][real] - plain[i][real]).abs().max() <= 1e-5
+
+
+def test_padding_does_not_change_a_sequence(tiny):
+    """A sequence encodes the same alone and beside a longer one."""
+    batch = random_batch(500, [5, 20], seed=1)
+    alone = {k: v[:1, :5] for k, v in batch.items()}
+    with torch.no_grad():
+        together = tiny(**batch).last_hidden_state[0, :5]
+        single = tiny(**alone).last_hidden_state[0]
+    assert (together - single).abs().max() <= 1e-5
+
+
+def test_output_layers_and_negative_indices(tiny):
+    batch = random_batch(500, [4, 6])
+    with torch.no_grad():
+        out = tiny(**batch, output_layers=[0, -1])
+    assert set(out.layers) == {0, 2}
+    assert torch.equal(out.layers[2], out.last_hidden_state)
+
+
+def test_too_long_input_is_an_error(tiny):
+    with pytest.raises(ValueError, match="positions cover 512"):
+        tiny(torch.zeros(1, 513, dtype=torch.long))
+
+
+def test_bf16_autocast_stays_close_to_fp32(tiny):
+    batch = random_batch(500, [30, 7, 12])
+    with torch.no_grad():
+        ref = tiny(**batch).last_hidden_state
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = tiny(**batch).last_hidden_state.float()
+    real = batch["attention_mask"].bool()
+    cos = torch.nn.functional.cosine_similarity(ref[real], low[real], dim=-1)
+    assert cos.min() > 0.999
+
+
+def test_attention_fast_precision_equals_plain_sdpa():
+    """The fp32 detour for short bf16 sequences computes what bf16 SDPA computes, more exactly."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 10, 8, generator=g) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 10, dtype=torch.bool)
+    mask[1, ..., 6:] = False
+    exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.0).float()
+    assert 10 < CPU_BF16_ATTENTION_MIN_LENGTH
+    assert (got - exact).abs().max() < 0.05
+
+
+def test_training_mode_applies_dropout_and_gradients_flow(tiny):
+    batch = random_batch(500, [8, 5])
+    tiny.train()
+    try:
+        a = tiny(**batch).last_hidden_state
+        b = tiny(**batch).last_hidden_state
+        assert not torch.allclose(a, b)
+        a.sum().backward()
+        assert tiny.embeddings.word.weight.grad is not None
+    finally:
+        tiny.eval()
+        tiny.zero_grad(set_to_none=True)
+
+
+def test_forward_flops_counts_matrix_products():
+    c = preset("tiny")
+    one = forward_flops(c, [10])
+    assert one == c.num_layers * (2 * (4 * 128 ** 2 + 2 * 128 * 512) * 10 + 4 * 128 * 100)
+    assert forward_flops(c, [10, 10]) == 2 * one
+
+
+def test_minilm_matches_transformers_on_real_sentences(minilm, minilm_dir, sts_sentences):
+    from transformers import AutoModel
+    model, tokenizer = minilm
+    reference = AutoModel.from_pretrained(minilm_dir).eval()
+    sentences = sts_sentences[:500]
+    worst = {"unpadded": 0.0, "padded": 0.0}
+    with torch.no_grad():
+        for start in range(0, len(sentences), 50):
+            batch = tokenizer.encode(sentences[start:start + 50]).tensors()
+            expected = reference(**batch).last_hidden_state
+            real = batch["attention_mask"].bool()
+            for name, unpad_tokens in (("unpadded", True), ("padded", False)):
+                got = model(**batch, unpad_tokens=unpad_tokens).last_hidden_state
+                worst[name] = max(worst[name], float((got - expected)[real].abs().max()))
+    assert worst["unpadded"] <= 1e-4 and worst["padded"] <= 1e-4, worst
+    assert np.isfinite(list(worst.values())).all()

@@ -1,0 +1,43 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bertkit.padding import make_layout, repad, unpad
+
+
+def right_padded_mask(lengths: list[int]) -> torch.Tensor:
+    T = max(lengths)
+    return (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]).long()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=6))
+def test_unpad_then_repad_restores_real_tokens_and_zeros_padding(lengths):
+    mask = right_padded_mask(lengths)
+    B, T = mask.shape
+    x = torch.randn(B, T, 3)
+    layout = make_layout(mask, B, T)
+    flat = unpad(x, layout)
+    assert flat.shape == (sum(lengths), 3)
+    back = repad(flat, layout)
+    assert torch.equal(back[mask.bool()], x[mask.bool()])
+    assert torch.all(back[~mask.bool()] == 0)
+
+
+def test_plain_layout_keeps_every_position():
+    mask = right_padded_mask([3, 1])
+    layout = make_layout(mask, 2, 3, unpad=False)
+    assert layout.num_tokens == 6 and layout.key_mask is not None
+
+
+def test_full_batch_needs_no_mask():
+    layout = make_layout(torch.ones(2, 4, dtype=torch.long), 2, 4)
+    assert layout.indices is None and layout.key_mask is None
+
+
+def test_left_padding_and_empty_rows_are_refused():
+    with pytest.raises(ValueError, match="right padding"):
+        make_layout(torch.tensor([[1, 0, 1]]), 1, 3)
+    with pytest.raises(ValueError, match="start with padding"):
+        make_layout(torch.tensor([[1, 1], [0, 0]]), 2, 2)
