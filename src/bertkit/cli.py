@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, default=30522)
     p.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case, strip accents)")
     p.add_argument("--min-frequency", type=int, default=2)
+    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"],
+                   help="invalid UTF-8: stop with file and line (default), or replace and report")
 
     p = sub.add_parser("fill-mask", help="predict the words behind [MASK] (models with an MLM head)")
     _model_args(p)
@@ -155,7 +157,7 @@ def cmd_train_tokenizer(args) -> None:
     from bertkit import Tokenizer
     from bertkit.textfiles import read_texts, text_files
     files = [f for path in args.input for f in text_files(path)]
-    tokenizer = Tokenizer.train(read_texts(files), vocab_size=args.vocab_size, lowercase=not args.cased,
+    tokenizer = Tokenizer.train(read_texts(files, args.encoding_errors), vocab_size=args.vocab_size, lowercase=not args.cased,
                                 strip_accents=False if args.cased else None, min_frequency=args.min_frequency)
     tokenizer.save(args.out)
     print(f"trained a vocabulary of {tokenizer.vocab_size} tokens on {len(files)} files; saved to {args.out}",

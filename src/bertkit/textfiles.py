@@ -2,37 +2,52 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Literal
+
+DecodeErrors = Literal["strict", "replace"]
 
 
-def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+def read_lines(path: str | Path, errors: DecodeErrors = "strict") -> Iterator[tuple[int, str]]:
     """Yield (line number from 1, line without its newline) from a UTF-8 file.
+
+    Args:
+        errors: "strict" stops at the first line that is not valid UTF-8; "replace" puts U+FFFD for
+            the undecodable bytes, and warns once per file with the count and the first line.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: a line is not valid UTF-8; the message gives file, line and byte offset.
+        ValueError: with errors="strict", a line is not valid UTF-8 (file, line and byte offset given).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory; give a text file")
+    bad_lines: list[int] = []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{number}: invalid UTF-8 at byte {e.start} of the line "
-                                 f"({raw[max(0, e.start - 10):e.start + 10]!r}); convert the file "
-                                 "to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+                if errors == "strict":
+                    raise ValueError(f"{path}:{number}: invalid UTF-8 at byte {e.start} of the line "
+                                     f"({raw[max(0, e.start - 10):e.start + 10]!r}); convert the file to "
+                                     "UTF-8 (e.g. iconv -f latin1 -t utf-8) or replace bad bytes "
+                                     "(errors='replace', --encoding-errors replace)") from None
+                bad_lines.append(number)
+                line = raw.decode("utf-8", errors="replace")
             yield number, line.rstrip("\r\n")
+    if bad_lines:
+        warnings.warn(f"{path}: {len(bad_lines)} lines had invalid UTF-8, replaced by U+FFFD "
+                      f"(first at line {bad_lines[0]})", stacklevel=2)
 
 
-def read_texts(paths: Iterable[str | Path]) -> Iterator[str]:
+def read_texts(paths: Iterable[str | Path], errors: DecodeErrors = "strict") -> Iterator[str]:
     """Every line of every file, in order."""
     for path in paths:
-        for _, line in read_lines(path):
+        for _, line in read_lines(path, errors):
             yield line
 
 

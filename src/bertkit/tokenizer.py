@@ -90,6 +90,8 @@ class Tokenizer:
         return tok
 
     def _add_post_processor(self) -> None:
+        """[CLS] A [SEP] (B [SEP]) templates; special tokens in the text are matched whole."""
+        self.backend.add_special_tokens([t for t in SPECIAL_TOKENS if self.backend.token_to_id(t) is not None])
         cls, sep = self.backend.token_to_id("[CLS]"), self.backend.token_to_id("[SEP]")
         self.backend.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -238,8 +240,14 @@ class Tokenizer:
         """The WordPiece tokens of one text, special tokens included."""
         return self.backend.encode(text).tokens
 
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True, cleanup: bool = True) -> str:
+        """Text from ids. `cleanup=False` keeps a space around punctuation, as `normalize` does."""
+        decoder = self.backend.decoder
+        if cleanup or not isinstance(decoder, decoders.WordPiece):
+            return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        tokens = [self.backend.id_to_token(i) for i in ids
+                  if not (skip_special_tokens and i in self.special_ids)]
+        return decoders.WordPiece(prefix=decoder.prefix, cleanup=False).decode(tokens)
 
     def normalize(self, text: str) -> str:
         """The text as the model sees it: normalised and split into words, joined by spaces."""

