@@ -84,3 +84,15 @@ def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit) as exit_info:
         main(["teleport"])
     assert exit_info.value.code == 2
+
+
+def test_embed_with_layers_windows_and_cls(capsys, minilm_dir, tmp_path):
+    (tmp_path / "in.txt").write_text("short text\n" + "a long text . " * 400 + "\n", encoding="utf-8")
+    code, _, err = run(capsys, "embed", "--model", minilm_dir, "--input", tmp_path / "in.txt", "--output",
+                       tmp_path / "out.npy", "--layers=-4,-3,-2,-1", "--pooling", "cls", "--overflow", "window",
+                       "--max-length", "128", "--stride", "32")
+    assert code == 0, err
+    assert np.isfinite(np.load(tmp_path / "out.npy")).all()
+    code, _, err = run(capsys, "embed", "--model", minilm_dir, "--input", tmp_path / "in.txt", "--output",
+                       tmp_path / "out2.npy")
+    assert code == 2 and "more than max_length=512" in err and "--overflow" not in err

@@ -155,3 +155,36 @@ def test_unused_tensors_are_reported(saved):
     save_file(tensors, saved / "model.safetensors")
     with pytest.warns(UserWarning, match="1 tensors not used.*classifier.weight"):
         Encoder.from_pretrained(saved)
+
+
+def test_untied_decoder_is_refused(tmp_path):
+    reference = hf_model("bert")
+    reference.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors["cls.predictions.decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"] + 1
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match="decoder.weight differs from the word embeddings"):
+        Encoder.from_pretrained(tmp_path)
+
+
+def test_tensorflow_names_and_sharded_checkpoints_load(tmp_path):
+    reference = hf_model("bert")
+    reference.config.save_pretrained(tmp_path)
+    state = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+             for k, v in reference.state_dict().items()}
+    names = sorted(state)
+    half = len(names) // 2
+    for i, part in enumerate((names[:half], names[half:])):
+        save_file({k: state[k].clone().contiguous() for k in part}, tmp_path / f"model-0000{i + 1}-of-00002.safetensors")
+    weight_map = {k: f"model-0000{1 + (k in names[half:])}-of-00002.safetensors" for k in names}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    model = Encoder.from_pretrained(tmp_path)
+    batch = batch_for("bert", 0)
+    assert_same(bertkit_outputs(model, batch), hf_outputs(reference, batch), batch["attention_mask"])
+
+
+def test_family_rules_are_checked_before_anything_is_written():
+    with pytest.raises(ValueError, match="DistilBERT model has no segment embeddings"):
+        preset("tiny", family="distilbert")
+    with pytest.raises(ValueError, match="RoBERTa model numbers positions"):
+        preset("tiny", family="roberta", pad_token_id=1)

@@ -114,3 +114,21 @@ def test_minilm_matches_transformers_on_real_sentences(minilm, minilm_dir, sts_s
                 worst[name] = max(worst[name], float((got - expected)[real].abs().max()))
     assert worst["unpadded"] <= 1e-4 and worst["padded"] <= 1e-4, worst
     assert np.isfinite(list(worst.values())).all()
+
+
+def test_parameter_count_counts_tied_decoder_once():
+    from bertkit import add_pretraining_heads
+    model = Encoder(preset("tiny", vocab_size=500))
+    bare = model.num_parameters()
+    add_pretraining_heads(model, mlm=True, nsp=True)
+    assert model.num_parameters() == bare
+    H = 128
+    assert model.num_parameters(include_heads=True) == bare + (H * H + H) + 2 * H + 500 + (2 * H + 2)
+
+
+def test_layer_out_of_range_is_an_error(tiny):
+    batch = random_batch(500, [4])
+    with pytest.raises(ValueError, match="layer 3 does not exist.*0..2"):
+        tiny(**batch, output_layers=[3])
+    with pytest.raises(ValueError, match="layer -4 does not exist"):
+        tiny(**batch, output_layers=[-4])

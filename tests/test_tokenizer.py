@@ -152,3 +152,11 @@ def test_missing_tokenizer_files(tmp_path):
 
 def test_special_tokens_in_text_stay_whole(ours):
     assert ours.tokens("a [MASK] b [SEP]") == ["[CLS]", "a", "[MASK]", "b", "[SEP]", "[SEP]"]
+
+
+def test_window_options_are_checked(ours):
+    with pytest.raises(ValueError, match="stride 200 must be >= 0 and less than max_length - 3"):
+        ours.encode(["a b c"], overflow="window", max_length=128, stride=200)
+    long_first = " ".join(["word"] * 300)
+    with pytest.raises(ValueError, match="cannot window these inputs to 128 tokens"):
+        ours.encode([long_first], ["short"], overflow="window", max_length=128, stride=16)

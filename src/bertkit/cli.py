@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="where to write the (lines, hidden) float32 .npy")
     p.add_argument("--pooling", default="mean", choices=["mean", "cls", "max"])
     p.add_argument("--layers", default="-1", help="hidden state(s) to pool, comma-separated, averaged "
-                   "(-1 = last layer, 0 = embeddings; e.g. -4,-3,-2,-1)")
+                   "(-1 = last layer, 0 = embeddings; write negative lists with '=': --layers=-4,-3,-2,-1)")
     p.add_argument("--normalize", action="store_true", help="scale vectors to unit length")
     p.add_argument("--batch-size", type=int, default=32)
     _precision_arg(p)

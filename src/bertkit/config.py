@@ -50,6 +50,12 @@ class EncoderConfig:
             raise ValueError(f"family {self.family!r} is not one of {FAMILIES}")
         if self.type_vocab_size < 0 or self.position_offset < 0:
             raise ValueError("type_vocab_size and position_offset must be >= 0")
+        if self.family == "distilbert" and (self.type_vocab_size or self.pooler):
+            raise ValueError("a DistilBERT model has no segment embeddings and no pooler: set "
+                             "type_vocab_size=0 and pooler=False")
+        if self.family == "roberta" and self.position_offset != self.pad_token_id + 1:
+            raise ValueError("a RoBERTa model numbers positions from pad_token_id + 1: set "
+                             f"position_offset={self.pad_token_id + 1}")
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

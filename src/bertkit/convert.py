@@ -124,7 +124,7 @@ def config_from_hf(hf: dict, source: Path) -> EncoderConfig:
     if family == "roberta":
         fields["position_offset"] = hf.get("pad_token_id", 1) + 1
     if family == "distilbert":
-        fields["type_vocab_size"] = 0
+        fields.update(type_vocab_size=0, pooler=False)
     try:
         return EncoderConfig(family=family, **fields)
     except (TypeError, ValueError) as e:
@@ -236,8 +236,6 @@ def config_to_hf(config: EncoderConfig, architecture: str) -> dict:
     hf.update(model_type=config.family, architectures=[architecture])
     if config.family != "distilbert":
         hf["position_embedding_type"] = "absolute"
-    if config.family == "roberta" and config.position_offset != config.pad_token_id + 1:
-        raise ValueError("a RoBERTa model numbers positions from pad_token_id + 1")
     return hf
 
 
@@ -257,8 +255,9 @@ def save_pretrained(encoder: Encoder, path: str | Path) -> None:
     for ours, theirs in key_map:
         for name, part in zip(theirs, state[ours].chunk(len(theirs))):
             tensors[name] = part.detach().float().contiguous()
+    hf_config = json.dumps(config_to_hf(config, ARCHITECTURES[config.family][with_heads]), indent=2)
     path.mkdir(parents=True, exist_ok=True)
     with atomic_write(path / "model.safetensors") as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
     with atomic_write(path / "config.json") as tmp:
-        tmp.write_text(json.dumps(config_to_hf(config, ARCHITECTURES[config.family][with_heads]), indent=2))
+        tmp.write_text(hf_config)

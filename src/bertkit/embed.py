@@ -73,14 +73,15 @@ def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling
     """
     if isinstance(texts, str):
         raise TypeError("embed takes a list of texts; wrap a single text in a list")
-    layer_list = [layers] if isinstance(layers, int) else list(layers)
+    layer_list = [model.layer_index(i) for i in ([layers] if isinstance(layers, int) else layers)]
     max_length = max_length or model.config.max_length
     encoded = tokenizer.encode(list(texts), max_length=max_length, overflow=overflow, stride=stride)
     lengths = encoded.lengths
     order = np.argsort(-lengths, kind="stable")  # longest first: a memory error shows at once
-    dtype = precision_.resolve(precision)
     device = next(model.parameters()).device
+    dtype = precision_.resolve(precision, device)
     vectors = np.empty((len(encoded), model.config.hidden_size), dtype=np.float32)
+    was_training = model.training
     model.eval()
     with precision_.autocast(dtype, device.type), tqdm(total=len(encoded), desc="embed", unit="seq",
                                                         disable=not progress) as bar:
@@ -88,9 +89,10 @@ def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling
             rows = order[start:start + batch_size]
             batch = {k: v.to(device) for k, v in encoded.tensors(rows, tokenizer.pad_id).items()}
             out = model(**batch, output_layers=layer_list)
-            hidden = torch.stack([out.layers[i % (model.config.num_layers + 1)] for i in layer_list]).mean(0)
+            hidden = torch.stack([out.layers[i] for i in layer_list]).mean(0)
             vectors[rows] = pool(hidden.float(), batch["attention_mask"], pooling).cpu().numpy()
             bar.update(len(rows))
+    model.train(was_training)
     vectors = _combine_windows(vectors, encoded.origin, lengths, len(texts), pooling)
     if normalize:
         vectors = F.normalize(torch.from_numpy(vectors), dim=-1).numpy()

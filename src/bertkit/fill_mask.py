@@ -27,13 +27,16 @@ def fill_mask(model: Encoder, tokenizer: Tokenizer, text: str, top_k: int = 5) -
         raise ValueError("this model has no MLM head (its checkpoint holds no cls.predictions / lm_head "
                          "weights); fill-mask needs a masked-language model")
     encoded = tokenizer.encode([text], max_length=model.config.max_length)
-    batch = encoded.tensors(pad_id=tokenizer.pad_id)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in encoded.tensors(pad_id=tokenizer.pad_id).items()}
     positions = (batch["input_ids"][0] == tokenizer.mask_id).nonzero().flatten()
     if positions.numel() == 0:
         raise ValueError(f"no [MASK] token in {text!r}; write [MASK] where a word should be predicted")
+    was_training = model.training
     model.eval()
     hidden = model(**batch).last_hidden_state[0, positions]  # (M, H)
-    probs = model.mlm_head(hidden).softmax(-1)  # (M, V)
+    probs = model.mlm_head(hidden).softmax(-1).cpu()  # (M, V)
+    model.train(was_training)
     top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
     return [[Candidate(tokenizer.backend.id_to_token(int(i)), int(i), float(p)) for p, i in zip(ps, ids)]
             for ps, ids in zip(top.values, top.indices)]

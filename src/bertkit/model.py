@@ -46,8 +46,8 @@ CPU_BF16_ATTENTION_MIN_LENGTH = 384
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, dropout: float) -> Tensor:
     """Scaled dot-product attention, (B, nh, T, hs) each -> (B, nh, T, hs).
 
-    The result may come back in fp32 for bf16 inputs; the next projection runs under autocast,
-    which casts it anyway, so casting back here would be wasted work.
+    For short bf16 inputs on CPU the result comes back in fp32; the caller casts it to the
+    residual stream's dtype (a no-op under autocast, where that stream is fp32).
     """
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[2] < CPU_BF16_ATTENTION_MIN_LENGTH:
         with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
@@ -186,7 +186,7 @@ class Encoder(nn.Module):
         positions = torch.arange(T, device=input_ids.device) + self.config.position_offset
         x = self.embeddings(unpad(input_ids, layout), unpad(positions.expand(B, T), layout),
                             None if token_type_ids is None else unpad(token_type_ids, layout))  # (N, H)
-        wanted = {i % (len(self.layers) + 1) for i in output_layers}
+        wanted = {self.layer_index(i) for i in output_layers}
         kept = {0: x} if 0 in wanted else {}
         for i, layer in enumerate(self.layers, start=1):
             x = layer(x, layout)
@@ -195,10 +195,21 @@ class Encoder(nn.Module):
         last = repad(x, layout)
         return EncoderOutput(last, {i: last if h is x else repad(h, layout) for i, h in kept.items()})
 
+    def layer_index(self, i: int) -> int:
+        """Hidden-state index i (0 = embeddings, negative from the end) as 0..num_layers."""
+        n = len(self.layers)
+        if not -n - 1 <= i <= n:
+            raise ValueError(f"layer {i} does not exist: this model has hidden states 0..{n} "
+                             f"(or {-n - 1}..-1 counting from the end)")
+        return i % (n + 1)
+
     def num_parameters(self, include_heads: bool = False) -> int:
-        heads = {id(p) for m in (self.mlm_head, self.nsp_head) if m is not None for p in m.parameters()}
-        params = {id(p): p for p in self.parameters() if include_heads or id(p) not in heads}
-        return sum(p.numel() for p in params.values())
+        """Distinct parameters; the MLM decoder tied to the word embeddings counts once."""
+        body = {id(p): p for name, p in self.named_parameters(remove_duplicate=False)
+                if not name.startswith(("mlm_head.", "nsp_head."))}
+        if include_heads:
+            body.update({id(p): p for p in self.parameters()})
+        return sum(p.numel() for p in body.values())
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "Encoder":

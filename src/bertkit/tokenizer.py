@@ -24,6 +24,9 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 from .checkpoint import atomic_write
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# Each special role, as BERT (WordPiece) and RoBERTa (byte-level BPE) vocabularies spell it.
+ROLES = {"pad": ("[PAD]", "<pad>"), "unk": ("[UNK]", "<unk>"), "cls": ("[CLS]", "<s>"),
+         "sep": ("[SEP]", "</s>"), "mask": ("[MASK]", "<mask>")}
 Overflow = Literal["error", "truncate", "window"]
 
 
@@ -73,10 +76,12 @@ class Tokenizer:
         backend.no_truncation()
         backend.no_padding()
         self.backend = backend
-        missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if backend.token_to_id(t) is None]
+        self.special = {role: next((t for t in spellings if backend.token_to_id(t) is not None), None)
+                        for role, spellings in ROLES.items()}
+        missing = [role for role in ("pad", "cls", "sep") if self.special[role] is None]
         if missing:
-            raise ValueError(f"tokenizer has no {', '.join(missing)} token; bertkit needs BERT's "
-                             "special tokens")
+            raise ValueError(f"tokenizer has no {' or '.join(t for r in missing for t in ROLES[r])} "
+                             "token; bertkit needs BERT's (or RoBERTa's) special tokens")
 
     # ------------------------------------------------------------------------------ construction
 
@@ -177,17 +182,23 @@ class Tokenizer:
             raise KeyError(f"token {token!r} is not in the vocabulary")
         return i
 
+    def role_id(self, role: str) -> int:
+        """Id of a special role: "pad", "unk", "cls", "sep" or "mask"."""
+        if self.special.get(role) is None:
+            raise KeyError(f"this vocabulary has no {role} token ({' or '.join(ROLES[role])})")
+        return self.token_id(self.special[role])
+
     @property
     def pad_id(self) -> int:
-        return self.token_id("[PAD]")
+        return self.role_id("pad")
 
     @property
     def mask_id(self) -> int:
-        return self.token_id("[MASK]")
+        return self.role_id("mask")
 
     @property
     def special_ids(self) -> set[int]:
-        return {i for t in SPECIAL_TOKENS if (i := self.backend.token_to_id(t)) is not None}
+        return {self.token_id(t) for t in self.special.values() if t is not None}
 
     # ------------------------------------------------------------------------------ encoding
 
@@ -220,11 +231,16 @@ class Tokenizer:
                                  f"{max_length} ({len(too_long)} inputs are too long); pass "
                                  "overflow='truncate' to cut them or overflow='window' to split them")
             return Encoded(rows, np.arange(len(rows), dtype=np.int64))
+        if overflow == "window" and not 0 <= stride < max_length - 3:
+            raise ValueError(f"stride {stride} must be >= 0 and less than max_length - 3 "
+                             f"({max_length - 3}): windows share `stride` tokens")
         strategy = "only_second" if pairs is not None and overflow == "window" else "longest_first"
         self.backend.enable_truncation(max_length, stride=stride if overflow == "window" else 0,
                                        strategy=strategy)
         try:
             rows = self.backend.encode_batch(batch, is_pretokenized=split_into_words)
+        except Exception as e:  # the Rust library raises plain Exception
+            raise ValueError(f"cannot {overflow} these inputs to {max_length} tokens: {e}") from e
         finally:
             self.backend.no_truncation()
         cut = sum(1 for e in rows if e.overflowing)

@@ -1,0 +1,21 @@
+import pytest
+import torch
+
+from bertkit import precision
+
+
+def test_resolve():
+    assert precision.resolve("fp32") == torch.float32
+    assert precision.resolve("bf16") == torch.bfloat16
+    expected = torch.bfloat16 if precision.bf16_is_fast("cpu") else torch.float32
+    assert precision.resolve("auto") == expected
+    with pytest.raises(ValueError, match="precision must be"):
+        precision.resolve("fp16")
+
+
+def test_autocast_runs_matmuls_in_bf16_only_when_asked():
+    a = torch.randn(4, 4)
+    with precision.autocast(torch.bfloat16):
+        assert (a @ a).dtype == torch.bfloat16
+    with precision.autocast(torch.float32):
+        assert (a @ a).dtype == torch.float32
