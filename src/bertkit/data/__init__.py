@@ -1,0 +1,1 @@
+"""Data for pretraining and fine-tuning: corpora, instances, masking, task files."""

@@ -1,0 +1,156 @@
+"""Masking for masked-language-model pretraining: pure functions of their inputs and a generator.
+
+Every random choice is drawn from the `torch.Generator` passed in, so a test can pin it and a
+resumed run repeats it; masks are drawn anew at every step, so each epoch sees different masks.
+
+Three ways to choose what to predict, all with a budget of `rate` (15%) of each row's maskable
+tokens (special tokens are never chosen):
+
+- `mask_tokens`: BERT's token masking, exactly round(rate * n) tokens per row.
+- `mask_whole_words`: whole-word masking; a word is all of its WordPiece tokens.
+- `mask_spans`: SpanBERT (Joshi et al., 2020): span lengths in words from Geometric(p) clipped at
+  `max_span_words`, spans starting at word boundaries, until the budget is reached.
+
+Chosen tokens are then corrupted 80/10/10: replaced by [MASK], by a random token, or kept. Token
+and whole-word masking decide per token (as BERT's create_pretraining_data does); span masking
+decides per span, as SpanBERT does. Labels are the original ids at chosen positions and
+`IGNORE_INDEX` elsewhere, so the loss covers only chosen tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Masked:
+    input_ids: Tensor  # (B, T) corrupted ids fed to the model
+    labels: Tensor  # (B, T) original ids at chosen positions, IGNORE_INDEX elsewhere
+    span_starts: Tensor | None = None  # (B, T) for span masking: first position of the token's span
+    span_ends: Tensor | None = None  # (B, T) last position of the token's span (inclusive)
+
+
+def budget(maskable: Tensor, rate: float) -> Tensor:
+    """(B, T) bool -> (B,) number of tokens to choose per row: round(rate * n), at least 1 if n > 0."""
+    n = maskable.sum(1)
+    return torch.where(n > 0, (n.double() * rate).round().long().clamp(min=1), n)
+
+
+def corrupt(input_ids: Tensor, chosen: Tensor, generator: torch.Generator, *, mask_id: int,
+            random_ids: Tensor, mask_prob: float = 0.8, random_prob: float = 0.1,
+            groups: Tensor | None = None) -> Masked:
+    """Apply 80/10/10 to the chosen positions.
+
+    Args:
+        chosen: (B, T) bool, the positions to predict.
+        random_ids: (R,) ids a random replacement is drawn from (the vocabulary minus special tokens).
+        groups: (B, T) int, optional: positions with the same group id share one decision (spans).
+    """
+    B, T = input_ids.shape
+    draws = torch.rand(B, T, generator=generator)
+    if groups is not None:
+        draws = draws.gather(1, groups.clamp(0, T - 1))  # each group reads the draw at its index
+    replacement = random_ids[torch.randint(len(random_ids), (B, T), generator=generator)]
+    corrupted = torch.where(chosen & (draws < mask_prob), torch.full_like(input_ids, mask_id), input_ids)
+    use_random = chosen & (draws >= mask_prob) & (draws < mask_prob + random_prob)
+    corrupted = torch.where(use_random, replacement, corrupted)
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    return Masked(corrupted, labels)
+
+
+def mask_tokens(input_ids: Tensor, maskable: Tensor, generator: torch.Generator, *, mask_id: int,
+                random_ids: Tensor, rate: float = 0.15, mask_prob: float = 0.8,
+                random_prob: float = 0.1) -> Masked:
+    """BERT token masking: exactly `budget(maskable, rate)` tokens per row, 80/10/10 per token.
+
+    Args:
+        input_ids: (B, T) token ids.
+        maskable: (B, T) bool, False for special tokens and padding.
+    """
+    B, T = input_ids.shape
+    scores = torch.rand(B, T, generator=generator).masked_fill(~maskable, 2.0)
+    ranks = scores.argsort(1).argsort(1)  # rank of each position's score within its row
+    chosen = ranks < budget(maskable, rate)[:, None]
+    return corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids,
+                   mask_prob=mask_prob, random_prob=random_prob)
+
+
+def word_spans(maskable_row: Tensor, word_start_row: Tensor) -> list[tuple[int, int]]:
+    """[(first, last+1)] token ranges of the words of one row; a word is a start token and its
+    continuation tokens (WordPiece '##...'), among maskable positions only."""
+    spans: list[tuple[int, int]] = []
+    for t in torch.nonzero(maskable_row).flatten().tolist():
+        if word_start_row[t] or not spans or spans[-1][1] != t:
+            spans.append((t, t + 1))
+        else:
+            spans[-1] = (spans[-1][0], t + 1)
+    return spans
+
+
+def mask_whole_words(input_ids: Tensor, maskable: Tensor, word_start: Tensor, generator: torch.Generator, *,
+                     mask_id: int, random_ids: Tensor, rate: float = 0.15, mask_prob: float = 0.8,
+                     random_prob: float = 0.1) -> Masked:
+    """Whole-word masking: words in random order, each taken whole if it fits the row's budget.
+
+    Args:
+        word_start: (B, T) bool, True where a token begins a word (not a '##' continuation).
+    """
+    chosen = torch.zeros_like(maskable)
+    for b, want in enumerate(budget(maskable, rate).tolist()):
+        words = word_spans(maskable[b], word_start[b])
+        taken = 0
+        for w in torch.randperm(len(words), generator=generator).tolist():
+            first, end = words[w]
+            if taken + end - first <= want:
+                chosen[b, first:end] = True
+                taken += end - first
+            if taken == want:
+                break
+    return corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids,
+                   mask_prob=mask_prob, random_prob=random_prob)
+
+
+def mask_spans(input_ids: Tensor, maskable: Tensor, word_start: Tensor, generator: torch.Generator, *,
+               mask_id: int, random_ids: Tensor, rate: float = 0.15, p: float = 0.2, max_span_words: int = 10,
+               mask_prob: float = 0.8, random_prob: float = 0.1, max_attempts: int = 100) -> Masked:
+    """SpanBERT span masking, 80/10/10 per span; also returns each masked token's span bounds.
+
+    Spans are sampled (length in words ~ Geometric(p), clipped at `max_span_words`; a start word
+    uniformly at random) and kept when they neither overlap a chosen span nor overrun the budget,
+    until the budget is met or `max_attempts` samples in a row fail.
+    """
+    B, T = input_ids.shape
+    chosen = torch.zeros_like(maskable)
+    span_starts = torch.full((B, T), -1, dtype=torch.long)
+    span_ends = torch.full((B, T), -1, dtype=torch.long)
+    for b, want in enumerate(budget(maskable, rate).tolist()):
+        words = word_spans(maskable[b], word_start[b])
+        taken, failures = 0, 0
+        while taken < want and failures < max_attempts and words:
+            n_words = min(_geometric(p, generator), max_span_words)
+            w = int(torch.randint(len(words), (1,), generator=generator))
+            last = min(w + n_words, len(words)) - 1
+            first_tok, end_tok = words[w][0], words[last][1]
+            if taken + end_tok - first_tok > want or chosen[b, first_tok:end_tok].any():
+                failures += 1
+                continue
+            chosen[b, first_tok:end_tok] = True
+            span_starts[b, first_tok:end_tok], span_ends[b, first_tok:end_tok] = first_tok, end_tok - 1
+            taken += end_tok - first_tok
+            failures = 0
+    masked = corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids, mask_prob=mask_prob,
+                     random_prob=random_prob, groups=span_starts)
+    masked.span_starts, masked.span_ends = span_starts, span_ends
+    return masked
+
+
+def _geometric(p: float, generator: torch.Generator) -> int:
+    """One draw from Geometric(p) on {1, 2, ...} by inversion, from `generator`."""
+    u = float(torch.rand(1, generator=generator))
+    return math.floor(math.log1p(-u) / math.log1p(-p)) + 1

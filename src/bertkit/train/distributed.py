@@ -1,0 +1,56 @@
+"""The few calls the training loop makes to torch.distributed; no-ops in a single process.
+
+Launch with `torchrun --nproc-per-node N -m bertkit.cli pretrain ...`: torchrun sets RANK,
+WORLD_SIZE and MASTER_ADDR, `init()` joins the group (gloo on CPU, NCCL on GPU), and the model is
+wrapped in DistributedDataParallel. There is no distributed layer of bertkit's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+
+def init() -> None:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise do nothing."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def wrap(model: nn.Module) -> nn.Module:
+    return nn.parallel.DistributedDataParallel(model) if active() else model
+
+
+def all_reduce_sum(x: Tensor) -> Tensor:
+    if active():
+        x = x.clone()
+        dist.all_reduce(x)
+    return x
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def maybe_no_sync(model: nn.Module, last: bool):
+    """DDP's no_sync on all micro-batches but the last (one gradient all-reduce per step)."""
+    if active() and not last and isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return contextlib.nullcontext()

@@ -1,0 +1,208 @@
+"""The one training loop, shared by pretraining, fine-tuning and distillation.
+
+`fit` is a plain function: set up the optimizer and schedule (or restore them), then for each step
+gather the step's micro-batches, accumulate gradients, clip, step, log, evaluate and checkpoint.
+
+Exact resumption rests on one design choice: the data of step s is a pure function of s (a
+`StepData.batches(step, rank, world)` call; masks are drawn from a generator seeded by the step).
+The data position in a checkpoint is therefore just the step number, and a resumed run sees the
+very batches and masks an uninterrupted run would have seen. Dropout draws from torch's global
+generator, whose state the checkpoint carries.
+
+Loss normalisation lives in `normalisers`: an objective returns each loss part as a sum over
+items (masked tokens, sentence pairs), each micro-batch says how many items it holds per part
+(`batch["counts"]`), and each part is divided by its count over the whole global batch (all
+micro-batches, all ranks). Gradient accumulation and data parallelism thus compute the loss of one
+big batch, while each micro-batch is still backpropagated as soon as it is computed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .. import precision as precision_
+from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from . import distributed
+from .report import plot_curves
+
+class StepData(Protocol):
+    def batches(self, step: int, rank: int, world: int) -> list[dict]:
+        """The micro-batches of optimizer step `step` (from 0) for process `rank` of `world`.
+
+        Each is a dict of tensors plus "counts": {part name: number of items the part sums over}.
+        """
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 1000
+    max_minutes: float | None = None
+    lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+    clip_norm: float = 1.0
+    precision: str = "fp32"
+    compile: bool = False
+    log_every: int = 10
+    eval_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_steps <= 0 or self.lr <= 0 or self.warmup_steps < 0:
+            raise ValueError("max_steps and lr must be positive and warmup_steps >= 0")
+        if self.keep_checkpoints < 1:
+            raise ValueError("keep_checkpoints must be at least 1")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases and layer-norm weights (any 1-D parameter)."""
+    decay, no_decay, seen = [], [], set()
+    for p in model.parameters():
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            (no_decay if p.dim() < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def linear_schedule(step: int, warmup_steps: int, total_steps: int) -> float:
+    """LR multiplier: linear warm-up from 0 to 1 over `warmup_steps`, then linear decay to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def normalisers(micro: list[dict], world: int) -> dict[str, float]:
+    """Per loss part, the factor that turns a micro-batch's loss sum into its share of the loss.
+
+    A part's factor is world / (its item count over all micro-batches and ranks): dividing by the
+    global count gives the mean over the global batch, and DDP's averaging over `world` ranks is
+    undone by multiplying by `world`.
+    """
+    names = micro[0]["counts"].keys()
+    local = torch.tensor([float(sum(b["counts"][n] for b in micro)) for n in names])
+    total = distributed.all_reduce_sum(local).clamp(min=1)
+    return {n: world / float(t) for n, t in zip(names, total)}
+
+
+def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, *, resume: bool = False,
+        evaluate: Callable[[nn.Module], dict[str, float]] | None = None, progress: bool = True) -> list[dict]:
+    """Train for `config.max_steps` optimizer steps; returns the logged records.
+
+    `model(batch)` returns the batch's loss parts as sums, e.g. {"mlm": ..., "nsp": ...} (a module
+    that holds the encoder and its heads, so that DDP wraps all of it).
+
+    Writes out/log.jsonl (one record per log step and evaluation) and out/checkpoints/.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world = distributed.rank(), distributed.world_size()
+    torch.manual_seed(config.seed + rank)
+    train_model = distributed.wrap(model)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
+                                  betas=config.betas, eps=config.eps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: linear_schedule(s, config.warmup_steps, config.max_steps))
+    start = 0
+    if resume and (path := latest_checkpoint(out)) is not None:
+        start = load_checkpoint(path, model, optimizer, scheduler) + 1
+    dtype = precision_.resolve(config.precision)
+    step_fn = torch.compile(train_model) if config.compile else train_model
+    log = _Log(out / "log.jsonl", enabled=rank == 0, append=start > 0)
+    began = time.perf_counter()
+    bar = tqdm(range(start, config.max_steps), initial=start, total=config.max_steps, desc="train",
+               disable=not progress or rank != 0)
+    tokens = 0
+    for step in bar:
+        model.train()
+        micro = data.batches(step, rank, world)
+        losses = _accumulate(step_fn, train_model, micro, normalisers(micro, world), dtype)
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise NonFiniteLossError(f"step {step}: loss is not finite ({losses}); stopping. The last "
+                                     f"checkpoint in {out / 'checkpoints'} is intact: lower the learning "
+                                     "rate or check the data, then resume")
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += sum(int(b["attention_mask"].sum()) for b in micro if "attention_mask" in b) * world
+        elapsed = time.perf_counter() - began
+        done = step + 1 == config.max_steps or (config.max_minutes is not None and elapsed > 60 * config.max_minutes)
+        if step % config.log_every == 0 or done:
+            record = {"step": step, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                      "tokens_per_s": tokens / elapsed, **losses}
+            log.write(record)
+            bar.set_postfix(loss=f"{losses['loss']:.4f}", tok_s=f"{tokens / elapsed:.0f}")
+        if evaluate is not None and ((config.eval_every and (step + 1) % config.eval_every == 0) or done):
+            model.eval()
+            log.write({"step": step, **{f"eval_{k}": v for k, v in evaluate(model).items()}})
+        if rank == 0 and ((step + 1) % config.checkpoint_every == 0 or done):
+            save_checkpoint(out, step, model, optimizer, scheduler, config.keep_checkpoints)
+        distributed.barrier()
+        if done:
+            break
+    bar.close()
+    log.close()
+    if rank == 0:
+        plot_curves(out / "log.jsonl", out / "loss.png")
+    return log.records
+
+
+def _accumulate(step_fn, ddp_model: nn.Module, micro: list[dict], factors: dict[str, float],
+                dtype: torch.dtype) -> dict[str, float]:
+    """Forward and backward each micro-batch; return the step's loss parts, summed over ranks."""
+    totals: dict[str, Tensor] = {}
+    for i, batch in enumerate(micro):
+        with distributed.maybe_no_sync(ddp_model, last=i == len(micro) - 1):
+            with precision_.autocast(dtype):
+                sums = step_fn(batch)
+            scaled = {n: v * factors[n] for n, v in sums.items()}
+            sum(scaled.values()).backward()
+        for n, v in scaled.items():
+            totals[n] = totals.get(n, 0.0) + v.detach().float()
+    world = distributed.world_size()
+    parts = {n: float(distributed.all_reduce_sum(v.reshape(1))) / world for n, v in totals.items()}
+    parts["loss"] = sum(parts.values())
+    return parts
+
+
+class _Log:
+    """Records to out/log.jsonl and TensorBoard (out/tensorboard) on rank 0."""
+
+    def __init__(self, path: Path, enabled: bool, append: bool):
+        self.path, self.enabled, self.records = path, enabled, []
+        self.tensorboard = None
+        if enabled:
+            if not append:
+                path.write_text("")
+            from torch.utils.tensorboard import SummaryWriter
+            self.tensorboard = SummaryWriter(str(path.parent / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        self.records.append(record)
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            for name, value in record.items():
+                if name != "step":
+                    self.tensorboard.add_scalar(name, value, record["step"])
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()

@@ -1,0 +1,35 @@
+"""A small pretraining run for the loop's tests: python tests/pretrain_job.py OUT STEPS [--resume] [--micro N]."""
+
+import sys
+
+import numpy as np
+import torch
+
+from bertkit import Encoder, add_pretraining_heads, preset
+from bertkit.train.loop import TrainConfig, fit
+from bertkit.train.pretrain import MaskingSpec, PackedBlocks, Pretrainer
+
+VOCAB = 120
+
+
+def build(micro_batches: int = 1, dropout: float = 0.1, seed: int = 0):
+    torch.manual_seed(seed)
+    config = preset("tiny", vocab_size=VOCAB, num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64,
+                    hidden_dropout=dropout, attention_dropout=dropout)
+    pretrainer = Pretrainer(add_pretraining_heads(Encoder(config), mlm=True))
+    blocks = np.random.default_rng(seed).integers(5, VOCAB, size=(64, 24))
+    blocks[:, 0], blocks[:, -1] = 2, 3
+    masking = MaskingSpec(kind="token", mask_id=4, random_ids=torch.arange(5, VOCAB),
+                          special_ids=torch.tensor([0, 1, 2, 3, 4]))
+    return pretrainer, PackedBlocks(blocks, masking, batch_size=8, micro_batches=micro_batches, seed=seed)
+
+
+def run(out, steps: int, resume: bool = False, micro_batches: int = 1, dropout: float = 0.1, **changes):
+    pretrainer, data = build(micro_batches, dropout)
+    config = TrainConfig(max_steps=steps, lr=1e-3, warmup_steps=2, log_every=1, checkpoint_every=1,
+                         keep_checkpoints=2, **changes)
+    return fit(pretrainer, data, config, out, resume=resume, progress=False), pretrainer
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], int(sys.argv[2]), resume="--resume" in sys.argv)

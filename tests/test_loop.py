@@ -1,0 +1,83 @@
+"""The training loop: schedule, weight decay groups, accumulation, exact resume after SIGKILL."""
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertkit.train.loop import NonFiniteLossError, TrainConfig, fit, linear_schedule, parameter_groups
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pretrain_job import run  # noqa: E402
+
+
+def losses(records):
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def test_linear_warmup_then_linear_decay():
+    assert [linear_schedule(s, 4, 10) for s in range(10)] == pytest.approx(
+        [0.25, 0.5, 0.75, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+
+
+def test_no_weight_decay_on_biases_and_layer_norms():
+    decay, no_decay = parameter_groups(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4)), 0.01)
+    assert [p.shape for p in decay["params"]] == [(4, 3)]
+    assert sorted(p.shape for p in no_decay["params"]) == [(4,), (4,), (4,)] and no_decay["weight_decay"] == 0
+
+
+def test_accumulation_equals_one_big_batch(tmp_path):
+    whole, model_a = run(tmp_path / "a", 4, micro_batches=1, dropout=0.0)
+    split, model_b = run(tmp_path / "b", 4, micro_batches=4, dropout=0.0)
+    for step, loss in losses(whole).items():
+        assert losses(split)[step] == pytest.approx(loss, abs=1e-5)
+    for p, q in zip(model_a.parameters(), model_b.parameters()):
+        assert (p - q).abs().max() < 1e-5
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    steps = 40
+    reference, _ = run(tmp_path / "reference", steps)
+    out = tmp_path / "killed"
+    job = subprocess.Popen([sys.executable, str(Path(__file__).parent / "pretrain_job.py"), str(out), str(steps)])
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "checkpoints").glob("step-00000[1-9]*.pt")):
+        time.sleep(0.05)
+    job.kill()  # SIGKILL: no clean-up runs
+    job.wait()
+    checkpoints = sorted((out / "checkpoints").glob("step-*.pt"))
+    assert checkpoints, "the job wrote no checkpoint before it was killed"
+    killed_at = int(checkpoints[-1].stem.split("-")[1])
+    assert killed_at < steps - 1, "the job finished before it was killed; nothing was resumed"
+    resumed, _ = run(out, steps, resume=True)
+    after = {s: l for s, l in losses(resumed).items() if s > killed_at}
+    assert after and all(after[s] == pytest.approx(losses(reference)[s], abs=1e-6) for s in after)
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert logged[-1]["step"] == steps - 1
+
+
+def test_non_finite_loss_stops_with_intact_checkpoint(tmp_path):
+    class Exploding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+            self.calls = 0
+
+        def forward(self, batch):
+            self.calls += 1
+            return {"mlm": self.w * (math.nan if self.calls == 4 else 1.0)}
+
+    class Data:
+        def batches(self, step, rank, world):
+            return [{"counts": {"mlm": 1}}]
+
+    config = TrainConfig(max_steps=10, warmup_steps=0, checkpoint_every=1)
+    with pytest.raises(NonFiniteLossError, match="step 3: loss is not finite.*checkpoint.*intact"):
+        fit(Exploding(), Data(), config, tmp_path, progress=False)
+    state = torch.load(sorted((tmp_path / "checkpoints").glob("*.pt"))[-1], weights_only=False)
+    assert state["step"] == 2 and math.isfinite(float(state["model"]["w"]))
