@@ -7,7 +7,7 @@ import torch
 
 from bertkit import Encoder, add_pretraining_heads, preset
 from bertkit.train.loop import TrainConfig, fit
-from bertkit.train.pretrain import MaskingSpec, PackedBlocks, Pretrainer
+from bertkit.train.pretrain import BlockRows, EpochSampler, MaskedSteps, MaskingSpec, Pretrainer
 
 VOCAB = 120
 
@@ -21,7 +21,7 @@ def build(micro_batches: int = 1, dropout: float = 0.1, seed: int = 0):
     blocks[:, 0], blocks[:, -1] = 2, 3
     masking = MaskingSpec(kind="token", mask_id=4, random_ids=torch.arange(5, VOCAB),
                           special_ids=torch.tensor([0, 1, 2, 3, 4]))
-    return pretrainer, PackedBlocks(blocks, masking, batch_size=8, micro_batches=micro_batches, seed=seed)
+    return pretrainer, MaskedSteps(BlockRows(blocks), EpochSampler(len(blocks), 8, seed), masking, micro_batches, seed)
 
 
 def run(out, steps: int, resume: bool = False, micro_batches: int = 1, dropout: float = 0.1, **changes):

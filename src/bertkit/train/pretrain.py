@@ -3,9 +3,9 @@
 `Pretrainer` holds the encoder (with its MLM and NSP heads) and the span boundary head, and turns a
 masked batch into loss sums. Only the chosen positions reach the vocabulary projection.
 
-`PackedBlocks` serves RoBERTa-style FULL-SENTENCES blocks (every row full, no padding) as the data
-of each step, masking them afresh at every step with a generator seeded by (seed, step, rank,
-micro-batch), which is what makes resumption exact.
+`MaskedSteps` serves the data of each step (packed blocks or sentence pairs, chosen by an epoch
+sampler or by language sampling) and masks it afresh at every step with a generator seeded by
+(seed, step), which is what makes resumption exact.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.instances import SentencePairs
 from ..data.masking import IGNORE_INDEX, Masked, mask_spans, mask_tokens, mask_whole_words
 from ..heads import SpanBoundaryHead
 from ..model import Encoder
@@ -72,7 +73,7 @@ class MaskingSpec:
     continuation: Tensor | None = None  # (V,) bool, True for '##' tokens (word and span masking)
 
     def apply(self, input_ids: Tensor, generator: torch.Generator) -> Masked:
-        maskable = ~torch.isin(input_ids, self.special_ids)
+        maskable = ~torch.isin(input_ids, self.special_ids)  # special_ids include [PAD]
         common = dict(mask_id=self.mask_id, random_ids=self.random_ids, rate=self.rate)
         if self.kind == "token":
             return mask_tokens(input_ids, maskable, generator, **common)
@@ -82,42 +83,104 @@ class MaskingSpec:
         return mask_spans(input_ids, maskable, word_start, generator, **common)
 
 
-class PackedBlocks:
-    """Full blocks of token ids (N, T), shuffled per epoch, masked afresh at every step."""
+class EpochSampler:
+    """Global batches as consecutive slices of a fresh permutation per epoch."""
 
-    def __init__(self, blocks: np.ndarray, masking: MaskingSpec, batch_size: int, micro_batches: int = 1,
-                 seed: int = 0):
-        if batch_size % micro_batches:
-            raise ValueError(f"batch_size {batch_size} is not divisible by micro_batches {micro_batches}")
-        if len(blocks) < batch_size:
-            raise ValueError(f"{len(blocks)} blocks are fewer than one batch of {batch_size}")
-        self.blocks, self.masking = blocks, masking
-        self.batch_size, self.micro_batches, self.seed = batch_size, micro_batches, seed
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if n < batch_size:
+            raise ValueError(f"{n} training instances are fewer than one batch of {batch_size}")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
 
     def indices(self, step: int) -> np.ndarray:
-        """The block indices of step `step`'s global batch: consecutive slices of per-epoch shuffles."""
-        per_epoch = len(self.blocks) // self.batch_size
-        epoch, position = divmod(step, per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.blocks))
+        epoch, position = divmod(step, self.n // self.batch_size)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
         return order[position * self.batch_size:(position + 1) * self.batch_size]
 
+
+class LanguageSampler:
+    """Each row of a batch picks a language with probability q_i, then a random block of it."""
+
+    def __init__(self, offsets: np.ndarray, probabilities: np.ndarray, batch_size: int, seed: int):
+        self.offsets, self.probabilities = offsets, probabilities  # offsets: (L + 1,) block ranges
+        self.batch_size, self.seed = batch_size, seed
+
+    def indices(self, step: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, step, 1])
+        language = rng.choice(len(self.probabilities), size=self.batch_size, p=self.probabilities)
+        low, high = self.offsets[language], self.offsets[language + 1]
+        return low + (rng.random(self.batch_size) * (high - low)).astype(np.int64)
+
+
+class BlockRows:
+    """Rows of full blocks (N, T): no padding, one segment."""
+
+    def __init__(self, blocks: np.ndarray):
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def rows(self, indices: np.ndarray) -> dict[str, Tensor]:
+        ids = torch.from_numpy(np.asarray(self.blocks[indices], dtype=np.int64))
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+class PairRows:
+    """Rows of BERT sentence pairs, right-padded, with segment ids and NSP labels."""
+
+    def __init__(self, pairs: SentencePairs, pad_id: int):
+        self.pairs, self.pad_id = pairs, pad_id
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def rows(self, indices: np.ndarray) -> dict[str, Tensor]:
+        p = self.pairs
+        lengths = p.starts[indices + 1] - p.starts[indices]
+        width = int(lengths.max())
+        ids = np.full((len(indices), width), self.pad_id, dtype=np.int64)
+        for r, i in enumerate(indices):
+            ids[r, :lengths[r]] = p.ids[p.starts[i]:p.starts[i + 1]]
+        positions = np.arange(width)[None, :]
+        mask = positions < lengths[:, None]
+        types = (positions >= p.a_lengths[indices][:, None]) & mask
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64)),
+                "token_type_ids": torch.from_numpy(types.astype(np.int64)),
+                "next_sentence_label": torch.from_numpy(p.is_random_next[indices].astype(np.int64))}
+
+
+class MaskedSteps:
+    """The loop's StepData: the rows of each step's global batch, masked afresh at every step.
+
+    The whole global batch is masked with one generator seeded by (seed, step), then split by
+    rank and into micro-batches, so neither the number of processes nor accumulation changes a mask.
+    """
+
+    def __init__(self, source, sampler, masking: MaskingSpec, micro_batches: int = 1, seed: int = 0):
+        self.source, self.sampler, self.masking = source, sampler, masking
+        self.micro_batches, self.seed = micro_batches, seed
+
     def batches(self, step: int, rank: int, world: int) -> list[dict]:
-        """This rank's micro-batches of step `step`. The whole global batch is masked with one
-        generator seeded by (seed, step), so the masks do not depend on the number of processes."""
-        if self.batch_size % (world * self.micro_batches):
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by {world} processes x "
+        batch_size = self.sampler.batch_size
+        if batch_size % (world * self.micro_batches):
+            raise ValueError(f"batch_size {batch_size} is not divisible by {world} processes x "
                              f"{self.micro_batches} micro-batches")
-        ids = torch.from_numpy(np.asarray(self.blocks[np.sort(self.indices(step))], dtype=np.int64))
+        fields = self.source.rows(np.sort(self.sampler.indices(step)))
         seed = int(np.random.SeedSequence([self.seed, step]).generate_state(1)[0])
-        masked = self.masking.apply(ids, torch.Generator().manual_seed(seed))
-        fields = {"input_ids": masked.input_ids, "labels": masked.labels, "attention_mask": torch.ones_like(ids)}
+        masked = self.masking.apply(fields["input_ids"], torch.Generator().manual_seed(seed))
+        fields.update(input_ids=masked.input_ids, labels=masked.labels)
         if masked.span_starts is not None:
             fields.update(span_starts=masked.span_starts, span_ends=masked.span_ends)
-        mine = np.array_split(np.arange(len(ids)), world)[rank]
-        out = []
-        for rows in np.array_split(mine, self.micro_batches):
-            batch = {k: v[rows] for k, v in fields.items()}
-            chosen = int((batch["labels"] != IGNORE_INDEX).sum())
-            batch["counts"] = {"mlm": chosen, **({"sbo": chosen} if "span_starts" in batch else {})}
-            out.append(batch)
-        return out
+        mine = np.array_split(np.arange(batch_size), world)[rank]
+        return [_with_counts({k: v[rows] for k, v in fields.items()})
+                for rows in np.array_split(mine, self.micro_batches)]
+
+
+def _with_counts(batch: dict) -> dict:
+    chosen = int((batch["labels"] != IGNORE_INDEX).sum())
+    batch["counts"] = {"mlm": chosen}
+    if "span_starts" in batch:
+        batch["counts"]["sbo"] = chosen
+    if "next_sentence_label" in batch:
+        batch["counts"]["nsp"] = len(batch["labels"])
+    return batch

@@ -1,0 +1,133 @@
+"""Training instances from a tokenized corpus: BERT sentence pairs, RoBERTa packed blocks, and
+language sampling for multilingual corpora.
+
+- `sentence_pairs` follows BERT's create_pretraining_data: segment A is one or more whole sentences
+  of a document; B is the true continuation, or (half the time, and always when the chunk holds a
+  single sentence) sentences from another document, whose unused sentences go back into the pool.
+  Targets are max_length - 3 tokens, shorter with probability 0.1; an over-long pair loses tokens
+  from the longer segment, at the front or back at random (counted).
+- `pack_full_sentences` packs the corpus as RoBERTa's FULL-SENTENCES does: contiguous sentences
+  fill each block, crossing document boundaries with a [SEP]. Departure from RoBERTa: so that no
+  block is padded, a sentence that reaches the end of a block continues at the start of the next
+  (the `group_texts` recipe of Hugging Face's run_mlm), instead of moving whole to the next block.
+- `language_probabilities`: q_i proportional to p_i ** alpha (XLM; alpha = 0.3 in the chapter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .corpus import Corpus
+
+
+@dataclass
+class SentencePairs:
+    """Instances [CLS] A [SEP] B [SEP] stored flat: row r is ids[starts[r]:starts[r + 1]]."""
+
+    ids: np.ndarray  # (total tokens,) int32
+    starts: np.ndarray  # (N + 1,) int64
+    a_lengths: np.ndarray  # (N,) tokens of [CLS] A [SEP]
+    is_random_next: np.ndarray  # (N,) bool: B is from another document (NSP label 1)
+    truncated: int  # pairs that lost tokens to fit max_length
+
+    def __len__(self) -> int:
+        return len(self.a_lengths)
+
+
+def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.Generator) -> bool:
+    """Remove tokens from the longer segment, front or back at random, until both fit."""
+    cut = False
+    while len(a) + len(b) > max_tokens:
+        longer = a if len(a) > len(b) else b
+        del longer[0 if rng.random() < 0.5 else -1]
+        cut = True
+    return cut
+
+
+def sentence_pairs(corpus: Corpus, cls_id: int, sep_id: int, max_length: int = 128,
+                   short_seq_prob: float = 0.1, seed: int = 0) -> SentencePairs:
+    """BERT's NSP instances from every document of `corpus` (documents with one sentence give none)."""
+    rng = np.random.default_rng(seed)
+    max_tokens = max_length - 3
+    rows, a_lengths, labels, truncated = [], [], [], 0
+    documents = [d for d in range(corpus.num_documents) if len(corpus.document(d)) > 0]
+    for d in documents:
+        sentences = corpus.document(d)
+        target = int(rng.integers(2, max_tokens + 1)) if rng.random() < short_seq_prob else max_tokens
+        chunk: list[int] = []
+        length, i = 0, 0
+        while i < len(sentences):
+            chunk.append(sentences[i])
+            length += len(corpus.sentence(sentences[i]))
+            if i == len(sentences) - 1 or length >= target:
+                a_end = 1 if len(chunk) == 1 else int(rng.integers(1, len(chunk)))
+                a = [t for s in chunk[:a_end] for t in corpus.sentence(s).tolist()]
+                random_next = len(chunk) == 1 or rng.random() < 0.5
+                if random_next and len(documents) > 1:
+                    b = _random_segment(corpus, documents, d, target - len(a), rng)
+                    i -= len(chunk) - a_end  # the unused sentences are not wasted
+                else:
+                    random_next = False
+                    b = [t for s in chunk[a_end:] for t in corpus.sentence(s).tolist()]
+                truncated += _truncate_pair(a, b, max_tokens, rng)
+                if a and b:
+                    rows.append([cls_id, *a, sep_id, *b, sep_id])
+                    a_lengths.append(len(a) + 2)
+                    labels.append(random_next)
+                chunk, length = [], 0
+                target = int(rng.integers(2, max_tokens + 1)) if rng.random() < short_seq_prob else max_tokens
+            i += 1
+    starts = np.zeros(len(rows) + 1, dtype=np.int64)
+    starts[1:] = np.cumsum([len(r) for r in rows])
+    ids = np.fromiter((t for r in rows for t in r), dtype=np.int32, count=int(starts[-1]))
+    return SentencePairs(ids, starts, np.asarray(a_lengths, dtype=np.int64), np.asarray(labels, dtype=bool),
+                         truncated)
+
+
+def _random_segment(corpus: Corpus, documents: list[int], current: int, target: int,
+                    rng: np.random.Generator) -> list[int]:
+    """Sentences from a random other document, from a random start, until `target` tokens."""
+    other = current
+    while other == current:
+        other = documents[int(rng.integers(len(documents)))]
+    sentences = corpus.document(other)
+    out: list[int] = []
+    for s in sentences[int(rng.integers(len(sentences))):]:
+        out += corpus.sentence(s).tolist()
+        if len(out) >= target:
+            break
+    return out
+
+
+def pack_full_sentences(corpus: Corpus, cls_id: int, sep_id: int, max_length: int = 512) -> np.ndarray:
+    """(N, max_length) blocks: [CLS] + max_length - 2 tokens of the stream + [SEP], no padding.
+
+    The stream is every document's sentences in order, with a [SEP] after each document. The
+    stream's tail that does not fill a block is dropped (under one block per corpus).
+    """
+    width = max_length - 2
+    pieces = []
+    for d in range(corpus.num_documents):
+        for s in corpus.document(d):
+            pieces.append(corpus.sentence(s))
+        pieces.append(np.array([sep_id]))
+    stream = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, np.int32)
+    n = len(stream) // width
+    if n == 0:
+        raise ValueError(f"the corpus holds {len(stream)} tokens, fewer than one block of {max_length}")
+    blocks = np.empty((n, max_length), dtype=np.int32)
+    blocks[:, 0], blocks[:, -1] = cls_id, sep_id
+    blocks[:, 1:-1] = stream[:n * width].reshape(n, width)
+    return blocks
+
+
+def language_probabilities(sizes: dict[str, int], alpha: float = 0.3) -> dict[str, float]:
+    """Sampling probability per language: q_i = p_i^alpha / sum_j p_j^alpha, p_i = n_i / sum_j n_j."""
+    if not sizes or any(n <= 0 for n in sizes.values()):
+        raise ValueError(f"every language needs a positive size, got {sizes}")
+    total = sum(sizes.values())
+    weights = {lang: (n / total) ** alpha for lang, n in sizes.items()}
+    norm = sum(weights.values())
+    return {lang: w / norm for lang, w in weights.items()}
