@@ -7,7 +7,8 @@ import torch
 
 from bertkit import Encoder, add_pretraining_heads, preset
 from bertkit.train.loop import TrainConfig, fit
-from bertkit.train.pretrain import BlockRows, EpochSampler, MaskedSteps, MaskingSpec, Pretrainer
+from bertkit.data.batches import BlockRows, EpochSampler, MaskedSteps, MaskingSpec
+from bertkit.train.pretrain import Pretrainer
 
 VOCAB = 120
 

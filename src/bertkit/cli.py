@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+
+PRESET_NAMES = ("tiny", "mini", "small", "medium", "base", "large")
 
 EPILOG = """examples:
   bertkit info --model MODEL_DIR
@@ -14,6 +15,7 @@ EPILOG = """examples:
   bertkit tokenize --tokenizer MODEL_DIR "Tokenize this, please."
   bertkit train-tokenizer --input corpus/ --vocab-size 8000 --out my_tokenizer/
   bertkit fill-mask --model MODEL_WITH_MLM_HEAD "The capital of France is [MASK]."
+  bertkit pretrain --config configs/bert.yaml --corpus ../shared/data/gutenberg_nltk --max-minutes 15 --out runs/bert-mini
 
 MODEL_DIR is a Hugging Face-layout directory (config.json + model.safetensors, with vocab.txt or
 tokenizer.json), such as one bertkit saved or a BERT, RoBERTa or DistilBERT checkpoint.
@@ -79,6 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-frequency", type=int, default=2)
     p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"],
                    help="invalid UTF-8: stop with file and line (default), or replace and report")
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder: bert (MLM+NSP), roberta, spanbert, mlm",
+                       description="Pretrain from a YAML recipe (configs/*.yaml). Any field can be "
+                       "overridden as --section.field=value, e.g. --train.lr=3e-4 --pretrain.max_length=256.")
+    p.add_argument("--config", help="YAML recipe: configs/bert.yaml, roberta.yaml, spanbert.yaml or mlm.yaml")
+    p.add_argument("--corpus", action="append", help="text file or folder (repeatable); LANG=PATH for "
+                   "multilingual sampling")
+    p.add_argument("--tokenizer", help="tokenizer directory (default: train a WordPiece vocabulary on the corpus)")
+    p.add_argument("--preset", choices=sorted(PRESET_NAMES), help="model size")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall-clock time")
+    p.add_argument("--out", help="output directory: model, tokenizer, log.jsonl, loss.png, checkpoints/")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
 
     p = sub.add_parser("fill-mask", help="predict the words behind [MASK] (models with an MLM head)")
     _model_args(p)
@@ -171,14 +188,34 @@ def cmd_fill_mask(args) -> None:
         print(f"[MASK] #{n}: " + ", ".join(f"{c.token} ({c.probability:.3f})" for c in candidates))
 
 
+def cmd_pretrain(args, overrides: list[str]) -> None:
+    from bertkit.config import load_sections
+    from bertkit.train.loop import TrainConfig
+    from bertkit.train.pretrain import PretrainConfig, pretrain
+    direct = {"pretrain": {"corpus": tuple(args.corpus) if args.corpus else None, "tokenizer": args.tokenizer,
+                           "preset": args.preset, "out": args.out},
+              "train": {"max_steps": args.max_steps, "max_minutes": args.max_minutes, "seed": args.seed,
+                        "precision": args.dtype}}
+    sections = load_sections(args.config, {"pretrain": PretrainConfig, "train": TrainConfig}, overrides, direct)
+    out = pretrain(sections["pretrain"], sections["train"], resume=args.resume)
+    print(f"saved the pretrained model, its tokenizer and log.jsonl to {out}", file=sys.stderr)
+
+
 COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,
-            "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask}
+            "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask, "pretrain": cmd_pretrain}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [a for a in extra if a.startswith("--") and "." in a.split("=")[0]]
+    if args.command != "pretrain" and extra or len(overrides) != len(extra):
+        parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides or args.command != 'pretrain')}")
     try:
-        COMMANDS[args.command](args)
+        if args.command == "pretrain":
+            cmd_pretrain(args, overrides)
+        else:
+            COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, IsADirectoryError, KeyError) as e:
         print(f"bertkit {args.command}: error: {e}", file=sys.stderr)
         return 2

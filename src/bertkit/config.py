@@ -11,7 +11,10 @@ each a field here rather than a subclass:
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 FAMILIES = ("bert", "roberta", "distilbert")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -94,3 +97,59 @@ def preset(name: str, **changes) -> EncoderConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name].replace(**changes)
+
+
+def _coerce(value, hint, where: str):
+    """A YAML value as the dataclass field's type (tuples from lists, floats from ints)."""
+    text = str(hint)
+    if text.startswith("tuple"):
+        return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if "float" in text and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if text in ("int", "<class 'int'>") and not isinstance(value, int):
+        raise ValueError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def _parse_overrides(overrides: Sequence[str], sections: dict[str, type]) -> dict[str, dict]:
+    import yaml
+    parsed: dict[str, dict] = {name: {} for name in sections}
+    for item in overrides:
+        key, sep, text = item.lstrip("-").partition("=")
+        section, _, field = key.partition(".")
+        if not sep or section not in sections or not field:
+            raise ValueError(f"override {item!r} is not --section.field=value with a section in {sorted(sections)}")
+        parsed[section][field] = yaml.safe_load(text)
+    return parsed
+
+
+def load_sections(path: str | None, sections: dict[str, type], overrides: Sequence[str] = (),
+                  direct: dict[str, dict] | None = None) -> dict:
+    """Build one frozen dataclass per section from YAML, a preset block, flags and overrides.
+
+    Precedence, lowest first: the dataclass defaults; the YAML file's sections
+    (`{section: {field: value}}`); its `by_preset: {PRESET: {section: {...}}}` block for the chosen
+    `pretrain.preset`; `direct` values from dedicated command-line flags (None = not given); and
+    `overrides`, each "section.field=value" with the value parsed as YAML.
+    """
+    import yaml
+    raw = (yaml.safe_load(Path(path).read_text()) if path else None) or {}
+    unknown = set(raw) - set(sections) - {"by_preset"}
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {sorted(unknown)}; expected {sorted(sections)}")
+    layers = [{name: dict(raw.get(name) or {}) for name in sections}]
+    flags = {name: {k: v for k, v in (direct or {}).get(name, {}).items() if v is not None} for name in sections}
+    parsed = _parse_overrides(overrides, sections)
+    preset_name = next((layer.get("pretrain", {}).get("preset") for layer in (parsed, flags, layers[0])
+                        if layer.get("pretrain", {}).get("preset")), None)
+    by_preset = (raw.get("by_preset") or {}).get(preset_name, {})
+    layers += [{name: dict(by_preset.get(name) or {}) for name in sections}, flags, parsed]
+    out = {}
+    for name, cls in sections.items():
+        values = {k: v for layer in layers for k, v in layer[name].items()}
+        hints = typing.get_type_hints(cls)
+        bad = set(values) - set(hints)
+        if bad:
+            raise ValueError(f"{path or 'overrides'}: {name} has no field(s) {sorted(bad)}; fields: {sorted(hints)}")
+        out[name] = cls(**{k: _coerce(v, hints[k], f"{name}.{k}") for k, v in values.items()})
+    return out

@@ -2,28 +2,32 @@
 
 `Pretrainer` holds the encoder (with its MLM and NSP heads) and the span boundary head, and turns a
 masked batch into loss sums. Only the chosen positions reach the vocabulary projection.
-
-`MaskedSteps` serves the data of each step (packed blocks or sentence pairs, chosen by an epoch
-sampler or by language sampling) and masks it afresh at every step with a generator seeded by
-(seed, step), which is what makes resumption exact.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import json
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.instances import SentencePairs
-from ..data.masking import IGNORE_INDEX, Masked, mask_spans, mask_tokens, mask_whole_words
-from ..heads import SpanBoundaryHead
+from .. import precision
+from ..config import preset
+from ..data.batches import BlockRows, EpochSampler, LanguageSampler, MaskedSteps, MaskingSpec, PairRows
+from ..data.corpus import Corpus, build_corpus
+from ..data.instances import language_probabilities, pack_full_sentences, sentence_pairs
+from ..data.masking import IGNORE_INDEX
+from ..heads import SpanBoundaryHead, add_pretraining_heads
 from ..model import Encoder
-
-MaskingKind = Literal["token", "whole_word", "span"]
+from ..textfiles import read_texts, text_files
+from ..tokenizer import Tokenizer
+from . import distributed
+from .loop import TrainConfig, fit
 
 
 class Pretrainer(nn.Module):
@@ -34,153 +38,208 @@ class Pretrainer(nn.Module):
         self.encoder = encoder
         self.sbo = SpanBoundaryHead(encoder.config) if sbo else None
 
-    def forward(self, batch: dict) -> dict[str, Tensor]:
-        """Loss sums: "mlm" over chosen tokens, "nsp" over pairs, "sbo" over span tokens."""
+    def outputs(self, batch: dict) -> dict[str, Tensor]:
+        """Logits and their targets: "mlm" (M, V) at the chosen positions, "nsp" (B, 2), "sbo" (M, V)."""
         hidden = self.encoder(batch["input_ids"], batch.get("attention_mask"),
                               batch.get("token_type_ids")).last_hidden_state  # (B, T, H)
         labels = batch["labels"]
         chosen = labels != IGNORE_INDEX
-        logits = self.encoder.mlm_head(hidden[chosen])  # (M, V): chosen positions only
-        parts = {"mlm": F.cross_entropy(logits.float(), labels[chosen], reduction="sum")}
+        out = {"mlm": self.encoder.mlm_head(hidden[chosen]), "mlm_labels": labels[chosen]}  # (M, V): chosen only
         if "next_sentence_label" in batch:
-            nsp = self.encoder.nsp_head(self.encoder.pooler(hidden))
-            parts["nsp"] = F.cross_entropy(nsp.float(), batch["next_sentence_label"], reduction="sum")
+            out["nsp"] = self.encoder.nsp_head(self.encoder.pooler(hidden))
+            out["nsp_labels"] = batch["next_sentence_label"]
         if self.sbo is not None:
-            parts["sbo"] = span_boundary_loss(self, hidden, labels, batch["span_starts"], batch["span_ends"])
-        return parts
+            out["sbo"] = span_boundary_logits(self, hidden, labels, batch["span_starts"], batch["span_ends"])
+            out["sbo_labels"] = out["mlm_labels"]
+        return out
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        """Loss sums: "mlm" over chosen tokens, "nsp" over pairs, "sbo" over span tokens."""
+        out = self.outputs(batch)
+        return {name: F.cross_entropy(out[name].float(), out[f"{name}_labels"], reduction="sum")
+                for name in ("mlm", "nsp", "sbo") if name in out}
 
 
-def span_boundary_loss(pretrainer: Pretrainer, hidden: Tensor, labels: Tensor, starts: Tensor,
-                       ends: Tensor) -> Tensor:
-    """Sum of cross-entropies of span tokens predicted from their span's outside boundaries."""
+def span_boundary_logits(pretrainer: Pretrainer, hidden: Tensor, labels: Tensor, starts: Tensor,
+                         ends: Tensor) -> Tensor:
+    """(M, V) logits of the masked span tokens (in row-major order, as `labels != IGNORE_INDEX`
+    selects them), each predicted from its span's outside boundaries and its offset in the span."""
     rows, cols = torch.nonzero(labels != IGNORE_INDEX, as_tuple=True)
     s, e = starts[rows, cols], ends[rows, cols]
     T = hidden.shape[1]
-    left = hidden[rows, (s - 1).clamp(min=0)]
+    left = hidden[rows, (s - 1).clamp(min=0)]  # (M, H); a span never starts at [CLS], so s >= 1
     right = hidden[rows, (e + 1).clamp(max=T - 1)]
     vectors = pretrainer.sbo(left, right, cols - s)
-    logits = pretrainer.encoder.mlm_head.decoder(vectors)  # the shared output embedding
-    return F.cross_entropy(logits.float(), labels[rows, cols], reduction="sum")
+    return pretrainer.encoder.mlm_head.decoder(vectors)  # the shared output embedding
 
 
-@dataclass
-class MaskingSpec:
-    kind: MaskingKind = "token"
-    rate: float = 0.15
-    mask_id: int = 4
-    random_ids: Tensor | None = None  # ids a random replacement is drawn from
-    special_ids: Tensor | None = None  # never masked
-    continuation: Tensor | None = None  # (V,) bool, True for '##' tokens (word and span masking)
+# ------------------------------------------------------------------------------------ the recipe
 
-    def apply(self, input_ids: Tensor, generator: torch.Generator) -> Masked:
-        maskable = ~torch.isin(input_ids, self.special_ids)  # special_ids include [PAD]
-        common = dict(mask_id=self.mask_id, random_ids=self.random_ids, rate=self.rate)
-        if self.kind == "token":
-            return mask_tokens(input_ids, maskable, generator, **common)
-        word_start = ~self.continuation[input_ids]
-        if self.kind == "whole_word":
-            return mask_whole_words(input_ids, maskable, word_start, generator, **common)
-        return mask_spans(input_ids, maskable, word_start, generator, **common)
+RECIPES = {  # recipe -> (instances, masking, next-sentence prediction, span boundary objective)
+    "bert": ("pairs", "token", True, False),
+    "roberta": ("packed", "token", False, False),
+    "spanbert": ("packed", "span", False, True),
+    "mlm": ("packed", "token", False, False),
+}
 
 
-class EpochSampler:
-    """Global batches as consecutive slices of a fresh permutation per epoch."""
+@dataclass(frozen=True)
+class PretrainConfig:
+    recipe: str = "bert"
+    corpus: tuple[str, ...] = ()  # files or folders; "LANG=PATH" entries for multilingual sampling
+    tokenizer: str | None = None  # a directory; None trains a WordPiece vocabulary on the corpus
+    preset: str = "mini"
+    vocab_size: int = 30522  # for a tokenizer trained here
+    max_length: int = 128
+    batch_size: int = 32
+    micro_batches: int = 1
+    mask_rate: float = 0.15
+    whole_word: bool = False
+    alpha: float = 0.3
+    documents: str = "file"
+    encoding_errors: str = "strict"
+    eval_corpus: str | None = None
+    eval_blocks: int = 256
+    out: str = "runs/pretrain"
+    cache: str = ".bertkit-cache"
 
-    def __init__(self, n: int, batch_size: int, seed: int):
-        if n < batch_size:
-            raise ValueError(f"{n} training instances are fewer than one batch of {batch_size}")
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        if not self.corpus:
+            raise ValueError("give a corpus (--corpus PATH, repeatable; LANG=PATH for several languages)")
+        if not 0 < self.mask_rate < 1:
+            raise ValueError(f"mask_rate must be in (0, 1), got {self.mask_rate}")
 
-    def indices(self, step: int) -> np.ndarray:
-        epoch, position = divmod(step, self.n // self.batch_size)
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-        return order[position * self.batch_size:(position + 1) * self.batch_size]
-
-
-class LanguageSampler:
-    """Each row of a batch picks a language with probability q_i, then a random block of it."""
-
-    def __init__(self, offsets: np.ndarray, probabilities: np.ndarray, batch_size: int, seed: int):
-        self.offsets, self.probabilities = offsets, probabilities  # offsets: (L + 1,) block ranges
-        self.batch_size, self.seed = batch_size, seed
-
-    def indices(self, step: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, step, 1])
-        language = rng.choice(len(self.probabilities), size=self.batch_size, p=self.probabilities)
-        low, high = self.offsets[language], self.offsets[language + 1]
-        return low + (rng.random(self.batch_size) * (high - low)).astype(np.int64)
-
-
-class BlockRows:
-    """Rows of full blocks (N, T): no padding, one segment."""
-
-    def __init__(self, blocks: np.ndarray):
-        self.blocks = blocks
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def rows(self, indices: np.ndarray) -> dict[str, Tensor]:
-        ids = torch.from_numpy(np.asarray(self.blocks[indices], dtype=np.int64))
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    @property
+    def languages(self) -> dict[str, list[str]]:
+        """{language: paths} for LANG=PATH entries; {"": paths} when no entry names a language."""
+        out: dict[str, list[str]] = {}
+        for entry in self.corpus:
+            lang, _, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
+            out.setdefault(lang, []).append(path)
+        return out
 
 
-class PairRows:
-    """Rows of BERT sentence pairs, right-padded, with segment ids and NSP labels."""
-
-    def __init__(self, pairs: SentencePairs, pad_id: int):
-        self.pairs, self.pad_id = pairs, pad_id
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def rows(self, indices: np.ndarray) -> dict[str, Tensor]:
-        p = self.pairs
-        lengths = p.starts[indices + 1] - p.starts[indices]
-        width = int(lengths.max())
-        ids = np.full((len(indices), width), self.pad_id, dtype=np.int64)
-        for r, i in enumerate(indices):
-            ids[r, :lengths[r]] = p.ids[p.starts[i]:p.starts[i + 1]]
-        positions = np.arange(width)[None, :]
-        mask = positions < lengths[:, None]
-        types = (positions >= p.a_lengths[indices][:, None]) & mask
-        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64)),
-                "token_type_ids": torch.from_numpy(types.astype(np.int64)),
-                "next_sentence_label": torch.from_numpy(p.is_random_next[indices].astype(np.int64))}
+def masking_for(tokenizer: Tokenizer, kind: str, rate: float) -> MaskingSpec:
+    vocab = tokenizer.backend.get_vocab()
+    continuation = torch.zeros(tokenizer.vocab_size, dtype=torch.bool)
+    continuation[[i for t, i in vocab.items() if t.startswith("##")]] = True
+    special = torch.tensor(sorted(tokenizer.special_ids))
+    random_ids = torch.tensor([i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids])
+    return MaskingSpec(kind=kind, rate=rate, mask_id=tokenizer.mask_id, random_ids=random_ids,
+                       special_ids=special, continuation=continuation)
 
 
-class MaskedSteps:
-    """The loop's StepData: the rows of each step's global batch, masked afresh at every step.
-
-    The whole global batch is masked with one generator seeded by (seed, step), then split by
-    rank and into micro-batches, so neither the number of processes nor accumulation changes a mask.
-    """
-
-    def __init__(self, source, sampler, masking: MaskingSpec, micro_batches: int = 1, seed: int = 0):
-        self.source, self.sampler, self.masking = source, sampler, masking
-        self.micro_batches, self.seed = micro_batches, seed
-
-    def batches(self, step: int, rank: int, world: int) -> list[dict]:
-        batch_size = self.sampler.batch_size
-        if batch_size % (world * self.micro_batches):
-            raise ValueError(f"batch_size {batch_size} is not divisible by {world} processes x "
-                             f"{self.micro_batches} micro-batches")
-        fields = self.source.rows(np.sort(self.sampler.indices(step)))
-        seed = int(np.random.SeedSequence([self.seed, step]).generate_state(1)[0])
-        masked = self.masking.apply(fields["input_ids"], torch.Generator().manual_seed(seed))
-        fields.update(input_ids=masked.input_ids, labels=masked.labels)
-        if masked.span_starts is not None:
-            fields.update(span_starts=masked.span_starts, span_ends=masked.span_ends)
-        mine = np.array_split(np.arange(batch_size), world)[rank]
-        return [_with_counts({k: v[rows] for k, v in fields.items()})
-                for rows in np.array_split(mine, self.micro_batches)]
+def _tokenizer(config: PretrainConfig, out: Path) -> Tokenizer:
+    if config.tokenizer:
+        return Tokenizer.from_pretrained(config.tokenizer)
+    if (out / "tokenizer.json").exists():  # trained by an earlier (interrupted) run of this recipe
+        return Tokenizer.from_pretrained(out)
+    files = [f for paths in config.languages.values() for p in paths for f in text_files(p)]
+    tokenizer = Tokenizer.train(read_texts(files, config.encoding_errors), vocab_size=config.vocab_size,
+                                show_progress=distributed.rank() == 0)
+    if distributed.rank() == 0:
+        tokenizer.save(out)
+    return tokenizer
 
 
-def _with_counts(batch: dict) -> dict:
-    chosen = int((batch["labels"] != IGNORE_INDEX).sum())
-    batch["counts"] = {"mlm": chosen}
-    if "span_starts" in batch:
-        batch["counts"]["sbo"] = chosen
-    if "next_sentence_label" in batch:
-        batch["counts"]["nsp"] = len(batch["labels"])
-    return batch
+def _corpus(paths: list[str], tokenizer: Tokenizer, config: PretrainConfig, documents: str | None = None) -> Corpus:
+    """Rank 0 tokenizes (once, cached); the other ranks wait and open the shards."""
+    build = lambda: build_corpus(paths, tokenizer, config.cache, documents=documents or config.documents,  # noqa: E731
+                                 errors=config.encoding_errors, progress=distributed.rank() == 0)
+    if distributed.rank() == 0:
+        corpus = build()
+    distributed.barrier()
+    return corpus if distributed.rank() == 0 else build()
+
+
+def training_data(config: PretrainConfig, tokenizer: Tokenizer, seed: int) -> tuple[MaskedSteps, dict]:
+    """The recipe's step data, and what to report about it."""
+    instances, kind, _, _ = RECIPES[config.recipe]
+    kind = "whole_word" if config.whole_word and kind == "token" else kind
+    masking = masking_for(tokenizer, kind, config.mask_rate)
+    cls_id, sep_id = tokenizer.role_id("cls"), tokenizer.role_id("sep")
+    languages = config.languages
+    if instances == "pairs":
+        if len(languages) > 1:
+            raise ValueError("the bert recipe takes one corpus; use roberta or mlm for language sampling")
+        corpus = _corpus(next(iter(languages.values())), tokenizer, config)
+        pairs = sentence_pairs(corpus, cls_id, sep_id, config.max_length, seed=seed)
+        report = {"pairs": len(pairs), "random_next": float(pairs.is_random_next.mean()),
+                  "truncated_pairs": pairs.truncated, **corpus.stats}
+        report.pop("files")
+        sampler = EpochSampler(len(pairs), config.batch_size, seed)
+        return MaskedSteps(PairRows(pairs, tokenizer.pad_id), sampler, masking, config.micro_batches, seed), report
+    blocks = {lang: pack_full_sentences(_corpus(paths, tokenizer, config), cls_id, sep_id, config.max_length)
+              for lang, paths in languages.items()}
+    stacked = np.concatenate(list(blocks.values()))
+    if len(blocks) == 1:
+        sampler = EpochSampler(len(stacked), config.batch_size, seed)
+        return MaskedSteps(BlockRows(stacked), sampler, masking, config.micro_batches, seed), {"blocks": len(stacked)}
+    q = language_probabilities({lang: len(b) for lang, b in blocks.items()}, config.alpha)
+    offsets = np.cumsum([0] + [len(b) for b in blocks.values()])
+    sampler = LanguageSampler(offsets, np.array([q[lang] for lang in blocks]), config.batch_size, seed)
+    report = {"languages": {lang: {"blocks": len(b), "p": len(b) / len(stacked), "q": q[lang]}
+                            for lang, b in blocks.items()}}
+    return MaskedSteps(BlockRows(stacked), sampler, masking, config.micro_batches, seed), report
+
+
+def held_out_batches(config: PretrainConfig, tokenizer: Tokenizer) -> list[dict]:
+    """Fixed held-out batches (masks drawn once from seed 0): packed blocks of the eval corpus, and
+    for the bert recipe sentence pairs of it as well (blank-line separated documents)."""
+    if not config.eval_corpus:
+        return []
+    held = replace(config, corpus=(config.eval_corpus,), batch_size=min(config.batch_size, 32), micro_batches=1,
+                   recipe="mlm" if config.recipe == "spanbert" else config.recipe, documents="blank_line")
+    data, _ = training_data(held, tokenizer, seed=12345)
+    steps = max(1, config.eval_blocks // held.batch_size)
+    return [b for step in range(steps) for b in data.batches(step, 0, 1)]
+
+
+@torch.no_grad()
+def evaluate(pretrainer: Pretrainer, batches: list[dict], dtype: torch.dtype) -> dict[str, float]:
+    """Held-out MLM loss and accuracy (and NSP accuracy for pairs)."""
+    totals = {"mlm_loss": 0.0, "mlm_correct": 0, "mlm_n": 0, "nsp_correct": 0, "nsp_n": 0}
+    for batch in batches:
+        with precision.autocast(dtype):
+            out = pretrainer.outputs(batch)
+        totals["mlm_loss"] += float(F.cross_entropy(out["mlm"].float(), out["mlm_labels"], reduction="sum"))
+        totals["mlm_correct"] += int((out["mlm"].argmax(-1) == out["mlm_labels"]).sum())
+        totals["mlm_n"] += len(out["mlm_labels"])
+        if "nsp" in out:
+            totals["nsp_correct"] += int((out["nsp"].argmax(-1) == out["nsp_labels"]).sum())
+            totals["nsp_n"] += len(out["nsp_labels"])
+    result = {"mlm_loss": totals["mlm_loss"] / max(1, totals["mlm_n"]),
+              "mlm_accuracy": totals["mlm_correct"] / max(1, totals["mlm_n"])}
+    if totals["nsp_n"]:
+        result["nsp_accuracy"] = totals["nsp_correct"] / totals["nsp_n"]
+    return result
+
+
+def pretrain(config: PretrainConfig, train: TrainConfig, resume: bool = False) -> Path:
+    """setup -> fit -> save: returns `config.out`, a Hugging Face-layout model directory with its
+    MLM (and NSP) heads, its tokenizer, log.jsonl, loss.png and checkpoints/."""
+    distributed.init()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tokenizer(config, out)
+    data, report = training_data(config, tokenizer, train.seed)
+    held_out = held_out_batches(config, tokenizer)
+    torch.manual_seed(train.seed)
+    model_config = preset(config.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
+                          max_position_embeddings=max(512, config.max_length))
+    encoder = add_pretraining_heads(Encoder(model_config), mlm=True, nsp=RECIPES[config.recipe][2])
+    pretrainer = Pretrainer(encoder, sbo=RECIPES[config.recipe][3])
+    if distributed.rank() == 0:
+        print(json.dumps({"recipe": config.recipe, "parameters": encoder.num_parameters(), **report}, indent=1),
+              file=sys.stderr)
+        (out / "pretrain_config.json").write_text(json.dumps({"pretrain": asdict(config), "train": asdict(train),
+                                                              "data": report}, indent=2))
+    dtype = precision.resolve(train.precision)
+    fit(pretrainer, data, train, out, resume=resume,
+        evaluate=(lambda model: evaluate(model, held_out, dtype)) if held_out else None)
+    if distributed.rank() == 0:
+        encoder.save_pretrained(out)
+        tokenizer.save(out)
+    return out

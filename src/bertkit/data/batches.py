@@ -1,0 +1,145 @@
+"""Batches for pretraining: which rows each step takes, how they become tensors, how they are masked.
+
+`MaskedSteps` is the training loop's StepData: the rows of a step's global batch come from a
+sampler (`EpochSampler`: a fresh permutation per epoch; `LanguageSampler`: language i with
+probability q_i), become tensors through a source (`BlockRows`: packed blocks; `PairRows`: BERT
+sentence pairs), and are masked afresh at every step with a generator seeded by (seed, step), which
+is what makes resumption exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .instances import SentencePairs
+from .masking import IGNORE_INDEX, Masked, mask_spans, mask_tokens, mask_whole_words
+
+MaskingKind = Literal["token", "whole_word", "span"]
+
+
+@dataclass
+class MaskingSpec:
+    kind: MaskingKind = "token"
+    rate: float = 0.15
+    mask_id: int = 4
+    random_ids: Tensor | None = None  # ids a random replacement is drawn from
+    special_ids: Tensor | None = None  # never masked
+    continuation: Tensor | None = None  # (V,) bool, True for '##' tokens (word and span masking)
+
+    def apply(self, input_ids: Tensor, generator: torch.Generator) -> Masked:
+        maskable = ~torch.isin(input_ids, self.special_ids)  # special_ids include [PAD]
+        common = dict(mask_id=self.mask_id, random_ids=self.random_ids, rate=self.rate)
+        if self.kind == "token":
+            return mask_tokens(input_ids, maskable, generator, **common)
+        word_start = ~self.continuation[input_ids]
+        if self.kind == "whole_word":
+            return mask_whole_words(input_ids, maskable, word_start, generator, **common)
+        return mask_spans(input_ids, maskable, word_start, generator, **common)
+
+
+class EpochSampler:
+    """Global batches as consecutive slices of a fresh permutation per epoch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if n < batch_size:
+            raise ValueError(f"{n} training instances are fewer than one batch of {batch_size}")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+
+    def indices(self, step: int) -> np.ndarray:
+        epoch, position = divmod(step, self.n // self.batch_size)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return order[position * self.batch_size:(position + 1) * self.batch_size]
+
+
+class LanguageSampler:
+    """Each row of a batch picks a language with probability q_i, then a random block of it."""
+
+    def __init__(self, offsets: np.ndarray, probabilities: np.ndarray, batch_size: int, seed: int):
+        self.offsets, self.probabilities = offsets, probabilities  # offsets: (L + 1,) block ranges
+        self.batch_size, self.seed = batch_size, seed
+
+    def indices(self, step: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, step, 1])
+        language = rng.choice(len(self.probabilities), size=self.batch_size, p=self.probabilities)
+        low, high = self.offsets[language], self.offsets[language + 1]
+        return low + (rng.random(self.batch_size) * (high - low)).astype(np.int64)
+
+
+class BlockRows:
+    """Rows of full blocks (N, T): no padding, one segment."""
+
+    def __init__(self, blocks: np.ndarray):
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def rows(self, indices: np.ndarray) -> dict[str, Tensor]:
+        ids = torch.from_numpy(np.asarray(self.blocks[indices], dtype=np.int64))
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+class PairRows:
+    """Rows of BERT sentence pairs, right-padded, with segment ids and NSP labels."""
+
+    def __init__(self, pairs: SentencePairs, pad_id: int):
+        self.pairs, self.pad_id = pairs, pad_id
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def rows(self, indices: np.ndarray) -> dict[str, Tensor]:
+        p = self.pairs
+        lengths = p.starts[indices + 1] - p.starts[indices]
+        width = int(lengths.max())
+        ids = np.full((len(indices), width), self.pad_id, dtype=np.int64)
+        for r, i in enumerate(indices):
+            ids[r, :lengths[r]] = p.ids[p.starts[i]:p.starts[i + 1]]
+        positions = np.arange(width)[None, :]
+        mask = positions < lengths[:, None]
+        types = (positions >= p.a_lengths[indices][:, None]) & mask
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64)),
+                "token_type_ids": torch.from_numpy(types.astype(np.int64)),
+                "next_sentence_label": torch.from_numpy(p.is_random_next[indices].astype(np.int64))}
+
+
+class MaskedSteps:
+    """The loop's StepData: the rows of each step's global batch, masked afresh at every step.
+
+    The whole global batch is masked with one generator seeded by (seed, step), then split by
+    rank and into micro-batches, so neither the number of processes nor accumulation changes a mask.
+    """
+
+    def __init__(self, source, sampler, masking: MaskingSpec, micro_batches: int = 1, seed: int = 0):
+        self.source, self.sampler, self.masking = source, sampler, masking
+        self.micro_batches, self.seed = micro_batches, seed
+
+    def batches(self, step: int, rank: int, world: int) -> list[dict]:
+        batch_size = self.sampler.batch_size
+        if batch_size % (world * self.micro_batches):
+            raise ValueError(f"batch_size {batch_size} is not divisible by {world} processes x "
+                             f"{self.micro_batches} micro-batches")
+        fields = self.source.rows(np.sort(self.sampler.indices(step)))
+        seed = int(np.random.SeedSequence([self.seed, step]).generate_state(1)[0])
+        masked = self.masking.apply(fields["input_ids"], torch.Generator().manual_seed(seed))
+        fields.update(input_ids=masked.input_ids, labels=masked.labels)
+        if masked.span_starts is not None:
+            fields.update(span_starts=masked.span_starts, span_ends=masked.span_ends)
+        mine = np.array_split(np.arange(batch_size), world)[rank]
+        return [_with_counts({k: v[rows] for k, v in fields.items()})
+                for rows in np.array_split(mine, self.micro_batches)]
+
+
+def _with_counts(batch: dict) -> dict:
+    chosen = int((batch["labels"] != IGNORE_INDEX).sum())
+    batch["counts"] = {"mlm": chosen}
+    if "span_starts" in batch:
+        batch["counts"]["sbo"] = chosen
+    if "next_sentence_label" in batch:
+        batch["counts"]["nsp"] = len(batch["labels"])
+    return batch
