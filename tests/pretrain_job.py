@@ -16,7 +16,7 @@ VOCAB = 120
 def build(micro_batches: int = 1, dropout: float = 0.1, seed: int = 0):
     torch.manual_seed(seed)
     config = preset("tiny", vocab_size=VOCAB, num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64,
-                    hidden_dropout=dropout, attention_dropout=dropout)
+                    hidden_dropout=dropout, attention_dropout=dropout, pooler=False)
     pretrainer = Pretrainer(add_pretraining_heads(Encoder(config), mlm=True))
     blocks = np.random.default_rng(seed).integers(5, VOCAB, size=(64, 24))
     blocks[:, 0], blocks[:, -1] = 2, 3

@@ -48,7 +48,7 @@ class Pretrainer(nn.Module):
         if "next_sentence_label" in batch:
             out["nsp"] = self.encoder.nsp_head(self.encoder.pooler(hidden))
             out["nsp_labels"] = batch["next_sentence_label"]
-        if self.sbo is not None:
+        if self.sbo is not None and "span_starts" in batch:  # held-out batches use token masking
             out["sbo"] = span_boundary_logits(self, hidden, labels, batch["span_starts"], batch["span_ends"])
             out["sbo_labels"] = out["mlm_labels"]
         return out
@@ -227,9 +227,10 @@ def pretrain(config: PretrainConfig, train: TrainConfig, resume: bool = False) -
     data, report = training_data(config, tokenizer, train.seed)
     held_out = held_out_batches(config, tokenizer)
     torch.manual_seed(train.seed)
+    nsp = RECIPES[config.recipe][2]
     model_config = preset(config.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
-                          max_position_embeddings=max(512, config.max_length))
-    encoder = add_pretraining_heads(Encoder(model_config), mlm=True, nsp=RECIPES[config.recipe][2])
+                          max_position_embeddings=max(512, config.max_length), pooler=nsp)
+    encoder = add_pretraining_heads(Encoder(model_config), mlm=True, nsp=nsp)
     pretrainer = Pretrainer(encoder, sbo=RECIPES[config.recipe][3])
     if distributed.rank() == 0:
         print(json.dumps({"recipe": config.recipe, "parameters": encoder.num_parameters(), **report}, indent=1),

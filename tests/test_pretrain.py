@@ -1,0 +1,108 @@
+"""Pretraining objectives against transformers, and a two-step run of every recipe."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertkit import Encoder, add_pretraining_heads, preset
+from bertkit.cli import main
+from bertkit.config import load_sections
+from bertkit.data.masking import IGNORE_INDEX
+from bertkit.train.loop import TrainConfig
+from bertkit.train.pretrain import PretrainConfig, Pretrainer
+
+transformers = pytest.importorskip("transformers")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def masked_pair_batch(vocab: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([16, 9, 12])
+    mask = (torch.arange(16)[None, :] < lengths[:, None]).long()
+    ids = torch.randint(5, vocab, (3, 16), generator=g) * mask
+    labels = torch.where((torch.rand(3, 16, generator=g) < 0.3) & mask.bool(), ids, torch.tensor(IGNORE_INDEX))
+    corrupted = torch.where(labels != IGNORE_INDEX, torch.tensor(4), ids)
+    types = (torch.arange(16)[None, :] >= 6).long() * mask
+    return {"input_ids": corrupted, "attention_mask": mask, "token_type_ids": types, "labels": labels,
+            "next_sentence_label": torch.tensor([0, 1, 1])}
+
+
+def test_mlm_and_nsp_losses_equal_transformers(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=100)
+    reference = transformers.BertForPreTraining(config).eval()
+    reference.save_pretrained(tmp_path)
+    pretrainer = Pretrainer(Encoder.from_pretrained(tmp_path)).eval()
+    batch = masked_pair_batch(300)
+    with torch.no_grad():
+        ours = pretrainer(batch)
+        out = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        token_type_ids=batch["token_type_ids"])
+    expected_mlm = torch.nn.functional.cross_entropy(out.prediction_logits.reshape(-1, 300), batch["labels"].reshape(-1))
+    expected_nsp = torch.nn.functional.cross_entropy(out.seq_relationship_logits, batch["next_sentence_label"])
+    chosen = int((batch["labels"] != IGNORE_INDEX).sum())
+    assert float(ours["mlm"]) / chosen == pytest.approx(float(expected_mlm), abs=1e-5)
+    assert float(ours["nsp"]) / 3 == pytest.approx(float(expected_nsp), abs=1e-5)
+
+
+def test_only_chosen_positions_reach_the_vocabulary():
+    pretrainer = Pretrainer(add_pretraining_heads(Encoder(preset("tiny", vocab_size=300)), mlm=True, nsp=True))
+    rows = []
+    pretrainer.encoder.mlm_head.decoder.register_forward_hook(lambda m, i, o: rows.append(o.shape[0]))
+    batch = masked_pair_batch(300)
+    pretrainer(batch)
+    assert rows == [int((batch["labels"] != IGNORE_INDEX).sum())]
+
+
+def test_span_boundary_objective_trains_its_head():
+    pretrainer = Pretrainer(add_pretraining_heads(Encoder(preset("tiny", vocab_size=300, pooler=False)), mlm=True),
+                            sbo=True)
+    batch = masked_pair_batch(300)
+    del batch["next_sentence_label"]
+    starts = torch.full((3, 16), -1)
+    ends = torch.full((3, 16), -1)
+    batch["labels"] = torch.full((3, 16), IGNORE_INDEX)
+    batch["labels"][0, 3:6] = batch["input_ids"][0, 3:6]
+    starts[0, 3:6], ends[0, 3:6] = 3, 5
+    batch.update(span_starts=starts, span_ends=ends)
+    parts = pretrainer(batch)
+    assert set(parts) == {"mlm", "sbo"} and torch.isfinite(parts["sbo"])
+    parts["sbo"].backward()
+    assert pretrainer.sbo.position.weight.grad[:3].abs().sum() > 0
+    assert pretrainer.sbo.position.weight.grad[3:].abs().sum() == 0
+
+
+def test_yaml_precedence(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("pretrain: {recipe: roberta, preset: mini, corpus: [a.txt]}\ntrain: {lr: 0.1, max_steps: 5}\n"
+                    "by_preset: {tiny: {train: {lr: 0.2, warmup_steps: 7}}}\n")
+    sections = {"pretrain": PretrainConfig, "train": TrainConfig}
+    got = load_sections(path, sections, ["--train.max_steps=9"], {"pretrain": {"preset": "tiny"}})
+    assert got["pretrain"].preset == "tiny" and got["pretrain"].corpus == ("a.txt",)
+    assert (got["train"].lr, got["train"].warmup_steps, got["train"].max_steps) == (0.2, 7, 9)
+    with pytest.raises(ValueError, match="train has no field.*'lr_max'"):
+        load_sections(path, sections, ["--train.lr_max=1"])
+    with pytest.raises(ValueError, match="unknown recipe 'gpt'"):
+        load_sections(path, sections, ["--pretrain.recipe=gpt"])
+
+
+@pytest.mark.parametrize("recipe", ["bert", "roberta", "spanbert", "mlm"])
+def test_every_recipe_runs_two_steps_and_saves_a_transformers_model(recipe, data_dir, minilm_dir, tmp_path, capsys):
+    out = tmp_path / recipe
+    code = main(["pretrain", "--config", str(ROOT / "configs" / f"{recipe}.yaml"), "--corpus",
+                 str(data_dir / "gutenberg_nltk" / "carroll-alice.txt"), "--tokenizer", str(minilm_dir),
+                 "--preset", "tiny", "--max-steps", "2", "--out", str(out), "--pretrain.batch_size=4",
+                 f"--pretrain.cache={tmp_path / 'cache'}", "--pretrain.eval_blocks=8", "--train.log_every=1",
+                 f"--pretrain.eval_corpus={data_dir / 'wikitext2' / 'raw' / 'wiki.valid.raw'}"])
+    assert code == 0, capsys.readouterr().err
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [0, 1]
+    assert "eval_mlm_accuracy" in log[-1]
+    assert (recipe == "bert") == ("nsp" in log[0]) and (recipe == "spanbert") == ("sbo" in log[0])
+    assert (out / "loss.png").exists() and (out / "vocab.txt").exists()
+    auto = transformers.AutoModelForPreTraining if recipe == "bert" else transformers.AutoModelForMaskedLM
+    assert auto.from_pretrained(out) is not None
