@@ -217,6 +217,20 @@ def evaluate(pretrainer: Pretrainer, batches: list[dict], dtype: torch.dtype) ->
     return result
 
 
+def report_sampling(report: dict, sampler: LanguageSampler, steps: int, path: Path) -> None:
+    """Write per language: corpus share p, sampling probability q, and the share of rows the run
+    actually drew (over `steps` steps), and print it as a table."""
+    drawn = np.concatenate([sampler.indices(s) for s in range(steps)])
+    language = np.searchsorted(sampler.offsets, drawn, side="right") - 1
+    counts = np.bincount(language, minlength=len(sampler.probabilities))
+    table = {lang: {**info, "drawn": int(c), "drawn_share": float(c / len(drawn))}
+             for (lang, info), c in zip(report["languages"].items(), counts)}
+    path.write_text(json.dumps(table, indent=2))
+    print("language  blocks      p      q  drawn share", file=sys.stderr)
+    for lang, row in table.items():
+        print(f"{lang:9} {row['blocks']:6d} {row['p']:6.3f} {row['q']:6.3f} {row['drawn_share']:12.3f}", file=sys.stderr)
+
+
 def pretrain(config: PretrainConfig, train: TrainConfig, resume: bool = False) -> Path:
     """setup -> fit -> save: returns `config.out`, a Hugging Face-layout model directory with its
     MLM (and NSP) heads, its tokenizer, log.jsonl, loss.png and checkpoints/."""
@@ -238,8 +252,11 @@ def pretrain(config: PretrainConfig, train: TrainConfig, resume: bool = False) -
         (out / "pretrain_config.json").write_text(json.dumps({"pretrain": asdict(config), "train": asdict(train),
                                                               "data": report}, indent=2))
     dtype = precision.resolve(train.precision)
-    fit(pretrainer, data, train, out, resume=resume,
-        evaluate=(lambda model: evaluate(model, held_out, dtype)) if held_out else None)
+    records = fit(pretrainer, data, train, out, resume=resume,
+                  evaluate=(lambda model: evaluate(model, held_out, dtype)) if held_out else None)
+    if distributed.rank() == 0 and "languages" in report:
+        steps = 1 + max(r["step"] for r in records)
+        report_sampling(report, data.sampler, steps, out / "languages.json")
     if distributed.rank() == 0:
         encoder.save_pretrained(out)
         tokenizer.save(out)
