@@ -33,8 +33,20 @@ def world_size() -> int:
     return dist.get_world_size() if active() else 1
 
 
+def device() -> torch.device:
+    """This process's device: its GPU (LOCAL_RANK) when CUDA is present, else the CPU."""
+    if torch.cuda.is_available():
+        index = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
 def wrap(model: nn.Module) -> nn.Module:
-    return nn.parallel.DistributedDataParallel(model) if active() else model
+    if not active():
+        return model
+    on_gpu = next(model.parameters()).is_cuda
+    return nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if on_gpu else None)
 
 
 def all_reduce_sum(x: Tensor) -> Tensor:

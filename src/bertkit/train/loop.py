@@ -114,6 +114,8 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     rank, world = distributed.rank(), distributed.world_size()
     torch.manual_seed(config.seed + rank)
+    device = distributed.device()
+    model.to(device)
     train_model = distributed.wrap(model)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
                                   betas=config.betas, eps=config.eps)
@@ -122,7 +124,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     start = 0
     if resume and (path := latest_checkpoint(out)) is not None:
         start = load_checkpoint(path, model, optimizer, scheduler) + 1
-    dtype = precision_.resolve(config.precision)
+    dtype = precision_.resolve(config.precision, device)
     step_fn = torch.compile(train_model) if config.compile else train_model
     log = _Log(out / "log.jsonl", enabled=rank == 0, append=start > 0)
     began = time.perf_counter()
@@ -131,7 +133,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     tokens = 0
     for step in bar:
         model.train()
-        micro = data.batches(step, rank, world)
+        micro = [_to(batch, device) for batch in data.batches(step, rank, world)]
         losses = _accumulate(step_fn, train_model, micro, normalisers(micro, world), dtype)
         if not all(math.isfinite(v) for v in losses.values()):
             raise NonFiniteLossError(f"step {step}: loss is not finite ({losses}); stopping. The last "
@@ -164,13 +166,17 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     return log.records
 
 
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
 def _accumulate(step_fn, ddp_model: nn.Module, micro: list[dict], factors: dict[str, float],
                 dtype: torch.dtype) -> dict[str, float]:
     """Forward and backward each micro-batch; return the step's loss parts, summed over ranks."""
     totals: dict[str, Tensor] = {}
     for i, batch in enumerate(micro):
         with distributed.maybe_no_sync(ddp_model, last=i == len(micro) - 1):
-            with precision_.autocast(dtype):
+            with precision_.autocast(dtype, batch["input_ids"].device if "input_ids" in batch else "cpu"):
                 sums = step_fn(batch)
             scaled = {n: v * factors[n] for n, v in sums.items()}
             sum(scaled.values()).backward()

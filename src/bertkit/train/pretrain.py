@@ -201,8 +201,10 @@ def held_out_batches(config: PretrainConfig, tokenizer: Tokenizer) -> list[dict]
 def evaluate(pretrainer: Pretrainer, batches: list[dict], dtype: torch.dtype) -> dict[str, float]:
     """Held-out MLM loss and accuracy (and NSP accuracy for pairs)."""
     totals = {"mlm_loss": 0.0, "mlm_correct": 0, "mlm_n": 0, "nsp_correct": 0, "nsp_n": 0}
+    device = next(pretrainer.parameters()).device
     for batch in batches:
-        with precision.autocast(dtype):
+        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        with precision.autocast(dtype, device):
             out = pretrainer.outputs(batch)
         totals["mlm_loss"] += float(F.cross_entropy(out["mlm"].float(), out["mlm_labels"], reduction="sum"))
         totals["mlm_correct"] += int((out["mlm"].argmax(-1) == out["mlm_labels"]).sum())
@@ -251,7 +253,7 @@ def pretrain(config: PretrainConfig, train: TrainConfig, resume: bool = False) -
               file=sys.stderr)
         (out / "pretrain_config.json").write_text(json.dumps({"pretrain": asdict(config), "train": asdict(train),
                                                               "data": report}, indent=2))
-    dtype = precision.resolve(train.precision)
+    dtype = precision.resolve(train.precision, distributed.device())
     records = fit(pretrainer, data, train, out, resume=resume,
                   evaluate=(lambda model: evaluate(model, held_out, dtype)) if held_out else None)
     if distributed.rank() == 0 and "languages" in report:
