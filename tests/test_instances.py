@@ -51,13 +51,22 @@ def test_continuations_really_continue(corpus):
 def test_full_sentence_packing_has_no_padding_and_keeps_every_token(corpus, minilm):
     _, tokenizer = minilm
     cls, sep = tokenizer.role_id("cls"), tokenizer.role_id("sep")
-    blocks = pack_full_sentences(corpus, cls, sep, max_length=128)
+    blocks = pack_full_sentences(corpus, cls, sep, max_length=128)[:]  # every row, read from the memory map
     assert blocks.shape[1] == 128 and (blocks != tokenizer.pad_id).all()
     assert (blocks[:, 0] == cls).all() and (blocks[:, -1] == sep).all()
     inner = blocks[:, 1:-1].ravel()
     assert (inner == sep).sum() == 2  # document boundaries inside the packed stream (the 3rd is in the tail)
     expected = np.concatenate([corpus.sentence(s) for s in range(corpus.num_sentences)])
     assert np.array_equal(inner[inner != sep], expected[:len(inner) - 2])
+
+
+def test_several_corpora_share_one_index_space(corpus, minilm):
+    _, tokenizer = minilm
+    one = pack_full_sentences(corpus, 101, 102, max_length=64)
+    two = pack_full_sentences([corpus, corpus], 101, 102, max_length=64)
+    assert len(two) == 2 * len(one) and list(two.offsets) == [0, len(one), 2 * len(one)]
+    assert np.array_equal(two[[0, len(one) + 5]], one[[0, 5]])
+    assert np.array_equal(two[3], one[3])
 
 
 def test_language_probabilities_follow_the_alpha_formula():

@@ -101,26 +101,66 @@ def _random_segment(corpus: Corpus, documents: list[int], current: int, target: 
     return out
 
 
-def pack_full_sentences(corpus: Corpus, cls_id: int, sep_id: int, max_length: int = 512) -> np.ndarray:
-    """(N, max_length) blocks: [CLS] + max_length - 2 tokens of the stream + [SEP], no padding.
+class PackedBlocks:
+    """(N, max_length) blocks over a token stream: block k is [CLS] + stream[k*w:(k+1)*w] + [SEP],
+    w = max_length - 2. Rows are read on demand, so a memory-mapped stream is never loaded whole.
+    Several streams (one per language) concatenate into one index space."""
 
-    The stream is every document's sentences in order, with a [SEP] after each document. The
-    stream's tail that does not fill a block is dropped (under one block per corpus).
+    def __init__(self, streams: list[np.ndarray], cls_id: int, sep_id: int, max_length: int):
+        self.streams, self.cls_id, self.sep_id, self.max_length = streams, cls_id, sep_id, max_length
+        self.width = max_length - 2
+        counts = [len(s) // self.width for s in streams]
+        if min(counts) == 0:
+            raise ValueError(f"a corpus holds {min(len(s) for s in streams)} tokens, fewer than one block "
+                             f"of {max_length}")
+        self.offsets = np.cumsum([0] + counts)  # (streams + 1,) first block of each stream
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self), self.max_length
+
+    def __getitem__(self, index) -> np.ndarray:
+        """Rows for an int, a slice or an array of block indices -> (n, max_length) int32 (or one row)."""
+        rows = np.arange(len(self))[index]
+        single = np.ndim(rows) == 0
+        rows = np.atleast_1d(rows)
+        out = np.empty((len(rows), self.max_length), dtype=np.int32)
+        out[:, 0], out[:, -1] = self.cls_id, self.sep_id
+        which = np.searchsorted(self.offsets, rows, side="right") - 1
+        for r, (k, s) in enumerate(zip(rows, which)):
+            start = (k - self.offsets[s]) * self.width
+            out[r, 1:-1] = self.streams[s][start:start + self.width]
+        return out[0] if single else out
+
+
+def full_sentence_stream(corpus: Corpus, sep_id: int) -> np.ndarray:
+    """Every document's tokens in order, each followed by [SEP], as a memory-mapped file written
+    once beside the corpus shards (documents are copied one at a time, never the whole corpus)."""
+    path = corpus.folder / f"stream-sep{sep_id}.bin"
+    dtype = np.dtype(corpus.stats["dtype"])
+    length = int(corpus.sentence_starts[-1]) + corpus.num_documents
+    if not path.exists() or path.stat().st_size != length * dtype.itemsize:
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            for d in range(corpus.num_documents):
+                for s in corpus.document(d):
+                    corpus.sentence(s).tofile(f)
+                np.array([sep_id], dtype=dtype).tofile(f)
+        tmp.replace(path)
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+def pack_full_sentences(corpus: Corpus | list[Corpus], cls_id: int, sep_id: int,
+                        max_length: int = 512) -> PackedBlocks:
+    """FULL-SENTENCES blocks of one corpus, or of several (one per language) in one index space.
+
+    The stream's tail that does not fill a block is dropped (under one block per corpus).
     """
-    width = max_length - 2
-    pieces = []
-    for d in range(corpus.num_documents):
-        for s in corpus.document(d):
-            pieces.append(corpus.sentence(s))
-        pieces.append(np.array([sep_id]))
-    stream = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, np.int32)
-    n = len(stream) // width
-    if n == 0:
-        raise ValueError(f"the corpus holds {len(stream)} tokens, fewer than one block of {max_length}")
-    blocks = np.empty((n, max_length), dtype=np.int32)
-    blocks[:, 0], blocks[:, -1] = cls_id, sep_id
-    blocks[:, 1:-1] = stream[:n * width].reshape(n, width)
-    return blocks
+    corpora = corpus if isinstance(corpus, list) else [corpus]
+    return PackedBlocks([full_sentence_stream(c, sep_id) for c in corpora], cls_id, sep_id, max_length)
 
 
 def language_probabilities(sizes: dict[str, int], alpha: float = 0.3) -> dict[str, float]:

@@ -171,18 +171,16 @@ def training_data(config: PretrainConfig, tokenizer: Tokenizer, seed: int) -> tu
         report.pop("files")
         sampler = EpochSampler(len(pairs), config.batch_size, seed)
         return MaskedSteps(PairRows(pairs, tokenizer.pad_id), sampler, masking, config.micro_batches, seed), report
-    blocks = {lang: pack_full_sentences(_corpus(paths, tokenizer, config), cls_id, sep_id, config.max_length)
-              for lang, paths in languages.items()}
-    stacked = np.concatenate(list(blocks.values()))
-    if len(blocks) == 1:
-        sampler = EpochSampler(len(stacked), config.batch_size, seed)
-        return MaskedSteps(BlockRows(stacked), sampler, masking, config.micro_batches, seed), {"blocks": len(stacked)}
-    q = language_probabilities({lang: len(b) for lang, b in blocks.items()}, config.alpha)
-    offsets = np.cumsum([0] + [len(b) for b in blocks.values()])
-    sampler = LanguageSampler(offsets, np.array([q[lang] for lang in blocks]), config.batch_size, seed)
-    report = {"languages": {lang: {"blocks": len(b), "p": len(b) / len(stacked), "q": q[lang]}
-                            for lang, b in blocks.items()}}
-    return MaskedSteps(BlockRows(stacked), sampler, masking, config.micro_batches, seed), report
+    corpora = {lang: _corpus(paths, tokenizer, config) for lang, paths in languages.items()}
+    blocks = pack_full_sentences(list(corpora.values()), cls_id, sep_id, config.max_length)
+    if len(corpora) == 1:
+        sampler = EpochSampler(len(blocks), config.batch_size, seed)
+        return MaskedSteps(BlockRows(blocks), sampler, masking, config.micro_batches, seed), {"blocks": len(blocks)}
+    sizes = dict(zip(corpora, np.diff(blocks.offsets).tolist()))
+    q = language_probabilities(sizes, config.alpha)
+    sampler = LanguageSampler(blocks.offsets, np.array([q[lang] for lang in corpora]), config.batch_size, seed)
+    report = {"languages": {lang: {"blocks": n, "p": n / len(blocks), "q": q[lang]} for lang, n in sizes.items()}}
+    return MaskedSteps(BlockRows(blocks), sampler, masking, config.micro_batches, seed), report
 
 
 def held_out_batches(config: PretrainConfig, tokenizer: Tokenizer) -> list[dict]:
