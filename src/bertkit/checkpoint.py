@@ -53,12 +53,24 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler, keep: int) -> Path:
-    """Write out/checkpoints/step-NNNNNNN.pt atomically and keep only the newest `keep`."""
+def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler, keep: int) -> Path | None:
+    """Write out/checkpoints/step-NNNNNNN.pt atomically and keep only the newest `keep`.
+
+    Under torch.distributed every rank calls it: the full (unsharded) model and optimizer states and
+    every rank's RNG states are gathered, and rank 0 writes. Works alike for a plain module, DDP's
+    module and an FSDP-sharded one.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+    from .train import distributed
+    model_state, optimizer_state = get_state_dict(
+        model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    rngs = distributed.gather_objects(_rng_state())
+    if distributed.rank() != 0:
+        return None
     folder = out / "checkpoints"
     path = folder / f"step-{step:07d}.pt"
-    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "rng": _rng_state()}
+    state = {"step": step, "model": model_state, "optimizer": optimizer_state,
+             "scheduler": scheduler.state_dict(), "rng": rngs}
     with atomic_write(path) as tmp:
         torch.save(state, tmp)
     for old in sorted(folder.glob("step-*.pt"))[:-keep]:
@@ -67,12 +79,19 @@ def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
-    """Restore every state saved by `save_checkpoint`; returns the step it was saved after."""
+    """Restore every state saved by `save_checkpoint` (each rank its own RNG states); returns the
+    step it was saved after. Every rank reads the file: keep checkpoints on shared storage."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+    from .train import distributed
     state = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                   options=StateDictOptions(full_state_dict=True))
     scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
+    rngs = state["rng"]
+    if len(rngs) != distributed.world_size():
+        raise ValueError(f"{path} was written by {len(rngs)} processes, this run has {distributed.world_size()}: "
+                         "resume with the same number of processes")
+    _set_rng_state(rngs[distributed.rank()])
     return state["step"]
 
 

@@ -42,11 +42,30 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
-def wrap(model: nn.Module) -> nn.Module:
+def wrap(model: nn.Module, strategy: str = "ddp") -> nn.Module:
+    """DDP (a full copy per process), or FSDP (parameters, gradients and optimizer state sharded:
+    each transformer layer, then the rest), for models that do not fit one device."""
     if not active():
+        return model
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+        from ..model import Layer
+        for module in model.modules():
+            if isinstance(module, Layer):
+                fully_shard(module)
+        fully_shard(model)
         return model
     on_gpu = next(model.parameters()).is_cuda
     return nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if on_gpu else None)
+
+
+def gather_objects(obj) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every rank; [obj] in a single process."""
+    if not active():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def all_reduce_sum(x: Tensor) -> Tensor:

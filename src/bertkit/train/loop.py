@@ -59,12 +59,15 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     seed: int = 0
+    strategy: str = "ddp"  # under torchrun: "ddp" or "fsdp"
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0 or self.lr <= 0 or self.warmup_steps < 0:
             raise ValueError("max_steps and lr must be positive and warmup_steps >= 0")
         if self.keep_checkpoints < 1:
             raise ValueError("keep_checkpoints must be at least 1")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"strategy must be 'ddp' or 'fsdp', not {self.strategy!r}")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -116,7 +119,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     torch.manual_seed(config.seed + rank)
     device = distributed.device()
     model.to(device)
-    train_model = distributed.wrap(model)
+    train_model = distributed.wrap(model, config.strategy)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
                                   betas=config.betas, eps=config.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -154,7 +157,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
         if evaluate is not None and ((config.eval_every and (step + 1) % config.eval_every == 0) or done):
             model.eval()
             log.write({"step": step, **{f"eval_{k}": v for k, v in evaluate(model).items()}})
-        if rank == 0 and ((step + 1) % config.checkpoint_every == 0 or done):
+        if (step + 1) % config.checkpoint_every == 0 or done:
             save_checkpoint(out, step, model, optimizer, scheduler, config.keep_checkpoints)
         distributed.barrier()
         if done:

@@ -257,7 +257,23 @@ def pretrain(config: PretrainConfig, train: TrainConfig, resume: bool = False) -
     if distributed.rank() == 0 and "languages" in report:
         steps = 1 + max(r["step"] for r in records)
         report_sampling(report, data.sampler, steps, out / "languages.json")
+    final = _gathered_encoder(pretrainer, model_config, nsp)  # a collective under torch.distributed
     if distributed.rank() == 0:
-        encoder.save_pretrained(out)
+        final.save_pretrained(out)
         tokenizer.save(out)
     return out
+
+
+def _gathered_encoder(pretrainer: Pretrainer, model_config, nsp: bool) -> Encoder | None:
+    """The full encoder with its heads, on the CPU of rank 0 (FSDP shards are gathered)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    state = get_model_state_dict(pretrainer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if distributed.rank() != 0:
+        return None
+    encoder = add_pretraining_heads(Encoder(model_config), mlm=True, nsp=nsp)
+    prefix = "encoder."
+    missing, unexpected = encoder.load_state_dict({k[len(prefix):]: v for k, v in state.items()
+                                                   if k.startswith(prefix)}, strict=False)
+    if set(missing) - {"mlm_head.decoder.weight"} or unexpected:  # the decoder is tied to the embeddings
+        raise RuntimeError(f"gathering the trained encoder failed: missing {missing}, unexpected {unexpected}")
+    return encoder
