@@ -1,5 +1,5 @@
-"""Two processes under DistributedDataParallel or FSDP (gloo, CPU) follow one process's loss curve,
-and write a checkpoint that one process can resume."""
+"""Two processes under DistributedDataParallel or FSDP (gloo, CPU) follow one process's loss curve
+(checkpointing every step, which gathers the full states on every rank)."""
 
 import json
 import os

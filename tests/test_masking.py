@@ -86,7 +86,9 @@ def test_whole_word_masking_takes_whole_words(wiki_batch):
 
 
 def test_span_masking_rates_lengths_and_per_span_decisions(wiki_batch):
-    batch = {k: v[:800] if torch.is_tensor(v) and v.dim() == 2 else v for k, v in wiki_batch.items()}
+    batch = {k: v[:800].clone() if torch.is_tensor(v) and v.dim() == 2 else v for k, v in wiki_batch.items()}
+    batch["input_ids"][:, 60] = 102  # a [SEP] inside every row, as between two packed documents
+    batch["maskable"][:, 60] = False
     masked = mask_spans(batch["input_ids"], batch["maskable"], batch["word_start"],
                         torch.Generator().manual_seed(0), mask_id=batch["mask_id"], random_ids=batch["random_ids"])
     got = shares(batch, masked)
@@ -105,7 +107,8 @@ def test_span_masking_rates_lengths_and_per_span_decisions(wiki_batch):
     n_words = [sum(1 for t in range(s, masked.span_ends[b, s].item() + 1) if batch["word_start"][b, t])
                for b, s in span_ids]
     assert max(n_words) <= 10
-    assert 2.5 < sum(n_words) / len(n_words) < 4.5  # Geometric(0.2) clipped at 10 has mean 3.6
+    # Geometric(0.2) truncated to 1..10 has mean 3.8; spans cut at a row's 19-token budget come out shorter
+    assert 2.8 < sum(n_words) / len(n_words) < 4.3
 
 
 @settings(max_examples=50, deadline=None)

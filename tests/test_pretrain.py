@@ -76,6 +76,13 @@ def test_span_boundary_objective_trains_its_head():
     assert pretrainer.sbo.position.weight.grad[3:].abs().sum() == 0
 
 
+def test_nsp_needs_two_documents(data_dir, minilm_dir, tmp_path, capsys):
+    code = main(["pretrain", "--config", str(ROOT / "configs" / "bert.yaml"), "--corpus",
+                 str(data_dir / "gutenberg_nltk" / "carroll-alice.txt"), "--tokenizer", str(minilm_dir),
+                 "--preset", "tiny", "--max-steps", "1", "--out", str(tmp_path), f"--pretrain.cache={tmp_path}"])
+    assert code == 2 and "needs at least 2 documents" in capsys.readouterr().err
+
+
 def test_yaml_precedence(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("pretrain: {recipe: roberta, preset: mini, corpus: [a.txt]}\ntrain: {lr: 0.1, max_steps: 5}\n"
@@ -93,8 +100,9 @@ def test_yaml_precedence(tmp_path):
 @pytest.mark.parametrize("recipe", ["bert", "roberta", "spanbert", "mlm"])
 def test_every_recipe_runs_two_steps_and_saves_a_transformers_model(recipe, data_dir, minilm_dir, tmp_path, capsys):
     out = tmp_path / recipe
-    code = main(["pretrain", "--config", str(ROOT / "configs" / f"{recipe}.yaml"), "--corpus",
-                 str(data_dir / "gutenberg_nltk" / "carroll-alice.txt"), "--tokenizer", str(minilm_dir),
+    books = [data_dir / "gutenberg_nltk" / name for name in ("carroll-alice.txt", "blake-poems.txt")]
+    code = main(["pretrain", "--config", str(ROOT / "configs" / f"{recipe}.yaml"), "--corpus", str(books[0]),
+                 "--corpus", str(books[1]), "--tokenizer", str(minilm_dir),
                  "--preset", "tiny", "--max-steps", "2", "--out", str(out), "--pretrain.batch_size=4",
                  f"--pretrain.cache={tmp_path / 'cache'}", "--pretrain.eval_blocks=8", "--train.log_every=1",
                  f"--pretrain.eval_corpus={data_dir / 'wikitext2' / 'raw' / 'wiki.valid.raw'}"])

@@ -85,10 +85,10 @@ class BlockRows:
 
 
 class PairRows:
-    """Rows of BERT sentence pairs, right-padded, with segment ids and NSP labels."""
+    """Rows of BERT sentence pairs, right-padded, with segment ids (and NSP labels if `nsp`)."""
 
-    def __init__(self, pairs: SentencePairs, pad_id: int):
-        self.pairs, self.pad_id = pairs, pad_id
+    def __init__(self, pairs: SentencePairs, pad_id: int, nsp: bool = True):
+        self.pairs, self.pad_id, self.nsp = pairs, pad_id, nsp
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -103,9 +103,11 @@ class PairRows:
         positions = np.arange(width)[None, :]
         mask = positions < lengths[:, None]
         types = (positions >= p.a_lengths[indices][:, None]) & mask
-        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64)),
-                "token_type_ids": torch.from_numpy(types.astype(np.int64)),
-                "next_sentence_label": torch.from_numpy(p.is_random_next[indices].astype(np.int64))}
+        rows = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64)),
+                "token_type_ids": torch.from_numpy(types.astype(np.int64))}
+        if self.nsp:
+            rows["next_sentence_label"] = torch.from_numpy(p.is_random_next[indices].astype(np.int64))
+        return rows
 
 
 class MaskedSteps:

@@ -15,6 +15,7 @@ language sampling for multilingual corpora.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,8 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.G
 
 def sentence_pairs(corpus: Corpus, cls_id: int, sep_id: int, max_length: int = 128,
                    short_seq_prob: float = 0.1, seed: int = 0) -> SentencePairs:
-    """BERT's NSP instances from every document of `corpus` (documents with one sentence give none)."""
+    """BERT's NSP instances from every document of `corpus` (a one-sentence chunk always gets a
+    random B, as in BERT)."""
     rng = np.random.default_rng(seed)
     max_tokens = max_length - 3
     rows, a_lengths, labels, truncated = [], [], [], 0
@@ -143,7 +145,7 @@ def full_sentence_stream(corpus: Corpus, sep_id: int) -> np.ndarray:
     dtype = np.dtype(corpus.stats["dtype"])
     length = int(corpus.sentence_starts[-1]) + corpus.num_documents
     if not path.exists() or path.stat().st_size != length * dtype.itemsize:
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
             for d in range(corpus.num_documents):
                 for s in corpus.document(d):

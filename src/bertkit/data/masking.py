@@ -8,8 +8,10 @@ tokens (special tokens are never chosen):
 
 - `mask_tokens`: BERT's token masking, exactly round(rate * n) tokens per row.
 - `mask_whole_words`: whole-word masking; a word is all of its WordPiece tokens.
-- `mask_spans`: SpanBERT (Joshi et al., 2020): span lengths in words from Geometric(p) clipped at
-  `max_span_words`, spans starting at word boundaries, until the budget is reached.
+- `mask_spans`: SpanBERT (Joshi et al., 2020): span lengths in words from Geometric(p) truncated
+  to 1..`max_span_words` and renormalised (as SpanBERT's code does: mean 3.8 words for p = 0.2 and
+  10), spans starting at word boundaries and never covering a special token, until the budget is
+  reached.
 
 Chosen tokens are then corrupted 80/10/10: replaced by [MASK], by a random token, or kept. Token
 and whole-word masking decide per token (as BERT's create_pretraining_data does); span masking
@@ -19,7 +21,6 @@ decides per span, as SpanBERT does. Labels are the original ids at chosen positi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -121,11 +122,15 @@ def mask_spans(input_ids: Tensor, maskable: Tensor, word_start: Tensor, generato
                mask_prob: float = 0.8, random_prob: float = 0.1, max_attempts: int = 100) -> Masked:
     """SpanBERT span masking, 80/10/10 per span; also returns each masked token's span bounds.
 
-    Spans are sampled (length in words ~ Geometric(p), clipped at `max_span_words`; a start word
-    uniformly at random) and kept when they neither overlap a chosen span nor overrun the budget,
-    until the budget is met or `max_attempts` samples in a row fail.
+    Spans are sampled (length in words ~ Geometric(p) truncated to 1..`max_span_words`; a start
+    word uniformly at random), cut short where they would overrun the budget, and kept when they
+    neither overlap a chosen span nor cover a special token, until the budget is met or
+    `max_attempts` samples in a row fail.
     """
     B, T = input_ids.shape
+    lengths = torch.arange(1, max_span_words + 1, dtype=torch.float64)
+    length_probs = p * (1 - p) ** (lengths - 1)  # Geometric(p) on 1..max, renormalised (mean 3.8 for 0.2, 10)
+    length_probs /= length_probs.sum()
     chosen = torch.zeros_like(maskable)
     span_starts = torch.full((B, T), -1, dtype=torch.long)
     span_ends = torch.full((B, T), -1, dtype=torch.long)
@@ -133,11 +138,14 @@ def mask_spans(input_ids: Tensor, maskable: Tensor, word_start: Tensor, generato
         words = word_spans(maskable[b], word_start[b])
         taken, failures = 0, 0
         while taken < want and failures < max_attempts and words:
-            n_words = min(_geometric(p, generator), max_span_words)
+            n_words = int(torch.multinomial(length_probs, 1, generator=generator)) + 1
             w = int(torch.randint(len(words), (1,), generator=generator))
             last = min(w + n_words, len(words)) - 1
-            first_tok, end_tok = words[w][0], words[last][1]
-            if taken + end_tok - first_tok > want or chosen[b, first_tok:end_tok].any():
+            while last >= w and taken + words[last][1] - words[w][0] > want:
+                last -= 1  # as SpanBERT does, the span stops where the budget does (whole words here)
+            first_tok, end_tok = words[w][0], words[max(last, w)][1]
+            if (last < w or chosen[b, first_tok:end_tok].any()
+                    or not maskable[b, first_tok:end_tok].all()):  # e.g. a [SEP] between two documents
                 failures += 1
                 continue
             chosen[b, first_tok:end_tok] = True
@@ -148,9 +156,3 @@ def mask_spans(input_ids: Tensor, maskable: Tensor, word_start: Tensor, generato
                      random_prob=random_prob, groups=span_starts)
     masked.span_starts, masked.span_ends = span_starts, span_ends
     return masked
-
-
-def _geometric(p: float, generator: torch.Generator) -> int:
-    """One draw from Geometric(p) on {1, 2, ...} by inversion, from `generator`."""
-    u = float(torch.rand(1, generator=generator))
-    return math.floor(math.log1p(-u) / math.log1p(-p)) + 1

@@ -42,9 +42,10 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
-def wrap(model: nn.Module, strategy: str = "ddp") -> nn.Module:
+def wrap(model: nn.Module, strategy: str = "ddp", extra_forward_methods: tuple[str, ...] = ()) -> nn.Module:
     """DDP (a full copy per process), or FSDP (parameters, gradients and optimizer state sharded:
-    each transformer layer, then the rest), for models that do not fit one device."""
+    each transformer layer, then the rest), for models that do not fit one device. Under FSDP the
+    model's `extra_forward_methods` (such as an evaluation entry point) gather parameters too."""
     if not active():
         return model
     if strategy == "fsdp":
@@ -54,6 +55,10 @@ def wrap(model: nn.Module, strategy: str = "ddp") -> nn.Module:
             if isinstance(module, Layer):
                 fully_shard(module)
         fully_shard(model)
+        from torch.distributed.fsdp import register_fsdp_forward_method
+        for name in extra_forward_methods:
+            if hasattr(model, name):
+                register_fsdp_forward_method(model, name)
         return model
     on_gpu = next(model.parameters()).is_cuda
     return nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if on_gpu else None)
@@ -81,7 +86,10 @@ def barrier() -> None:
 
 
 def maybe_no_sync(model: nn.Module, last: bool):
-    """DDP's no_sync on all micro-batches but the last (one gradient all-reduce per step)."""
-    if active() and not last and isinstance(model, nn.parallel.DistributedDataParallel):
+    """Synchronise gradients on the last micro-batch of a step only (DDP's no_sync; FSDP's
+    set_requires_gradient_sync)."""
+    if active() and isinstance(model, nn.parallel.DistributedDataParallel) and not last:
         return model.no_sync()
+    if active() and hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(last)
     return contextlib.nullcontext()

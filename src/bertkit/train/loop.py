@@ -109,7 +109,8 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     """Train for `config.max_steps` optimizer steps; returns the logged records.
 
     `model(batch)` returns the batch's loss parts as sums, e.g. {"mlm": ..., "nsp": ...} (a module
-    that holds the encoder and its heads, so that DDP wraps all of it).
+    that holds the encoder and its heads, so that DDP wraps all of it). `evaluate(model)` may call
+    `model.outputs(...)`: under FSDP that method is registered to gather parameters too.
 
     Writes out/log.jsonl (one record per log step and evaluation) and out/checkpoints/.
     """
@@ -119,7 +120,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     torch.manual_seed(config.seed + rank)
     device = distributed.device()
     model.to(device)
-    train_model = distributed.wrap(model, config.strategy)
+    train_model = distributed.wrap(model, config.strategy, extra_forward_methods=("outputs",))
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
                                   betas=config.betas, eps=config.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -129,7 +130,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
         start = load_checkpoint(path, model, optimizer, scheduler) + 1
     dtype = precision_.resolve(config.precision, device)
     step_fn = torch.compile(train_model) if config.compile else train_model
-    log = _Log(out / "log.jsonl", enabled=rank == 0, append=start > 0)
+    log = _Log(out / "log.jsonl", enabled=rank == 0, start=start)
     began = time.perf_counter()
     bar = tqdm(range(start, config.max_steps), initial=start, total=config.max_steps, desc="train",
                disable=not progress or rank != 0)
@@ -192,16 +193,18 @@ def _accumulate(step_fn, ddp_model: nn.Module, micro: list[dict], factors: dict[
 
 
 class _Log:
-    """Records to out/log.jsonl and TensorBoard (out/tensorboard) on rank 0."""
+    """Records to out/log.jsonl and TensorBoard (out/tensorboard) on rank 0. A resumed run drops
+    what the interrupted run logged from step `start` on, so no step appears twice."""
 
-    def __init__(self, path: Path, enabled: bool, append: bool):
+    def __init__(self, path: Path, enabled: bool, start: int):
         self.path, self.enabled, self.records = path, enabled, []
         self.tensorboard = None
         if enabled:
-            if not append:
-                path.write_text("")
+            kept = [line for line in (path.read_text().splitlines() if start and path.exists() else [])
+                    if json.loads(line)["step"] < start]
+            path.write_text("".join(line + "\n" for line in kept))
             from torch.utils.tensorboard import SummaryWriter
-            self.tensorboard = SummaryWriter(str(path.parent / "tensorboard"))
+            self.tensorboard = SummaryWriter(str(path.parent / "tensorboard"), purge_step=start or None)
 
     def write(self, record: dict) -> None:
         self.records.append(record)

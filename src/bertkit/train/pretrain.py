@@ -20,7 +20,7 @@ from .. import precision
 from ..config import preset
 from ..data.batches import BlockRows, EpochSampler, LanguageSampler, MaskedSteps, MaskingSpec, PairRows
 from ..data.corpus import Corpus, build_corpus
-from ..data.instances import language_probabilities, pack_full_sentences, sentence_pairs
+from ..data.instances import full_sentence_stream, language_probabilities, pack_full_sentences, sentence_pairs
 from ..data.masking import IGNORE_INDEX
 from ..heads import SpanBoundaryHead, add_pretraining_heads
 from ..model import Encoder
@@ -45,7 +45,7 @@ class Pretrainer(nn.Module):
         labels = batch["labels"]
         chosen = labels != IGNORE_INDEX
         out = {"mlm": self.encoder.mlm_head(hidden[chosen]), "mlm_labels": labels[chosen]}  # (M, V): chosen only
-        if "next_sentence_label" in batch:
+        if self.encoder.nsp_head is not None and "next_sentence_label" in batch:
             out["nsp"] = self.encoder.nsp_head(self.encoder.pooler(hidden))
             out["nsp_labels"] = batch["next_sentence_label"]
         if self.sbo is not None and "span_starts" in batch:  # held-out batches use token masking
@@ -55,9 +55,13 @@ class Pretrainer(nn.Module):
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         """Loss sums: "mlm" over chosen tokens, "nsp" over pairs, "sbo" over span tokens."""
-        out = self.outputs(batch)
-        return {name: F.cross_entropy(out[name].float(), out[f"{name}_labels"], reduction="sum")
-                for name in ("mlm", "nsp", "sbo") if name in out}
+        return loss_sums(self.outputs(batch))
+
+
+def loss_sums(out: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Summed cross-entropy of each objective present in `Pretrainer.outputs`."""
+    return {name: F.cross_entropy(out[name].float(), out[f"{name}_labels"], reduction="sum")
+            for name in ("mlm", "nsp", "sbo") if name in out}
 
 
 def span_boundary_logits(pretrainer: Pretrainer, hidden: Tensor, labels: Tensor, starts: Tensor,
@@ -77,9 +81,9 @@ def span_boundary_logits(pretrainer: Pretrainer, hidden: Tensor, labels: Tensor,
 
 RECIPES = {  # recipe -> (instances, masking, next-sentence prediction, span boundary objective)
     "bert": ("pairs", "token", True, False),
-    "roberta": ("packed", "token", False, False),
+    "roberta": ("packed", "token", False, False),  # FULL-SENTENCES blocks; its YAML: beta2 0.98, big batches
     "spanbert": ("packed", "span", False, True),
-    "mlm": ("packed", "token", False, False),
+    "mlm": ("pairs", "token", False, False),  # BERT's instances and masking, MLM loss alone
 }
 
 
@@ -131,27 +135,28 @@ def masking_for(tokenizer: Tokenizer, kind: str, rate: float) -> MaskingSpec:
                        special_ids=special, continuation=continuation)
 
 
-def _tokenizer(config: PretrainConfig, out: Path) -> Tokenizer:
+def _tokenizer(config: PretrainConfig, out: Path, resume: bool) -> Tokenizer:
+    """The given tokenizer; on --resume the one the run trained; else rank 0 trains one on the
+    corpus and saves it in `out`, and the other ranks load it."""
     if config.tokenizer:
         return Tokenizer.from_pretrained(config.tokenizer)
-    if (out / "tokenizer.json").exists():  # trained by an earlier (interrupted) run of this recipe
+    if resume and (out / "tokenizer.json").exists():
         return Tokenizer.from_pretrained(out)
-    files = [f for paths in config.languages.values() for p in paths for f in text_files(p)]
-    tokenizer = Tokenizer.train(read_texts(files, config.encoding_errors), vocab_size=config.vocab_size,
-                                show_progress=distributed.rank() == 0)
     if distributed.rank() == 0:
-        tokenizer.save(out)
-    return tokenizer
+        files = [f for paths in config.languages.values() for p in paths for f in text_files(p)]
+        Tokenizer.train(read_texts(files, config.encoding_errors), vocab_size=config.vocab_size).save(out)
+    distributed.barrier()
+    return Tokenizer.from_pretrained(out)
 
 
 def _corpus(paths: list[str], tokenizer: Tokenizer, config: PretrainConfig, documents: str | None = None) -> Corpus:
-    """Rank 0 tokenizes (once, cached); the other ranks wait and open the shards."""
+    """Rank 0 tokenizes (once, cached) and writes the packed stream; the other ranks wait, then open."""
     build = lambda: build_corpus(paths, tokenizer, config.cache, documents=documents or config.documents,  # noqa: E731
                                  errors=config.encoding_errors, progress=distributed.rank() == 0)
     if distributed.rank() == 0:
-        corpus = build()
+        full_sentence_stream(build(), tokenizer.role_id("sep"))
     distributed.barrier()
-    return corpus if distributed.rank() == 0 else build()
+    return build()
 
 
 def training_data(config: PretrainConfig, tokenizer: Tokenizer, seed: int) -> tuple[MaskedSteps, dict]:
@@ -161,16 +166,23 @@ def training_data(config: PretrainConfig, tokenizer: Tokenizer, seed: int) -> tu
     masking = masking_for(tokenizer, kind, config.mask_rate)
     cls_id, sep_id = tokenizer.role_id("cls"), tokenizer.role_id("sep")
     languages = config.languages
+    nsp = RECIPES[config.recipe][2]
     if instances == "pairs":
         if len(languages) > 1:
-            raise ValueError("the bert recipe takes one corpus; use roberta or mlm for language sampling")
+            raise ValueError(f"the {config.recipe} recipe takes one corpus; use roberta or spanbert for "
+                             "language sampling")
         corpus = _corpus(next(iter(languages.values())), tokenizer, config)
+        if nsp and corpus.num_documents < 2:
+            raise ValueError(f"next-sentence prediction needs at least 2 documents for its random B "
+                             f"segments; the corpus has {corpus.num_documents}: give several files, or "
+                             "--pretrain.documents=blank_line to make each paragraph block a document")
         pairs = sentence_pairs(corpus, cls_id, sep_id, config.max_length, seed=seed)
         report = {"pairs": len(pairs), "random_next": float(pairs.is_random_next.mean()),
                   "truncated_pairs": pairs.truncated, **corpus.stats}
         report.pop("files")
         sampler = EpochSampler(len(pairs), config.batch_size, seed)
-        return MaskedSteps(PairRows(pairs, tokenizer.pad_id), sampler, masking, config.micro_batches, seed), report
+        rows = PairRows(pairs, tokenizer.pad_id, nsp=nsp)
+        return MaskedSteps(rows, sampler, masking, config.micro_batches, seed), report
     corpora = {lang: _corpus(paths, tokenizer, config) for lang, paths in languages.items()}
     blocks = pack_full_sentences(list(corpora.values()), cls_id, sep_id, config.max_length)
     if len(corpora) == 1:
@@ -184,12 +196,13 @@ def training_data(config: PretrainConfig, tokenizer: Tokenizer, seed: int) -> tu
 
 
 def held_out_batches(config: PretrainConfig, tokenizer: Tokenizer) -> list[dict]:
-    """Fixed held-out batches (masks drawn once from seed 0): packed blocks of the eval corpus, and
-    for the bert recipe sentence pairs of it as well (blank-line separated documents)."""
+    """Fixed held-out batches of the eval corpus (blank-line separated documents), masked once with
+    a fixed seed: sentence pairs for bert and mlm, packed blocks otherwise (token masking for
+    spanbert too, so that held-out MLM figures compare across recipes)."""
     if not config.eval_corpus:
         return []
     held = replace(config, corpus=(config.eval_corpus,), batch_size=min(config.batch_size, 32), micro_batches=1,
-                   recipe="mlm" if config.recipe == "spanbert" else config.recipe, documents="blank_line")
+                   recipe="roberta" if config.recipe == "spanbert" else config.recipe, documents="blank_line")
     data, _ = training_data(held, tokenizer, seed=12345)
     steps = max(1, config.eval_blocks // held.batch_size)
     return [b for step in range(steps) for b in data.batches(step, 0, 1)]
@@ -198,22 +211,21 @@ def held_out_batches(config: PretrainConfig, tokenizer: Tokenizer) -> list[dict]
 @torch.no_grad()
 def evaluate(pretrainer: Pretrainer, batches: list[dict], dtype: torch.dtype) -> dict[str, float]:
     """Held-out MLM loss and accuracy (and NSP accuracy for pairs)."""
-    totals = {"mlm_loss": 0.0, "mlm_correct": 0, "mlm_n": 0, "nsp_correct": 0, "nsp_n": 0}
     device = next(pretrainer.parameters()).device
+    loss, correct, n, nsp_correct, nsp_n = 0.0, 0, 0, 0, 0
     for batch in batches:
         batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
         with precision.autocast(dtype, device):
             out = pretrainer.outputs(batch)
-        totals["mlm_loss"] += float(F.cross_entropy(out["mlm"].float(), out["mlm_labels"], reduction="sum"))
-        totals["mlm_correct"] += int((out["mlm"].argmax(-1) == out["mlm_labels"]).sum())
-        totals["mlm_n"] += len(out["mlm_labels"])
+        loss += float(loss_sums(out)["mlm"])
+        correct += int((out["mlm"].argmax(-1) == out["mlm_labels"]).sum())
+        n += len(out["mlm_labels"])
         if "nsp" in out:
-            totals["nsp_correct"] += int((out["nsp"].argmax(-1) == out["nsp_labels"]).sum())
-            totals["nsp_n"] += len(out["nsp_labels"])
-    result = {"mlm_loss": totals["mlm_loss"] / max(1, totals["mlm_n"]),
-              "mlm_accuracy": totals["mlm_correct"] / max(1, totals["mlm_n"])}
-    if totals["nsp_n"]:
-        result["nsp_accuracy"] = totals["nsp_correct"] / totals["nsp_n"]
+            nsp_correct += int((out["nsp"].argmax(-1) == out["nsp_labels"]).sum())
+            nsp_n += len(out["nsp_labels"])
+    result = {"mlm_loss": loss / max(1, n), "mlm_accuracy": correct / max(1, n)}
+    if nsp_n:
+        result["nsp_accuracy"] = nsp_correct / nsp_n
     return result
 
 
@@ -237,7 +249,7 @@ def pretrain(config: PretrainConfig, train: TrainConfig, resume: bool = False) -
     distributed.init()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer(config, out)
+    tokenizer = _tokenizer(config, out, resume)
     data, report = training_data(config, tokenizer, train.seed)
     held_out = held_out_batches(config, tokenizer)
     torch.manual_seed(train.seed)
