@@ -52,8 +52,9 @@ class EpochSampler:
 
     def indices(self, step: int) -> np.ndarray:
         epoch, position = divmod(step, self.n // self.batch_size)
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-        return order[position * self.batch_size:(position + 1) * self.batch_size]
+        if getattr(self, "_epoch", None) != epoch:  # one permutation per epoch, not per step
+            self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return self._order[position * self.batch_size:(position + 1) * self.batch_size]
 
 
 class LanguageSampler:

@@ -141,15 +141,16 @@ def build_corpus(paths: list[str | Path], tokenizer: Tokenizer, cache_dir: str |
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenize corpus", disable=not progress) as bar:
         for f in files:
             for block in _documents(f, documents, errors):
-                sentences = [s for text in block for s in splitter.tokenize(text)]
-                if not sentences:
+                before = writer.num_sentences + len(pending)
+                for text in block:
+                    pending += splitter.tokenize(text)
+                    if len(pending) >= batch_sentences:
+                        writer.add(tokenizer, pending)
+                        pending = []
+                if writer.num_sentences + len(pending) == before:
                     empty_documents += 1
-                    continue
-                pending += sentences
-                if len(pending) >= batch_sentences:
-                    writer.add(tokenizer, pending)
-                    pending = []
-                document_starts.append(writer.num_sentences + len(pending))
+                else:
+                    document_starts.append(writer.num_sentences + len(pending))
             bar.update(f.stat().st_size)
     writer.add(tokenizer, pending)
     stats = {"files": [str(f) for f in files], "documents": len(document_starts) - 1,
@@ -159,13 +160,12 @@ def build_corpus(paths: list[str | Path], tokenizer: Tokenizer, cache_dir: str |
     return Corpus.open(folder)
 
 
-def _documents(path: Path, documents: str, errors: DecodeErrors) -> Iterator[list[str]]:
-    """Each document of a file as its list of paragraphs."""
-    blocks = [text for _, text in paragraphs(path, errors)]
+def _documents(path: Path, documents: str, errors: DecodeErrors) -> Iterator[Iterator[str]]:
+    """Each document of a file as an iterator over its paragraphs (a whole file is never read at once)."""
     if documents == "file":
-        yield blocks
+        yield (text for _, text in paragraphs(path, errors))
     else:
-        yield from ([b] for b in blocks)
+        yield from (iter([text]) for _, text in paragraphs(path, errors))
 
 
 class _ShardWriter:

@@ -126,9 +126,14 @@ class PackedBlocks:
 
     def __getitem__(self, index) -> np.ndarray:
         """Rows for an int, a slice or an array of block indices -> (n, max_length) int32 (or one row)."""
-        rows = np.arange(len(self))[index]
-        single = np.ndim(rows) == 0
+        if isinstance(index, slice):
+            index = np.arange(*index.indices(len(self)))
+        rows = np.asarray(index, dtype=np.int64)
+        single = rows.ndim == 0
         rows = np.atleast_1d(rows)
+        if len(rows) and (rows.min() < -len(self) or rows.max() >= len(self)):
+            raise IndexError(f"block index out of range for {len(self)} blocks")
+        rows = rows % len(self) if len(self) else rows
         out = np.empty((len(rows), self.max_length), dtype=np.int32)
         out[:, 0], out[:, -1] = self.cls_id, self.sep_id
         which = np.searchsorted(self.offsets, rows, side="right") - 1
