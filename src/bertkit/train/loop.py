@@ -147,7 +147,8 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens += sum(int(b["attention_mask"].sum()) for b in micro if "attention_mask" in b) * world
+        local = sum(int(b["attention_mask"].sum()) for b in micro if "attention_mask" in b)
+        tokens += int(distributed.all_reduce_sum(torch.tensor(local)))  # real tokens of all ranks
         elapsed = time.perf_counter() - began
         done = step + 1 == config.max_steps or (config.max_minutes is not None and elapsed > 60 * config.max_minutes)
         if step % config.log_every == 0 or done:
