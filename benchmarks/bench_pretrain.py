@@ -3,7 +3,8 @@
 bert-mini (4 layers, hidden 256, vocab 30,522) by default, sequence length 128, batch 32, on
 Gutenberg packed into 128-token blocks. bertkit: `Pretrainer` (MLM head on the chosen positions
 only) with bertkit's token masking; transformers: `BertForMaskedLM` fed by
-`DataCollatorForLanguageModeling` (the run_mlm recipe). Both: AdamW, one process, 2 threads,
+`DataCollatorForLanguageModeling` (the run_mlm recipe). Both: AdamW (bertkit's loop uses PyTorch's
+fused kernel; the run_mlm recipe the default one), one process, 2 threads,
 alternating rounds of `--steps` steps, median over rounds, for bf16 autocast and for fp32.
 
     python benchmarks/bench_pretrain.py [--preset mini] [--batch 32] [--steps 10] [--repeats 3]
@@ -28,6 +29,7 @@ from bertkit.data.batches import BlockRows, EpochSampler, MaskedSteps  # noqa: E
 from bertkit.data.corpus import build_corpus  # noqa: E402
 from bertkit.data.instances import pack_full_sentences  # noqa: E402
 from bertkit.model import forward_flops  # noqa: E402
+from bertkit.train.loop import TrainConfig, make_optimizer  # noqa: E402
 from bertkit.train.pretrain import Pretrainer, masking_for  # noqa: E402
 
 
@@ -56,7 +58,7 @@ def main() -> None:
     theirs = transformers.BertForMaskedLM(hf_config)
     hf_tok = transformers.BertTokenizerFast.from_pretrained(minilm_dir())
     collator = transformers.DataCollatorForLanguageModeling(hf_tok, mlm_probability=0.15)
-    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4)
+    opt_ours, _ = make_optimizer(ours, TrainConfig(lr=1e-4))  # bertkit's optimizer: fused AdamW
     opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-4)
     state = {"ours": 0, "theirs": 0}
 

@@ -104,6 +104,16 @@ def normalisers(micro: list[dict], world: int) -> dict[str, float]:
     return {n: world / float(t) for n, t in zip(names, total)}
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig):
+    """AdamW (the fused kernel: one pass over each parameter's state instead of several) with the
+    warm-up and linear decay schedule."""
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
+                                  betas=config.betas, eps=config.eps, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: linear_schedule(s, config.warmup_steps, config.max_steps))
+    return optimizer, scheduler
+
+
 def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, *, resume: bool = False,
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None, progress: bool = True) -> list[dict]:
     """Train for `config.max_steps` optimizer steps; returns the logged records.
@@ -121,10 +131,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     device = distributed.device()
     model.to(device)
     train_model = distributed.wrap(model, config.strategy, extra_forward_methods=("outputs",))
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
-                                  betas=config.betas, eps=config.eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: linear_schedule(s, config.warmup_steps, config.max_steps))
+    optimizer, scheduler = make_optimizer(model, config)
     start = 0
     if resume and (path := latest_checkpoint(out)) is not None:
         start = load_checkpoint(path, model, optimizer, scheduler) + 1
