@@ -144,8 +144,8 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     tokens = 0
     for step in bar:
         model.train()
-        micro = [_to(batch, device) for batch in data.batches(step, rank, world)]
-        losses = _accumulate(step_fn, train_model, micro, normalisers(micro, world), dtype)
+        micro = [to_device(batch, device) for batch in data.batches(step, rank, world)]
+        losses = _accumulate(step_fn, train_model, micro, normalisers(micro, world), dtype, device)
         if not all(math.isfinite(v) for v in losses.values()):
             raise NonFiniteLossError(f"step {step}: loss is not finite ({losses}); stopping. The last "
                                      f"checkpoint in {out / 'checkpoints'} is intact: lower the learning "
@@ -178,17 +178,18 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     return log.records
 
 
-def _to(batch: dict, device: torch.device) -> dict:
+def to_device(batch: dict, device: torch.device) -> dict:
+    """A batch's tensors on `device` (other entries, such as counts, unchanged)."""
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
 def _accumulate(step_fn, ddp_model: nn.Module, micro: list[dict], factors: dict[str, float],
-                dtype: torch.dtype) -> dict[str, float]:
+                dtype: torch.dtype, device: torch.device) -> dict[str, float]:
     """Forward and backward each micro-batch; return the step's loss parts, summed over ranks."""
     totals: dict[str, Tensor] = {}
     for i, batch in enumerate(micro):
         with distributed.maybe_no_sync(ddp_model, last=i == len(micro) - 1):
-            with precision_.autocast(dtype, batch["input_ids"].device if "input_ids" in batch else "cpu"):
+            with precision_.autocast(dtype, device):
                 sums = step_fn(batch)
             scaled = {n: v * factors[n] for n, v in sums.items()}
             sum(scaled.values()).backward()

@@ -27,7 +27,7 @@ from ..model import Encoder
 from ..textfiles import read_texts, text_files
 from ..tokenizer import Tokenizer
 from . import distributed
-from .loop import TrainConfig, fit
+from .loop import TrainConfig, fit, to_device
 
 
 class Pretrainer(nn.Module):
@@ -214,9 +214,8 @@ def evaluate(pretrainer: Pretrainer, batches: list[dict], dtype: torch.dtype) ->
     device = next(pretrainer.parameters()).device
     loss, correct, n, nsp_correct, nsp_n = 0.0, 0, 0, 0, 0
     for batch in batches:
-        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
         with precision.autocast(dtype, device):
-            out = pretrainer.outputs(batch)
+            out = pretrainer.outputs(to_device(batch, device))
         loss += float(loss_sums(out)["mlm"])
         correct += int((out["mlm"].argmax(-1) == out["mlm_labels"]).sum())
         n += len(out["mlm_labels"])
