@@ -1,0 +1,694 @@
+"""Fine-tuning data: task files -> examples with labels, and the label sets a head is built from.
+
+Two kinds of example cover the usual tasks. `TextExample` is one text (or a text pair) with one
+label, a tuple of labels (multi-label) or a score (regression). `WordExample` is a sentence split
+into words with one tag per word (BIO tags for entities and chunks, plain tags for POS) and/or
+entity spans in character offsets, which may nest, as GENIA's do.
+
+Readers for the usual formats: tables (TSV/CSV with columns by name or index), JSON Lines, the
+PASCAL RTE XML, CoNLL column files and span JSON Lines. Every bad line is an error naming the file
+and the line, or, with `skip_bad=True`, skipped and counted in a warning; nothing is dropped silently.
+
+Departures from common practice, on purpose:
+- Tab-separated files are read without csv quoting (`quoting="auto"`): STS-B and MSRP hold texts
+  with quote characters, and csv's quoting would silently merge the lines that follow into one text.
+- CoNLL tags are converted to BIO on reading: an I-X that starts an entity (IOB1, as CoNLL-2003
+  was distributed) becomes B-X. `scheme="bio"` refuses such a tag instead of guessing.
+- RTE labels are normalised to "entailment" / "not_entailment" (RTE-1 spells them TRUE/FALSE,
+  RTE-2 and 3 YES/NO), so the three files share one label set.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import json
+import math
+import re
+import warnings
+import xml.parsers.expat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+
+from ..textfiles import read_lines
+
+LabelKind = Literal["single", "multi", "score"]
+Scheme = Literal["auto", "iob1", "bio", "none"]
+Label = str | tuple[str, ...] | float | None
+WordSpan = tuple[int, int, str]  # (first word, last word + 1, label)
+
+
+class TaskDataError(ValueError):
+    """A task file holds something the reader cannot use; the message starts with "path:line:"."""
+
+
+@dataclass(frozen=True)
+class TextExample:
+    """One input of a classification, pair or regression task."""
+
+    text: str
+    pair: str | None = None
+    label: Label = None  # one label, a multi-label tuple, a score; None = unlabelled
+    source: str = ""  # "path:line" for error messages
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int  # character offset into the example's text
+    end: int  # exclusive
+    label: str
+
+
+@dataclass(frozen=True)
+class WordExample:
+    """A sentence as words, with per-word tags and/or character-offset entity spans."""
+
+    words: tuple[str, ...]
+    tags: tuple[str, ...] | None = None  # one per word; None if unlabelled
+    spans: tuple[Span, ...] = ()  # character offsets into `text`; nesting and overlaps allowed
+    text: str = ""  # the words joined by single spaces (set if empty), or the original text
+    word_offsets: tuple[tuple[int, int], ...] = ()  # (start, end) of each word in `text`
+    source: str = ""
+
+    def __post_init__(self):
+        where = f"{self.source}: " if self.source else ""
+        if self.tags is not None and len(self.tags) != len(self.words):
+            raise ValueError(f"{where}{len(self.words)} words but {len(self.tags)} tags; expected one tag per word")
+        if not self.text:
+            object.__setattr__(self, "text", " ".join(self.words))
+        if not self.word_offsets:
+            object.__setattr__(self, "word_offsets", _find_words(self.words, self.text, where))
+        if len(self.word_offsets) != len(self.words):
+            raise ValueError(f"{where}{len(self.words)} words but {len(self.word_offsets)} word offsets")
+        for s in self.spans:
+            if not 0 <= s.start < s.end <= len(self.text):
+                raise ValueError(f"{where}span {s} is outside the text of {len(self.text)} characters "
+                                 "or empty; expected 0 <= start < end <= len(text)")
+
+
+def _find_words(words: Sequence[str], text: str, where: str) -> tuple[tuple[int, int], ...]:
+    """Character (start, end) of each word, searched left to right in `text`."""
+    offsets, at = [], 0
+    for w in words:
+        start = text.find(w, at)
+        if start < 0:
+            raise ValueError(f"{where}word {w!r} not found in the text after character {at}; "
+                             "expected the words in order in `text`, or pass word_offsets")
+        offsets.append((start, start + len(w)))
+        at = start + len(w)
+    return tuple(offsets)
+
+
+# ---------------------------------------------------------------------------------- shared parsing
+
+
+def _keep_good(rows: Iterable[Any], make: Callable[[Any], Any], path: Path, skip_bad: bool) -> list[Any]:
+    """`make(row)` for each row, dropping None (filtered out); with skip_bad, rows whose `make`
+    raises TaskDataError are skipped, counted and reported in one warning."""
+    out, bad = [], []
+    for row in rows:
+        try:
+            example = make(row)
+        except TaskDataError as e:
+            if not skip_bad:
+                raise
+            bad.append(str(e))
+            continue
+        if example is not None:
+            out.append(example)
+    if bad:
+        warnings.warn(f"{path}: skipped {len(bad)} bad lines (kept {len(out)}); first: {bad[0]}", stacklevel=3)
+    return out
+
+
+def _parse_label(raw: Any, kind: LabelKind, separator: str, source: str) -> Label:
+    """A label from a table cell or JSON value, checked against `kind`."""
+    if kind == "score":
+        try:
+            score = float(raw) if not isinstance(raw, bool) else math.nan
+        except (TypeError, ValueError):
+            score = math.nan
+        if not math.isfinite(score):
+            raise TaskDataError(f"{source}: label {raw!r} is not a finite number; expected a score "
+                                "(label_kind='score')")
+        return score
+    if kind == "multi":
+        parts = raw.split(separator) if isinstance(raw, str) else raw
+        if not isinstance(parts, list) or not all(isinstance(p, (str, int)) for p in parts):
+            raise TaskDataError(f"{source}: label {raw!r} is not a list of labels; expected a list "
+                                f"or a string separated by {separator!r} (label_kind='multi')")
+        return tuple(str(p).strip() for p in parts if str(p).strip())
+    if kind != "single":
+        raise ValueError(f"label_kind must be 'single', 'multi' or 'score', not {kind!r}")
+    if isinstance(raw, list):
+        raise TaskDataError(f"{source}: label {raw!r} is a list; pass label_kind='multi' for multi-label data")
+    if not isinstance(raw, (str, int)) or not str(raw).strip():
+        raise TaskDataError(f"{source}: label {raw!r} is empty or not a string; expected one label")
+    return str(raw).strip()
+
+
+def _text(raw: Any, name: str, source: str, strip: bool = True) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise TaskDataError(f"{source}: {name} {raw!r} is empty or not a string; expected a text")
+    return raw.strip() if strip else raw
+
+
+# ---------------------------------------------------------------------------------- tables
+
+
+def read_table(path: str | Path, text_column: str | int, label_column: str | int | None = None,
+               pair_column: str | int | None = None, *, delimiter: str | None = None, header: bool = True,
+               quoting: Literal["auto", "none", "csv"] | None = "auto", label_kind: LabelKind = "single",
+               multi_separator: str = ",", skip_bad: bool = False) -> list[TextExample]:
+    """Read a TSV/CSV file, one example a row; texts are stripped of surrounding spaces.
+
+    Args:
+        text_column, label_column, pair_column: column names (with `header=True`) or 0-based
+            indices. Without a label column the examples are unlabelled (label None).
+        delimiter: None picks a tab for .tsv/.txt files and for files whose first line holds a
+            tab (STS-B's sts-*.csv are tab-separated), else a comma.
+        header: the first non-blank row names the columns and is not an example.
+        quoting: "csv" honours quotes (fields may span lines); "none" (or None) takes every
+            character literally, one row a line. "auto" is "none" for tabs and "csv" for commas.
+        label_kind: "single" (one label), "multi" (labels split on `multi_separator`), "score".
+        skip_bad: skip rows that fail (too few columns, empty text, bad label) and warn with their
+            count, instead of raising.
+
+    Returns:
+        One TextExample per data row, in file order, `source` = "path:line".
+
+    Raises:
+        TaskDataError: "path:line: ..." for the first bad row (unless skip_bad), or a missing column.
+    """
+    path = Path(path)
+    delimiter = delimiter or _guess_delimiter(path)
+    if quoting not in ("auto", "none", "csv", None):
+        raise ValueError(f"quoting must be 'auto', 'none' or 'csv', not {quoting!r}")
+    quoted = quoting == "csv" or (quoting == "auto" and delimiter != "\t")
+    rows = _table_rows(path, delimiter, quoted)
+    names = next(rows, (1, []))[1] if header else None
+    columns = [_column_index(c, names, path) for c in (text_column, pair_column, label_column)]
+
+    return _keep_good(rows, lambda row: _table_example(row[1], columns, label_kind, multi_separator,
+                                                       f"{path}:{row[0]}"), path, skip_bad)
+
+
+def _guess_delimiter(path: Path) -> str:
+    if path.suffix.lower() in (".tsv", ".txt"):
+        return "\t"
+    first = next((line for _, line in read_lines(path) if line.strip()), "")
+    return "\t" if "\t" in first else ","
+
+
+def _table_rows(path: Path, delimiter: str, quoted: bool) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, fields) of each non-blank row; a leading byte-order mark is dropped."""
+    lines = ((line.lstrip("\ufeff") if n == 1 else line) + "\n" for n, line in read_lines(path))
+    reader = csv.reader(lines, delimiter=delimiter, strict=True,
+                        quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
+    start = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise TaskDataError(f"{path}:{reader.line_num}: {e}; expected well-formed {delimiter!r}-separated "
+                                "fields (pass quoting='none' if quotes are part of the text)") from None
+        if any(f.strip() for f in fields):
+            yield start, fields
+        start = reader.line_num + 1
+
+
+def _column_index(column: str | int | None, names: list[str] | None, path: Path) -> int | None:
+    if column is None or isinstance(column, int):
+        return column
+    if names is None:
+        raise ValueError(f"{path}: column {column!r} is a name but header=False; give a 0-based index")
+    stripped = [n.strip() for n in names]
+    if column not in stripped:
+        raise TaskDataError(f"{path}:1: no column {column!r}; the header has {stripped}")
+    return stripped.index(column)
+
+
+def _table_example(fields: list[str], columns: list[int | None], kind: LabelKind, separator: str,
+                   source: str) -> TextExample:
+    text_i, pair_i, label_i = columns
+    need = max(i for i in columns if i is not None) + 1
+    if len(fields) < need:
+        raise TaskDataError(f"{source}: {len(fields)} columns; expected at least {need}")
+    return TextExample(text=_text(fields[text_i], "text", source),
+                       pair=None if pair_i is None else _text(fields[pair_i], "pair text", source),
+                       label=None if label_i is None else _parse_label(fields[label_i], kind, separator, source),
+                       source=source)
+
+
+# ---------------------------------------------------------------------------------- JSON Lines
+
+
+def _json_lines(path: Path) -> Iterator[tuple[str, str]]:
+    """("path:line", line) for each non-blank line."""
+    return ((f"{path}:{n}", line) for n, line in read_lines(path) if line.strip())
+
+
+def _json_object(source: str, line: str) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise TaskDataError(f"{source}: not valid JSON ({e.msg} at column {e.colno}); expected one "
+                            "JSON object a line") from None
+    if not isinstance(record, dict):
+        raise TaskDataError(f"{source}: a JSON {type(record).__name__}; expected an object")
+    return record
+
+
+def _field(record: dict, name: str, source: str) -> Any:
+    if name not in record:
+        raise TaskDataError(f"{source}: no field {name!r}; the record has {sorted(record)}")
+    return record[name]
+
+
+def _matches(record: dict, where: dict[str, Any] | None, source: str) -> bool:
+    """Whether each field equals its value in `where` (or, for a callable, the callable says so)."""
+    for name, wanted in (where or {}).items():
+        value = _field(record, name, source)
+        if not (wanted(value) if callable(wanted) else value == wanted):
+            return False
+    return True
+
+
+def read_jsonl(path: str | Path, text_field: str = "text", label_field: str | None = "label",
+               pair_field: str | None = None, *, label_kind: LabelKind = "single", multi_separator: str = ",",
+               where: dict[str, Any | Callable[[Any], bool]] | None = None,
+               skip_bad: bool = False) -> list[TextExample]:
+    """Read JSON Lines, one example an object.
+
+    Args:
+        label_field: None for unlabelled data. With label_kind="multi" the field holds a list
+            (Reuters-21578's "labels") or a string split on `multi_separator`.
+        where: keep only records whose fields equal these values, or for which these callables
+            return True, e.g. {"split": "train"} or {"id": lambda i: pang_lee_fold(i) != 1}.
+
+    Returns:
+        One TextExample per kept record, in file order, `source` = "path:line".
+    """
+    path = Path(path)
+
+    def make(row: tuple[str, str]) -> TextExample | None:
+        source, record = row[0], _json_object(*row)
+        if not _matches(record, where, source):
+            return None
+        label = None
+        if label_field is not None:
+            label = _parse_label(_field(record, label_field, source), label_kind, multi_separator, source)
+        pair = None if pair_field is None else _text(_field(record, pair_field, source), pair_field, source)
+        return TextExample(_text(_field(record, text_field, source), text_field, source), pair, label, source)
+
+    return _keep_good(_json_lines(path), make, path, skip_bad)
+
+
+def pang_lee_fold(review_id: str) -> int:
+    """Fold 1..10 of Pang & Lee (2004)'s cross-validation from a review id like "neg/cv114_19501.txt".
+
+    movie_reviews has no train/test split; its README fixes ten folds by the cvNNN tag
+    (cv000-cv099 = fold 1, ..., cv900-cv999 = fold 10).
+    """
+    m = re.search(r"cv(\d{3})_", review_id)
+    if not m:
+        raise ValueError(f"review id {review_id!r} has no cvNNN_ tag; expected e.g. 'neg/cv114_19501.txt'")
+    return int(m.group(1)) // 100 + 1
+
+
+# ---------------------------------------------------------------------------------- RTE XML
+
+RTE_LABELS = {"TRUE": "entailment", "YES": "entailment", "FALSE": "not_entailment", "NO": "not_entailment"}
+
+
+def read_rte_xml(path: str | Path) -> list[TextExample]:
+    """PASCAL RTE pairs: text = <t>, pair = <h>, label from the `value` (RTE-1) or `entailment`
+    (RTE-2/3) attribute, normalised to "entailment" / "not_entailment".
+
+    Raises:
+        TaskDataError: "path:line: ..." for malformed XML, a pair without <t> or <h>, or a label
+            other than TRUE/FALSE/YES/NO.
+    """
+    path = Path(path)
+    examples = []
+    for line, attrs, parts in _rte_pairs(path):
+        source = f"{path}:{line}"
+        raw = attrs.get("value", attrs.get("entailment"))
+        if raw is None or raw.upper() not in RTE_LABELS:
+            raise TaskDataError(f"{source}: pair label {raw!r}; expected a value= or entailment= "
+                                f"attribute in {sorted(RTE_LABELS)}")
+        if "t" not in parts or "h" not in parts:
+            raise TaskDataError(f"{source}: pair without <t> or <h>; expected both")
+        examples.append(TextExample(_text(parts["t"], "<t>", source), _text(parts["h"], "<h>", source),
+                                    RTE_LABELS[raw.upper()], source))
+    return examples
+
+
+def _rte_pairs(path: Path) -> list[tuple[int, dict, dict[str, str]]]:
+    """(line of <pair>, its attributes, {"t": text, "h": text}) for each <pair>, via expat for line numbers."""
+    parser = xml.parsers.expat.ParserCreate()
+    pairs: list[tuple[int, dict, dict[str, str]]] = []
+    inside: list[str | None] = [None]  # the <t>/<h> element being read
+
+    def start(name: str, attrs: dict) -> None:
+        if name == "pair":
+            pairs.append((parser.CurrentLineNumber, attrs, {}))
+        elif name in ("t", "h") and pairs:
+            inside[0] = name
+            pairs[-1][2][name] = ""
+
+    def text(data: str) -> None:
+        if inside[0]:
+            pairs[-1][2][inside[0]] += data
+
+    def end(name: str) -> None:
+        if name in ("t", "h"):
+            inside[0] = None
+
+    parser.StartElementHandler, parser.CharacterDataHandler, parser.EndElementHandler = start, text, end
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        try:
+            parser.ParseFile(f)
+        except xml.parsers.expat.ExpatError as e:
+            raise TaskDataError(f"{path}:{e.lineno}: malformed XML ({xml.parsers.expat.errors.messages[e.code]}); "
+                                "expected an RTE entailment-corpus file") from None
+    return pairs
+
+
+# ---------------------------------------------------------------------------------- CoNLL columns
+
+
+def read_conll(path: str | Path, word_column: int = 0, tag_column: int | None = -1, *,
+               scheme: Scheme = "auto", docstart: bool = True, delimiter: str | None = None) -> list[WordExample]:
+    """Read a CoNLL-style column file: one word a line, blank lines between sentences.
+
+    Args:
+        word_column, tag_column: 0-based (negative from the end); tag_column=None for unlabelled words.
+        scheme: "iob1" converts to BIO; "bio" checks the tags are BIO; "none" keeps plain tags
+            (POS) and gives no spans; "auto" is "iob1" when every tag is O, B-X or I-X, else "none".
+        docstart: treat "-DOCSTART-" lines as document separators and drop them.
+        delimiter: None splits on any whitespace (CoNLL spaces, PTB tabs).
+
+    Returns:
+        One WordExample per sentence: BIO tags and entity spans in character offsets of the words
+        joined by spaces, `source` = "path:line" of the sentence's first word.
+
+    Raises:
+        TaskDataError: "path:line: ..." for a line with a different number of columns than the
+            first, or (scheme="bio") an I-X that does not continue an X entity.
+    """
+    if scheme not in ("auto", "iob1", "bio", "none"):
+        raise ValueError(f"scheme must be 'auto', 'iob1', 'bio' or 'none', not {scheme!r}")
+    path = Path(path)
+    sentences = list(_conll_sentences(path, word_column, tag_column, docstart, delimiter))
+    if scheme == "auto":
+        scheme = "iob1" if all(_is_bio_tag(t) for _, _, tags in sentences for t in tags or ()) else "none"
+    return [_word_example(words, tags, scheme, lines, path) for lines, words, tags in sentences]
+
+
+def _conll_sentences(path: Path, word_column: int, tag_column: int | None, docstart: bool,
+                     delimiter: str | None) -> Iterator[tuple[list[int], list[str], list[str] | None]]:
+    """(line numbers, words, tags or None) per sentence; every line must have the first line's columns."""
+    lines: list[int] = []
+    words: list[str] = []
+    tags: list[str] = []
+    width = None
+    for n, line in read_lines(path):
+        fields = line.split(delimiter) if delimiter else line.split()
+        if not line.strip() or (docstart and fields[0] == "-DOCSTART-"):
+            if lines:
+                yield lines, words, tags if tag_column is not None else None
+                lines, words, tags = [], [], []
+            continue
+        width = width or _check_columns(len(fields), word_column, tag_column, f"{path}:{n}")
+        if len(fields) != width:
+            raise TaskDataError(f"{path}:{n}: {len(fields)} columns; expected {width} like the file's first "
+                                f"word line (word{' and tag' if tag_column is not None else ''} in every line)")
+        lines.append(n)
+        words.append(fields[word_column])
+        tags.append(fields[tag_column] if tag_column is not None else "")
+    if lines:
+        yield lines, words, tags if tag_column is not None else None
+
+
+def _check_columns(width: int, word_column: int, tag_column: int | None, source: str) -> int:
+    indices = {c % width if -width <= c < width else None for c in (word_column, tag_column) if c is not None}
+    if None in indices or (tag_column is not None and len(indices) < 2):
+        raise TaskDataError(f"{source}: {width} columns; expected a word column {word_column} and a "
+                            f"distinct tag column {tag_column}")
+    return width
+
+
+def _is_bio_tag(tag: str) -> bool:
+    return tag == "O" or (tag[:2] in ("B-", "I-") and len(tag) > 2)
+
+
+def _word_example(words: list[str], tags: list[str] | None, scheme: str, lines: list[int],
+                  path: Path) -> WordExample:
+    source = f"{path}:{lines[0]}"
+    if tags is None or scheme == "none":
+        return WordExample(tuple(words), None if tags is None else tuple(tags), source=source)
+    for i, tag in enumerate(tags):
+        if not _is_bio_tag(tag):
+            raise TaskDataError(f"{path}:{lines[i]}: tag {tag!r}; expected O, B-X or I-X (scheme={scheme!r}; "
+                                "pass scheme='none' for plain tags such as POS)")
+        if scheme == "bio" and tag[:2] == "I-" and (i == 0 or tags[i - 1][2:] != tag[2:]):
+            raise TaskDataError(f"{path}:{lines[i]}: {tag} does not continue a {tag[2:]} entity, which BIO "
+                                "requires; this looks like IOB1: pass scheme='iob1' or 'auto' to convert")
+    bio = iob1_to_bio(tags)
+    example = WordExample(tuple(words), tuple(bio), source=source)
+    spans = tuple(Span(example.word_offsets[s][0], example.word_offsets[e - 1][1], label)
+                  for s, e, label in tags_to_spans(bio))
+    return WordExample(example.words, example.tags, spans, example.text, example.word_offsets, source)
+
+
+def iob1_to_bio(tags: Sequence[str]) -> list[str]:
+    """IOB1 (B-X only between two adjacent X entities) to BIO: an I-X that starts an entity becomes B-X.
+
+    BIO input comes back unchanged.
+    """
+    out = []
+    for i, tag in enumerate(tags):
+        starts = tag.startswith("I-") and (i == 0 or tags[i - 1] == "O" or tags[i - 1][2:] != tag[2:])
+        out.append("B-" + tag[2:] if starts else tag)
+    return out
+
+
+def tags_to_spans(tags: Sequence[str]) -> list[WordSpan]:
+    """Entity word spans (start, end exclusive, label) from BIO tags; an I-X after O or another
+    type starts an entity (as the CoNLL evaluation script reads it)."""
+    spans: list[WordSpan] = []
+    start, label = None, None
+    for i, tag in enumerate([*tags, "O"]):
+        continues = tag.startswith("I-") and tag[2:] == label
+        if start is not None and not continues:
+            spans.append((start, i, label))
+            start, label = None, None
+        if tag[:2] in ("B-", "I-") and not continues:
+            start, label = i, tag[2:]
+    return spans
+
+
+def spans_to_bio(words: Sequence[str], word_spans: Iterable[WordSpan]) -> tuple[list[str], int]:
+    """BIO tags from word spans, keeping the longest spans that do not overlap a kept one.
+
+    BIO cannot hold nested entities, so inner (and crossing) spans are dropped: the longest span
+    wins, and between equally long ones the earlier.
+
+    Returns:
+        (tags, one per word; number of spans dropped because they overlapped a kept span).
+    """
+    tags = ["O"] * len(words)
+    dropped = 0
+    for start, end, label in sorted(word_spans, key=lambda s: (s[0] - s[1], s[0])):
+        if not 0 <= start < end <= len(words):
+            raise ValueError(f"word span ({start}, {end}, {label!r}) is outside the {len(words)} words")
+        if any(t != "O" for t in tags[start:end]):
+            dropped += 1
+            continue
+        tags[start:end] = ["B-" + label] + ["I-" + label] * (end - start - 1)
+    return tags, dropped
+
+
+def word_spans(example: WordExample) -> list[WordSpan]:
+    """The example's character spans as word spans: every word the span overlaps, end exclusive.
+
+    Raises:
+        ValueError: a span covers no word (only spaces).
+    """
+    starts = [s for s, _ in example.word_offsets]
+    ends = [e for _, e in example.word_offsets]
+    out = []
+    for span in example.spans:
+        first = bisect.bisect_right(ends, span.start)  # first word ending after the span starts
+        last = bisect.bisect_left(starts, span.end)  # words starting before the span ends
+        if first >= last:
+            raise ValueError(f"{example.source}: span {span} covers no word; expected it to overlap a word")
+        out.append((first, last, span.label))
+    return out
+
+
+# ---------------------------------------------------------------------------------- span JSON Lines
+
+
+def read_span_jsonl(path: str | Path, text_field: str = "text", words_field: str = "tokens",
+                    spans_field: str | None = None, label_field: str | None = None, *,
+                    skip_bad: bool = False) -> list[WordExample]:
+    """Read entity spans from JSON Lines, one sentence an object, in one of two layouts.
+
+    - Word offsets (GENIA): {"tokens": [...], "entity_mentions": [{"start", "end", "entity_type"}]}
+      with start/end word indices, end exclusive.
+    - Character offsets: {"text": "...", "spans": [{"start", "end", "label"}]}; words are the
+      text's whitespace-separated pieces.
+
+    A record with `words_field` is read as word offsets, else as character offsets. `spans_field`
+    None picks "entity_mentions" or "spans"; `label_field` None picks "entity_type" or "label".
+
+    Returns:
+        One WordExample per record with `spans` in character offsets (nested spans kept) and tags None
+        (use `spans_to_bio(ex.words, word_spans(ex))` for BIO tags).
+
+    Raises:
+        TaskDataError: "path:line: ..." for a span outside the text or words, or with end <= start.
+    """
+    path = Path(path)
+
+    def make(row: tuple[str, str]) -> WordExample:
+        source, record = row[0], _json_object(*row)
+        name = spans_field or next((f for f in ("entity_mentions", "spans") if f in record), "spans")
+        raw = _field(record, name, source)
+        if not isinstance(raw, list):
+            raise TaskDataError(f"{source}: {name!r} is a {type(raw).__name__}; expected a list of spans")
+        if words_field in record:
+            return _word_offset_example(_field(record, words_field, source), raw, label_field, source)
+        text = _text(_field(record, text_field, source), text_field, source, strip=False)  # offsets index it
+        return _char_offset_example(text, raw, label_field, source)
+
+    return _keep_good(_json_lines(path), make, path, skip_bad)
+
+
+def _span_fields(span: Any, label_field: str | None, limit: int, unit: str, source: str) -> tuple[int, int, str]:
+    """(start, end, label) of one raw span, checked to lie in 0..limit with start < end."""
+    if not isinstance(span, dict):
+        raise TaskDataError(f"{source}: span {span!r}; expected an object with start, end and a label")
+    label_name = label_field or ("entity_type" if "entity_type" in span else "label")
+    start, end, label = (_field(span, k, source) for k in ("start", "end", label_name))
+    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= limit):
+        raise TaskDataError(f"{source}: span [{start}, {end}) {label!r} is empty or outside the {limit} "
+                            f"{unit}; expected 0 <= start < end <= {limit} (end exclusive)")
+    return start, end, str(label)
+
+
+def _word_offset_example(words: Any, raw_spans: list, label_field: str | None, source: str) -> WordExample:
+    if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
+        raise TaskDataError(f"{source}: words {words!r}; expected a non-empty list of non-empty strings")
+    base = WordExample(tuple(words), source=source)
+    spans = []
+    for raw in raw_spans:
+        s, e, label = _span_fields(raw, label_field, len(words), "words", source)
+        spans.append(Span(base.word_offsets[s][0], base.word_offsets[e - 1][1], label))
+    return WordExample(base.words, None, tuple(spans), base.text, base.word_offsets, source)
+
+
+def _char_offset_example(text: str, raw_spans: list, label_field: str | None, source: str) -> WordExample:
+    pieces = list(re.finditer(r"\S+", text))
+    spans = tuple(Span(*_span_fields(raw, label_field, len(text), "characters", source)) for raw in raw_spans)
+    return WordExample(tuple(m.group() for m in pieces), None, spans, text,
+                       tuple(m.span() for m in pieces), source)
+
+
+# ---------------------------------------------------------------------------------- label sets
+
+
+def example_labels(example: TextExample | WordExample, field: Literal["auto", "tags", "spans"] = "auto") -> set[str]:
+    """The labels an example carries: its label(s), its tags, or its span labels.
+
+    `field="auto"` reads a WordExample's tags when it has them, else its span labels. A BIO tag
+    brings its pair (B-X brings I-X and back), so a head has both even if one never occurs.
+    """
+    if isinstance(example, TextExample):
+        if isinstance(example.label, float):
+            raise ValueError(f"{example.source}: a score label has no label set (regression)")
+        if example.label is None:
+            return set()
+        return {example.label} if isinstance(example.label, str) else set(example.label)
+    if field == "spans" or (field == "auto" and example.tags is None):
+        return {s.label for s in example.spans}
+    tags = set(example.tags or ())
+    return tags | {p + t[2:] for t in tags if _is_bio_tag(t) and t != "O" for p in ("B-", "I-")}
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Labels of a task, sorted, with their indices as a head's output units."""
+
+    labels: tuple[str, ...]
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if list(self.labels) != sorted(set(self.labels)):
+            raise ValueError("LabelSet labels must be sorted and unique; use LabelSet.from_labels")
+        object.__setattr__(self, "_index", {label: i for i, label in enumerate(self.labels)})
+
+    @classmethod
+    def from_labels(cls, labels: Iterable[str]) -> "LabelSet":
+        return cls(tuple(sorted(set(labels))))
+
+    @classmethod
+    def from_examples(cls, examples: Iterable[TextExample | WordExample],
+                      field: Literal["auto", "tags", "spans"] = "auto") -> "LabelSet":
+        """Every label (or tag, or span label) in the examples; see `example_labels`."""
+        return cls.from_labels(label for ex in examples for label in example_labels(ex, field))
+
+    def index(self, label: str) -> int:
+        if label not in self._index:
+            raise KeyError(f"label {label!r} is not among the {len(self)} training labels "
+                           f"{list(self.labels)[:10]}{'...' if len(self) > 10 else ''}")
+        return self._index[label]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __contains__(self, label: object) -> bool:
+        return label in self._index
+
+    def __getitem__(self, i: int) -> str:
+        return self.labels[i]
+
+
+def unseen_labels(known: LabelSet, examples: Iterable[TextExample | WordExample],
+                  field: Literal["auto", "tags", "spans"] = "auto") -> list[str]:
+    """Labels in `examples` (dev/test data) that `known` (built from training data) lacks, sorted.
+
+    The caller warns: a model can never predict these, so its scores on them are zero.
+    """
+    found = {label for ex in examples for label in example_labels(ex, field)}
+    return sorted(found - set(known.labels))
+
+
+# ---------------------------------------------------------------------------------- dispatch
+
+TASKS = ("classify", "multilabel", "pair", "regress", "tag", "span")
+
+
+def read_task_file(path: str | Path, task: str, **options: Any) -> list[TextExample] | list[WordExample]:
+    """Read a task file with the reader its extension and task call for; options go to that reader.
+
+    "tag"/"span": .jsonl/.jsonlines -> read_span_jsonl, anything else -> read_conll.
+    "classify"/"pair"/"multilabel"/"regress": .xml -> read_rte_xml, .jsonl -> read_jsonl,
+    anything else -> read_table; "multilabel" and "regress" set label_kind "multi" and "score".
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+    suffix = Path(path).suffix.lower()
+    if task in ("tag", "span"):
+        return read_span_jsonl(path, **options) if suffix in (".jsonl", ".jsonlines") else read_conll(path, **options)
+    if suffix == ".xml":
+        return read_rte_xml(path, **options)
+    options.setdefault("label_kind", {"multilabel": "multi", "regress": "score"}.get(task, "single"))
+    return (read_jsonl if suffix in (".jsonl", ".jsonlines") else read_table)(path, **options)
