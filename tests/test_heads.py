@@ -1,7 +1,9 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bertkit import Encoder, add_pretraining_heads, preset
+from bertkit import heads
 from bertkit.heads import SpanBoundaryHead
 
 
@@ -22,3 +24,25 @@ def test_span_boundary_head_shapes_and_long_spans():
     assert head(left, right, torch.tensor([0, 1, 2, 7])).shape == (4, 128)
     with pytest.raises(ValueError, match="9 tokens long, more than the span boundary head's 8"):
         head(left, right, torch.tensor([0, 8, 1, 1]))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_vocabulary_cross_entropy_equals_cross_entropy_of_the_logits(precision, monkeypatch):
+    monkeypatch.setattr(heads, "_CHUNK_BYTES", 4 * 300 * 7)  # 7 rows per chunk: 3 chunks, the last partial
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(20, 32), 0.1 * torch.randn(300, 32), torch.randn(300)
+    labels = torch.randint(300, (20,))
+
+    def loss_and_grads(loss_fn):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = loss_fn(*leaves)
+        (2.5 * loss).backward()
+        return [loss.detach()] + [t.grad for t in leaves]
+
+    expected = loss_and_grads(lambda x, w, b: F.cross_entropy(F.linear(x, w, b).float(), labels, reduction="sum"))
+    fused = loss_and_grads(lambda x, w, b: heads.vocabulary_cross_entropy(x, w, b, labels))
+    tolerance = 1e-5 if precision == "fp32" else 2e-2  # bf16: chunk sums are added in fp32, not rounded once
+    for ours, theirs in zip(fused, expected):
+        assert ours.dtype == theirs.dtype
+        torch.testing.assert_close(ours, theirs, rtol=tolerance, atol=tolerance)

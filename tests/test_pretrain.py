@@ -52,7 +52,7 @@ def test_mlm_and_nsp_losses_equal_transformers(tmp_path):
 def test_only_chosen_positions_reach_the_vocabulary():
     pretrainer = Pretrainer(add_pretraining_heads(Encoder(preset("tiny", vocab_size=300)), mlm=True, nsp=True))
     rows = []
-    pretrainer.encoder.mlm_head.decoder.register_forward_hook(lambda m, i, o: rows.append(o.shape[0]))
+    pretrainer.encoder.mlm_head.dense.register_forward_hook(lambda m, i, o: rows.append(o.shape[0]))
     batch = masked_pair_batch(300)
     pretrainer(batch)
     assert rows == [int((batch["labels"] != IGNORE_INDEX).sum())]

@@ -3,6 +3,11 @@
 The MLM head projects onto the vocabulary through the input embedding matrix (weight tying, as in
 BERT). It takes whatever rows it is given: pretraining passes only the masked positions, so the
 (H x V) projection, the largest matrix product of a small BERT, runs on 15% of the tokens.
+
+Training does not even keep those (M, V) logits: `vocabulary_cross_entropy` computes the loss and
+its gradient chunk by chunk of rows, so a 30k-word vocabulary never needs an (M, V) tensor (at
+M = 600 that is 73 MB, which the C allocator hands back to the OS after each use and page-faults
+in again at the next, and which log-softmax, its backward and the one-hot gradient each traverse).
 """
 
 from __future__ import annotations
@@ -33,7 +38,77 @@ class MLMHead(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         """(..., H) -> (..., V) logits."""
-        return self.decoder(self.norm(activation(self.act, self.dense(hidden))))
+        return self.decoder(self.transform(hidden))
+
+    def transform(self, hidden: Tensor) -> Tensor:
+        """(..., H) -> (..., H): the vectors the decoder projects onto the vocabulary."""
+        return self.norm(activation(self.act, self.dense(hidden)))
+
+    def loss(self, hidden: Tensor, labels: Tensor) -> Tensor:
+        """Summed cross-entropy of the logits `forward(hidden)` (M, V) against labels (M,), without
+        materialising the logits."""
+        return vocabulary_cross_entropy(self.transform(hidden), self.decoder.weight, self.decoder.bias, labels)
+
+
+# Rows per chunk: a (rows, V) fp32 block of about 16 MB, small enough to be reused by the allocator.
+_CHUNK_BYTES = 16 * 2**20
+
+
+def vocabulary_cross_entropy(x: Tensor, weight: Tensor, bias: Tensor, labels: Tensor) -> Tensor:
+    """sum_i CE(x_i W^T + b, labels_i), the same value and gradients as
+    `F.cross_entropy(F.linear(x, weight, bias).float(), labels, reduction="sum")`.
+
+    Args:
+        x: (M, H) vectors; weight: (V, H); bias: (V,); labels: (M,) class ids.
+
+    Returns:
+        The loss sum, a scalar fp32 tensor. Under autocast the projection runs in the autocast
+        dtype (as `F.linear` would) and the softmax in fp32.
+    """
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+    else:
+        dtype = torch.result_type(x, weight)
+    return _VocabularyCrossEntropy.apply(x, weight, bias, labels, dtype)
+
+
+class _VocabularyCrossEntropy(torch.autograd.Function):
+    """The gradient of a softmax cross-entropy is softmax - one-hot: it is computed in the forward
+    pass, one chunk of rows at a time, and scaled by the incoming gradient in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            w, b = weight.to(dtype), bias.to(dtype)
+            needs_grad = ctx.needs_input_grad
+            grad_x = torch.empty_like(x)
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
+            grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=x.device)
+            total = torch.zeros((), dtype=torch.float32, device=x.device)
+            rows = max(1, _CHUNK_BYTES // (4 * weight.shape[0]))
+            for start in range(0, x.shape[0], rows):
+                xc, yc = x[start:start + rows].to(dtype), labels[start:start + rows]
+                logits = torch.addmm(b, xc, w.t()).float()  # (C, V)
+                lse = torch.logsumexp(logits, dim=-1)  # (C,)
+                total += (lse - logits.gather(1, yc[:, None]).squeeze(1)).sum()
+                if not any(needs_grad[:3]):
+                    continue
+                grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                grad[torch.arange(len(yc), device=x.device), yc] -= 1
+                g = grad.to(dtype)
+                grad_x[start:start + rows] = g @ w
+                if dtype == torch.float32:
+                    grad_w.addmm_(g.t(), xc)
+                else:  # accumulate the chunks' bf16 products in fp32
+                    grad_w += g.t() @ xc
+                grad_b += grad.sum(0)
+        ctx.save_for_backward(grad_x, grad_w.to(weight.dtype), grad_b.to(bias.dtype))
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total: Tensor):
+        grad_x, grad_w, grad_b = ctx.saved_tensors
+        return grad_x * grad_total, grad_w * grad_total, grad_b * grad_total, None, None
 
 
 class NSPHead(nn.Module):

@@ -22,7 +22,7 @@ from ..data.batches import BlockRows, EpochSampler, LanguageSampler, MaskedSteps
 from ..data.corpus import Corpus, build_corpus
 from ..data.instances import full_sentence_stream, language_probabilities, pack_full_sentences, sentence_pairs
 from ..data.masking import IGNORE_INDEX
-from ..heads import SpanBoundaryHead, add_pretraining_heads
+from ..heads import SpanBoundaryHead, add_pretraining_heads, vocabulary_cross_entropy
 from ..model import Encoder
 from ..textfiles import read_texts, text_files
 from ..tokenizer import Tokenizer
@@ -38,43 +38,54 @@ class Pretrainer(nn.Module):
         self.encoder = encoder
         self.sbo = SpanBoundaryHead(encoder.config) if sbo else None
 
-    def outputs(self, batch: dict) -> dict[str, Tensor]:
-        """Logits and their targets: "mlm" (M, V) at the chosen positions, "nsp" (B, 2), "sbo" (M, V)."""
+    def scored(self, batch: dict) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per objective, what is scored and its targets: "mlm" and "sbo" give the (M, H) vectors that
+        the tied decoder projects onto the vocabulary (at the chosen positions only), "nsp" its
+        (B, 2) logits; each with its (M,) or (B,) labels."""
         hidden = self.encoder(batch["input_ids"], batch.get("attention_mask"),
                               batch.get("token_type_ids")).last_hidden_state  # (B, T, H)
         labels = batch["labels"]
         chosen = labels != IGNORE_INDEX
-        out = {"mlm": self.encoder.mlm_head(hidden[chosen]), "mlm_labels": labels[chosen]}  # (M, V): chosen only
+        out = {"mlm": (self.encoder.mlm_head.transform(hidden[chosen]), labels[chosen])}  # (M, H): chosen only
         if self.encoder.nsp_head is not None and "next_sentence_label" in batch:
-            out["nsp"] = self.encoder.nsp_head(self.encoder.pooler(hidden))
-            out["nsp_labels"] = batch["next_sentence_label"]
+            out["nsp"] = (self.encoder.nsp_head(self.encoder.pooler(hidden)), batch["next_sentence_label"])
         if self.sbo is not None and "span_starts" in batch:  # held-out batches use token masking
-            out["sbo"] = span_boundary_logits(self, hidden, labels, batch["span_starts"], batch["span_ends"])
-            out["sbo_labels"] = out["mlm_labels"]
+            out["sbo"] = (span_boundary_vectors(self, hidden, labels, batch["span_starts"], batch["span_ends"]),
+                          labels[chosen])
+        return out
+
+    def outputs(self, batch: dict) -> dict[str, Tensor]:
+        """Logits and their targets: "mlm" (M, V) at the chosen positions, "nsp" (B, 2), "sbo" (M, V)."""
+        decoder = self.encoder.mlm_head.decoder
+        out = {}
+        for name, (scores, labels) in self.scored(batch).items():
+            out[name] = decoder(scores) if name in VOCABULARY_OBJECTIVES else scores
+            out[f"{name}_labels"] = labels
         return out
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
-        """Loss sums: "mlm" over chosen tokens, "nsp" over pairs, "sbo" over span tokens."""
-        return loss_sums(self.outputs(batch))
+        """Loss sums: "mlm" over chosen tokens, "nsp" over pairs, "sbo" over span tokens. The
+        vocabulary losses never materialise their (M, V) logits (`heads.vocabulary_cross_entropy`)."""
+        decoder = self.encoder.mlm_head.decoder
+        return {name: vocabulary_cross_entropy(scores, decoder.weight, decoder.bias, labels)
+                if name in VOCABULARY_OBJECTIVES else F.cross_entropy(scores.float(), labels, reduction="sum")
+                for name, (scores, labels) in self.scored(batch).items()}
 
 
-def loss_sums(out: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Summed cross-entropy of each objective present in `Pretrainer.outputs`."""
-    return {name: F.cross_entropy(out[name].float(), out[f"{name}_labels"], reduction="sum")
-            for name in ("mlm", "nsp", "sbo") if name in out}
+VOCABULARY_OBJECTIVES = ("mlm", "sbo")
 
 
-def span_boundary_logits(pretrainer: Pretrainer, hidden: Tensor, labels: Tensor, starts: Tensor,
-                         ends: Tensor) -> Tensor:
-    """(M, V) logits of the masked span tokens (in row-major order, as `labels != IGNORE_INDEX`
-    selects them), each predicted from its span's outside boundaries and its offset in the span."""
+def span_boundary_vectors(pretrainer: Pretrainer, hidden: Tensor, labels: Tensor, starts: Tensor,
+                          ends: Tensor) -> Tensor:
+    """(M, H) vectors of the masked span tokens (in row-major order, as `labels != IGNORE_INDEX`
+    selects them), each from its span's outside boundaries and its offset in the span; the shared
+    output embedding (the MLM decoder) projects them onto the vocabulary."""
     rows, cols = torch.nonzero(labels != IGNORE_INDEX, as_tuple=True)
     s, e = starts[rows, cols], ends[rows, cols]
     T = hidden.shape[1]
     left = hidden[rows, (s - 1).clamp(min=0)]  # (M, H); a span never starts at [CLS], so s >= 1
     right = hidden[rows, (e + 1).clamp(max=T - 1)]
-    vectors = pretrainer.sbo(left, right, cols - s)
-    return pretrainer.encoder.mlm_head.decoder(vectors)  # the shared output embedding
+    return pretrainer.sbo(left, right, cols - s)
 
 
 # ------------------------------------------------------------------------------------ the recipe
@@ -216,7 +227,7 @@ def evaluate(pretrainer: Pretrainer, batches: list[dict], dtype: torch.dtype) ->
     for batch in batches:
         with precision.autocast(dtype, device):
             out = pretrainer.outputs(to_device(batch, device))
-        loss += float(loss_sums(out)["mlm"])
+        loss += float(F.cross_entropy(out["mlm"].float(), out["mlm_labels"], reduction="sum"))
         correct += int((out["mlm"].argmax(-1) == out["mlm_labels"]).sum())
         n += len(out["mlm_labels"])
         if "nsp" in out:
