@@ -103,3 +103,21 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
 def latest_checkpoint(out: Path) -> Path | None:
     found = sorted((out / "checkpoints").glob("step-*.pt"))
     return found[-1] if found else None
+
+
+def save_model_state(path: Path, model: nn.Module) -> None:
+    """Write the model's full (gathered) state dict to `path` atomically; rank 0 writes."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from .train import distributed
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if distributed.rank() == 0:
+        with atomic_write(path) as tmp:
+            torch.save(state, tmp)
+    distributed.barrier()
+
+
+def load_model_state(path: Path, model: nn.Module) -> None:
+    """Load a state dict written by `save_model_state` into `model` (plain, DDP or FSDP)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))

@@ -16,6 +16,10 @@ EPILOG = """examples:
   bertkit train-tokenizer --input corpus/ --vocab-size 8000 --out my_tokenizer/
   bertkit fill-mask --model MODEL_WITH_MLM_HEAD "The capital of France is [MASK]."
   bertkit pretrain --config configs/bert.yaml --corpus ../shared/data/gutenberg_nltk --max-minutes 15 --out runs/bert-mini
+  bertkit finetune tag --model MODEL_DIR --train eng.train --dev eng.testa --out runs/ner --decoder crf
+  bertkit finetune classify --model MODEL_DIR --train train.tsv --dev dev.tsv --text-column sentence --out runs/sst2
+  bertkit predict --model runs/ner --input sentences.txt --output entities.jsonl
+  bertkit evaluate --model runs/ner --data eng.testa
 
 MODEL_DIR is a Hugging Face-layout directory (config.json + model.safetensors, with vocab.txt or
 tokenizer.json), such as one bertkit saved or a BERT, RoBERTa or DistilBERT checkpoint.
@@ -96,6 +100,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--seed", type=int)
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
+
+    p = sub.add_parser("finetune", help="fine-tune on a task: classify, pair, regress, tag, span",
+                       description="Fine-tune a model on a labelled file. Options of a YAML recipe "
+                       "(configs/finetune/*.yaml) can be overridden as --section.field=value, e.g. "
+                       "--finetune.layer_lr_decay=0.9 --train.patience=2.")
+    p.add_argument("task", choices=["classify", "pair", "regress", "tag", "span"])
+    p.add_argument("--config", help="YAML recipe with finetune: and train: sections")
+    p.add_argument("--model", help="model directory to start from")
+    p.add_argument("--train", help="training file: TSV/CSV, JSON Lines, RTE XML, CoNLL or span JSON Lines")
+    p.add_argument("--dev", help="labelled file: the dev metric after every epoch, best epoch kept")
+    p.add_argument("--out", help="output model directory")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--multi-label", action="store_true", help="classify: several labels per text (sigmoid)")
+    p.add_argument("--decoder", choices=["greedy", "crf"], help="tag: argmax or a linear-chain CRF")
+    p.add_argument("--text-column", help="column or field of the text (tables and JSON Lines)")
+    p.add_argument("--pair-column", help="column or field of the second text (pair)")
+    p.add_argument("--label-column", help="column or field of the label")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+
+    p = sub.add_parser("predict", help="predict with a fine-tuned model: one JSON object per input")
+    p.add_argument("--model", required=True, help="a directory written by bertkit finetune")
+    p.add_argument("--input", required=True, help="a file in the training format (labels not needed), or "
+                   ".txt with one text per line")
+    p.add_argument("--output", required=True, help="JSON lines: labels and probabilities, or entities with "
+                   "character offsets")
+    p.add_argument("--batch-size", type=int, default=64)
+    _precision_arg(p)
+
+    p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file")
+    p.add_argument("--model", required=True, help="a directory written by bertkit finetune")
+    p.add_argument("--data", required=True, help="labelled file in the training format")
+    p.add_argument("--entity-mode", default="strict", choices=["strict", "default"],
+                   help="BIO entity matching: seqeval strict IOB2 (default) or its default (conlleval) mode")
+    p.add_argument("--batch-size", type=int, default=64)
+    _precision_arg(p)
 
     p = sub.add_parser("fill-mask", help="predict the words behind [MASK] (models with an MLM head)")
     _model_args(p)
@@ -201,19 +244,73 @@ def cmd_pretrain(args, overrides: list[str]) -> None:
     print(f"saved the pretrained model, its tokenizer and log.jsonl to {out}", file=sys.stderr)
 
 
+def _column(value: str | None):
+    return int(value) if value is not None and value.lstrip("-").isdigit() else value
+
+
+def cmd_finetune(args, overrides: list[str]) -> None:
+    from bertkit.config import load_sections
+    from bertkit.train.finetune import FinetuneConfig, finetune
+    from bertkit.train.loop import TrainConfig
+    task = "multilabel" if args.task == "classify" and args.multi_label else args.task
+    kind = "field" if args.train and args.train.endswith((".jsonl", ".jsonlines")) else "column"
+    reader = {f"{name}_{kind}": _column(value) for name, value in (("text", args.text_column),
+              ("pair", args.pair_column), ("label", args.label_column)) if value is not None}
+    direct = {"finetune": {"task": task, "model": args.model, "train": args.train, "dev": args.dev, "out": args.out,
+                           "epochs": args.epochs, "batch_size": args.batch_size, "decoder": args.decoder},
+              "train": {"lr": args.lr, "seed": args.seed, "precision": args.dtype}}
+    sections = load_sections(args.config, {"finetune": FinetuneConfig, "train": TrainConfig}, overrides, direct)
+    config = sections["finetune"]
+    if reader:
+        from dataclasses import replace
+        config = replace(config, reader={**config.reader, **reader})
+    result = finetune(config, sections["train"], resume=args.resume)
+    print(json.dumps({k: v for k, v in result.items() if k != "per_type"}), file=sys.stderr)
+    print(f"saved the fine-tuned model to {config.out}", file=sys.stderr)
+
+
+def cmd_predict(args) -> None:
+    from bertkit.checkpoint import atomic_write
+    from bertkit.predict import predict_examples, prediction_record, read_inputs
+    from bertkit.task_model import load_task_model
+    from bertkit.tokenizer import Tokenizer
+    model = load_task_model(args.model)
+    tokenizer = Tokenizer.from_pretrained(args.model)
+    examples, pre_split = read_inputs(args.input, model.spec, tokenizer)
+    predictions = predict_examples(model, tokenizer, examples, args.batch_size, args.dtype, progress=True)
+    with atomic_write(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for example, prediction in zip(examples, predictions):
+            f.write(json.dumps(prediction_record(example, prediction, pre_split), ensure_ascii=False) + "\n")
+    print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
+
+
+def cmd_evaluate(args) -> None:
+    from bertkit.predict import predict_examples, task_metrics
+    from bertkit.task_model import load_task_model
+    from bertkit.tokenizer import Tokenizer
+    from bertkit.train.finetune import read_examples
+    model = load_task_model(args.model)
+    tokenizer = Tokenizer.from_pretrained(args.model)
+    examples = read_examples(args.data, model.spec.task, model.spec.reader)
+    predictions = predict_examples(model, tokenizer, examples, args.batch_size, args.dtype, progress=True)
+    print(json.dumps(task_metrics(model.spec, examples, predictions, args.entity_mode), indent=1))
+
+
 COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,
-            "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask, "pretrain": cmd_pretrain}
+            "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask, "predict": cmd_predict, "evaluate": cmd_evaluate}
+WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = [a for a in extra if a.startswith("--") and "." in a.split("=")[0]]
-    if args.command != "pretrain" and extra or len(overrides) != len(extra):
-        parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides or args.command != 'pretrain')}")
+    takes_overrides = args.command in WITH_OVERRIDES
+    if not takes_overrides and extra or len(overrides) != len(extra):
+        parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides or not takes_overrides)}")
     try:
-        if args.command == "pretrain":
-            cmd_pretrain(args, overrides)
+        if takes_overrides:
+            WITH_OVERRIDES[args.command](args, overrides)
         else:
             COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, IsADirectoryError, KeyError) as e:

@@ -164,3 +164,103 @@ def add_pretraining_heads(encoder: Encoder, mlm: bool = True, nsp: bool = False)
         encoder.nsp_head = NSPHead(config)
         encoder.nsp_head.apply(encoder._init_weights)
     return encoder
+
+
+# ------------------------------------------------------------------------------- task heads
+
+
+class ClassificationHead(nn.Module):
+    """A text's [CLS] vector (or its mean token vector) -> dropout -> linear: (B, T, H) -> (B, L).
+
+    One output unit per label (softmax or per-label sigmoid is the loss's business), or one unit
+    for a regression score.
+    """
+
+    def __init__(self, config: EncoderConfig, num_outputs: int, pooling: str = "cls", dropout: float = 0.1):
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', not {pooling!r}")
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(config.hidden_size, num_outputs)
+        _init_linear(self.out, config)
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        """(B, T, H), (B, T) -> (B, L) logits."""
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1)
+        return self.out(self.dropout(pooled))
+
+
+class TokenClassificationHead(nn.Module):
+    """Per-vector label scores (emissions): (..., H) -> (..., L), for tokens or words."""
+
+    def __init__(self, config: EncoderConfig, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(config.hidden_size, num_labels)
+        _init_linear(self.out, config)
+
+    def forward(self, vectors: Tensor) -> Tensor:
+        return self.out(self.dropout(vectors))
+
+
+class SpanClassificationHead(nn.Module):
+    """Scores every span of up to `max_width` words over the labels plus "no entity" (unit 0).
+
+    A span (i, j) of a sentence's word vectors v is [v_i; v_j; summary(v_i..v_j); w_{j-i}]: its
+    boundary vectors, a content summary (their mean, or a learned attention pooling over them, as
+    in Lee et al. 2017's span representations), and a learned width embedding; a two-layer
+    feed-forward network scores it. Spans are scored independently, so nested and overlapping
+    spans can all be predicted.
+    """
+
+    def __init__(self, config: EncoderConfig, num_labels: int, max_width: int = 8, summary: str = "mean",
+                 width_size: int = 32, dropout: float = 0.1):
+        super().__init__()
+        if summary not in ("mean", "attention"):
+            raise ValueError(f"summary must be 'mean' or 'attention', not {summary!r}")
+        if max_width < 1:
+            raise ValueError(f"max_width must be at least 1 word, got {max_width}")
+        H = config.hidden_size
+        self.max_width, self.summary = max_width, summary
+        self.width = nn.Embedding(max_width, width_size)
+        self.attention = nn.Linear(H, 1) if summary == "attention" else None
+        self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(3 * H + width_size, H), nn.GELU(),
+                                 nn.Dropout(dropout), nn.Linear(H, num_labels + 1))
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                _init_linear(module, config)
+
+    def forward(self, words: Tensor, starts: Tensor, ends: Tensor, rows: Tensor) -> Tensor:
+        """Score spans.
+
+        Args:
+            words: (B, W, H) word vectors.
+            starts, ends: (S,) first and last word (inclusive) of each span; ends - starts < max_width.
+            rows: (S,) the batch row of each span.
+
+        Returns:
+            (S, num_labels + 1) logits, unit 0 = no entity.
+        """
+        offsets = torch.arange(self.max_width, device=words.device)
+        inside = starts[:, None] + offsets  # (S, max_width) word positions of each span
+        valid = inside <= ends[:, None]
+        members = words[rows[:, None], inside.clamp(max=words.shape[1] - 1)]  # (S, max_width, H)
+        if self.attention is None:
+            weights = valid.to(members.dtype) / valid.sum(1, keepdim=True)
+        else:
+            scores = self.attention(members).squeeze(-1).float().masked_fill(~valid, float("-inf"))
+            weights = scores.softmax(-1).to(members.dtype)
+        summary = (weights.unsqueeze(-1) * members).sum(1)  # (S, H)
+        span = torch.cat([words[rows, starts], words[rows, ends], summary, self.width(ends - starts)], dim=-1)
+        return self.mlp(span)
+
+
+def _init_linear(module: nn.Module, config: EncoderConfig) -> None:
+    nn.init.normal_(module.weight, std=config.initializer_range)
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)

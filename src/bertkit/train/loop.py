@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import precision as precision_
-from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ..checkpoint import latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint, save_model_state
 from . import distributed
 from .report import plot_curves
 
@@ -60,6 +60,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     strategy: str = "ddp"  # under torchrun: "ddp" or "fsdp"
+    monitor: str | None = None  # an `evaluate` metric: keep the weights where it was best
+    higher_is_better: bool = True
+    patience: int = 0  # stop after this many evaluations without improvement of `monitor`; 0 = never
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0 or self.lr <= 0 or self.warmup_steps < 0:
@@ -68,20 +71,29 @@ class TrainConfig:
             raise ValueError("keep_checkpoints must be at least 1")
         if self.strategy not in ("ddp", "fsdp"):
             raise ValueError(f"strategy must be 'ddp' or 'fsdp', not {self.strategy!r}")
+        if self.patience < 0 or (self.patience and not self.monitor):
+            raise ValueError("patience (early stopping) needs a metric to monitor and must be >= 0")
 
 
 class NonFiniteLossError(RuntimeError):
     pass
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases and layer-norm weights (any 1-D parameter)."""
-    decay, no_decay, seen = [], [], set()
-    for p in model.parameters():
+def parameter_groups(model: nn.Module, weight_decay: float,
+                     lr_scale: Callable[[str], float] | None = None) -> list[dict]:
+    """AdamW groups: no weight decay on biases and layer-norm weights (any 1-D parameter).
+
+    With `lr_scale(parameter name)`, parameters are grouped by that factor too, and each group
+    carries it as "lr_scale" (layer-wise learning-rate decay). Frozen parameters are left out.
+    """
+    groups: dict[tuple[float, bool], list] = {(1.0, True): [], (1.0, False): []}
+    seen = set()
+    for name, p in model.named_parameters():
         if p.requires_grad and id(p) not in seen:
             seen.add(id(p))
-            (no_decay if p.dim() < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((lr_scale(name) if lr_scale else 1.0, p.dim() >= 2), []).append(p)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0, "lr_scale": scale}
+            for (scale, decay), params in groups.items() if params or scale == 1.0]
 
 
 def linear_schedule(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -104,23 +116,28 @@ def normalisers(micro: list[dict], world: int) -> dict[str, float]:
     return {n: world / float(t) for n, t in zip(names, total)}
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig):
+def make_optimizer(model: nn.Module, config: TrainConfig, lr_scale: Callable[[str], float] | None = None):
     """AdamW (the fused kernel: one pass over each parameter's state instead of several) with the
-    warm-up and linear decay schedule."""
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
-                                  betas=config.betas, eps=config.eps, fused=True)
+    warm-up and linear decay schedule; each group's learning rate is `config.lr` times its scale."""
+    groups = [{**g, "lr": config.lr * g["lr_scale"]} for g in parameter_groups(model, config.weight_decay, lr_scale)]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: linear_schedule(s, config.warmup_steps, config.max_steps))
     return optimizer, scheduler
 
 
 def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, *, resume: bool = False,
-        evaluate: Callable[[nn.Module], dict[str, float]] | None = None, progress: bool = True) -> list[dict]:
+        evaluate: Callable[[nn.Module], dict[str, float]] | None = None, progress: bool = True,
+        lr_scale: Callable[[str], float] | None = None) -> list[dict]:
     """Train for `config.max_steps` optimizer steps; returns the logged records.
 
     `model(batch)` returns the batch's loss parts as sums, e.g. {"mlm": ..., "nsp": ...} (a module
     that holds the encoder and its heads, so that DDP wraps all of it). `evaluate(model)` may call
     `model.outputs(...)`: under FSDP that method is registered to gather parameters too.
+    `lr_scale(parameter name)` scales a parameter's learning rate (layer-wise decay).
+
+    With `config.monitor`, the weights of the best evaluation are kept in out/best.pt and loaded
+    back into `model` at the end; `config.patience` stops the run early.
 
     Writes out/log.jsonl (one record per log step and evaluation) and out/checkpoints/.
     """
@@ -131,13 +148,14 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     device = distributed.device()
     model.to(device)
     train_model = distributed.wrap(model, config.strategy, extra_forward_methods=("outputs",))
-    optimizer, scheduler = make_optimizer(model, config)
+    optimizer, scheduler = make_optimizer(model, config, lr_scale)
     start = 0
     if resume and (path := latest_checkpoint(out)) is not None:
         start = load_checkpoint(path, model, optimizer, scheduler) + 1
     dtype = precision_.resolve(config.precision, device)
     step_fn = torch.compile(train_model) if config.compile else train_model
     log = _Log(out / "log.jsonl", enabled=rank == 0, start=start)
+    best = _Best(config, log.earlier)
     began = time.perf_counter()
     bar = tqdm(range(start, config.max_steps), initial=start, total=config.max_steps, desc="train",
                disable=not progress or rank != 0)
@@ -165,7 +183,12 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
             bar.set_postfix(loss=f"{losses['loss']:.4f}", tok_s=f"{tokens / elapsed:.0f}")
         if evaluate is not None and ((config.eval_every and (step + 1) % config.eval_every == 0) or done):
             model.eval()
-            log.write({"step": step, **{f"eval_{k}": v for k, v in evaluate(model).items()}})
+            metrics = {f"eval_{k}": v for k, v in evaluate(model).items()}
+            log.write({"step": step, **metrics})
+            bar.write(f"step {step + 1}: " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()))
+            if best.update(metrics, step):
+                save_model_state(out / "best.pt", model)
+            done = done or best.exhausted
         if (step + 1) % config.checkpoint_every == 0 or done:
             save_checkpoint(out, step, model, optimizer, scheduler, config.keep_checkpoints)
         distributed.barrier()
@@ -173,6 +196,8 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
             break
     bar.close()
     log.close()
+    if best.step is not None:
+        load_model_state(out / "best.pt", model)
     if rank == 0:
         plot_curves(out / "log.jsonl", out / "loss.png")
     return log.records
@@ -201,6 +226,36 @@ def _accumulate(step_fn, ddp_model: nn.Module, micro: list[dict], factors: dict[
     return parts
 
 
+class _Best:
+    """The monitored evaluation metric: its best value, where it was reached, and whether patience
+    has run out. A resumed run rebuilds it from the log records it kept."""
+
+    def __init__(self, config: TrainConfig, earlier: list[dict]):
+        self.name = f"eval_{config.monitor}" if config.monitor else None
+        self.sign = 1.0 if config.higher_is_better else -1.0
+        self.patience, self.value, self.step, self.since = config.patience, None, None, 0
+        for record in earlier:
+            self.update(record, record["step"])
+
+    def update(self, metrics: dict[str, float], step: int) -> bool:
+        """Record an evaluation; True when it is the best so far."""
+        if self.name is None or self.name not in metrics:
+            if self.name is not None and any(k.startswith("eval_") for k in metrics):
+                raise KeyError(f"the monitored metric {self.name[5:]!r} is not among the evaluation's "
+                               f"{sorted(k[5:] for k in metrics if k.startswith('eval_'))}")
+            return False
+        value = self.sign * metrics[self.name]
+        if self.value is None or value > self.value:
+            self.value, self.step, self.since = value, step, 0
+            return True
+        self.since += 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(self.patience) and self.since >= self.patience
+
+
 class _Log:
     """Records to out/log.jsonl and TensorBoard (out/tensorboard) on rank 0. A resumed run drops
     what the interrupted run logged from step `start` on, so no step appears twice."""
@@ -208,10 +263,10 @@ class _Log:
     def __init__(self, path: Path, enabled: bool, start: int):
         self.path, self.enabled, self.records = path, enabled, []
         self.tensorboard = None
+        self.earlier = [r for r in (map(json.loads, path.read_text().splitlines()) if start and path.exists() else [])
+                        if r["step"] < start]  # what the interrupted run logged before `start`
         if enabled:
-            kept = [line for line in (path.read_text().splitlines() if start and path.exists() else [])
-                    if json.loads(line)["step"] < start]
-            path.write_text("".join(line + "\n" for line in kept))
+            path.write_text("".join(json.dumps(r) + "\n" for r in self.earlier))
             from torch.utils.tensorboard import SummaryWriter
             self.tensorboard = SummaryWriter(str(path.parent / "tensorboard"), purge_step=start or None)
 

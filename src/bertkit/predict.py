@@ -1,0 +1,206 @@
+"""Predictions of a fine-tuned model, its metrics on labelled data, and predictions as JSON lines.
+
+`predict_examples` runs the model over examples in length-sorted batches and returns one plain
+dict per example: {"label", "probabilities"} (classify, pair), {"labels", "probabilities"}
+(multilabel), {"score"} (regress), {"tags", "entities"} (tag) or {"entities"} (span), entities as
+word spans. Long inputs are windowed as in training: a sequence's logits are averaged over its
+windows, and a word is read from the window where it has the most context.
+
+`task_metrics` scores predictions against the examples' labels; `prediction_record` turns a
+prediction into the JSON object `bertkit predict` writes, entities with character offsets.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import metrics as M
+from . import precision as precision_
+from .data.alignment import mean_over_windows
+from .data.features import SEQUENCE_TASKS, Features, collate, in_length_order, sequence_features, word_features
+from .data.tasks import LabelSet, TextExample, WordExample, tags_to_spans, word_spans
+from .task_model import TaskModel, TaskSpec
+from .tokenizer import Tokenizer
+
+
+def encode_examples(examples: Sequence, tokenizer: Tokenizer, spec: TaskSpec) -> Features:
+    """The examples as model rows, windowed (or truncated and counted) as the spec says."""
+    labels = LabelSet(spec.labels) if spec.labels else None
+    args = (tokenizer, spec.task, labels, spec.max_length, spec.overflow, spec.stride)
+    if spec.task in SEQUENCE_TASKS:
+        features = sequence_features(examples, *args)
+    else:
+        features = word_features(examples, *args, alignment=spec.alignment)
+    if features.encoded.num_truncated:
+        print(f"note: truncated {features.encoded.num_truncated} of {len(examples)} inputs to "
+              f"{spec.max_length} tokens (overflow='truncate')", file=sys.stderr)
+    return features
+
+
+@torch.no_grad()
+def predict_examples(model: TaskModel, tokenizer: Tokenizer, examples: Sequence, batch_size: int = 64,
+                     precision: str = "auto", features: Features | None = None, progress: bool = False) -> list[dict]:
+    """One prediction dict per example (see the module docstring)."""
+    spec = model.spec
+    features = features or encode_examples(examples, tokenizer, spec)
+    device = next(model.parameters()).device
+    dtype = precision_.resolve(precision, device)
+    was_training = model.training
+    model.eval()
+    per_row: list = [None] * len(features)
+    batches = in_length_order(features.lengths, batch_size)
+    for rows in tqdm(batches, desc="predict", disable=not progress):
+        batch = collate(features, rows, spec.task, tokenizer.pad_id, spec.max_span_width)
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        with precision_.autocast(dtype, device):
+            out = model.outputs(batch)
+        for i, r in enumerate(rows):
+            per_row[r] = _row_output(out, batch, i, spec)
+    model.train(was_training)
+    return _assemble(per_row, features, examples, spec)
+
+
+def _row_output(out, batch: dict, i: int, spec: TaskSpec):
+    if spec.task in SEQUENCE_TASKS or spec.task == "tag":
+        return out[i].float().cpu() if spec.task in SEQUENCE_TASKS else out[i]
+    keep = batch["span_rows"] == i
+    probs = out[keep].cpu()
+    return batch["span_starts"][keep].cpu().numpy(), batch["span_ends"][keep].cpu().numpy(), probs
+
+
+def _assemble(per_row: list, features: Features, examples: Sequence, spec: TaskSpec) -> list[dict]:
+    if spec.task in SEQUENCE_TASKS:
+        logits = mean_over_windows(torch.stack(per_row), features.origin, len(examples))
+        return [_sequence_prediction(row, spec) for row in logits]
+    if spec.task == "tag":
+        tags = [["O"] * len(ex.words) for ex in examples]  # a word without tokens stays O
+        for r, ids in enumerate(per_row):
+            for k, w in enumerate(features.words[r]):
+                tags[features.origin[r]][w] = spec.labels[ids[k]]
+        return [{"tags": t, "entities": tags_to_spans(t) if spec.is_bio else []} for t in tags]
+    found: list[list] = [[] for _ in examples]
+    for r, (starts, ends, probs) in enumerate(per_row):
+        words = features.words[r]
+        best_p, best = probs[:, 1:].max(-1)
+        for s, e, p, label in zip(starts, ends, best_p.tolist(), best.tolist()):
+            if p >= spec.threshold:
+                found[features.origin[r]].append((int(words[s]), int(words[e]) + 1, spec.labels[label], p))
+    return [{"entities": sorted(spans)} for spans in found]
+
+
+def _sequence_prediction(logits: torch.Tensor, spec: TaskSpec) -> dict:
+    if spec.task == "regress":
+        return {"score": float(logits[0])}
+    if spec.task == "multilabel":
+        probs = logits.sigmoid().tolist()
+        limits = spec.thresholds or (spec.threshold,) * len(probs)
+        return {"labels": [x for x, p, t in zip(spec.labels, probs, limits) if p >= t],
+                "probabilities": dict(zip(spec.labels, probs))}
+    probs = logits.softmax(-1).tolist()
+    return {"label": spec.labels[int(np.argmax(probs))], "probabilities": dict(zip(spec.labels, probs))}
+
+
+# ------------------------------------------------------------------------------------- metrics
+
+
+def task_metrics(spec: TaskSpec, examples: Sequence, predictions: Sequence[dict], mode: str = "strict") -> dict:
+    """The task's metrics of predictions against the examples' labels. `mode` is seqeval's for BIO
+    tags: "strict" (IOB2) or "default" (conlleval)."""
+    task = spec.task
+    if task == "regress":
+        gold, pred = [float(ex.label) for ex in examples], [p["score"] for p in predictions]
+        return {"pearson": M.pearson(gold, pred), "spearman": M.spearman(gold, pred)}
+    if task == "multilabel":
+        gold = np.array([[x in ex.label for x in spec.labels] for ex in examples], dtype=np.int64)
+        pred = np.array([[x in p["labels"] for x in spec.labels] for p in predictions], dtype=np.int64)
+        return {"micro_f1": M.multilabel_f1(gold, pred, "micro"), "macro_f1": M.multilabel_f1(gold, pred, "macro")}
+    if task in SEQUENCE_TASKS:
+        gold, pred = [ex.label for ex in examples], [p["label"] for p in predictions]
+        return {"accuracy": M.accuracy(gold, pred), "macro_f1": M.macro_f1(gold, pred),
+                "mcc": M.matthews_corrcoef(gold, pred)}
+    if task == "tag" and not spec.is_bio:
+        gold = [t for ex in examples for t in ex.tags]
+        return {"accuracy": M.accuracy(gold, [t for p in predictions for t in p["tags"]])}
+    if task == "span":
+        return span_metrics(examples, predictions)
+    scores = M.entity_scores([list(ex.tags) for ex in examples], [p["tags"] for p in predictions], mode=mode)
+    result = {k: scores[k] for k in ("precision", "recall", "f1")} | {"per_type": scores["per_type"]}
+    if any(set(word_spans(ex)) != set(tags_to_spans(ex.tags)) for ex in examples):
+        # The gold spans nest (a span file read as BIO tags): score against all of them too.
+        result = span_metrics(examples, predictions) | {"bio_f1": scores["f1"]}
+    return result
+
+
+def span_metrics(examples: Sequence[WordExample], predictions: Sequence[dict]) -> dict:
+    """Span precision, recall and F1 against the examples' (possibly nested) spans, and the recall
+    on nested entities: those inside another entity or containing one."""
+    gold = [set(word_spans(ex)) for ex in examples]
+    pred = [{(s, e, label) for s, e, label, *_ in p["entities"]} for p in predictions]
+    nested = [{a for a in g if any(b != a and _overlaps(a, b) for b in g)} for g in gold]
+    scores = M.span_scores(gold, pred, subset=nested)
+    return {"precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],
+            "nested_recall": scores["subset"]["recall"], "nested_support": scores["subset"]["support"],
+            "per_type": scores["per_type"]}
+
+
+def _overlaps(a: tuple, b: tuple) -> bool:
+    """Nesting: one span lies inside the other (sharing a boundary allowed)."""
+    return (a[0] <= b[0] and b[1] <= a[1]) or (b[0] <= a[0] and a[1] <= b[1])
+
+
+# ------------------------------------------------------------------------------------ records
+
+
+def read_inputs(path: str, spec: TaskSpec, tokenizer: Tokenizer) -> tuple[list, bool]:
+    """Examples to predict, and whether their words came pre-split.
+
+    A .txt file holds one text per line (for pairs: text TAB second text); for word tasks its
+    words are found by the tokenizer's pre-tokenizer, with their character offsets. Other files
+    are read as in training, labels not needed.
+    """
+    from pathlib import Path
+    from .data.tasks import read_conll, read_span_jsonl, read_task_file
+    from .textfiles import read_lines
+    suffix = Path(path).suffix.lower()
+    if suffix == ".txt":
+        lines = [line for _, line in read_lines(path)]
+        if spec.task in SEQUENCE_TASKS:
+            return [TextExample(*line.split("\t", 1)) if spec.task == "pair" else TextExample(line)
+                    for line in lines], False
+        return [_split_words(line, tokenizer) for line in lines], False
+    if spec.task in SEQUENCE_TASKS:
+        unlabelled = {k: None for k in ("label_column", "label_field") if k in spec.reader}
+        unlabelled = unlabelled or {"label_field" if suffix in (".jsonl", ".jsonlines") else "label_column": None}
+        return read_task_file(path, spec.task, **{**spec.reader, **unlabelled}), False
+    if suffix in (".jsonl", ".jsonlines"):
+        return read_span_jsonl(path, **spec.reader), True
+    return read_conll(path, spec.reader.get("word_column", 0), tag_column=None, docstart=True), True
+
+
+def _split_words(text: str, tokenizer: Tokenizer) -> WordExample:
+    pieces = tokenizer.backend.pre_tokenizer.pre_tokenize_str(text)
+    return WordExample(tuple(w for w, _ in pieces), text=text, word_offsets=tuple(o for _, o in pieces))
+
+
+def prediction_record(example, prediction: dict, pre_split: bool = False) -> dict:
+    """The JSON object of one prediction: entities with character offsets into the example's text
+    (and word indices for pre-split input); other tasks as predicted."""
+    if isinstance(example, TextExample) or "entities" not in prediction:
+        return dict(prediction)
+    record = {k: v for k, v in prediction.items() if k != "entities"}
+    entities = []
+    for start, end, label, *prob in prediction["entities"]:
+        a, b = example.word_offsets[start][0], example.word_offsets[end - 1][1]
+        entity = {"start": a, "end": b, "label": label, "text": example.text[a:b]}
+        if pre_split:
+            entity["words"] = [start, end]
+        if prob:
+            entity["probability"] = round(prob[0], 6)
+        entities.append(entity)
+    record["entities"] = entities
+    return record

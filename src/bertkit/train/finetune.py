@@ -1,0 +1,242 @@
+"""Fine-tuning: task files -> a TaskModel trained by the one loop -> a model directory.
+
+setup (read, label set, features, model, what trains) -> fit (train.loop, dev metric every epoch,
+best weights kept, early stopping) -> save (encoder, head, tokenizer, task.json, dev metrics).
+
+Departures from the common recipes, each for a reason:
+- a text longer than the window is split into overlapping windows for training and prediction
+  rather than truncated (truncation only when asked for, and counted);
+- batches group similar lengths (no padding waste), with the order still shuffled every epoch;
+- for multi-label tasks, each label's sigmoid threshold is tuned on the dev set after training
+  (`tune_thresholds`), since rare labels rarely reach 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import metrics as M
+from ..data.features import GroupedBatches, collate
+from ..data.masking import IGNORE_INDEX
+from ..data.tasks import TASKS, LabelSet, WordExample, read_task_file, spans_to_bio, unseen_labels, word_spans
+from ..model import Encoder
+from ..predict import encode_examples, predict_examples, task_metrics
+from ..task_model import TaskModel, TaskSpec, save_task_model
+from ..tokenizer import Tokenizer
+from . import distributed
+from .loop import TrainConfig, fit
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    task: str = "classify"
+    model: str = ""  # a model directory (config.json + weights, tokenizer files)
+    train: str = ""
+    dev: str | None = None
+    out: str = "runs/finetune"
+    epochs: float = 3.0
+    batch_size: int = 32
+    reader: dict = field(default_factory=dict)  # options for the file reader (columns, fields, scheme)
+    labels: tuple[str, ...] = ()  # fixed label set; empty = the training file's labels
+    alignment: str = "first"
+    decoder: str = "greedy"
+    pooling: str = "cls"
+    max_span_width: int = 8
+    span_summary: str = "mean"
+    threshold: float = 0.5
+    tune_thresholds: bool = True
+    max_length: int = 512
+    stride: int = 128
+    overflow: str = "window"
+    dropout: float = 0.1
+    trainable_layers: int = -1  # -1: the whole encoder; 0: frozen encoder (the head only); k: the top k layers
+    layer_lr_decay: float = 1.0  # layer l of L learns at lr * decay^(L - l); embeddings at decay^L
+    class_weights: str = "none"  # "none" | "balanced"
+    entity_mode: str = "strict"  # seqeval mode for BIO metrics: "strict" (IOB2) | "default"
+    eval_batch_size: int = 64
+    warmup_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, not {self.task!r}")
+        if not self.model or not self.train:
+            raise ValueError("give a model directory (--model) and a training file (--train)")
+        if self.epochs <= 0 or self.batch_size <= 0:
+            raise ValueError("epochs and batch_size must be positive")
+        if self.class_weights not in ("none", "balanced"):
+            raise ValueError(f"class_weights must be 'none' or 'balanced', not {self.class_weights!r}")
+        if not 0 < self.layer_lr_decay <= 1:
+            raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
+        if self.entity_mode not in ("strict", "default"):
+            raise ValueError(f"entity_mode must be 'strict' or 'default', not {self.entity_mode!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+def read_examples(path: str, task: str, reader: dict) -> list:
+    """A task file's examples; a tag task reads span files too, as BIO tags of the outermost spans
+    (BIO cannot hold nesting: the dropped nested spans are reported)."""
+    examples = read_task_file(path, task, **reader)
+    if task != "tag" or not examples or examples[0].tags is not None:
+        return examples
+    tagged, dropped = [], 0
+    for ex in examples:
+        tags, n = spans_to_bio(ex.words, word_spans(ex))
+        tagged.append(replace(ex, tags=tuple(tags)))
+        dropped += n
+    print(f"note: {path}: BIO tags keep {sum(len(ex.spans) for ex in examples) - dropped} spans; "
+          f"{dropped} nested spans cannot be represented", file=sys.stderr)
+    return tagged
+
+
+def task_spec(config: FinetuneConfig, train_examples: list, dev_examples: list) -> TaskSpec:
+    """The spec of the model to train: the label set from the training data, checked against dev."""
+    labels = LabelSet.from_labels(config.labels) if config.labels else None
+    if config.task != "regress":
+        labels = labels or LabelSet.from_examples(train_examples)
+        unseen = unseen_labels(labels, dev_examples)
+        if unseen:
+            warnings.warn(f"{config.dev}: labels {unseen} do not occur in the training data; the model "
+                          "cannot predict them", stacklevel=2)
+    return TaskSpec(task=config.task, labels=labels.labels if labels else (), alignment=config.alignment,
+                    decoder=config.decoder, pooling=config.pooling, max_span_width=config.max_span_width,
+                    span_summary=config.span_summary, threshold=config.threshold, max_length=config.max_length,
+                    stride=config.stride, overflow=config.overflow, dropout=config.dropout, reader=dict(config.reader))
+
+
+def balanced_weights(features, spec: TaskSpec) -> torch.Tensor:
+    """n / (classes * count) per class (span tasks: class 0 is "no entity"), 1 for absent classes."""
+    if spec.task == "span":
+        from ..data.features import enumerate_spans
+        ids = np.concatenate([enumerate_spans([len(w)], spec.max_span_width, [t])["labels"].numpy()
+                              for w, t in zip(features.words, features.targets)])
+        classes = len(spec.labels) + 1
+    else:
+        ids = np.concatenate([np.atleast_1d(t) for t in features.targets]).astype(np.int64)
+        classes = len(spec.labels)
+    counts = np.bincount(ids[ids != IGNORE_INDEX], minlength=classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (classes * np.maximum(counts, 1)), 1.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def freeze(model: TaskModel, trainable_layers: int) -> None:
+    """Train only the head and the top `trainable_layers` encoder layers (-1: everything)."""
+    if trainable_layers < 0:
+        return
+    encoder = model.encoder
+    if trainable_layers > len(encoder.layers):
+        raise ValueError(f"trainable_layers {trainable_layers} exceeds the model's {len(encoder.layers)} layers")
+    frozen = [encoder.embeddings, *encoder.layers[:len(encoder.layers) - trainable_layers]]
+    frozen += [m for m in (encoder.pooler, encoder.mlm_head, encoder.nsp_head) if m is not None]
+    for module in frozen:
+        module.requires_grad_(False)
+
+
+def layer_scale(num_layers: int, decay: float):
+    """lr factor by parameter name: decay^(L - l) for layer l (1..L), decay^L for the embeddings,
+    1 for the head (Clark et al. 2020, ELECTRA's layer-wise learning-rate decay)."""
+    def scale(name: str) -> float:
+        if name.startswith("encoder.layers."):
+            return decay ** (num_layers - 1 - int(name.split(".")[2]))
+        return decay ** num_layers if name.startswith("encoder.embeddings.") else 1.0
+    return scale
+
+
+@dataclass
+class TaskSteps:
+    """The loop's step data: length-grouped batches, epoch after epoch; each rank its share of rows."""
+
+    features: object
+    task: str
+    pad_id: int
+    grouped: GroupedBatches
+    max_span_width: int = 8
+
+    def batches(self, step: int, rank: int, world: int) -> list[dict]:
+        per_epoch = self.grouped.steps_per_epoch
+        rows = self.grouped.epoch(step // per_epoch)[step % per_epoch]
+        if len(rows) < world:
+            raise ValueError(f"a batch of {len(rows)} rows cannot be split over {world} processes")
+        return [collate(self.features, rows[rank::world], self.task, self.pad_id, self.max_span_width)]
+
+
+def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False) -> dict:
+    """setup -> fit -> save. Returns the dev metrics of the saved (best) model; writes `config.out`:
+    the model directory, log.jsonl, loss.png, dev_metrics.json."""
+    distributed.init()
+    out = Path(config.out)
+    tokenizer = Tokenizer.from_pretrained(config.model)
+    train_examples = read_examples(config.train, config.task, config.reader)
+    dev_examples = read_examples(config.dev, config.task, config.reader) if config.dev else []
+    spec = task_spec(config, train_examples, dev_examples)
+    features = encode_examples(train_examples, tokenizer, spec)
+    dev_features = encode_examples(dev_examples, tokenizer, spec) if dev_examples else None
+    torch.manual_seed(train.seed)
+    encoder = Encoder.from_pretrained(config.model)
+    weights = balanced_weights(features, spec) if config.class_weights == "balanced" else None
+    model = TaskModel(encoder, spec, weights)
+    freeze(model, config.trainable_layers)
+    batches = GroupedBatches(features.lengths, config.batch_size, train.seed)
+    steps = max(1, round(config.epochs * batches.steps_per_epoch))
+    train = replace(train, max_steps=steps, eval_every=batches.steps_per_epoch,
+                    warmup_steps=round(config.warmup_ratio * steps),
+                    monitor=train.monitor or (spec.main_metric if dev_examples else None))
+    data = TaskSteps(features, spec.task, tokenizer.pad_id, batches, spec.max_span_width)
+    _report(config, spec, train_examples, features, steps, batches.steps_per_epoch)
+
+    def evaluate(m):
+        preds = predict_examples(m, tokenizer, dev_examples, config.eval_batch_size, train.precision, dev_features)
+        return _flat(task_metrics(spec, dev_examples, preds, config.entity_mode))
+
+    fit(model, data, train, out, resume=resume, evaluate=evaluate if dev_examples else None,
+        lr_scale=layer_scale(len(encoder.layers), config.layer_lr_decay) if config.layer_lr_decay < 1 else None)
+    if spec.task == "multilabel" and dev_examples and config.tune_thresholds:
+        model.spec = replace(spec, thresholds=tune_thresholds(model, tokenizer, dev_examples, config, train))
+    result = {}
+    if dev_examples:
+        preds = predict_examples(model, tokenizer, dev_examples, config.eval_batch_size, train.precision, dev_features)
+        result = task_metrics(model.spec, dev_examples, preds, config.entity_mode)
+    if distributed.rank() == 0:
+        save_task_model(model, tokenizer, out)
+        (out / "dev_metrics.json").write_text(json.dumps(result, indent=2))
+        (out / "finetune_config.json").write_text(json.dumps({"finetune": asdict(config), "train": asdict(train)},
+                                                             indent=2))
+    return result
+
+
+def tune_thresholds(model: TaskModel, tokenizer: Tokenizer, examples: list, config: FinetuneConfig,
+                    train: TrainConfig) -> tuple[float, ...]:
+    """Per label, the sigmoid threshold in 0.05..0.95 with the best F1 on `examples` (0.5 when the
+    label never occurs there)."""
+    preds = predict_examples(model, tokenizer, examples, config.eval_batch_size, train.precision)
+    probs = np.array([[p["probabilities"][x] for x in model.spec.labels] for p in preds])
+    gold = np.array([[x in ex.label for x in model.spec.labels] for ex in examples])
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    best = []
+    for j in range(len(model.spec.labels)):
+        if not gold[:, j].any():
+            best.append(config.threshold)
+            continue
+        f1 = [M.multilabel_f1(gold[:, j:j + 1].astype(int), (probs[:, j:j + 1] >= t).astype(int)) for t in grid]
+        best.append(float(grid[int(np.argmax(f1))]))
+    return tuple(best)
+
+
+def _flat(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _report(config: FinetuneConfig, spec: TaskSpec, examples: list, features, steps: int, per_epoch: int) -> None:
+    if distributed.rank() != 0:
+        return
+    windows = len(features) - len(examples)
+    print(json.dumps({"task": spec.task, "labels": len(spec.labels), "train_examples": len(examples),
+                      "rows": len(features), "extra_windows": windows, "steps": steps, "steps_per_epoch": per_epoch,
+                      "truncated": features.encoded.num_truncated}), file=sys.stderr)
