@@ -107,8 +107,8 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_total: Tensor):
-        grad_x, grad_w, grad_b = ctx.saved_tensors
-        return grad_x * grad_total, grad_w * grad_total, grad_b * grad_total, None, None
+        grad_x, grad_w, grad_b = ctx.saved_tensors  # used once: scaled in place, no (V, H) copy
+        return grad_x.mul_(grad_total), grad_w.mul_(grad_total), grad_b.mul_(grad_total), None, None
 
 
 class NSPHead(nn.Module):

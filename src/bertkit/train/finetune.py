@@ -81,9 +81,10 @@ class FinetuneConfig:
 
 
 def read_examples(path: str, task: str, reader: dict) -> list:
-    """A task file's examples; a tag task reads span files too, as BIO tags of the outermost spans
-    (BIO cannot hold nesting: the dropped nested spans are reported)."""
-    examples = read_task_file(path, task, **reader)
+    """A task file's examples (several files: comma-separated paths); a tag task reads span files
+    too, as BIO tags of the outermost spans (BIO cannot hold nesting: the dropped nested spans are
+    reported)."""
+    examples = [ex for one in str(path).split(",") for ex in read_task_file(one, task, **reader)]
     if task != "tag" or not examples or examples[0].tags is not None:
         return examples
     tagged, dropped = [], 0
