@@ -173,6 +173,8 @@ def read_inputs(path: str, spec: TaskSpec, tokenizer: Tokenizer) -> tuple[list, 
             return [TextExample(*line.split("\t", 1)) if spec.task == "pair" else TextExample(line)
                     for line in lines], False
         return [_split_words(line, tokenizer) for line in lines], False
+    if spec.task in SEQUENCE_TASKS and suffix == ".xml":
+        return read_task_file(path, spec.task), False
     if spec.task in SEQUENCE_TASKS:
         unlabelled = {k: None for k in ("label_column", "label_field") if k in spec.reader}
         unlabelled = unlabelled or {"label_field" if suffix in (".jsonl", ".jsonlines") else "label_column": None}
