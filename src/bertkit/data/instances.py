@@ -5,7 +5,8 @@ language sampling for multilingual corpora.
   of a document; B is the true continuation, or (half the time, and always when the chunk holds a
   single sentence) sentences from another document, whose unused sentences go back into the pool.
   Targets are max_length - 3 tokens, shorter with probability 0.1; an over-long pair loses tokens
-  from the longer segment, at the front or back at random (counted).
+  from the longer segment, at the front or back at random (counted). The pairs are written once
+  beside the corpus shards and read back memory-mapped, so a corpus larger than memory streams.
 - `pack_full_sentences` packs the corpus as RoBERTa's FULL-SENTENCES does: contiguous sentences
   fill each block, crossing document boundaries with a [SEP]. Departure from RoBERTa: so that no
   block is padded, a sentence that reaches the end of a block continues at the start of the next
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import atomic_write
 from .corpus import Corpus
 
 
@@ -50,42 +53,62 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.G
 def sentence_pairs(corpus: Corpus, cls_id: int, sep_id: int, max_length: int = 128,
                    short_seq_prob: float = 0.1, seed: int = 0) -> SentencePairs:
     """BERT's NSP instances from every document of `corpus` (a one-sentence chunk always gets a
-    random B, as in BERT)."""
+    random B, as in BERT), built once into corpus.folder/pairs-.../ and memory-mapped from there.
+    Under torch.distributed let one rank build them first (the others then only read)."""
+    folder = corpus.folder / f"pairs-{max_length}-{short_seq_prob}-{seed}-{cls_id}-{sep_id}"
+    if not (folder / "index.npz").exists():
+        _write_pairs(corpus, cls_id, sep_id, max_length, short_seq_prob, seed, folder)
+    index = np.load(folder / "index.npz")
+    ids = np.memmap(folder / "ids.bin", dtype=np.int32, mode="r") if index["starts"][-1] else np.zeros(0, np.int32)
+    return SentencePairs(ids, index["starts"], index["a_lengths"], index["is_random_next"], int(index["truncated"]))
+
+
+def _write_pairs(corpus: Corpus, cls_id: int, sep_id: int, max_length: int, short_seq_prob: float, seed: int,
+                 folder: Path) -> None:
+    """Stream the pairs' tokens to folder/ids.bin; the per-pair index goes to folder/index.npz."""
     rng = np.random.default_rng(seed)
     max_tokens = max_length - 3
-    rows, a_lengths, labels, truncated = [], [], [], 0
+    starts, a_lengths, labels, truncated = [0], [], [], 0
     documents = [d for d in range(corpus.num_documents) if len(corpus.document(d)) > 0]
-    for d in documents:
-        sentences = corpus.document(d)
-        target = int(rng.integers(2, max_tokens + 1)) if rng.random() < short_seq_prob else max_tokens
-        chunk: list[int] = []
-        length, i = 0, 0
-        while i < len(sentences):
-            chunk.append(sentences[i])
-            length += len(corpus.sentence(sentences[i]))
-            if i == len(sentences) - 1 or length >= target:
-                a_end = 1 if len(chunk) == 1 else int(rng.integers(1, len(chunk)))
-                a = [t for s in chunk[:a_end] for t in corpus.sentence(s).tolist()]
-                random_next = len(chunk) == 1 or rng.random() < 0.5
-                if random_next and len(documents) > 1:
-                    b = _random_segment(corpus, documents, d, target - len(a), rng)
-                    i -= len(chunk) - a_end  # the unused sentences are not wasted
-                else:
-                    random_next = False
-                    b = [t for s in chunk[a_end:] for t in corpus.sentence(s).tolist()]
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_write(folder / "ids.bin") as tmp, open(tmp, "wb") as out:
+        for d in documents:
+            for a, b, random_next in _document_pairs(corpus, documents, d, max_tokens, short_seq_prob, rng):
                 truncated += _truncate_pair(a, b, max_tokens, rng)
                 if a and b:
-                    rows.append([cls_id, *a, sep_id, *b, sep_id])
+                    np.asarray([cls_id, *a, sep_id, *b, sep_id], dtype=np.int32).tofile(out)
+                    starts.append(starts[-1] + len(a) + len(b) + 3)
                     a_lengths.append(len(a) + 2)
                     labels.append(random_next)
-                chunk, length = [], 0
-                target = int(rng.integers(2, max_tokens + 1)) if rng.random() < short_seq_prob else max_tokens
-            i += 1
-    starts = np.zeros(len(rows) + 1, dtype=np.int64)
-    starts[1:] = np.cumsum([len(r) for r in rows])
-    ids = np.fromiter((t for r in rows for t in r), dtype=np.int32, count=int(starts[-1]))
-    return SentencePairs(ids, starts, np.asarray(a_lengths, dtype=np.int64), np.asarray(labels, dtype=bool),
-                         truncated)
+    with atomic_write(folder / "index.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, starts=np.asarray(starts, dtype=np.int64), a_lengths=np.asarray(a_lengths, dtype=np.int64),
+                 is_random_next=np.asarray(labels, dtype=bool), truncated=truncated)
+
+
+def _document_pairs(corpus: Corpus, documents: list[int], d: int, max_tokens: int, short_seq_prob: float,
+                    rng: np.random.Generator):
+    """Yield (A tokens, B tokens, B is random) for the chunks of document d, as BERT cuts them."""
+    sentences = corpus.document(d)
+    target = int(rng.integers(2, max_tokens + 1)) if rng.random() < short_seq_prob else max_tokens
+    chunk: list[int] = []
+    length, i = 0, 0
+    while i < len(sentences):
+        chunk.append(sentences[i])
+        length += len(corpus.sentence(sentences[i]))
+        if i == len(sentences) - 1 or length >= target:
+            a_end = 1 if len(chunk) == 1 else int(rng.integers(1, len(chunk)))
+            a = [t for s in chunk[:a_end] for t in corpus.sentence(s).tolist()]
+            random_next = len(chunk) == 1 or rng.random() < 0.5
+            if random_next and len(documents) > 1:
+                b = _random_segment(corpus, documents, d, target - len(a), rng)
+                i -= len(chunk) - a_end  # the unused sentences are not wasted
+            else:
+                random_next = False
+                b = [t for s in chunk[a_end:] for t in corpus.sentence(s).tolist()]
+            yield a, b, random_next
+            chunk, length = [], 0
+            target = int(rng.integers(2, max_tokens + 1)) if rng.random() < short_seq_prob else max_tokens
+        i += 1
 
 
 def _random_segment(corpus: Corpus, documents: list[int], current: int, target: int,

@@ -187,6 +187,9 @@ def training_data(config: PretrainConfig, tokenizer: Tokenizer, seed: int) -> tu
             raise ValueError(f"next-sentence prediction needs at least 2 documents for its random B "
                              f"segments; the corpus has {corpus.num_documents}: give several files, or "
                              "--pretrain.documents=blank_line to make each paragraph block a document")
+        if distributed.rank() == 0:  # built once, beside the corpus shards; the other ranks read them
+            sentence_pairs(corpus, cls_id, sep_id, config.max_length, seed=seed)
+        distributed.barrier()
         pairs = sentence_pairs(corpus, cls_id, sep_id, config.max_length, seed=seed)
         report = {"pairs": len(pairs), "random_next": float(pairs.is_random_next.mean()),
                   "truncated_pairs": pairs.truncated, **corpus.stats}
