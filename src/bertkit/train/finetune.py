@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .. import metrics as M
-from ..data.features import GroupedBatches, collate
+from ..data.features import SEQUENCE_TASKS, GroupedBatches, collate
 from ..data.masking import IGNORE_INDEX
 from ..data.tasks import TASKS, LabelSet, WordExample, read_task_file, spans_to_bio, unseen_labels, word_spans
 from ..model import Encoder
@@ -84,6 +84,10 @@ def read_examples(path: str, task: str, reader: dict) -> list:
     """A task file's examples (several files: comma-separated paths); a tag task reads span files
     too, as BIO tags of the outermost spans (BIO cannot hold nesting: the dropped nested spans are
     reported)."""
+    tables = [one for one in str(path).split(",") if Path(one).suffix.lower() not in (".jsonl", ".jsonlines", ".xml")]
+    if task in SEQUENCE_TASKS and tables and "text_column" not in reader:
+        raise ValueError(f"{tables[0]}: which column holds the text? Pass --text-column and --label-column "
+                         "(names from the header, or 0-based indices), or finetune.reader.text_column in a recipe")
     examples = [ex for one in str(path).split(",") for ex in read_task_file(one, task, **reader)]
     if task != "tag" or not examples or examples[0].tags is not None:
         return examples

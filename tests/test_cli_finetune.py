@@ -1,0 +1,122 @@
+"""Smoke runs of `bertkit finetune`, `predict` and `evaluate` on a tiny model, and their input errors."""
+
+import json
+
+import pytest
+
+from bertkit.cli import main
+
+from tiny_task_data import conll, lines_head, tiny  # noqa: F401 (conll, tiny: fixtures)
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def sst2(tmp_path_factory, data_dir):
+    folder = tmp_path_factory.mktemp("sst2")
+    return (lines_head(data_dir / "sst2" / "train.tsv", folder / "train.tsv", 33),
+            lines_head(data_dir / "sst2" / "dev.tsv", folder / "dev.tsv", 17))
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny, sst2, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sst2-model")
+    code = main(["finetune", "classify", "--model", str(tiny), "--train", str(sst2[0]), "--dev", str(sst2[1]),
+                 "--text-column", "sentence", "--label-column", "label", "--out", str(out), "--epochs", "1",
+                 "--batch-size", "16", "--dtype", "fp32", "--finetune.max_length=64", "--finetune.stride=16"])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def tagger(tiny, conll, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ner-model")
+    code = main(["finetune", "tag", "--model", str(tiny), "--train", str(conll[0]), "--out", str(out),
+                 "--epochs", "1", "--batch-size", "16", "--lr", "1e-3", "--dtype", "fp32",
+                 "--finetune.max_length=128", "--finetune.stride=32"])
+    assert code == 0
+    return out
+
+
+def test_finetune_classify_writes_a_model_and_its_log(classifier):
+    names = {p.name for p in classifier.iterdir()}
+    assert {"config.json", "model.safetensors", "task.json", "task_head.safetensors", "tokenizer.json",
+            "log.jsonl", "dev_metrics.json"} <= names
+    assert json.loads((classifier / "task.json").read_text())["labels"] == ["0", "1"]
+
+
+def test_predict_text_lines_gives_labels_and_probabilities(capsys, classifier, tmp_path):
+    (tmp_path / "in.txt").write_text("a gorgeous, witty film\nthe plot is a mess\n\ndull\n", encoding="utf-8")
+    code, _, err = run(capsys, "predict", "--model", classifier, "--input", tmp_path / "in.txt",
+                       "--output", tmp_path / "out.jsonl", "--dtype", "fp32")
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert code == 0 and "wrote 4 predictions" in err and len(records) == 4  # one per line, the empty one too
+    for record in records:
+        assert record["label"] in ("0", "1") and set(record["probabilities"]) == {"0", "1"}
+        assert sum(record["probabilities"].values()) == pytest.approx(1.0)
+        assert record["label"] == max(record["probabilities"], key=record["probabilities"].get)
+
+
+def test_evaluate_repeats_the_dev_metrics(capsys, classifier, sst2):
+    code, out, _ = run(capsys, "evaluate", "--model", classifier, "--data", sst2[1], "--dtype", "fp32")
+    metrics = json.loads(out)
+    assert code == 0 and set(metrics) == {"accuracy", "macro_f1", "mcc"}
+    assert metrics == pytest.approx(json.loads((classifier / "dev_metrics.json").read_text()))
+
+
+def test_predict_text_gives_entities_with_character_offsets(capsys, tagger, tmp_path):
+    lines = ["Peter Blackburn went to Brussels, Belgium (U.S.A.) yesterday.",
+             "EU rejects German call to boycott British lamb.", "Zürich's café-owners met Ms. O'Neil."]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, _, _ = run(capsys, "predict", "--model", tagger, "--input", tmp_path / "in.txt",
+                     "--output", tmp_path / "out.jsonl", "--dtype", "fp32")
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert code == 0 and len(records) == 3
+    entities = [(text, e) for text, record in zip(lines, records) for e in record["entities"]]
+    assert entities, "the tiny model predicted no entity; nothing to check"
+    for text, entity in entities:
+        assert text[entity["start"]:entity["end"]] == entity["text"] != ""
+        assert entity["label"] in ("LOC", "MISC", "ORG", "PER") and "words" not in entity
+
+
+def test_predict_conll_gives_word_indices_too(capsys, tagger, conll, tmp_path):
+    from bertkit.data.tasks import read_conll
+    code, _, _ = run(capsys, "predict", "--model", tagger, "--input", conll[1], "--output", tmp_path / "out.jsonl",
+                     "--dtype", "fp32")
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    sentences = read_conll(conll[1])
+    assert code == 0 and len(records) == len(sentences)
+    checked = 0
+    for sentence, record in zip(sentences, records):
+        assert len(record["tags"]) == len(sentence.words)
+        for entity in record["entities"]:
+            first, end = entity["words"]
+            assert entity["text"] == " ".join(sentence.words[first:end]) == sentence.text[entity["start"]:entity["end"]]
+            checked += 1
+    assert checked
+
+
+def test_bad_input_names_the_file_and_line(capsys, tagger, tmp_path):
+    (tmp_path / "bad.conll").write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP\n")
+    for command in (["predict", "--input", tmp_path / "bad.conll", "--output", tmp_path / "o.jsonl"],
+                    ["evaluate", "--data", tmp_path / "bad.conll"]):
+        code, _, err = run(capsys, command[0], "--model", tagger, *command[1:])
+        assert code == 2 and "bad.conll:2: 3 columns; expected 4" in err
+    code, _, err = run(capsys, "predict", "--model", tagger, "--input", tmp_path / "missing.txt",
+                       "--output", tmp_path / "o.jsonl")
+    assert code == 2 and "missing.txt: no such file" in err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_finetune_errors_speak_to_the_user(capsys, tiny, sst2, tmp_path):
+    code, _, err = run(capsys, "finetune", "classify", "--model", tiny, "--train", sst2[0], "--out", tmp_path)
+    assert code == 2 and "train.tsv: which column holds the text? Pass --text-column" in err
+    code, _, err = run(capsys, "finetune", "tag", "--model", tiny, "--train", tmp_path / "missing.txt",
+                       "--out", tmp_path)
+    assert code == 2 and "missing.txt: no such file" in err
+    code, _, err = run(capsys, "predict", "--model", tiny, "--input", sst2[1], "--output", tmp_path / "o.jsonl")
+    assert code == 2 and "no task.json" in err

@@ -1,0 +1,123 @@
+"""TaskModel: word pooling, subword labels, spec checks, and its directory (save, load, transformers)."""
+
+import pytest
+import torch
+
+from bertkit import Encoder, Tokenizer, preset
+from bertkit.data.features import collate, word_features
+from bertkit.data.masking import IGNORE_INDEX
+from bertkit.data.tasks import LabelSet, WordExample, read_conll, read_table
+from bertkit.predict import encode_examples, predict_examples
+from bertkit.task_model import TaskModel, TaskSpec, load_task_model, pool_words, save_task_model, token_labels
+
+IG = IGNORE_INDEX
+
+
+@pytest.fixture(scope="module")
+def tokenizer(minilm_dir):
+    return Tokenizer.from_pretrained(minilm_dir)
+
+
+def tiny_encoder(tokenizer) -> Encoder:
+    torch.manual_seed(0)
+    return Encoder(preset("tiny", hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2,
+                          vocab_size=tokenizer.vocab_size))
+
+
+def test_pool_words_first_and_mean_by_hand():
+    values = torch.tensor([[[0.0, 0.0], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [9.0, 9.0]]])  # (1, 5, 2)
+    mean = pool_words(values, torch.tensor([[-1, 0, 0, 1, -1]]), num_words=3)
+    first = pool_words(values, torch.tensor([[-1, 0, -1, 1, -1]]), num_words=3)
+    assert mean.tolist() == [[[2.0, 3.0], [5.0, 6.0], [0.0, 0.0]]]  # a third, absent word pools to zeros
+    assert first.tolist() == [[[1.0, 2.0], [5.0, 6.0], [0.0, 0.0]]]
+
+
+def test_word_vectors_from_real_subwords(tokenizer):
+    example = WordExample(("unaffable", "cats", "purr"), ("O", "O", "O"))
+    tokens = tokenizer.encode([list(example.words)], split_into_words=True).rows[0]
+    positions = [[t for t, w in enumerate(tokens.word_ids) if w == i] for i in range(3)]
+    assert len(positions[0]) > 1  # the test needs a word of several subwords
+    values = torch.arange(len(tokens.ids), dtype=torch.float32)[None, :, None]  # token t has value t
+    for alignment, expected in (("first", [p[0] for p in positions]),
+                                ("mean", [sum(p) / len(p) for p in positions])):
+        features = word_features([example], tokenizer, "tag", LabelSet(("O",)), 64, "window", 8, alignment)
+        batch = collate(features, [0], "tag", tokenizer.pad_id)
+        assert pool_words(values, batch["slots"], 3).flatten().tolist() == pytest.approx(expected)
+
+
+def test_later_subwords_of_a_b_word_learn_i(tokenizer):
+    spec = TaskSpec("tag", ("B-PER", "I-PER", "O"), alignment="every")
+    continuation = TaskModel(tiny_encoder(tokenizer), spec).continuation
+    slots = torch.tensor([[-1, 0, 0, 0, 1, 1, 2, -1]])
+    words = torch.tensor([[0, 1, IG]])  # B-PER, I-PER, an unknown label
+    assert token_labels(words, slots, continuation).tolist() == [[IG, 0, 1, 1, 1, 1, IG, IG]]
+    assert token_labels(torch.tensor([[2, 0]]), torch.tensor([[-1, 0, 0, 1, -1, -1]]),
+                        continuation).tolist() == [[IG, 2, 2, 0, IG, IG]]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"task": "tag", "decoder": "crf", "alignment": "every"}, "CRF runs over words"),
+    ({"task": "span", "decoder": "crf"}, "use it with the tag task"),
+    ({"task": "tag", "alignment": "last"}, "alignment must be one of"),
+    ({"task": "tagging"}, "task must be one of"),
+    ({"task": "classify", "labels": ()}, "needs labels"),
+    ({"task": "multilabel", "threshold": 1.0}, "threshold must be in"),
+])
+def test_task_spec_refuses_what_cannot_work(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TaskSpec(**{"labels": ("B-X", "I-X", "O"), **changes})
+
+
+def randomise(model: TaskModel) -> TaskModel:
+    """Heads far from their near-zero initialisation, so predictions differ between inputs."""
+    torch.manual_seed(1)
+    for module in (model.head, model.crf):
+        for p in (module.parameters() if module is not None else ()):
+            torch.nn.init.normal_(p, std=1.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def sentences(data_dir):
+    return read_conll(data_dir / "conll2003" / "eng.testa")[:24]
+
+
+@pytest.mark.parametrize("spec", [TaskSpec("classify", ("0", "1"), max_length=32, stride=8),
+                                  TaskSpec("tag", ("B-LOC", "B-PER", "I-LOC", "I-PER", "O"), decoder="crf",
+                                           max_length=16, stride=4),
+                                  TaskSpec("span", ("LOC", "PER"), max_span_width=3, threshold=0.3,
+                                           span_summary="attention", max_length=16, stride=4)],
+                         ids=lambda s: s.task)
+def test_saved_model_predicts_the_same(spec, tokenizer, sentences, data_dir, tmp_path):
+    examples = (read_table(data_dir / "sst2" / "dev.tsv", "sentence", "label")[:24] if spec.task == "classify"
+                else sentences)
+    model = randomise(TaskModel(tiny_encoder(tokenizer), spec))
+    before = predict_examples(model, tokenizer, examples, batch_size=8, precision="fp32")
+    save_task_model(model, tokenizer, tmp_path)
+    loaded = load_task_model(tmp_path)
+    after = predict_examples(loaded, Tokenizer.from_pretrained(tmp_path), examples, batch_size=8, precision="fp32")
+    assert loaded.spec == spec and after == before
+    if spec.task == "classify":
+        assert len({p["probabilities"]["1"] for p in before}) == len(examples)
+    else:
+        assert sum(len(p["entities"]) for p in before) > 0
+
+
+def test_loading_a_plain_encoder_directory_says_what_is_missing(tokenizer, tmp_path):
+    tiny_encoder(tokenizer).save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no task.json; this is not a fine-tuned"):
+        load_task_model(tmp_path)
+
+
+def test_transformers_loads_the_saved_encoder(tokenizer, sentences, tmp_path):
+    from transformers import AutoModel
+    model = randomise(TaskModel(tiny_encoder(tokenizer), TaskSpec("tag", ("B-PER", "I-PER", "O"))))
+    save_task_model(model, tokenizer, tmp_path)
+    reference = AutoModel.from_pretrained(tmp_path).eval()
+    spec = TaskSpec("tag", ("B-PER", "I-PER", "O"), max_length=64, stride=8)
+    batch = collate(encode_examples(sentences[:8], tokenizer, spec), list(range(8)), "tag", tokenizer.pad_id)
+    with torch.no_grad():
+        ours = model.encoder(batch["input_ids"], batch["attention_mask"]).last_hidden_state
+        theirs = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    real = batch["attention_mask"].bool()
+    assert (ours[real] - theirs[real]).abs().max() < 1e-5
