@@ -123,6 +123,11 @@ def test_collate_counts_labelled_items(tokenizer):
     assert batch["labels"].tolist() == [[0, 1, 2], [2, IGNORE_INDEX, IGNORE_INDEX]]
     assert batch["word_mask"].tolist() == [[True] * 3, [True, True, False]] and batch["counts"] == {"loss": 4}
 
+    split = [WordExample(("Peter", "Vanderkerckhovenberg", "spoke"), ("B-PER", "I-PER", "O"))]
+    every = word_features(split, tokenizer, "tag", tags, 32, "window", 8, alignment="every")
+    tokens = len(tokenizer.tokens("Peter Vanderkerckhovenberg spoke")) - 2  # every subword of a labelled word
+    assert tokens > 3 and collate(every, [0], "tag", tokenizer.pad_id, token_level=True)["counts"] == {"loss": tokens}
+
 
 def test_unlabelled_rows_have_no_targets(tokenizer):
     features = sequence_features([TextExample("no label here")], tokenizer, "classify", LabelSet(("a",)), 32,

@@ -166,3 +166,8 @@ def test_dev_labels_unseen_in_training_are_warned_about(tiny, tmp_path):
     with pytest.warns(UserWarning, match=r"dev.txt: labels \['B-LOC', 'I-LOC'\] do not occur in the training"):
         result = finetune(config, quiet())
     assert not math.isnan(result["f1"])
+
+
+def test_patience_alone_monitors_the_task_metric(tiny, conll, tmp_path):
+    finetune(tag_config(tiny, conll, tmp_path, epochs=4, batch_size=32), quiet(lr=1e-12, patience=1))
+    assert [r["step"] for r in records(tmp_path) if "eval_f1" in r] == [1, 3]  # f1, the tag task's metric

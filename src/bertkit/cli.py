@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                    ".txt with one text per line")
     p.add_argument("--output", required=True, help="JSON lines: labels and probabilities, or entities with "
                    "character offsets")
+    p.add_argument("--input-format", default="auto", choices=["auto", "lines", "file"],
+                   help="lines: one text per line; file: the training file's format; auto: lines for .txt")
     p.add_argument("--batch-size", type=int, default=64)
     _precision_arg(p)
 
@@ -276,7 +278,7 @@ def cmd_predict(args) -> None:
     from bertkit.tokenizer import Tokenizer
     model = load_task_model(args.model)
     tokenizer = Tokenizer.from_pretrained(args.model)
-    examples, pre_split = read_inputs(args.input, model.spec, tokenizer)
+    examples, pre_split = read_inputs(args.input, model.spec, tokenizer, args.input_format)
     predictions = predict_examples(model, tokenizer, examples, args.batch_size, args.dtype, progress=True)
     with atomic_write(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for example, prediction in zip(examples, predictions):

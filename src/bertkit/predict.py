@@ -156,18 +156,21 @@ def _overlaps(a: tuple, b: tuple) -> bool:
 # ------------------------------------------------------------------------------------ records
 
 
-def read_inputs(path: str, spec: TaskSpec, tokenizer: Tokenizer) -> tuple[list, bool]:
+def read_inputs(path: str, spec: TaskSpec, tokenizer: Tokenizer, input_format: str = "auto") -> tuple[list, bool]:
     """Examples to predict, and whether their words came pre-split.
 
-    A .txt file holds one text per line (for pairs: text TAB second text); for word tasks its
-    words are found by the tokenizer's pre-tokenizer, with their character offsets. Other files
-    are read as in training, labels not needed.
+    `input_format="lines"` (the default for .txt files): one text per line (for pairs: text TAB
+    second text); for word tasks its words are found by the tokenizer's pre-tokenizer, with their
+    character offsets. `"file"` (the default for other files): read as in training, labels not
+    needed; use it for a CoNLL file named .txt.
     """
     from pathlib import Path
     from .data.tasks import read_conll, read_span_jsonl, read_task_file
     from .textfiles import read_lines
     suffix = Path(path).suffix.lower()
-    if suffix == ".txt":
+    if input_format not in ("auto", "lines", "file"):
+        raise ValueError(f"input_format must be 'auto', 'lines' or 'file', not {input_format!r}")
+    if input_format == "lines" or (input_format == "auto" and suffix == ".txt"):
         lines = [line for _, line in read_lines(path)]
         if spec.task in SEQUENCE_TASKS:
             return [TextExample(*line.split("\t", 1)) if spec.task == "pair" else TextExample(line)

@@ -161,8 +161,10 @@ def in_length_order(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collate(features: Features, rows: Sequence[int], task: str, pad_id: int, max_span_width: int = 0) -> dict:
-    """A right-padded batch of rows with their targets and "counts" (items each loss sums over)."""
+def collate(features: Features, rows: Sequence[int], task: str, pad_id: int, max_span_width: int = 0,
+            token_level: bool = False) -> dict:
+    """A right-padded batch of rows with their targets and "counts" (items each loss sums over:
+    rows, words, spans, or with `token_level` the subword tokens of labelled words)."""
     batch = features.encoded.tensors(rows, pad_id=pad_id)
     targets = [features.targets[r] for r in rows]
     labelled = all(t is not None for t in targets)
@@ -187,7 +189,10 @@ def collate(features: Features, rows: Sequence[int], task: str, pad_id: int, max
         for i, t in enumerate(targets):
             tags[i, :len(t)] = t
         batch["labels"] = torch.from_numpy(tags)
-    if labelled:
+    if labelled and token_level:
+        batch["counts"] = {"loss": sum(int(((features.slots[r] >= 0) & (t[features.slots[r].clip(0)] != IGNORE_INDEX)).sum())
+                                       for r, t in zip(rows, targets) if len(t))}
+    elif labelled:
         batch["counts"] = {"loss": int((batch["labels"] != IGNORE_INDEX).sum())}
     return batch
 

@@ -53,7 +53,7 @@ class FinetuneConfig:
     threshold: float = 0.5
     tune_thresholds: bool = True
     max_length: int = 512
-    stride: int = 128
+    stride: int | None = None  # tokens shared by neighbouring windows; None = a quarter of max_length
     overflow: str = "window"
     dropout: float = 0.1
     trainable_layers: int = -1  # -1: the whole encoder; 0: frozen encoder (the head only); k: the top k layers
@@ -110,10 +110,11 @@ def task_spec(config: FinetuneConfig, train_examples: list, dev_examples: list) 
         if unseen:
             warnings.warn(f"{config.dev}: labels {unseen} do not occur in the training data; the model "
                           "cannot predict them", stacklevel=2)
+    stride = config.max_length // 4 if config.stride is None else config.stride
     return TaskSpec(task=config.task, labels=labels.labels if labels else (), alignment=config.alignment,
                     decoder=config.decoder, pooling=config.pooling, max_span_width=config.max_span_width,
                     span_summary=config.span_summary, threshold=config.threshold, max_length=config.max_length,
-                    stride=config.stride, overflow=config.overflow, dropout=config.dropout, reader=dict(config.reader))
+                    stride=stride, overflow=config.overflow, dropout=config.dropout, reader=dict(config.reader))
 
 
 def balanced_weights(features, spec: TaskSpec) -> torch.Tensor:
@@ -163,13 +164,15 @@ class TaskSteps:
     pad_id: int
     grouped: GroupedBatches
     max_span_width: int = 8
+    token_level: bool = False  # the loss sums over subword tokens (tag task, alignment "every")
 
     def batches(self, step: int, rank: int, world: int) -> list[dict]:
         per_epoch = self.grouped.steps_per_epoch
         rows = self.grouped.epoch(step // per_epoch)[step % per_epoch]
         if len(rows) < world:
             raise ValueError(f"a batch of {len(rows)} rows cannot be split over {world} processes")
-        return [collate(self.features, rows[rank::world], self.task, self.pad_id, self.max_span_width)]
+        return [collate(self.features, rows[rank::world], self.task, self.pad_id, self.max_span_width,
+                        self.token_level)]
 
 
 def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False) -> dict:
@@ -193,7 +196,8 @@ def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False) -
     train = replace(train, max_steps=steps, eval_every=batches.steps_per_epoch,
                     warmup_steps=round(config.warmup_ratio * steps),
                     monitor=train.monitor or (spec.main_metric if dev_examples else None))
-    data = TaskSteps(features, spec.task, tokenizer.pad_id, batches, spec.max_span_width)
+    data = TaskSteps(features, spec.task, tokenizer.pad_id, batches, spec.max_span_width,
+                     token_level=spec.task == "tag" and spec.alignment == "every")
     _report(config, spec, train_examples, features, steps, batches.steps_per_epoch)
 
     def evaluate(m):

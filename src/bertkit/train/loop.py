@@ -71,8 +71,8 @@ class TrainConfig:
             raise ValueError("keep_checkpoints must be at least 1")
         if self.strategy not in ("ddp", "fsdp"):
             raise ValueError(f"strategy must be 'ddp' or 'fsdp', not {self.strategy!r}")
-        if self.patience < 0 or (self.patience and not self.monitor):
-            raise ValueError("patience (early stopping) needs a metric to monitor and must be >= 0")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -142,6 +142,8 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     Writes out/log.jsonl (one record per log step and evaluation) and out/checkpoints/.
     """
     out = Path(out)
+    if config.patience and not (config.monitor and evaluate):
+        raise ValueError("early stopping (patience) needs an evaluation and a metric to monitor (train.monitor)")
     out.mkdir(parents=True, exist_ok=True)
     rank, world = distributed.rank(), distributed.world_size()
     torch.manual_seed(config.seed + rank)
