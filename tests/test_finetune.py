@@ -65,7 +65,13 @@ def test_tag_metrics_equal_seqeval(two_epochs, conll):
     default = task_metrics(model.spec, dev, predictions, mode="default")["f1"]
     assert strict == pytest.approx(f1_score(gold, pred, mode="strict", scheme=IOB2), abs=1e-12)
     assert default == pytest.approx(f1_score(gold, pred), abs=1e-12)
-    assert strict != default  # the predictions hold entities that start with I-, which the modes read differently
+    assert strict == pytest.approx(default, abs=1e-12)  # greedy tags are repaired to valid BIO, read alike
+
+
+def test_greedy_tags_are_repaired_to_valid_bio():
+    from bertkit.predict import repair_bio
+    assert repair_bio(["I-PER", "I-PER", "O", "I-LOC", "B-ORG", "I-LOC", "I-LOC"]) == \
+        ["B-PER", "I-PER", "O", "B-LOC", "B-ORG", "B-LOC", "I-LOC"]
 
 
 def encoder_state(path) -> dict[str, torch.Tensor]:
@@ -147,7 +153,7 @@ def test_pair_task_needs_a_second_text(tiny, data_dir, tmp_path):
     train = lines_head(data_dir / "sst2" / "train.tsv", tmp_path / "train.tsv", 9)
     config = FinetuneConfig(task="pair", model=str(tiny), train=str(train), out=str(tmp_path),
                             reader={"text_column": "sentence", "label_column": "label"})
-    with pytest.raises(ValueError, match=r"train.tsv:2: a pair task needs a second text"):
+    with pytest.raises(ValueError, match=r"train.tsv:2: no second text here, but the pair task needs one"):
         finetune(config, quiet())
 
 

@@ -137,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file")
     p.add_argument("--model", required=True, help="a directory written by bertkit finetune")
     p.add_argument("--data", required=True, help="labelled file in the training format")
-    p.add_argument("--entity-mode", default="strict", choices=["strict", "default"],
-                   help="BIO entity matching: seqeval strict IOB2 (default) or its default (conlleval) mode")
+    p.add_argument("--entity-mode", choices=["strict", "default"],
+                   help="BIO entity matching: seqeval strict IOB2 or its default (conlleval) mode (default: "
+                        "the mode the model was trained with)")
     p.add_argument("--batch-size", type=int, default=64)
     _precision_arg(p)
 
@@ -261,6 +262,12 @@ def cmd_finetune(args, overrides: list[str]) -> None:
     direct = {"finetune": {"task": task, "model": args.model, "train": args.train, "dev": args.dev, "out": args.out,
                            "epochs": args.epochs, "batch_size": args.batch_size, "decoder": args.decoder},
               "train": {"lr": args.lr, "seed": args.seed, "precision": args.dtype}}
+    if args.config:
+        import yaml
+        recipe_task = ((yaml.safe_load(open(args.config)) or {}).get("finetune") or {}).get("task")
+        if recipe_task and recipe_task != task:
+            raise ValueError(f"{args.config} is a {recipe_task} recipe, but the command says {task}: "
+                             + ("add --multi-label" if recipe_task == "multilabel" else f"use bertkit finetune {recipe_task}"))
     sections = load_sections(args.config, {"finetune": FinetuneConfig, "train": TrainConfig}, overrides, direct)
     config = sections["finetune"]
     if reader:

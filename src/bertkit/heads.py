@@ -80,10 +80,10 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):
             w, b = weight.to(dtype), bias.to(dtype)
-            needs_grad = ctx.needs_input_grad
-            grad_x = torch.empty_like(x)
-            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
-            grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=x.device)
+            needs_grad = any(ctx.needs_input_grad[:3])
+            grad_x = torch.empty_like(x) if needs_grad else None
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if needs_grad else None
+            grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=x.device) if needs_grad else None
             total = torch.zeros((), dtype=torch.float32, device=x.device)
             rows = max(1, _CHUNK_BYTES // (4 * weight.shape[0]))
             for start in range(0, x.shape[0], rows):
@@ -91,7 +91,7 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
                 logits = torch.addmm(b, xc, w.t()).float()  # (C, V)
                 lse = torch.logsumexp(logits, dim=-1)  # (C,)
                 total += (lse - logits.gather(1, yc[:, None]).squeeze(1)).sum()
-                if not any(needs_grad[:3]):
+                if not needs_grad:  # evaluation: the loss alone
                     continue
                 grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
                 grad[torch.arange(len(yc), device=x.device), yc] -= 1
@@ -102,12 +102,14 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
                 else:  # accumulate the chunks' bf16 products in fp32
                     grad_w += g.t() @ xc
                 grad_b += grad.sum(0)
-        ctx.save_for_backward(grad_x, grad_w.to(weight.dtype), grad_b.to(bias.dtype))
+        if needs_grad:
+            ctx.save_for_backward(grad_x, grad_w.to(weight.dtype), grad_b.to(bias.dtype))
         return total
 
     @staticmethod
     def backward(ctx, grad_total: Tensor):
-        grad_x, grad_w, grad_b = ctx.saved_tensors  # used once: scaled in place, no (V, H) copy
+        grad_x, grad_w, grad_b = ctx.saved_tensors  # scaled in place, no (V, H) copy: a second
+        # backward through the same graph (retain_graph=True) is not supported
         return grad_x.mul_(grad_total), grad_w.mul_(grad_total), grad_b.mul_(grad_total), None, None
 
 

@@ -82,6 +82,8 @@ def _assemble(per_row: list, features: Features, examples: Sequence, spec: TaskS
         for r, ids in enumerate(per_row):
             for k, w in enumerate(features.words[r]):
                 tags[features.origin[r]][w] = spec.labels[ids[k]]
+        if spec.is_bio:
+            tags = [repair_bio(t) for t in tags]
         return [{"tags": t, "entities": tags_to_spans(t) if spec.is_bio else []} for t in tags]
     found: list[list] = [[] for _ in examples]
     for r, (starts, ends, probs) in enumerate(per_row):
@@ -91,6 +93,17 @@ def _assemble(per_row: list, features: Features, examples: Sequence, spec: TaskS
             if p >= spec.threshold:
                 found[features.origin[r]].append((int(words[s]), int(words[e]) + 1, spec.labels[label], p))
     return [{"entities": sorted(spans)} for spans in found]
+
+
+def repair_bio(tags: list[str]) -> list[str]:
+    """Valid BIO from greedy per-word decisions: an I-X that follows O or another type starts an
+    entity, so it becomes B-X (the CRF's constraints never produce one). Entities written by
+    `predict` and entities scored by the metrics are then read from the same tags."""
+    out = list(tags)
+    for i, tag in enumerate(out):
+        if tag.startswith("I-") and (i == 0 or out[i - 1][2:] != tag[2:] or out[i - 1] == "O"):
+            out[i] = "B-" + tag[2:]
+    return out
 
 
 def _sequence_prediction(logits: torch.Tensor, spec: TaskSpec) -> dict:
@@ -108,10 +121,10 @@ def _sequence_prediction(logits: torch.Tensor, spec: TaskSpec) -> dict:
 # ------------------------------------------------------------------------------------- metrics
 
 
-def task_metrics(spec: TaskSpec, examples: Sequence, predictions: Sequence[dict], mode: str = "strict") -> dict:
+def task_metrics(spec: TaskSpec, examples: Sequence, predictions: Sequence[dict], mode: str | None = None) -> dict:
     """The task's metrics of predictions against the examples' labels. `mode` is seqeval's for BIO
-    tags: "strict" (IOB2) or "default" (conlleval)."""
-    task = spec.task
+    tags: "strict" (IOB2) or "default" (conlleval); None = the spec's `entity_mode`."""
+    task, mode = spec.task, mode or spec.entity_mode
     if task == "regress":
         gold, pred = [float(ex.label) for ex in examples], [p["score"] for p in predictions]
         return {"pearson": M.pearson(gold, pred), "spearman": M.spearman(gold, pred)}
@@ -141,14 +154,14 @@ def span_metrics(examples: Sequence[WordExample], predictions: Sequence[dict]) -
     on nested entities: those inside another entity or containing one."""
     gold = [set(word_spans(ex)) for ex in examples]
     pred = [{(s, e, label) for s, e, label, *_ in p["entities"]} for p in predictions]
-    nested = [{a for a in g if any(b != a and _overlaps(a, b) for b in g)} for g in gold]
+    nested = [{a for a in g if any(b != a and _nests(a, b) for b in g)} for g in gold]
     scores = M.span_scores(gold, pred, subset=nested)
     return {"precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],
             "nested_recall": scores["subset"]["recall"], "nested_support": scores["subset"]["support"],
             "per_type": scores["per_type"]}
 
 
-def _overlaps(a: tuple, b: tuple) -> bool:
+def _nests(a: tuple, b: tuple) -> bool:
     """Nesting: one span lies inside the other (sharing a boundary allowed)."""
     return (a[0] <= b[0] and b[1] <= a[1]) or (b[0] <= a[0] and a[1] <= b[1])
 
@@ -161,8 +174,8 @@ def read_inputs(path: str, spec: TaskSpec, tokenizer: Tokenizer, input_format: s
 
     `input_format="lines"` (the default for .txt files): one text per line (for pairs: text TAB
     second text); for word tasks its words are found by the tokenizer's pre-tokenizer, with their
-    character offsets. `"file"` (the default for other files): read as in training, labels not
-    needed; use it for a CoNLL file named .txt.
+    character offsets. `"file"` (the default for other files, and for a .txt file whose lines are
+    columns, as CoNLL-2000's are): read as in training, labels not needed.
     """
     from pathlib import Path
     from .data.tasks import read_conll, read_span_jsonl, read_task_file
@@ -170,12 +183,12 @@ def read_inputs(path: str, spec: TaskSpec, tokenizer: Tokenizer, input_format: s
     suffix = Path(path).suffix.lower()
     if input_format not in ("auto", "lines", "file"):
         raise ValueError(f"input_format must be 'auto', 'lines' or 'file', not {input_format!r}")
-    if input_format == "lines" or (input_format == "auto" and suffix == ".txt"):
-        lines = [line for _, line in read_lines(path)]
+    word_columns = spec.task not in SEQUENCE_TASKS and looks_like_columns(path)  # e.g. CoNLL-2000's .txt
+    if input_format == "lines" or (input_format == "auto" and suffix == ".txt" and not word_columns):
+        lines = [(f"{path}:{n}", line) for n, line in read_lines(path)]
         if spec.task in SEQUENCE_TASKS:
-            return [TextExample(*line.split("\t", 1)) if spec.task == "pair" else TextExample(line)
-                    for line in lines], False
-        return [_split_words(line, tokenizer) for line in lines], False
+            return [_text_example(line, source, spec.pair) for source, line in lines], False
+        return [_split_words(line, tokenizer) for _, line in lines], False
     if spec.task in SEQUENCE_TASKS and suffix == ".xml":
         return read_task_file(path, spec.task), False
     if spec.task in SEQUENCE_TASKS:
@@ -185,6 +198,27 @@ def read_inputs(path: str, spec: TaskSpec, tokenizer: Tokenizer, input_format: s
     if suffix in (".jsonl", ".jsonlines"):
         return read_span_jsonl(path, **spec.reader), True
     return read_conll(path, spec.reader.get("word_column", 0), tag_column=None, docstart=True), True
+
+
+def _text_example(line: str, source: str, pair: bool) -> TextExample:
+    if not pair:
+        return TextExample(line, source=source)
+    text, tab, second = line.partition("\t")
+    if not tab:
+        raise ValueError(f"{source}: this model reads text pairs: write each line as text TAB second text")
+    return TextExample(text, second, source=source)
+
+
+def looks_like_columns(path: str, lines: int = 20) -> bool:
+    """True for a CoNLL-style file: its first non-blank lines have the same number (>= 2) of columns."""
+    from .textfiles import read_lines
+    widths = []
+    for _, line in read_lines(path):
+        if line.strip():
+            widths.append(len(line.split()))
+        if len(widths) == lines:
+            break
+    return bool(widths) and min(widths) >= 2 and len(set(widths)) == 1
 
 
 def _split_words(text: str, tokenizer: Tokenizer) -> WordExample:

@@ -45,12 +45,14 @@ class TaskSpec:
     stride: int = 128
     overflow: str = "window"  # "window" | "truncate" (counted)
     dropout: float = 0.1
+    pair: bool = False  # sequence tasks: inputs are text pairs ([CLS] A [SEP] B [SEP])
+    entity_mode: str = "strict"  # BIO metrics: seqeval "strict" (IOB2) or "default" (conlleval)
     reader: dict = field(default_factory=dict)  # options of the reader that read the training file
 
     def __post_init__(self) -> None:
         checks = [("task", TASKS), ("alignment", ALIGNMENTS), ("decoder", ("greedy", "crf")),
                   ("pooling", ("cls", "mean")), ("span_summary", ("mean", "attention")),
-                  ("overflow", ("window", "truncate"))]
+                  ("overflow", ("window", "truncate")), ("entity_mode", ("strict", "default"))]
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
@@ -62,6 +64,8 @@ class TaskSpec:
             raise ValueError(f"a {self.task} task needs labels; the training data has none")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.thresholds and len(self.thresholds) != len(self.labels):
+            raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.labels)} labels")
 
     @property
     def is_bio(self) -> bool:
@@ -144,10 +148,9 @@ def pool_words(values: Tensor, slots: Tensor, num_words: int) -> Tensor:
     B, T, D = values.shape
     keep = slots >= 0
     index = (torch.arange(B, device=slots.device)[:, None] * num_words + slots)[keep]  # (N,)
-    total = values.new_zeros(B * num_words, D).index_add_(0, index, values[keep])
-    count = torch.zeros(B * num_words, device=values.device, dtype=values.dtype).index_add_(
-        0, index, torch.ones_like(index, dtype=values.dtype))
-    return (total / count.clamp(min=1)[:, None]).view(B, num_words, D)
+    total = values.new_zeros(B * num_words, D, dtype=torch.float32).index_add_(0, index, values[keep].float())
+    count = torch.zeros(B * num_words, device=values.device).index_add_(0, index, torch.ones_like(index, dtype=torch.float32))
+    return (total / count.clamp(min=1)[:, None]).view(B, num_words, D).to(values.dtype)
 
 
 def first_subwords(slots: Tensor) -> Tensor:

@@ -56,11 +56,14 @@ class Features:
 
 def sequence_features(examples: Sequence[TextExample], tokenizer: Tokenizer, task: str, labels: LabelSet | None,
                       max_length: int, overflow: str, stride: int) -> Features:
-    """Encode texts (or pairs) and give every window row its input's target."""
-    pairs = [ex.pair or "" for ex in examples] if task == "pair" else None
-    if pairs is not None and any(ex.pair is None for ex in examples):
-        bad = next(ex for ex in examples if ex.pair is None)
-        raise ValueError(f"{bad.source}: a pair task needs a second text on every line")
+    """Encode texts, or text pairs when the examples have second texts (any sequence task: a pair
+    classifier, a regression on sentence pairs such as STS-B), and give every window row its
+    input's target."""
+    with_pair = [ex.pair is not None for ex in examples]
+    if (any(with_pair) or task == "pair") and not all(with_pair):
+        bad = examples[with_pair.index(False)]
+        raise ValueError(f"{bad.source}: no second text here, but {'the pair task needs one on every line' if task == 'pair' else 'other examples have one'}")
+    pairs = [ex.pair for ex in examples] if examples and all(with_pair) else None
     encoded = tokenizer.encode([ex.text for ex in examples], pairs, max_length=max_length, overflow=overflow,
                                stride=stride)
     targets = [_sequence_target(examples[i], task, labels) for i in encoded.origin]
@@ -118,8 +121,15 @@ def _word_targets(example: WordExample, words: list[int], task: str, labels: Lab
                          for w in words], dtype=np.int64)
     slot_of = {w: k for k, w in enumerate(words)}
     inside = [(slot_of[s], slot_of[e - 1], labels.index(label) + 1) for s, e, label in word_spans(example)
-              if s in slot_of and e - 1 in slot_of and label in labels]
+              if s in slot_of and e - 1 in slot_of and label in labels]  # unseen dev labels are warned about
     return np.array(inside, dtype=np.int64).reshape(-1, 3)
+
+
+def spans_across_windows(examples: Sequence[WordExample], features: Features) -> int:
+    """Gold spans that start in one window row and end in another: no row can learn or find them."""
+    owner = {(int(features.origin[r]), int(w)): r for r, words in enumerate(features.words) for w in words}
+    return sum(1 for i, ex in enumerate(examples) for s, e, _ in word_spans(ex)
+               if owner.get((i, s)) is not None and owner.get((i, s)) != owner.get((i, e - 1)))
 
 
 # ------------------------------------------------------------------------------------- batches
@@ -138,10 +148,11 @@ class GroupedBatches:
     batch_size: int
     seed: int = 0
     pool: int = 50
+    min_batch: int = 1  # a smaller last batch of a pool joins the batch before it (e.g. one row per rank)
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
+        return len(self.epoch(0))
 
     def epoch(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
@@ -151,7 +162,10 @@ class GroupedBatches:
         for start in range(0, len(order), size):
             chunk = order[start:start + size]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            cuts = list(range(0, len(chunk), self.batch_size))
+            if len(cuts) > 1 and len(chunk) - cuts[-1] < self.min_batch:
+                cuts.pop()
+            batches += [chunk[a:b] for a, b in zip(cuts, cuts[1:] + [len(chunk)])]
         return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -199,8 +213,8 @@ def collate(features: Features, rows: Sequence[int], task: str, pad_id: int, max
 
 def enumerate_spans(num_words: Sequence[int], max_width: int, gold: Sequence[np.ndarray] | None) -> dict:
     """Every span of up to `max_width` words in each row: "span_rows", "span_starts", "span_ends"
-    (inclusive), and with gold spans "labels" (S,): the gold label id + 1, or 0 = no entity.
-    A gold span wider than `max_width` cannot be found; such spans are counted in "spans_too_wide"."""
+    (inclusive), and with gold spans "labels" (S,): the gold label id + 1, or 0 = no entity (a gold
+    span wider than `max_width` cannot be found: `finetune` reports how many there are)."""
     rows, starts, ends = [], [], []
     for r, n in enumerate(num_words):
         for width in range(min(max_width, n)):
@@ -214,5 +228,4 @@ def enumerate_spans(num_words: Sequence[int], max_width: int, gold: Sequence[np.
         key = (out["span_rows"] * W + out["span_starts"]) * W + out["span_ends"]
         lookup = {int((r * W + s) * W + e): label for r, g in enumerate(gold) for s, e, label in g}
         out["labels"] = torch.tensor([lookup.get(int(k), 0) for k in key], dtype=torch.long)
-        out["spans_too_wide"] = sum(1 for g in gold for s, e, _ in g if e - s + 1 > max_width)
     return out

@@ -55,7 +55,7 @@ def sentence_pairs(corpus: Corpus, cls_id: int, sep_id: int, max_length: int = 1
     """BERT's NSP instances from every document of `corpus` (a one-sentence chunk always gets a
     random B, as in BERT), built once into corpus.folder/pairs-.../ and memory-mapped from there.
     Under torch.distributed let one rank build them first (the others then only read)."""
-    folder = corpus.folder / f"pairs-{max_length}-{short_seq_prob}-{seed}-{cls_id}-{sep_id}"
+    folder = corpus.folder / f"pairs-v1-{max_length}-{short_seq_prob}-{seed}-{cls_id}-{sep_id}"  # v: the algorithm
     if not (folder / "index.npz").exists():
         _write_pairs(corpus, cls_id, sep_id, max_length, short_seq_prob, seed, folder)
     index = np.load(folder / "index.npz")

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from .. import metrics as M
-from ..data.features import SEQUENCE_TASKS, GroupedBatches, collate
+from ..checkpoint import atomic_write
+from ..data.features import SEQUENCE_TASKS, GroupedBatches, collate, spans_across_windows
 from ..data.masking import IGNORE_INDEX
-from ..data.tasks import TASKS, LabelSet, WordExample, read_task_file, spans_to_bio, unseen_labels, word_spans
+from ..data.tasks import TASKS, LabelSet, TextExample, WordExample, read_task_file, spans_to_bio, unseen_labels, word_spans
 from ..model import Encoder
 from ..predict import encode_examples, predict_examples, task_metrics
 from ..task_model import TaskModel, TaskSpec, save_task_model
@@ -78,6 +79,9 @@ class FinetuneConfig:
             raise ValueError(f"entity_mode must be 'strict' or 'default', not {self.entity_mode!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.class_weights == "balanced" and (self.task in ("regress", "multilabel") or self.decoder == "crf"):
+            raise ValueError("class_weights='balanced' weighs a softmax cross-entropy: it does not apply to "
+                             "regression, multi-label (sigmoid) or CRF training")
 
 
 def read_examples(path: str, task: str, reader: dict) -> list:
@@ -102,19 +106,35 @@ def read_examples(path: str, task: str, reader: dict) -> list:
 
 
 def task_spec(config: FinetuneConfig, train_examples: list, dev_examples: list) -> TaskSpec:
-    """The spec of the model to train: the label set from the training data, checked against dev."""
+    """The spec of the model to train: the label set from the training data (or `config.labels`,
+    which must then hold every training label), checked against dev."""
+    _check_labelled(train_examples, config.train)
     labels = LabelSet.from_labels(config.labels) if config.labels else None
     if config.task != "regress":
         labels = labels or LabelSet.from_examples(train_examples)
+        missing = unseen_labels(labels, train_examples)
+        if missing:
+            raise ValueError(f"{config.train}: labels {missing} are not in finetune.labels {list(labels.labels)}")
         unseen = unseen_labels(labels, dev_examples)
         if unseen:
             warnings.warn(f"{config.dev}: labels {unseen} do not occur in the training data; the model "
                           "cannot predict them", stacklevel=2)
     stride = config.max_length // 4 if config.stride is None else config.stride
+    pair = config.task in SEQUENCE_TASKS and any(ex.pair is not None for ex in train_examples)
     return TaskSpec(task=config.task, labels=labels.labels if labels else (), alignment=config.alignment,
                     decoder=config.decoder, pooling=config.pooling, max_span_width=config.max_span_width,
                     span_summary=config.span_summary, threshold=config.threshold, max_length=config.max_length,
-                    stride=stride, overflow=config.overflow, dropout=config.dropout, reader=dict(config.reader))
+                    stride=stride, overflow=config.overflow, dropout=config.dropout, pair=pair,
+                    entity_mode=config.entity_mode, reader=dict(config.reader))
+
+
+def _check_labelled(examples: list, path: str) -> None:
+    if not examples:
+        raise ValueError(f"{path}: no training examples")
+    bad = next((ex for ex in examples if isinstance(ex, TextExample) and ex.label is None), None)
+    if bad is not None:
+        raise ValueError(f"{bad.source or path}: a training example without a label; name the label column "
+                         "(--label-column, or finetune.reader in a recipe)")
 
 
 def balanced_weights(features, spec: TaskSpec) -> torch.Tensor:
@@ -133,14 +153,18 @@ def balanced_weights(features, spec: TaskSpec) -> torch.Tensor:
 
 
 def freeze(model: TaskModel, trainable_layers: int) -> None:
-    """Train only the head and the top `trainable_layers` encoder layers (-1: everything)."""
+    """Train only the head and the top `trainable_layers` encoder layers (-1: everything). The
+    pooler and any pretraining heads never train: the task heads do not use them (DDP would wait
+    for their gradients), and they are saved unchanged."""
+    encoder = model.encoder
+    for module in (encoder.pooler, encoder.mlm_head, encoder.nsp_head):
+        if module is not None:
+            module.requires_grad_(False)
     if trainable_layers < 0:
         return
-    encoder = model.encoder
     if trainable_layers > len(encoder.layers):
         raise ValueError(f"trainable_layers {trainable_layers} exceeds the model's {len(encoder.layers)} layers")
     frozen = [encoder.embeddings, *encoder.layers[:len(encoder.layers) - trainable_layers]]
-    frozen += [m for m in (encoder.pooler, encoder.mlm_head, encoder.nsp_head) if m is not None]
     for module in frozen:
         module.requires_grad_(False)
 
@@ -175,23 +199,33 @@ class TaskSteps:
                         self.token_level)]
 
 
-def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False) -> dict:
-    """setup -> fit -> save. Returns the dev metrics of the saved (best) model; writes `config.out`:
-    the model directory, log.jsonl, loss.png, dev_metrics.json."""
-    distributed.init()
-    out = Path(config.out)
+@dataclass
+class Setup:
+    tokenizer: Tokenizer
+    model: TaskModel
+    data: TaskSteps
+    train: TrainConfig  # with the steps, evaluation interval, warm-up and monitored metric filled in
+    dev_examples: list
+    dev_features: object
+
+
+def setup(config: FinetuneConfig, train: TrainConfig) -> Setup:
+    """Read the files, build the label set, encode, load the model and decide what trains."""
+    fixed = {k: getattr(train, k) for k in ("max_steps", "eval_every", "warmup_steps")
+             if getattr(train, k) != getattr(TrainConfig(), k)}
+    if fixed:
+        raise ValueError(f"fine-tuning derives {sorted(fixed)} from finetune.epochs and finetune.warmup_ratio; "
+                         "set those instead")
     tokenizer = Tokenizer.from_pretrained(config.model)
     train_examples = read_examples(config.train, config.task, config.reader)
     dev_examples = read_examples(config.dev, config.task, config.reader) if config.dev else []
     spec = task_spec(config, train_examples, dev_examples)
     features = encode_examples(train_examples, tokenizer, spec)
-    dev_features = encode_examples(dev_examples, tokenizer, spec) if dev_examples else None
     torch.manual_seed(train.seed)
     encoder = Encoder.from_pretrained(config.model)
-    weights = balanced_weights(features, spec) if config.class_weights == "balanced" else None
-    model = TaskModel(encoder, spec, weights)
+    model = TaskModel(encoder, spec, balanced_weights(features, spec) if config.class_weights == "balanced" else None)
     freeze(model, config.trainable_layers)
-    batches = GroupedBatches(features.lengths, config.batch_size, train.seed)
+    batches = GroupedBatches(features.lengths, config.batch_size, train.seed, min_batch=distributed.world_size())
     steps = max(1, round(config.epochs * batches.steps_per_epoch))
     train = replace(train, max_steps=steps, eval_every=batches.steps_per_epoch,
                     warmup_steps=round(config.warmup_ratio * steps),
@@ -199,39 +233,64 @@ def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False) -
     data = TaskSteps(features, spec.task, tokenizer.pad_id, batches, spec.max_span_width,
                      token_level=spec.task == "tag" and spec.alignment == "every")
     _report(config, spec, train_examples, features, steps, batches.steps_per_epoch)
+    dev_features = encode_examples(dev_examples, tokenizer, spec) if dev_examples else None
+    return Setup(tokenizer, model, data, train, dev_examples, dev_features)
+
+
+def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False) -> dict:
+    """setup -> fit -> save. Returns the dev metrics of the saved (best) model; writes `config.out`:
+    the model directory, log.jsonl, loss.png, dev_metrics.json."""
+    distributed.init()
+    out = Path(config.out)
+    s = setup(config, train)
+    model, tokenizer, dev = s.model, s.tokenizer, s.dev_examples
+
+    def dev_predictions(m):
+        return predict_examples(m, tokenizer, dev, config.eval_batch_size, s.train.precision, s.dev_features)
 
     def evaluate(m):
-        preds = predict_examples(m, tokenizer, dev_examples, config.eval_batch_size, train.precision, dev_features)
-        return _flat(task_metrics(spec, dev_examples, preds, config.entity_mode))
+        return _flat(task_metrics(m.spec, dev, dev_predictions(m)))
 
-    fit(model, data, train, out, resume=resume, evaluate=evaluate if dev_examples else None,
-        lr_scale=layer_scale(len(encoder.layers), config.layer_lr_decay) if config.layer_lr_decay < 1 else None)
-    if spec.task == "multilabel" and dev_examples and config.tune_thresholds:
-        model.spec = replace(spec, thresholds=tune_thresholds(model, tokenizer, dev_examples, config, train))
-    result = {}
-    if dev_examples:
-        preds = predict_examples(model, tokenizer, dev_examples, config.eval_batch_size, train.precision, dev_features)
-        result = task_metrics(model.spec, dev_examples, preds, config.entity_mode)
+    fit(model, s.data, s.train, out, resume=resume, evaluate=evaluate if dev else None,
+        lr_scale=layer_scale(len(model.encoder.layers), config.layer_lr_decay) if config.layer_lr_decay < 1 else None)
+    if model.spec.task == "multilabel" and dev and config.tune_thresholds:
+        model.spec = replace(model.spec, thresholds=tune_thresholds(model.spec, dev, dev_predictions(model)))
+    result = task_metrics(model.spec, dev, dev_predictions(model)) if dev else {}
+    final = _gathered(model)  # a collective under torch.distributed
     if distributed.rank() == 0:
-        save_task_model(model, tokenizer, out)
-        (out / "dev_metrics.json").write_text(json.dumps(result, indent=2))
-        (out / "finetune_config.json").write_text(json.dumps({"finetune": asdict(config), "train": asdict(train)},
-                                                             indent=2))
+        save_task_model(final, tokenizer, out)
+        for name, content in (("dev_metrics.json", result), ("finetune_config.json",
+                                                              {"finetune": asdict(config), "train": asdict(s.train)})):
+            with atomic_write(out / name) as tmp:
+                tmp.write_text(json.dumps(content, indent=2))
     return result
 
 
-def tune_thresholds(model: TaskModel, tokenizer: Tokenizer, examples: list, config: FinetuneConfig,
-                    train: TrainConfig) -> tuple[float, ...]:
-    """Per label, the sigmoid threshold in 0.05..0.95 with the best F1 on `examples` (0.5 when the
-    label never occurs there)."""
-    preds = predict_examples(model, tokenizer, examples, config.eval_batch_size, train.precision)
-    probs = np.array([[p["probabilities"][x] for x in model.spec.labels] for p in preds])
-    gold = np.array([[x in ex.label for x in model.spec.labels] for ex in examples])
+def _gathered(model: TaskModel) -> TaskModel | None:
+    """The full model on rank 0 (FSDP shards gathered); the model itself outside torch.distributed."""
+    if not distributed.active():
+        return model
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if distributed.rank() != 0:
+        return None
+    full = TaskModel(Encoder(model.encoder.config), model.spec)
+    full.encoder.mlm_head = model.encoder.mlm_head  # pretraining heads ride along unchanged (never trained)
+    full.encoder.nsp_head = model.encoder.nsp_head
+    full.load_state_dict(state, strict=False)
+    return full
+
+
+def tune_thresholds(spec: TaskSpec, examples: list, predictions: list[dict]) -> tuple[float, ...]:
+    """Per label, the sigmoid threshold in 0.05..0.95 with the best F1 on `examples` (the spec's
+    threshold when the label never occurs there)."""
+    probs = np.array([[p["probabilities"][x] for x in spec.labels] for p in predictions])
+    gold = np.array([[x in ex.label for x in spec.labels] for ex in examples])
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
     best = []
-    for j in range(len(model.spec.labels)):
+    for j in range(len(spec.labels)):
         if not gold[:, j].any():
-            best.append(config.threshold)
+            best.append(spec.threshold)
             continue
         f1 = [M.multilabel_f1(gold[:, j:j + 1].astype(int), (probs[:, j:j + 1] >= t).astype(int)) for t in grid]
         best.append(float(grid[int(np.argmax(f1))]))
@@ -246,6 +305,11 @@ def _report(config: FinetuneConfig, spec: TaskSpec, examples: list, features, st
     if distributed.rank() != 0:
         return
     windows = len(features) - len(examples)
-    print(json.dumps({"task": spec.task, "labels": len(spec.labels), "train_examples": len(examples),
-                      "rows": len(features), "extra_windows": windows, "steps": steps, "steps_per_epoch": per_epoch,
-                      "truncated": features.encoded.num_truncated}), file=sys.stderr)
+    report = {"task": spec.task, "labels": len(spec.labels), "train_examples": len(examples), "rows": len(features),
+              "extra_windows": windows, "steps": steps, "steps_per_epoch": per_epoch,
+              "truncated": features.encoded.num_truncated}
+    if spec.task == "span":  # gold spans no candidate can hold: counted, not dropped silently
+        report["spans_wider_than_max_span_width"] = sum(1 for ex in examples for s, e, _ in word_spans(ex)
+                                                        if e - s > spec.max_span_width)
+        report["spans_across_windows"] = spans_across_windows(examples, features)
+    print(json.dumps(report), file=sys.stderr)

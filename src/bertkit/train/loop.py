@@ -265,8 +265,8 @@ class _Log:
     def __init__(self, path: Path, enabled: bool, start: int):
         self.path, self.enabled, self.records = path, enabled, []
         self.tensorboard = None
-        self.earlier = [r for r in (map(json.loads, path.read_text().splitlines()) if start and path.exists() else [])
-                        if r["step"] < start]  # what the interrupted run logged before `start`
+        self.earlier = [r for r in _read_records(path) if r["step"] < start] if start else []
+        distributed.barrier()  # every rank has read the log before rank 0 rewrites it
         if enabled:
             path.write_text("".join(json.dumps(r) + "\n" for r in self.earlier))
             from torch.utils.tensorboard import SummaryWriter
@@ -284,3 +284,16 @@ class _Log:
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+def _read_records(path: Path) -> list[dict]:
+    """The records of a log; a last line cut short by a kill mid-write is left out."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}:{i + 1}: not a JSON record; the log is damaged") from None
+    return records
