@@ -17,6 +17,7 @@ Batches are a pure function of (seed, epoch, step): a resumed run sees the same 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -91,6 +92,10 @@ def word_features(examples: Sequence[WordExample], tokenizer: Tokenizer, task: s
     encoded = tokenizer.encode([list(ex.words) for ex in examples], split_into_words=True,
                                max_length=max_length, overflow=overflow, stride=stride)
     owner = best_windows(encoded)
+    tokenless = sum(len(ex.words) for ex in examples) - len(owner)
+    if tokenless:  # e.g. a lone zero-width character: no row can label or read it; predicted O
+        warnings.warn(f"{tokenless} words have no token (they normalise to nothing) and carry no label",
+                      stacklevel=2)
     responsible: list[list[int]] = [[] for _ in range(len(encoded))]
     for (origin, w), (row, _) in sorted(owner.items()):
         responsible[row].append(w)
