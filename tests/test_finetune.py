@@ -91,19 +91,21 @@ def test_frozen_layers_keep_their_weights(trainable_layers, changed, tiny, conll
 
 def test_layer_lr_decay_scales_each_layer(tiny):
     model = TaskModel(Encoder.from_pretrained(tiny), TaskSpec("tag", ("B-X", "I-X", "O")))
-    optimizer, _ = make_optimizer(model, TrainConfig(lr=1e-3), layer_scale(2, 0.5))
+    optimizer, _ = make_optimizer(model, TrainConfig(lr=1e-3), layer_scale(2, 0.5, head=10.0))
     names = {id(p): n for n, p in model.named_parameters()}
 
-    def expected(name):  # layer l of L = 2 learns at lr * 0.5^(L - l), the embeddings at 0.5^L
+    def expected(name):  # layer l of L = 2 learns at lr * 0.5^(L - l), the embeddings at 0.5^L, the head at 10
         if name.startswith("encoder.layers."):
             return 0.5 ** (2 - (int(name.split(".")[2]) + 1))
-        return 0.25 if name.startswith("encoder.embeddings.") else 1.0
+        if name.startswith("encoder."):
+            return 0.25 if name.startswith("encoder.embeddings.") else 1.0
+        return 10.0
 
     seen = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
     assert sorted(seen) == sorted(names.values())
     for group in optimizer.param_groups:
         assert all(group["initial_lr"] == pytest.approx(1e-3 * expected(names[id(p)])) for p in group["params"])
-    assert {round(g["initial_lr"], 8) for g in optimizer.param_groups} == {2.5e-4, 5e-4, 1e-3}
+    assert {round(g["initial_lr"], 8) for g in optimizer.param_groups} == {2.5e-4, 5e-4, 1e-3, 1e-2}
     freeze(model, 1)  # frozen parameters are not handed to the optimizer at all
     optimizer, _ = make_optimizer(model, TrainConfig(lr=1e-3), layer_scale(2, 0.5))
     assert {names[id(p)].split(".")[1] for g in optimizer.param_groups for p in g["params"]} == {"layers", "out"}

@@ -59,6 +59,7 @@ class FinetuneConfig:
     dropout: float = 0.1
     trainable_layers: int = -1  # -1: the whole encoder; 0: frozen encoder (the head only); k: the top k layers
     layer_lr_decay: float = 1.0  # layer l of L learns at lr * decay^(L - l); embeddings at decay^L
+    head_lr_scale: float = 1.0  # the task head (and CRF) learns at lr * head_lr_scale
     class_weights: str = "none"  # "none" | "balanced"
     entity_mode: str = "strict"  # seqeval mode for BIO metrics: "strict" (IOB2) | "default"
     eval_batch_size: int = 64
@@ -75,6 +76,8 @@ class FinetuneConfig:
             raise ValueError(f"class_weights must be 'none' or 'balanced', not {self.class_weights!r}")
         if not 0 < self.layer_lr_decay <= 1:
             raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
+        if self.head_lr_scale <= 0:
+            raise ValueError(f"head_lr_scale must be positive, got {self.head_lr_scale}")
         if self.entity_mode not in ("strict", "default"):
             raise ValueError(f"entity_mode must be 'strict' or 'default', not {self.entity_mode!r}")
         if not 0 <= self.warmup_ratio < 1:
@@ -169,13 +172,16 @@ def freeze(model: TaskModel, trainable_layers: int) -> None:
         module.requires_grad_(False)
 
 
-def layer_scale(num_layers: int, decay: float):
-    """lr factor by parameter name: decay^(L - l) for layer l (1..L), decay^L for the embeddings,
-    1 for the head (Clark et al. 2020, ELECTRA's layer-wise learning-rate decay)."""
+def layer_scale(num_layers: int, decay: float, head: float = 1.0):
+    """lr factor by parameter name: decay^(L - l) for layer l (1..L), decay^L for the embeddings
+    (Clark et al. 2020, ELECTRA's layer-wise learning-rate decay), `head` for the task head and CRF,
+    which start from scratch (span models commonly train them 10-50x faster than the encoder)."""
     def scale(name: str) -> float:
         if name.startswith("encoder.layers."):
             return decay ** (num_layers - 1 - int(name.split(".")[2]))
-        return decay ** num_layers if name.startswith("encoder.embeddings.") else 1.0
+        if name.startswith("encoder."):
+            return decay ** num_layers if name.startswith("encoder.embeddings.") else 1.0
+        return head
     return scale
 
 
@@ -252,7 +258,8 @@ def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False) -
         return _flat(task_metrics(m.spec, dev, dev_predictions(m)))
 
     fit(model, s.data, s.train, out, resume=resume, evaluate=evaluate if dev else None,
-        lr_scale=layer_scale(len(model.encoder.layers), config.layer_lr_decay) if config.layer_lr_decay < 1 else None)
+        lr_scale=(layer_scale(len(model.encoder.layers), config.layer_lr_decay, config.head_lr_scale)
+                  if (config.layer_lr_decay, config.head_lr_scale) != (1.0, 1.0) else None))
     if model.spec.task == "multilabel" and dev and config.tune_thresholds:
         model.spec = replace(model.spec, thresholds=tune_thresholds(model.spec, dev, dev_predictions(model)))
     result = task_metrics(model.spec, dev, dev_predictions(model)) if dev else {}
