@@ -68,11 +68,6 @@ def test_tag_metrics_equal_seqeval(two_epochs, conll):
     assert strict == pytest.approx(default, abs=1e-12)  # greedy tags are repaired to valid BIO, read alike
 
 
-def test_greedy_tags_are_repaired_to_valid_bio():
-    from bertkit.predict import repair_bio
-    assert repair_bio(["I-PER", "I-PER", "O", "I-LOC", "B-ORG", "I-LOC", "I-LOC"]) == \
-        ["B-PER", "I-PER", "O", "B-LOC", "B-ORG", "B-LOC", "I-LOC"]
-
 
 def encoder_state(path) -> dict[str, torch.Tensor]:
     return Encoder.from_pretrained(path).state_dict()

@@ -151,19 +151,20 @@ def task_metrics(spec: TaskSpec, examples: Sequence, predictions: Sequence[dict]
 
 def span_metrics(examples: Sequence[WordExample], predictions: Sequence[dict]) -> dict:
     """Span precision, recall and F1 against the examples' (possibly nested) spans, and the recall
-    on nested entities: those inside another entity or containing one."""
+    on nested entities: those inside another entity, which BIO tags (one label per word) cannot
+    hold beside their outer entity."""
     gold = [set(word_spans(ex)) for ex in examples]
     pred = [{(s, e, label) for s, e, label, *_ in p["entities"]} for p in predictions]
-    nested = [{a for a in g if any(b != a and _nests(a, b) for b in g)} for g in gold]
+    nested = [{a for a in g if any(b != a and _inside(a, b) for b in g)} for g in gold]
     scores = M.span_scores(gold, pred, subset=nested)
     return {"precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],
             "nested_recall": scores["subset"]["recall"], "nested_support": scores["subset"]["support"],
             "per_type": scores["per_type"]}
 
 
-def _nests(a: tuple, b: tuple) -> bool:
-    """Nesting: one span lies inside the other (sharing a boundary allowed)."""
-    return (a[0] <= b[0] and b[1] <= a[1]) or (b[0] <= a[0] and a[1] <= b[1])
+def _inside(a: tuple, b: tuple) -> bool:
+    """Span a lies within span b (sharing a boundary allowed)."""
+    return b[0] <= a[0] and a[1] <= b[1]
 
 
 # ------------------------------------------------------------------------------------ records
@@ -209,16 +210,19 @@ def _text_example(line: str, source: str, pair: bool) -> TextExample:
     return TextExample(text, second, source=source)
 
 
-def looks_like_columns(path: str, lines: int = 20) -> bool:
-    """True for a CoNLL-style file: its first non-blank lines have the same number (>= 2) of columns."""
+def looks_like_columns(path: str, lines: int = 200) -> bool:
+    """True for a CoNLL-style file: blank lines between sentences, and the same number (>= 2) of
+    columns on every other line (of the first `lines`)."""
     from .textfiles import read_lines
-    widths = []
-    for _, line in read_lines(path):
+    widths, blank = set(), False
+    for n, line in read_lines(path):
         if line.strip():
-            widths.append(len(line.split()))
-        if len(widths) == lines:
+            widths.add(len(line.split()))
+        else:
+            blank = True
+        if n >= lines:
             break
-    return bool(widths) and min(widths) >= 2 and len(set(widths)) == 1
+    return blank and len(widths) == 1 and min(widths) >= 2
 
 
 def _split_words(text: str, tokenizer: Tokenizer) -> WordExample:
