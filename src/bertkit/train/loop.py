@@ -187,9 +187,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
             model.eval()
             metrics = {f"eval_{k}": v for k, v in evaluate(model).items()}
             log.write({"step": step, **metrics})
-            epoch = f" (epoch {(step + 1) / config.eval_every:.3g})" if config.eval_every else ""
-            bar.write(f"evaluation after step {step + 1}{epoch}: "
-                      + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()))
+            bar.write(f"evaluation after step {step + 1}: " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()))
             if best.update(metrics, step):
                 save_model_state(out / "best.pt", model)
             done = done or best.exhausted
