@@ -93,12 +93,12 @@ def run(name: str) -> dict:
 
 def main() -> None:
     prepare()
-    names = sys.argv[1:] or list(RECIPES)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    for name in names:
-        results[name] = run(name)
+    for name in sys.argv[1:] or list(RECIPES):
+        result = run(name)
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}  # another runner may have written
+        results[name] = result
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"{name}: {json.dumps(results[name].get('metrics', results[name]))}", file=sys.stderr, flush=True)
+        print(f"{name}: {json.dumps(result.get('metrics', result))}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
