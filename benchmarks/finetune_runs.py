@@ -9,6 +9,7 @@ Data sets without a ready split are split here, into runs/data/ (never into the 
 - GENIA (dev file only): by document, in file order, the first 80% of documents train, the rest test.
 
     python benchmarks/finetune_runs.py [NAME ...]   # all runs by default (about an hour on 2 cores)
+    python benchmarks/finetune_runs.py --table      # the README's table from benchmarks/results/
 """
 
 from __future__ import annotations
@@ -91,7 +92,40 @@ def run(name: str) -> dict:
             "command": "bertkit " + " ".join(command[3:]).replace(str(minilm_dir()), "MINILM")}
 
 
+DESCRIPTIONS = {  # name: (data set, task, split evaluated, main metric)
+    "sst2": ("SST-2", "classify", "dev", "accuracy"),
+    "sst2-frozen": ("SST-2, frozen encoder (head only)", "classify", "dev", "accuracy"),
+    "sick": ("SICK 3-way NLI", "pair", "trial", "accuracy"),
+    "rte": ("RTE (train RTE-1 + RTE-3 dev)", "pair", "RTE-2 dev", "accuracy"),
+    "mrpc": ("MRPC", "pair", "val", "accuracy"),
+    "stsb": ("STS-B", "regress", "dev", "spearman"),
+    "reuters": ("Reuters-21578, 90 topics", "classify --multi-label", "test", "micro_f1"),
+    "ptb-pos": ("PTB POS sample", "tag", "last 10%", "accuracy"),
+    "conll2000": ("CoNLL-2000 chunking", "tag", "test", "f1"),
+    "movies-windows": ("movie reviews, 512-token windows", "classify", "folds 9-10", "accuracy"),
+    "movies-truncate-128": ("movie reviews, first 128 tokens", "classify", "folds 9-10", "accuracy"),
+    "genia-span": ("GENIA nested, span classifier", "span", "last 20% of documents", "f1"),
+    "genia-tag": ("GENIA nested, BIO tagger", "tag", "last 20% of documents", "f1"),
+}
+
+
+def table(results: dict) -> str:
+    """The README's table: one row per run, its main metric and the others."""
+    rows = ["| data set | task | evaluated on | main metric | other metrics | minutes |", "|---|---|---|---|---|---:|"]
+    for name, (data, task, split, main) in DESCRIPTIONS.items():
+        if "metrics" not in results.get(name, {}):
+            continue
+        m = results[name]["metrics"]
+        others = ", ".join(f"{k} {v:.3f}" for k, v in m.items() if k != main and isinstance(v, float))
+        rows.append(f"| {data} | {task} | {split} | {main} **{m[main]:.3f}** | {others} | "
+                    f"{results[name]['seconds'] / 60:.1f} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--table"]:
+        print(table(json.loads(RESULTS.read_text())))
+        return
     prepare()
     for name in sys.argv[1:] or list(RECIPES):
         result = run(name)
