@@ -1,0 +1,266 @@
+"""finetune-ner: CoNLL-2003 NER fine-tuning of all-MiniLM-L6-v2, bertkit vs the transformers run_ner recipe.
+
+Both train on the same sentences (eng.train, read once by bertkit's CoNLL reader), batch 32, lr 5e-5
+with linear decay, the same precision (bf16 autocast by default, or fp32), seed 0, one process,
+2 threads, alternating runs (Trainer, bertkit greedy[, bertkit crf]), median over the repeats.
+
+- bertkit: `finetune(FinetuneConfig(task="tag", ...), TrainConfig(...))`, the library's own defaults
+  otherwise (length-grouped batches, first-subword words, AdamW fused). No dev file is given, so
+  neither side evaluates or selects weights during training; bertkit's periodic resume checkpoints
+  are set to the end only, as the Trainer runs with save_strategy="no".
+- transformers: `Trainer` + `AutoModelForTokenClassification` + `DataCollatorForTokenClassification`,
+  tokenized with is_split_into_words, truncation to 512, only the first subword labelled (-100
+  elsewhere), TrainingArguments defaults otherwise (the run_ner recipe).
+
+Speed: real (non-padding) tokens per second of the training loop (bertkit: its log's tokens/s;
+transformers: tokens its collator handed out / train_runtime), the end-to-end time of each call
+(tokenizing, loading, training, saving) with the process CPU time it took (less sensitive than
+wall time to other jobs on a shared machine), and the model FLOPs (3x the forward matrix products of
+the real tokens, `forward_flops`) as a fraction of the matmul peak measured in the same run.
+
+Quality: entity F1 on dev (eng.testa) of the final weights of each, scored the same way: one tag
+per CoNLL word (the tag of its first subword; a word without tokens is O), seqeval's default mode
+(as run_ner reports it). bertkit's own `task_metrics(entity_mode="default")` is printed beside.
+
+    python benchmarks/bench_finetune_ner.py --epochs 1 --repeats 1          # speed, one epoch each
+    python benchmarks/bench_finetune_ner.py --epochs 3 --decoders greedy crf  # + F1 of greedy, CRF, Trainer
+    python benchmarks/bench_finetune_ner.py --max-steps 20                   # quick check (not recorded)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, alternate, matmul_peak, median, minilm_dir, write_results  # noqa: E402
+
+from bertkit import Tokenizer  # noqa: E402
+from bertkit.data.features import GroupedBatches  # noqa: E402
+from bertkit.model import forward_flops  # noqa: E402
+from bertkit.predict import encode_examples, predict_examples, task_metrics  # noqa: E402
+from bertkit.task_model import load_task_model  # noqa: E402
+from bertkit.train.finetune import FinetuneConfig, finetune, read_examples, task_spec  # noqa: E402
+from bertkit.train.loop import TrainConfig  # noqa: E402
+
+BATCH, LR, SEED = 32, 5e-5, 0
+
+
+def hf_features(hf_tok, examples, label_ids: dict[str, int]) -> list[dict]:
+    """The run_ner preprocessing: words -> subwords, the first subword of each word labelled."""
+    enc = hf_tok([list(ex.words) for ex in examples], is_split_into_words=True, truncation=True, max_length=512)
+    rows = []
+    for i, ex in enumerate(examples):
+        labels, previous = [], None
+        for w in enc.word_ids(i):
+            labels.append(-100 if w is None or w == previous else label_ids[ex.tags[w]])
+            previous = w
+        rows.append({"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
+                     "token_type_ids": enc["token_type_ids"][i], "labels": labels})
+    return rows
+
+
+class CountingCollator:
+    """DataCollatorForTokenClassification that records the real length of every row it batches."""
+
+    def __init__(self, collator):
+        self.collator, self.lengths = collator, []
+
+    def __call__(self, rows):
+        self.lengths += [len(r["input_ids"]) for r in rows]
+        return self.collator(rows)
+
+
+def run_trainer(state: dict, args, train_examples, labels: tuple[str, ...], out: Path) -> dict:
+    """Tokenize, load, train with the Trainer; returns the run's figures and keeps the trainer in `state`."""
+    import transformers
+    began = time.perf_counter()
+    path = minilm_dir()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(path)
+    rows = hf_features(hf_tok, train_examples, {x: i for i, x in enumerate(labels)})
+    transformers.set_seed(SEED)
+    model = transformers.AutoModelForTokenClassification.from_pretrained(
+        path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={x: i for i, x in enumerate(labels)})
+    collator = CountingCollator(transformers.DataCollatorForTokenClassification(hf_tok))
+    work = {"max_steps": args.max_steps} if args.max_steps else {"num_train_epochs": args.epochs}
+    training_args = transformers.TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=BATCH, per_device_eval_batch_size=64, learning_rate=LR,
+        bf16=args.dtype == "bf16", use_cpu=True, eval_strategy="no", save_strategy="no", report_to=[],
+        dataloader_num_workers=0, seed=SEED, logging_steps=50, disable_tqdm=True, **work)
+    trainer = transformers.Trainer(model=model, args=training_args, train_dataset=rows, data_collator=collator)
+    loop = trainer.train().metrics["train_runtime"]
+    state.update(trainer=trainer, hf_tok=hf_tok)
+    return {"loop_seconds": loop, "seconds": time.perf_counter() - began, "lengths": collator.lengths,
+            "steps": trainer.state.global_step}
+
+
+def run_bertkit(decoder: str, args, out: Path) -> dict:
+    """One `finetune` call; returns the run's figures (loop tokens/s from its log.jsonl)."""
+    began = time.perf_counter()
+    shutil.rmtree(out, ignore_errors=True)
+    steps_per_epoch = -(-args.train_sentences // BATCH)
+    epochs = args.max_steps / steps_per_epoch if args.max_steps else args.epochs
+    config = FinetuneConfig(task="tag", model=str(minilm_dir()), train=str(args.train), dev=None, out=str(out),
+                            epochs=epochs, batch_size=BATCH, decoder=decoder, entity_mode="default")
+    steps = max(1, round(epochs * steps_per_epoch))
+    finetune(config, TrainConfig(lr=LR, precision=args.dtype, seed=SEED, log_every=50, checkpoint_every=steps + 1))
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    last = [r for r in records if "tokens_per_s" in r][-1]
+    return {"tokens_per_s_log": last["tokens_per_s"], "seconds": time.perf_counter() - began, "steps": last["step"] + 1}
+
+
+def bertkit_lengths(tokenizer, train_examples, spec, steps: int) -> list[int]:
+    """The real lengths of the rows bertkit's first `steps` steps train on (its batches are a pure
+    function of seed and step)."""
+    features = encode_examples(train_examples, tokenizer, spec)
+    grouped = GroupedBatches(features.lengths, BATCH, SEED)
+    per_epoch = grouped.steps_per_epoch
+    rows = [r for s in range(steps) for r in grouped.epoch(s // per_epoch)[s % per_epoch]]
+    return features.lengths[rows].tolist()
+
+
+def word_tags_from_tokens(pred_ids: np.ndarray, word_ids: list, num_words: int, labels) -> list[str]:
+    tags, previous = ["O"] * num_words, None
+    for t, w in enumerate(word_ids):
+        if w is not None and w != previous:
+            tags[w] = labels[int(pred_ids[t])]
+        previous = w
+    return tags
+
+
+def trainer_dev_tags(state: dict, dev_examples, labels) -> list[list[str]]:
+    """Dev predictions of the trained Trainer model, one tag per word (first subword's)."""
+    trainer, hf_tok = state["trainer"], state["hf_tok"]
+    rows = hf_features(hf_tok, dev_examples, {x: i for i, x in enumerate(labels)})
+    trainer.data_collator = trainer.data_collator.collator
+    logits = trainer.predict(rows).predictions  # (N, T_max, L), padded with -100
+    enc = hf_tok([list(ex.words) for ex in dev_examples], is_split_into_words=True, truncation=True, max_length=512)
+    return [word_tags_from_tokens(logits[i].argmax(-1), enc.word_ids(i), len(ex.words), labels)
+            for i, ex in enumerate(dev_examples)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-steps", type=int, default=None, help="train this many steps instead of --epochs")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--decoders", nargs="+", choices=("greedy", "crf"), default=["greedy"])
+    parser.add_argument("--out", default="/tmp/bertkit-bench-finetune-ner", help="where the trained models go")
+    parser.add_argument("--no-f1", action="store_true", help="skip the dev evaluation")
+    parser.add_argument("--record", action="store_true", help="record a --max-steps run as the finetune-ner result")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+    import seqeval.metrics
+
+    args.train = DATA / "conll2003" / "eng.train"
+    dev_path = DATA / "conll2003" / "eng.testa"
+    train_examples = read_examples(str(args.train), "tag", {})
+    dev_examples = read_examples(str(dev_path), "tag", {})
+    args.train_sentences = len(train_examples)
+    tokenizer = Tokenizer.from_pretrained(minilm_dir())
+    spec = task_spec(FinetuneConfig(task="tag", model=str(minilm_dir()), train=str(args.train)), train_examples, [])
+    labels = spec.labels
+    out = Path(args.out)
+    state: dict = {}
+    figures: dict[str, list[dict]] = {}
+
+    def keep(name, fn):
+        def go():
+            cpu = time.process_time()
+            figures.setdefault(name, []).append(fn())
+            figures[name][-1]["cpu_seconds"] = time.process_time() - cpu
+        return go
+
+    runs = {"transformers Trainer": keep("transformers Trainer", lambda: run_trainer(state, args, train_examples, labels,
+                                                                                     out / "trainer"))}
+    for d in args.decoders:
+        runs[f"bertkit {d}"] = keep(f"bertkit {d}", lambda d=d: run_bertkit(d, args, out / d))
+    peak = matmul_peak(getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}[args.dtype]))
+    times = alternate(runs, args.repeats)
+    peak = max(peak, matmul_peak(getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}[args.dtype])))
+
+    from bertkit.model import Encoder
+    config = Encoder.from_pretrained(minilm_dir()).config
+    steps = figures[f"bertkit {args.decoders[0]}"][0]["steps"]
+    ours_lengths = bertkit_lengths(tokenizer, train_examples, spec, steps)
+    rows = {}
+    for name, runs_of in figures.items():
+        if name.startswith("bertkit"):
+            lengths = ours_lengths
+            loop = [sum(lengths) / r["tokens_per_s_log"] for r in runs_of]
+        else:
+            lengths = runs_of[0]["lengths"]
+            loop = [r["loop_seconds"] for r in runs_of]
+        flops = 3 * forward_flops(config, lengths)
+        seconds = median(loop)
+        rows[name] = {"steps": runs_of[0]["steps"], "real_tokens": int(sum(lengths)), "loop_seconds": seconds,
+                      "tokens_per_s": sum(lengths) / seconds, "end_to_end_seconds": median(times[name]),
+                      "end_to_end_cpu_seconds": median([r["cpu_seconds"] for r in runs_of]),
+                      "model_gflops_per_s": flops / seconds / 1e9, "fraction_of_matmul_peak": flops / seconds / peak,
+                      "loop_seconds_each": loop}
+
+    if not args.no_f1:
+        gold = [list(ex.tags) for ex in dev_examples]
+        for name in rows:
+            if name.startswith("bertkit"):
+                model = load_task_model(out / name.split()[1])
+                preds = predict_examples(model, tokenizer, dev_examples, 64, args.dtype)
+                tags = [p["tags"] for p in preds]
+                rows[name]["dev_f1_bertkit_metric"] = task_metrics(model.spec, dev_examples, preds, "default")["f1"]
+            else:
+                tags = trainer_dev_tags(state, dev_examples, labels)
+            rows[name]["dev_f1"] = seqeval.metrics.f1_score(gold, tags)
+            rows[name]["dev_precision"] = seqeval.metrics.precision_score(gold, tags)
+            rows[name]["dev_recall"] = seqeval.metrics.recall_score(gold, tags)
+
+    peer = rows["transformers Trainer"]
+    ratios = {f"{n} / transformers Trainer (loop tokens/s)": r["tokens_per_s"] / peer["tokens_per_s"]
+              for n, r in rows.items() if n.startswith("bertkit")}
+    ratios |= {f"{n} / transformers Trainer (end to end)": peer["end_to_end_seconds"] / r["end_to_end_seconds"]
+               for n, r in rows.items() if n.startswith("bertkit")}
+    ratios |= {f"{n} / transformers Trainer (end-to-end process CPU time)":
+               peer["end_to_end_cpu_seconds"] / r["end_to_end_cpu_seconds"] for n, r in rows.items() if n.startswith("bertkit")}
+    work = f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs:g}"
+    command = (f"python benchmarks/bench_finetune_ner.py {work} --repeats {args.repeats}" + (" --record" if args.record else "")
+               + (" --no-f1" if args.no_f1 else "")
+               + (f" --dtype {args.dtype}" if args.dtype != "bf16" else "")
+               + (f" --decoders {' '.join(args.decoders)}" if args.decoders != ["greedy"] else ""))
+    table = [f"CoNLL-2003 eng.train, {len(train_examples)} sentences, all-MiniLM-L6-v2, batch {BATCH}, lr {LR:g}, "
+             f"{args.dtype}, {work}, median of {args.repeats}; matmul peak measured now: {args.dtype} "
+             f"{peak / 1e9:.0f} GFLOP/s. Dev F1: eng.testa, final weights, one tag per word, seqeval default mode.\n",
+             "| run | steps | real tokens | loop s | real tokens/s | end-to-end s | end-to-end CPU s | model GFLOP/s | of matmul peak | dev F1 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        f1 = f"{r['dev_f1']:.4f}" if "dev_f1" in r else ""
+        table.append(f"| {name} | {r['steps']} | {r['real_tokens']} | {r['loop_seconds']:.1f} | {r['tokens_per_s']:.0f} | "
+                     f"{r['end_to_end_seconds']:.1f} | {r['end_to_end_cpu_seconds']:.1f} | {r['model_gflops_per_s']:.1f} | "
+                     f"{r['fraction_of_matmul_peak']:.0%} | {f1} |")
+    table += ["", "| ratio | value | target |", "|---|---:|---:|"]
+    table += [f"| {k} | {v:.2f}x | {'>= 2.0' if 'loop' in k else ''} |" for k, v in ratios.items()]
+    if not args.no_f1:
+        table += ["", "| dev F1 difference | points | target |", "|---|---:|---:|"]
+        table += [f"| {n} - transformers Trainer | {100 * (r['dev_f1'] - peer['dev_f1']):+.2f} | >= -0.3 |"
+                  for n, r in rows.items() if n.startswith("bertkit")]
+    text = "\n".join(table)
+    print(text)
+    if args.max_steps and not args.record:  # a quick check: printed, not recorded
+        return
+    name = "finetune-ner" if args.max_steps or args.epochs == 1 else f"finetune-ner-{args.epochs:g}-epochs"
+    write_results(name, command, {"train_sentences": len(train_examples), "dev_sentences": len(dev_examples),
+                                  "dtype": args.dtype, "epochs": None if args.max_steps else args.epochs,
+                                  "max_steps": args.max_steps, "repeats": args.repeats, "matmul_peak_flops": peak,
+                                  "runs": rows, "ratios": ratios, "end_to_end_times": times}, text)
+
+
+if __name__ == "__main__":
+    main()
