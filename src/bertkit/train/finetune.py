@@ -233,7 +233,10 @@ def setup(config: FinetuneConfig, train: TrainConfig) -> Setup:
     freeze(model, config.trainable_layers)
     batches = GroupedBatches(features.lengths, config.batch_size, train.seed, min_batch=distributed.world_size())
     steps = max(1, round(config.epochs * batches.steps_per_epoch))
-    train = replace(train, max_steps=steps, eval_every=batches.steps_per_epoch,
+    checkpoint_every = train.checkpoint_every  # default: once per epoch (a MiniLM checkpoint is ~260 MB)
+    if checkpoint_every == TrainConfig().checkpoint_every:
+        checkpoint_every = batches.steps_per_epoch
+    train = replace(train, max_steps=steps, eval_every=batches.steps_per_epoch, checkpoint_every=checkpoint_every,
                     warmup_steps=round(config.warmup_ratio * steps),
                     monitor=train.monitor or (spec.main_metric if dev_examples else None))
     data = TaskSteps(features, spec.task, tokenizer.pad_id, batches, spec.max_span_width,
