@@ -132,3 +132,16 @@ def test_layer_out_of_range_is_an_error(tiny):
         tiny(**batch, output_layers=[3])
     with pytest.raises(ValueError, match="layer -4 does not exist"):
         tiny(**batch, output_layers=[-4])
+
+
+def test_fast_dropout_drops_at_the_asked_rate_and_scales():
+    from bertkit.model import dropout, dropout_mask
+    torch.manual_seed(0)
+    keep = dropout_mask(torch.Size([1000, 1000]), 0.1, torch.device("cpu"))
+    assert abs(float(keep.float().mean()) - (1 - 6554 / 65536)) < 1e-3  # p rounded to 6554 / 65536
+    x = torch.ones(200, 300, requires_grad=True)
+    y = dropout(x, 0.25, training=True)
+    assert torch.unique(y).tolist() == pytest.approx([0.0, 1 / 0.75])
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient goes through the same mask and scale
+    assert dropout(x, 0.25, training=False) is x
