@@ -145,3 +145,12 @@ def test_fast_dropout_drops_at_the_asked_rate_and_scales():
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())  # the gradient goes through the same mask and scale
     assert dropout(x, 0.25, training=False) is x
+
+
+def test_fast_dropout_keeps_an_exact_scale_for_bf16_inputs():
+    from bertkit.model import dropout
+    x = torch.ones(100, 100, dtype=torch.bfloat16, requires_grad=True)
+    y = dropout(x, 0.1, training=True)
+    assert y.dtype == torch.float32 and torch.unique(y).tolist() == pytest.approx([0.0, 1 / 0.9], rel=1e-6)
+    y.sum().backward()
+    assert x.grad.dtype == torch.bfloat16
