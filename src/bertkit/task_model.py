@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .checkpoint import atomic_write
 from .crf import CRF
-from .data.features import ALIGNMENTS, SEQUENCE_TASKS, WORD_TASKS
+from .data.features import ALIGNMENTS, SEQUENCE_TASKS
 from .data.masking import IGNORE_INDEX
 from .data.tasks import TASKS
 from .heads import ClassificationHead, SpanClassificationHead, TokenClassificationHead

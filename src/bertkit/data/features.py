@@ -16,7 +16,7 @@ Batches are a pure function of (seed, epoch, step): a resumed run sees the same 
 
 from __future__ import annotations
 
-import math
+import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -155,11 +155,20 @@ class GroupedBatches:
     pool: int = 50
     min_batch: int = 1  # a smaller last batch of a pool joins the batch before it (e.g. one row per rank)
 
-    @property
+    def __post_init__(self) -> None:
+        self._drawn: dict[int, list[np.ndarray]] = {}  # the current epoch's batches: every step reads them
+
+    @functools.cached_property
     def steps_per_epoch(self) -> int:
         return len(self.epoch(0))
 
     def epoch(self, epoch: int) -> list[np.ndarray]:
+        """The batches (row indices) of `epoch`, drawn once and kept while steps read it."""
+        if epoch not in self._drawn:
+            self._drawn = {epoch: self._draw(epoch)}
+        return self._drawn[epoch]
+
+    def _draw(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.lengths))
         size = self.batch_size * self.pool

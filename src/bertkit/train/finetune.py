@@ -26,7 +26,7 @@ from .. import metrics as M
 from ..checkpoint import atomic_write
 from ..data.features import SEQUENCE_TASKS, GroupedBatches, collate, spans_across_windows
 from ..data.masking import IGNORE_INDEX
-from ..data.tasks import TASKS, LabelSet, TextExample, WordExample, read_task_file, spans_to_bio, unseen_labels, word_spans
+from ..data.tasks import TASKS, LabelSet, TextExample, read_task_file, spans_to_bio, unseen_labels, word_spans
 from ..model import Encoder
 from ..predict import encode_examples, predict_examples, task_metrics
 from ..task_model import TaskModel, TaskSpec, save_task_model
