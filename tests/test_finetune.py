@@ -13,7 +13,7 @@ from bertkit.data.features import sequence_features
 from bertkit.data.tasks import LabelSet, TextExample
 from bertkit.predict import predict_examples, task_metrics
 from bertkit.task_model import TaskModel, TaskSpec, load_task_model
-from bertkit.train.finetune import FinetuneConfig, balanced_weights, finetune, freeze, layer_scale, read_examples
+from bertkit.train.finetune import FinetuneConfig, balanced_weights, finetune, freeze, layer_scale, read_examples, setup
 from bertkit.train.loop import TrainConfig, make_optimizer
 
 from tiny_task_data import conll, lines_head, tiny  # noqa: F401 (conll, tiny: fixtures)
@@ -51,6 +51,20 @@ def test_two_epochs_log_dev_metrics_and_save_a_loadable_model(two_epochs, conll)
     model, tokenizer = load_task_model(out), Tokenizer.from_pretrained(out)
     dev = read_examples(str(conll[1]), "tag", model.spec.reader)
     assert task_metrics(model.spec, dev, predict_examples(model, tokenizer, dev, precision="fp32")) == result
+
+
+def test_grouped_batches_weigh_every_word_alike(tiny, conll, tmp_path):
+    """A batch's loss sum is divided by the mean word count per training sentence times its rows,
+    not by its own word count: a batch of short sentences does not weigh its words up."""
+    s = setup(tag_config(tiny, conll, tmp_path), quiet())
+    train = read_examples(str(conll[0]), "tag", {})
+    per_row = sum(len(x.words) for x in train) / len(train)
+    assert s.data.items_per_row == pytest.approx(per_row)
+    short, long = (s.data.batches(step, 0, 1)[0] for step in (0, 1))
+    for batch in (short, long):
+        rows = len(batch["input_ids"])
+        assert batch["counts"] == {"loss": pytest.approx(per_row * rows)}
+    assert int(short["word_mask"].sum()) != int(long["word_mask"].sum())  # batches of different lengths
 
 
 def test_tag_metrics_equal_seqeval(two_epochs, conll):

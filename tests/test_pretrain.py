@@ -97,6 +97,16 @@ def test_yaml_precedence(tmp_path):
         load_sections(path, sections, ["--pretrain.recipe=gpt"])
 
 
+def test_exponent_floats_without_a_decimal_point(tmp_path):
+    """YAML 1.1 reads 1e-8 as a string; a float field takes it as the number it means."""
+    path = tmp_path / "r.yaml"
+    path.write_text("train: {lr: 5e-5}\n")
+    got = load_sections(path, {"train": TrainConfig}, ["--train.eps=1e-8"])["train"]
+    assert (got.lr, got.eps) == (5e-5, 1e-8)
+    with pytest.raises(ValueError, match="train.eps: expected a number, got 'small'"):
+        load_sections(None, {"train": TrainConfig}, ["--train.eps=small"])
+
+
 @pytest.mark.parametrize("recipe", ["bert", "roberta", "spanbert", "mlm"])
 def test_every_recipe_runs_two_steps_and_saves_a_transformers_model(recipe, data_dir, minilm_dir, tmp_path, capsys):
     out = tmp_path / recipe

@@ -100,12 +100,18 @@ def preset(name: str, **changes) -> EncoderConfig:
 
 
 def _coerce(value, hint, where: str):
-    """A YAML value as the dataclass field's type (tuples from lists, floats from ints)."""
+    """A YAML value as the dataclass field's type (tuples from lists, floats from ints and from
+    strings such as 1e-8)."""
     text = str(hint)
     if text.startswith("tuple"):
         return tuple(value) if isinstance(value, (list, tuple)) else (value,)
     if "float" in text and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if "float" in text and "str" not in text and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads 1e-8 (no decimal point) as a string
+        except ValueError:
+            raise ValueError(f"{where}: expected a number, got {value!r}") from None
     if text in ("int", "<class 'int'>") and not isinstance(value, int):
         raise ValueError(f"{where}: expected an integer, got {value!r}")
     return value

@@ -6,13 +6,15 @@ best weights kept, early stopping) -> save (encoder, head, tokenizer, task.json,
 Departures from the common recipes, each for a reason:
 - a text longer than the window is split into overlapping windows for training and prediction
   rather than truncated (truncation only when asked for, and counted);
-- batches group similar lengths (no padding waste), with the order still shuffled every epoch;
+- batches group similar lengths (no padding waste), with the order still shuffled every epoch, and
+  their loss is normalised by the expected item count of a batch, not by their own (`TaskSteps`);
 - for multi-label tasks, each label's sigmoid threshold is tuned on the dev set after training
   (`tune_thresholds`), since rare labels rarely reach 0.5.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import warnings
@@ -201,8 +203,26 @@ class TaskSteps:
         rows = self.grouped.epoch(step // per_epoch)[step % per_epoch]
         if len(rows) < world:
             raise ValueError(f"a batch of {len(rows)} rows cannot be split over {world} processes")
-        return [collate(self.features, rows[rank::world], self.task, self.pad_id, self.max_span_width,
-                        self.token_level)]
+        batch = self._collate(rows[rank::world])
+        batch["counts"] = {"loss": self.items_per_row * len(rows[rank::world])}
+        return [batch]
+
+    @functools.cached_property
+    def items_per_row(self) -> float:
+        """Loss items (labelled rows, words, spans) per training row, over the whole training set.
+
+        A batch's loss sum is divided by this times its rows, not by its own item count: with
+        length-grouped batches, a batch of short sentences holds few words, and its own count would
+        weigh each of them up to ten times as much as a word of a long sentence (random batches
+        average this out; grouped ones do not). The step's loss is thus an unbiased estimate of the
+        mean over all items, as with random batches.
+        """
+        rows = np.arange(len(self.grouped.lengths))
+        total = sum(self._collate(rows[i:i + 256])["counts"]["loss"] for i in range(0, len(rows), 256))
+        return total / max(1, len(rows))
+
+    def _collate(self, rows) -> dict:
+        return collate(self.features, rows, self.task, self.pad_id, self.max_span_width, self.token_level)
 
 
 @dataclass
