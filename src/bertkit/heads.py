@@ -82,25 +82,36 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
             w, b = weight.to(dtype), bias.to(dtype)
             needs_grad = any(ctx.needs_input_grad[:3])
             grad_x = torch.empty_like(x) if needs_grad else None
-            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if needs_grad else None
+            grad_w = torch.empty(weight.shape, dtype=torch.float32, device=x.device) if needs_grad else None
             grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=x.device) if needs_grad else None
             total = torch.zeros((), dtype=torch.float32, device=x.device)
-            rows = max(1, _CHUNK_BYTES // (4 * weight.shape[0]))
+            rows = min(x.shape[0], max(1, _CHUNK_BYTES // (4 * weight.shape[0])))
+            # One (rows, V) buffer for every chunk's logits, then its softmax, in place: a fresh
+            # buffer per chunk (and a temporary inside logsumexp) would be page-faulted in each time.
+            buffer = torch.empty((rows, weight.shape[0]), dtype=torch.float32, device=x.device)
             for start in range(0, x.shape[0], rows):
                 xc, yc = x[start:start + rows].to(dtype), labels[start:start + rows]
-                logits = torch.addmm(b, xc, w.t()).float()  # (C, V)
-                lse = torch.logsumexp(logits, dim=-1)  # (C,)
-                total += (lse - logits.gather(1, yc[:, None]).squeeze(1)).sum()
+                logits = buffer[:len(yc)]
+                if dtype == torch.float32:
+                    torch.addmm(b, xc, w.t(), out=logits)
+                else:
+                    logits.copy_(torch.addmm(b, xc, w.t()))
+                target = logits.gather(1, yc[:, None]).squeeze(1)
+                peak = logits.amax(dim=-1, keepdim=True)
+                exps = logits.sub_(peak).exp_()  # (C, V): exp(logit - max)
+                sums = exps.sum(dim=-1)
+                total += (peak.squeeze(1) + sums.log() - target).sum()  # logsumexp - target logit
                 if not needs_grad:  # evaluation: the loss alone
                     continue
-                grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                grad = exps.div_(sums[:, None])  # softmax
                 grad[torch.arange(len(yc), device=x.device), yc] -= 1
                 g = grad.to(dtype)
                 grad_x[start:start + rows] = g @ w
-                if dtype == torch.float32:
-                    grad_w.addmm_(g.t(), xc)
+                if dtype == torch.float32:  # beta 0: the first chunk overwrites the empty buffer
+                    grad_w.addmm_(g.t(), xc, beta=float(start > 0))
                 else:  # accumulate the chunks' bf16 products in fp32
-                    grad_w += g.t() @ xc
+                    product = g.t() @ xc
+                    grad_w.copy_(product) if start == 0 else grad_w.add_(product)
                 grad_b += grad.sum(0)
         if needs_grad:
             ctx.save_for_backward(grad_x, grad_w.to(weight.dtype), grad_b.to(bias.dtype))
