@@ -3,6 +3,9 @@
 Both train on the same sentences (eng.train, read once by bertkit's CoNLL reader), batch 32, lr 5e-5
 with linear decay, the same precision (bf16 autocast by default, or fp32), seed 0, one process,
 2 threads, alternating runs (Trainer, bertkit greedy[, bertkit crf]), median over the repeats.
+Repeat r trains every side with seed r (both initialise the classifier and order the batches from
+it), so the repeats also show how much dev F1 moves from seed to seed; the models of repeat r go to
+OUT/greedy, OUT/crf for seed 0 and OUT/greedy-seed<r>, OUT/crf-seed<r> otherwise.
 
 - bertkit: `finetune(FinetuneConfig(task="tag", ...), TrainConfig(...))`, the library's own defaults
   otherwise (length-grouped batches, first-subword words, AdamW fused). No dev file is given, so
@@ -20,10 +23,11 @@ the real tokens, `forward_flops`) as a fraction of the matmul peak measured in t
 
 Quality: entity F1 on dev (eng.testa) of the final weights of each, scored the same way: one tag
 per CoNLL word (the tag of its first subword; a word without tokens is O), seqeval's default mode
-(as run_ner reports it). bertkit's own `task_metrics(entity_mode="default")` is printed beside.
+(as run_ner reports it), the median over the repeats' seeds (each seed's F1 is recorded).
+bertkit's own `task_metrics(entity_mode="default")` is recorded beside.
 
     python benchmarks/bench_finetune_ner.py --epochs 1 --repeats 1          # speed, one epoch each
-    python benchmarks/bench_finetune_ner.py --epochs 3 --decoders greedy crf  # + F1 of greedy, CRF, Trainer
+    python benchmarks/bench_finetune_ner.py --epochs 3 --decoders greedy crf --repeats 3  # + F1, 3 seeds
     python benchmarks/bench_finetune_ner.py --max-steps 20                   # quick check (not recorded)
 """
 
@@ -51,7 +55,7 @@ from bertkit.task_model import load_task_model  # noqa: E402
 from bertkit.train.finetune import FinetuneConfig, finetune, read_examples, task_spec  # noqa: E402
 from bertkit.train.loop import TrainConfig  # noqa: E402
 
-BATCH, LR, SEED = 32, 5e-5, 0
+BATCH, LR = 32, 5e-5
 
 
 def hf_features(hf_tok, examples, label_ids: dict[str, int]) -> list[dict]:
@@ -79,14 +83,15 @@ class CountingCollator:
         return self.collator(rows)
 
 
-def run_trainer(state: dict, args, train_examples, labels: tuple[str, ...], out: Path) -> dict:
-    """Tokenize, load, train with the Trainer; returns the run's figures and keeps the trainer in `state`."""
+def run_trainer(state: dict, args, train_examples, labels: tuple[str, ...], out: Path, seed: int) -> dict:
+    """Tokenize, load, train with the Trainer; returns the run's figures and keeps the trainer in
+    `state["trainers"][seed]`."""
     import transformers
     began = time.perf_counter()
     path = minilm_dir()
     hf_tok = transformers.AutoTokenizer.from_pretrained(path)
     rows = hf_features(hf_tok, train_examples, {x: i for i, x in enumerate(labels)})
-    transformers.set_seed(SEED)
+    transformers.set_seed(seed)
     model = transformers.AutoModelForTokenClassification.from_pretrained(
         path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={x: i for i, x in enumerate(labels)})
     collator = CountingCollator(transformers.DataCollatorForTokenClassification(hf_tok))
@@ -94,15 +99,16 @@ def run_trainer(state: dict, args, train_examples, labels: tuple[str, ...], out:
     training_args = transformers.TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=BATCH, per_device_eval_batch_size=64, learning_rate=LR,
         bf16=args.dtype == "bf16", use_cpu=True, eval_strategy="no", save_strategy="no", report_to=[],
-        dataloader_num_workers=0, seed=SEED, logging_steps=50, disable_tqdm=True, **work)
+        dataloader_num_workers=0, seed=seed, logging_steps=50, disable_tqdm=True, **work)
     trainer = transformers.Trainer(model=model, args=training_args, train_dataset=rows, data_collator=collator)
     loop = trainer.train().metrics["train_runtime"]
-    state.update(trainer=trainer, hf_tok=hf_tok)
+    state.setdefault("trainers", {})[seed] = trainer
+    state["hf_tok"] = hf_tok
     return {"loop_seconds": loop, "seconds": time.perf_counter() - began, "lengths": collator.lengths,
             "steps": trainer.state.global_step}
 
 
-def run_bertkit(decoder: str, args, out: Path) -> dict:
+def run_bertkit(decoder: str, args, out: Path, seed: int) -> dict:
     """One `finetune` call; returns the run's figures (loop tokens/s from its log.jsonl)."""
     began = time.perf_counter()
     shutil.rmtree(out, ignore_errors=True)
@@ -111,17 +117,17 @@ def run_bertkit(decoder: str, args, out: Path) -> dict:
     config = FinetuneConfig(task="tag", model=str(minilm_dir()), train=str(args.train), dev=None, out=str(out),
                             epochs=epochs, batch_size=BATCH, decoder=decoder, entity_mode="default")
     steps = max(1, round(epochs * steps_per_epoch))
-    finetune(config, TrainConfig(lr=LR, precision=args.dtype, seed=SEED, log_every=50, checkpoint_every=steps + 1))
+    finetune(config, TrainConfig(lr=LR, precision=args.dtype, seed=seed, log_every=50, checkpoint_every=steps + 1))
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     last = [r for r in records if "tokens_per_s" in r][-1]
     return {"tokens_per_s_log": last["tokens_per_s"], "seconds": time.perf_counter() - began, "steps": last["step"] + 1}
 
 
-def bertkit_lengths(tokenizer, train_examples, spec, steps: int) -> list[int]:
+def bertkit_lengths(tokenizer, train_examples, spec, steps: int, seed: int) -> list[int]:
     """The real lengths of the rows bertkit's first `steps` steps train on (its batches are a pure
     function of seed and step)."""
     features = encode_examples(train_examples, tokenizer, spec)
-    grouped = GroupedBatches(features.lengths, BATCH, SEED)
+    grouped = GroupedBatches(features.lengths, BATCH, seed)
     per_epoch = grouped.steps_per_epoch
     rows = [r for s in range(steps) for r in grouped.epoch(s // per_epoch)[s % per_epoch]]
     return features.lengths[rows].tolist()
@@ -136,9 +142,9 @@ def word_tags_from_tokens(pred_ids: np.ndarray, word_ids: list, num_words: int, 
     return tags
 
 
-def trainer_dev_tags(state: dict, dev_examples, labels) -> list[list[str]]:
-    """Dev predictions of the trained Trainer model, one tag per word (first subword's)."""
-    trainer, hf_tok = state["trainer"], state["hf_tok"]
+def trainer_dev_tags(state: dict, seed: int, dev_examples, labels) -> list[list[str]]:
+    """Dev predictions of the Trainer model trained with `seed`, one tag per word (first subword's)."""
+    trainer, hf_tok = state["trainers"][seed], state["hf_tok"]
     rows = hf_features(hf_tok, dev_examples, {x: i for i, x in enumerate(labels)})
     trainer.data_collator = trainer.data_collator.collator
     logits = trainer.predict(rows).predictions  # (N, T_max, L), padded with -100
@@ -175,16 +181,19 @@ def main() -> None:
     figures: dict[str, list[dict]] = {}
 
     def keep(name, fn):
-        def go():
-            cpu = time.process_time()
-            figures.setdefault(name, []).append(fn())
+        def go():  # repeat r runs with seed r
+            seed, cpu = len(figures.setdefault(name, [])), time.process_time()
+            figures[name].append({**fn(seed), "seed": seed})
             figures[name][-1]["cpu_seconds"] = time.process_time() - cpu
         return go
 
-    runs = {"transformers Trainer": keep("transformers Trainer", lambda: run_trainer(state, args, train_examples, labels,
-                                                                                     out / "trainer"))}
+    def model_dir(decoder: str, seed: int) -> Path:
+        return out / (decoder if seed == 0 else f"{decoder}-seed{seed}")
+
+    runs = {"transformers Trainer": keep("transformers Trainer", lambda seed: run_trainer(
+        state, args, train_examples, labels, out / "trainer", seed))}
     for d in args.decoders:
-        runs[f"bertkit {d}"] = keep(f"bertkit {d}", lambda d=d: run_bertkit(d, args, out / d))
+        runs[f"bertkit {d}"] = keep(f"bertkit {d}", lambda seed, d=d: run_bertkit(d, args, model_dir(d, seed), seed))
     peak = matmul_peak(getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}[args.dtype]))
     times = alternate(runs, args.repeats)
     peak = max(peak, matmul_peak(getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}[args.dtype])))
@@ -192,12 +201,12 @@ def main() -> None:
     from bertkit.model import Encoder
     config = Encoder.from_pretrained(minilm_dir()).config
     steps = figures[f"bertkit {args.decoders[0]}"][0]["steps"]
-    ours_lengths = bertkit_lengths(tokenizer, train_examples, spec, steps)
+    ours_lengths = {seed: bertkit_lengths(tokenizer, train_examples, spec, steps, seed) for seed in range(args.repeats)}
     rows = {}
     for name, runs_of in figures.items():
         if name.startswith("bertkit"):
-            lengths = ours_lengths
-            loop = [sum(lengths) / r["tokens_per_s_log"] for r in runs_of]
+            lengths = ours_lengths[0]  # whole epochs: the same rows for every seed
+            loop = [sum(ours_lengths[r["seed"]]) / r["tokens_per_s_log"] for r in runs_of]
         else:
             lengths = runs_of[0]["lengths"]
             loop = [r["loop_seconds"] for r in runs_of]
@@ -212,16 +221,22 @@ def main() -> None:
     if not args.no_f1:
         gold = [list(ex.tags) for ex in dev_examples]
         for name in rows:
-            if name.startswith("bertkit"):
-                model = load_task_model(out / name.split()[1])
-                preds = predict_examples(model, tokenizer, dev_examples, 64, args.dtype)
-                tags = [p["tags"] for p in preds]
-                rows[name]["dev_f1_bertkit_metric"] = task_metrics(model.spec, dev_examples, preds, "default")["f1"]
-            else:
-                tags = trainer_dev_tags(state, dev_examples, labels)
-            rows[name]["dev_f1"] = seqeval.metrics.f1_score(gold, tags)
-            rows[name]["dev_precision"] = seqeval.metrics.precision_score(gold, tags)
-            rows[name]["dev_recall"] = seqeval.metrics.recall_score(gold, tags)
+            each = []
+            for seed in range(args.repeats):
+                scores = {}
+                if name.startswith("bertkit"):
+                    model = load_task_model(model_dir(name.split()[1], seed))
+                    preds = predict_examples(model, tokenizer, dev_examples, 64, args.dtype)
+                    tags = [p["tags"] for p in preds]
+                    scores["f1_bertkit_metric"] = task_metrics(model.spec, dev_examples, preds, "default")["f1"]
+                else:
+                    tags = trainer_dev_tags(state, seed, dev_examples, labels)
+                scores |= {"seed": seed, "f1": seqeval.metrics.f1_score(gold, tags),
+                           "precision": seqeval.metrics.precision_score(gold, tags),
+                           "recall": seqeval.metrics.recall_score(gold, tags)}
+                each.append(scores)
+            rows[name]["dev_f1"] = median([x["f1"] for x in each])
+            rows[name]["dev_each_seed"] = each
 
     peer = rows["transformers Trainer"]
     ratios = {f"{n} / transformers Trainer (loop tokens/s)": r["tokens_per_s"] / peer["tokens_per_s"]
@@ -236,15 +251,17 @@ def main() -> None:
                + (f" --dtype {args.dtype}" if args.dtype != "bf16" else "")
                + (f" --decoders {' '.join(args.decoders)}" if args.decoders != ["greedy"] else ""))
     table = [f"CoNLL-2003 eng.train, {len(train_examples)} sentences, all-MiniLM-L6-v2, batch {BATCH}, lr {LR:g}, "
-             f"{args.dtype}, {work}, median of {args.repeats}; matmul peak measured now: {args.dtype} "
-             f"{peak / 1e9:.0f} GFLOP/s. Dev F1: eng.testa, final weights, one tag per word, seqeval default mode.\n",
-             "| run | steps | real tokens | loop s | real tokens/s | end-to-end s | end-to-end CPU s | model GFLOP/s | of matmul peak | dev F1 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{args.dtype}, {work}, median of {args.repeats} (repeat r: seed r); matmul peak measured now: {args.dtype} "
+             f"{peak / 1e9:.0f} GFLOP/s. Dev F1: eng.testa, final weights, one tag per word, seqeval default mode; "
+             "median over the seeds, then each seed's.\n",
+             "| run | steps | real tokens | loop s | real tokens/s | end-to-end s | end-to-end CPU s | model GFLOP/s | of matmul peak | dev F1 | dev F1 by seed |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, r in rows.items():
         f1 = f"{r['dev_f1']:.4f}" if "dev_f1" in r else ""
+        by_seed = ", ".join(f"{x['f1']:.4f}" for x in r.get("dev_each_seed", []))
         table.append(f"| {name} | {r['steps']} | {r['real_tokens']} | {r['loop_seconds']:.1f} | {r['tokens_per_s']:.0f} | "
                      f"{r['end_to_end_seconds']:.1f} | {r['end_to_end_cpu_seconds']:.1f} | {r['model_gflops_per_s']:.1f} | "
-                     f"{r['fraction_of_matmul_peak']:.0%} | {f1} |")
+                     f"{r['fraction_of_matmul_peak']:.0%} | {f1} | {by_seed} |")
     table += ["", "| ratio | value | target |", "|---|---:|---:|"]
     table += [f"| {k} | {v:.2f}x | {'>= 2.0' if 'loop' in k else ''} |" for k, v in ratios.items()]
     if not args.no_f1:
