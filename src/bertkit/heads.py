@@ -111,7 +111,10 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
                     grad_w.addmm_(g.t(), xc, beta=float(start > 0))
                 else:  # accumulate the chunks' bf16 products in fp32
                     product = g.t() @ xc
-                    grad_w.copy_(product) if start == 0 else grad_w.add_(product)
+                    if start == 0:
+                        grad_w.copy_(product)
+                    else:
+                        grad_w.add_(product)
                 grad_b += grad.sum(0)
         if needs_grad:
             ctx.save_for_backward(grad_x, grad_w.to(weight.dtype), grad_b.to(bias.dtype))

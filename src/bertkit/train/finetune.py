@@ -203,8 +203,9 @@ class TaskSteps:
         rows = self.grouped.epoch(step // per_epoch)[step % per_epoch]
         if len(rows) < world:
             raise ValueError(f"a batch of {len(rows)} rows cannot be split over {world} processes")
-        batch = self._collate(rows[rank::world])
-        batch["counts"] = {"loss": self.items_per_row * len(rows[rank::world])}
+        mine = rows[rank::world]
+        batch = self._collate(mine)
+        batch["counts"] = {"loss": self.items_per_row * len(mine)}
         return [batch]
 
     @functools.cached_property
