@@ -159,8 +159,11 @@ def test_multilabel_thresholds_are_tuned_per_label(tiny, data_dir, tmp_path):
     reader = {"label_field": "labels"}
     config = FinetuneConfig(task="multilabel", model=str(tiny), train=str(train), dev=str(dev), out=str(tmp_path),
                             epochs=1, batch_size=16, max_length=32, overflow="truncate", reader=reader)
-    finetune(config, quiet(lr=1e-2))
-    spec = load_task_model(tmp_path).spec
+    result = finetune(config, quiet(lr=1e-2))
+    model = load_task_model(tmp_path)
+    spec, examples = model.spec, read_examples(str(dev), "multilabel", reader)
+    tokenizer = Tokenizer.from_pretrained(tmp_path)
+    assert task_metrics(spec, examples, predict_examples(model, tokenizer, examples)) == pytest.approx(result)
     in_dev = {x for ex in read_examples(str(dev), "multilabel", reader) for x in ex.label}
     assert len(spec.thresholds) == len(spec.labels) > 10
     grid = {round(0.05 * k, 2) for k in range(1, 20)}

@@ -106,14 +106,18 @@ def repair_bio(tags: list[str]) -> list[str]:
     return out
 
 
+def multilabel_prediction(spec: TaskSpec, probs: Sequence[float]) -> dict:
+    """The labels whose probability reaches their threshold (the spec's per-label ones, if tuned)."""
+    limits = spec.thresholds or (spec.threshold,) * len(probs)
+    return {"labels": [x for x, p, t in zip(spec.labels, probs, limits) if p >= t],
+            "probabilities": dict(zip(spec.labels, probs))}
+
+
 def _sequence_prediction(logits: torch.Tensor, spec: TaskSpec) -> dict:
     if spec.task == "regress":
         return {"score": float(logits[0])}
     if spec.task == "multilabel":
-        probs = logits.sigmoid().tolist()
-        limits = spec.thresholds or (spec.threshold,) * len(probs)
-        return {"labels": [x for x, p, t in zip(spec.labels, probs, limits) if p >= t],
-                "probabilities": dict(zip(spec.labels, probs))}
+        return multilabel_prediction(spec, logits.sigmoid().tolist())
     probs = logits.softmax(-1).tolist()
     return {"label": spec.labels[int(np.argmax(probs))], "probabilities": dict(zip(spec.labels, probs))}
 

@@ -30,7 +30,7 @@ from ..data.features import SEQUENCE_TASKS, GroupedBatches, collate, spans_acros
 from ..data.masking import IGNORE_INDEX
 from ..data.tasks import TASKS, LabelSet, TextExample, read_task_file, spans_to_bio, unseen_labels, word_spans
 from ..model import Encoder
-from ..predict import encode_examples, predict_examples, task_metrics
+from ..predict import encode_examples, multilabel_prediction, predict_examples, task_metrics
 from ..task_model import TaskModel, TaskSpec, save_task_model
 from ..tokenizer import Tokenizer
 from . import distributed
@@ -300,9 +300,12 @@ def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False) -
     fit(model, s.data, s.train, out, resume=resume, evaluate=evaluate if dev else None,
         lr_scale=(layer_scale(len(model.encoder.layers), config.layer_lr_decay, config.head_lr_scale)
                   if (config.layer_lr_decay, config.head_lr_scale) != (1.0, 1.0) else None))
+    predictions = dev_predictions(model) if dev else []
     if model.spec.task == "multilabel" and dev and config.tune_thresholds:
-        model.spec = replace(model.spec, thresholds=tune_thresholds(model.spec, dev, dev_predictions(model)))
-    result = task_metrics(model.spec, dev, dev_predictions(model)) if dev else {}
+        model.spec = replace(model.spec, thresholds=tune_thresholds(model.spec, dev, predictions))
+        predictions = [multilabel_prediction(model.spec, [p["probabilities"][x] for x in model.spec.labels])
+                       for p in predictions]
+    result = task_metrics(model.spec, dev, predictions) if dev else {}
     final = _gathered(model)  # a collective under torch.distributed
     if distributed.rank() == 0:
         save_task_model(final, tokenizer, out)
