@@ -3,7 +3,8 @@
 benchmarks/results/finetune-runs.json and a table.
 
 Data sets without a ready split are split here, into runs/data/ (never into the project):
-- RTE: only dev sets are distributed: train on RTE-1 + RTE-3 dev, evaluate on RTE-2 dev;
+- RTE: only dev sets are distributed: train on RTE-1 + RTE-3 dev, evaluate on RTE-2 dev; run once from
+  all-MiniLM-L6-v2 and once from the SICK run's fine-tuned encoder (a new head: intermediate-task training);
 - PTB POS sample: sentences in file order, the first 90% train, the last 10% held out;
 - movie reviews: Pang & Lee's ten folds by review number: folds 1-8 train (1,600), 9-10 test (400);
 - GENIA (dev file only): by document, in file order, the first 80% of documents train, the rest test;
@@ -21,6 +22,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,35 +61,71 @@ def prepare() -> None:
     reuters = DATA / "reuters21578" / "training.jsonl"
     ids = [json.loads(x)["id"] for x in reuters.read_text(encoding="utf-8").splitlines()]
     reuters_train = set(ids[:round(0.9 * len(ids))])
-    split_lines(reuters, SPLITS / "reuters-train.jsonl", SPLITS / "reuters-dev.jsonl", lambda r: r["id"] in reuters_train)
+    split_lines(reuters, SPLITS / "reuters-train.jsonl", SPLITS / "reuters-dev.jsonl",
+                lambda r: r["id"] in reuters_train)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One README row: how the run is made and how the table describes it."""
+    data: str  # the table's "data set" column
+    task: str  # `bertkit finetune TASK`
+    recipe: str  # configs/finetune/RECIPE.yaml
+    train: Path | str  # str: several files, comma-separated
+    dev: Path
+    evaluated_on: str
+    main: str  # the main metric, in bold
+    extra: tuple[str, ...] = ()  # more command-line arguments
+    test: Path | None = None  # scored once after training, and reported instead of dev
+    start: str | None = None  # another run whose fine-tuned encoder this one starts from
+
+    @property
+    def model(self) -> Path:
+        if self.start is None:
+            return minilm_dir()
+        if not (RUNS / self.start / "model.safetensors").exists():
+            raise SystemExit(f"this run starts from the {self.start!r} run's model: run {self.start!r} first")
+        return RUNS / self.start
 
 
 D = DATA
-# name: (task, recipe, train, dev, extra arguments[, test: scored after training, the figure reported])
-RECIPES = {
-    "sick": ("pair", "sick", D / "sick2014/SICK_train.txt", D / "sick2014/SICK_trial.txt", []),
-    "mrpc": ("pair", "mrpc", D / "msrp/msr-para-train.tsv", D / "msrp/msr-para-val.tsv", []),
-    "stsb": ("regress", "stsb", D / "stsb/sts-train.csv", D / "stsb/sts-dev.csv", []),
-    "rte": ("pair", "rte", f"{D / 'nltk_rte/rte1_dev.xml'},{D / 'nltk_rte/rte3_dev.xml'}", D / "nltk_rte/rte2_dev.xml", []),
-    "genia-span": ("span", "genia-span", SPLITS / "genia-train.jsonl", SPLITS / "genia-test.jsonl", []),
-    "genia-tag": ("tag", "genia-tag", SPLITS / "genia-train.jsonl", SPLITS / "genia-test.jsonl", []),
-    "ptb-pos": ("tag", "ptb-pos", SPLITS / "ptb-train.conll", SPLITS / "ptb-heldout.conll", []),
-    "conll2000": ("tag", "conll2000", D / "nltk_conll2000/train.txt", D / "nltk_conll2000/test.txt", []),
-    "sst2-frozen": ("classify", "sst2-frozen", D / "sst2/train.tsv", D / "sst2/dev.tsv", []),
-    "sst2": ("classify", "sst2", D / "sst2/train.tsv", D / "sst2/dev.tsv", []),
-    "movies-truncate-128": ("classify", "movie-reviews", SPLITS / "movies-train.jsonl", SPLITS / "movies-test.jsonl",
-                            ["--finetune.overflow=truncate", "--finetune.max_length=128", "--finetune.epochs=3"]),
-    "movies-windows": ("classify", "movie-reviews", SPLITS / "movies-train.jsonl", SPLITS / "movies-test.jsonl", []),
-    "reuters": ("classify", "reuters", SPLITS / "reuters-train.jsonl", SPLITS / "reuters-dev.jsonl",
-                ["--multi-label"], D / "reuters21578/test.jsonl"),
+RTE_TRAIN = f"{D / 'nltk_rte/rte1_dev.xml'},{D / 'nltk_rte/rte3_dev.xml'}"
+RUNS_BY_NAME = {  # in the README's order; a run that starts from another comes after it
+    "sst2": Run("SST-2", "classify", "sst2", D / "sst2/train.tsv", D / "sst2/dev.tsv", "dev", "accuracy"),
+    "sst2-frozen": Run("SST-2, frozen encoder (head only)", "classify", "sst2-frozen", D / "sst2/train.tsv",
+                       D / "sst2/dev.tsv", "dev", "accuracy"),
+    "sick": Run("SICK 3-way NLI", "pair", "sick", D / "sick2014/SICK_train.txt", D / "sick2014/SICK_trial.txt",
+                "trial", "accuracy"),
+    "rte": Run("RTE (train RTE-1 + RTE-3 dev)", "pair", "rte", RTE_TRAIN, D / "nltk_rte/rte2_dev.xml", "RTE-2 dev",
+               "accuracy"),
+    "rte-from-sick": Run("RTE, starting from the SICK model", "pair", "rte", RTE_TRAIN, D / "nltk_rte/rte2_dev.xml",
+                         "RTE-2 dev", "accuracy", start="sick"),
+    "mrpc": Run("MRPC", "pair", "mrpc", D / "msrp/msr-para-train.tsv", D / "msrp/msr-para-val.tsv", "val", "accuracy"),
+    "stsb": Run("STS-B", "regress", "stsb", D / "stsb/sts-train.csv", D / "stsb/sts-dev.csv", "dev", "spearman"),
+    "reuters": Run("Reuters-21578, 90 topics", "classify", "reuters", SPLITS / "reuters-train.jsonl",
+                   SPLITS / "reuters-dev.jsonl", "test", "micro_f1", ("--multi-label",),
+                   test=D / "reuters21578/test.jsonl"),
+    "ptb-pos": Run("PTB POS sample", "tag", "ptb-pos", SPLITS / "ptb-train.conll", SPLITS / "ptb-heldout.conll",
+                   "last 10%", "accuracy"),
+    "conll2000": Run("CoNLL-2000 chunking", "tag", "conll2000", D / "nltk_conll2000/train.txt",
+                     D / "nltk_conll2000/test.txt", "test", "f1"),
+    "movies-windows": Run("movie reviews, 512-token windows", "classify", "movie-reviews",
+                          SPLITS / "movies-train.jsonl", SPLITS / "movies-test.jsonl", "folds 9-10", "accuracy"),
+    "movies-truncate-128": Run("movie reviews, first 128 tokens", "classify", "movie-reviews",
+                               SPLITS / "movies-train.jsonl", SPLITS / "movies-test.jsonl", "folds 9-10", "accuracy",
+                               ("--finetune.overflow=truncate", "--finetune.max_length=128", "--finetune.epochs=3")),
+    "genia-span": Run("GENIA nested, span classifier", "span", "genia-span", SPLITS / "genia-train.jsonl",
+                      SPLITS / "genia-test.jsonl", "last 20% of documents", "f1"),
+    "genia-tag": Run("GENIA nested, BIO tagger", "tag", "genia-tag", SPLITS / "genia-train.jsonl",
+                     SPLITS / "genia-test.jsonl", "last 20% of documents", "f1"),
 }
 
 
 def run(name: str) -> dict:
-    task, recipe, train, dev, extra, *test = RECIPES[name]
-    out = RUNS / name
-    command = [sys.executable, "-m", "bertkit.cli", "finetune", task, "--config", f"configs/finetune/{recipe}.yaml",
-               "--model", str(minilm_dir()), "--train", str(train), "--dev", str(dev), "--out", str(out), *extra]
+    spec, out = RUNS_BY_NAME[name], RUNS / name
+    command = [sys.executable, "-m", "bertkit.cli", "finetune", spec.task,
+               "--config", f"configs/finetune/{spec.recipe}.yaml", "--model", str(spec.model),
+               "--train", str(spec.train), "--dev", str(spec.dev), "--out", str(out), *spec.extra]
     print(f"== {name}: {' '.join(command[2:])}", file=sys.stderr, flush=True)
     began = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT)
@@ -97,11 +135,11 @@ def run(name: str) -> dict:
     metrics = json.loads((out / "dev_metrics.json").read_text())
     result = {"metrics": _summary(metrics), "seconds": seconds,
               "command": "bertkit " + " ".join(command[3:]).replace(str(minilm_dir()), "MINILM")}
-    if test:
+    if spec.test:
         scored = subprocess.run([sys.executable, "-m", "bertkit.cli", "evaluate", "--model", str(out),
-                                 "--data", str(test[0])], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
+                                 "--data", str(spec.test)], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
         result.update(dev_metrics=result["metrics"], metrics=_summary(json.loads(scored.stdout)),
-                      evaluate=f"bertkit evaluate --model {out.relative_to(ROOT)} --data {test[0]}")
+                      evaluate=f"bertkit evaluate --model {out.relative_to(ROOT)} --data {spec.test}")
     return result
 
 
@@ -109,33 +147,17 @@ def _summary(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "per_type"}
 
 
-DESCRIPTIONS = {  # name: (data set, task, split evaluated, main metric)
-    "sst2": ("SST-2", "classify", "dev", "accuracy"),
-    "sst2-frozen": ("SST-2, frozen encoder (head only)", "classify", "dev", "accuracy"),
-    "sick": ("SICK 3-way NLI", "pair", "trial", "accuracy"),
-    "rte": ("RTE (train RTE-1 + RTE-3 dev)", "pair", "RTE-2 dev", "accuracy"),
-    "mrpc": ("MRPC", "pair", "val", "accuracy"),
-    "stsb": ("STS-B", "regress", "dev", "spearman"),
-    "reuters": ("Reuters-21578, 90 topics", "classify --multi-label", "test", "micro_f1"),
-    "ptb-pos": ("PTB POS sample", "tag", "last 10%", "accuracy"),
-    "conll2000": ("CoNLL-2000 chunking", "tag", "test", "f1"),
-    "movies-windows": ("movie reviews, 512-token windows", "classify", "folds 9-10", "accuracy"),
-    "movies-truncate-128": ("movie reviews, first 128 tokens", "classify", "folds 9-10", "accuracy"),
-    "genia-span": ("GENIA nested, span classifier", "span", "last 20% of documents", "f1"),
-    "genia-tag": ("GENIA nested, BIO tagger", "tag", "last 20% of documents", "f1"),
-}
-
-
 def table(results: dict) -> str:
     """The README's table: one row per run, its main metric and the others."""
     rows = ["| data set | task | evaluated on | main metric | other metrics | minutes |", "|---|---|---|---|---|---:|"]
-    for name, (data, task, split, main) in DESCRIPTIONS.items():
+    for name, spec in RUNS_BY_NAME.items():
         if "metrics" not in results.get(name, {}):
             continue
-        m = results[name]["metrics"]
+        m, main = results[name]["metrics"], spec.main
+        task = " ".join([spec.task, *(x for x in spec.extra if not x.startswith("--finetune."))])
         others = ", ".join(f"{k} {v:.3f}" for k, v in m.items() if k != main and isinstance(v, float))
-        rows.append(f"| {data} | {task} | {split} | {main} **{m[main]:.3f}** | {others} | "
-                    f"{results[name]['seconds'] / 60:.1f} |")
+        rows.append(f"| {spec.data} | {task} | {spec.evaluated_on} | {main} **{m[main]:.3f}** | {others} "
+                    f"| {results[name]['seconds'] / 60:.1f} |")
     return "\n".join(rows)
 
 
@@ -143,8 +165,11 @@ def main() -> None:
     if sys.argv[1:] == ["--table"]:
         print(table(json.loads(RESULTS.read_text())))
         return
+    unknown = [x for x in sys.argv[1:] if x not in RUNS_BY_NAME]
+    if unknown:
+        raise SystemExit(f"no run named {', '.join(unknown)}; the runs: {', '.join(RUNS_BY_NAME)}")
     prepare()
-    for name in sys.argv[1:] or list(RECIPES):
+    for name in sys.argv[1:] or list(RUNS_BY_NAME):
         result = run(name)
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}  # another runner may have written
         results[name] = result
