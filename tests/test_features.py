@@ -37,6 +37,9 @@ def test_long_sentences_become_windows_and_each_word_is_labelled_once(tokenizer,
         assert [labels[t] for t in features.targets[row]] == [ex.tags[w] for w in words]
         assert sorted(set(features.slots[row][features.slots[row] >= 0])) == list(range(len(words)))
     assert all(sorted(words) == list(range(len(conll[i].words))) for i, words in labelled.items())
+    batch = collate(features, range(len(features)), "tag", tokenizer.pad_id)  # windows after the first continue
+    first_window = [row == 0 or features.origin[row] != features.origin[row - 1] for row in range(len(features))]
+    assert batch["continues"].tolist() == [not first for first in first_window]
 
 
 def test_truncation_is_counted(tokenizer, sst2):

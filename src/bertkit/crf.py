@@ -7,8 +7,10 @@ label i to label j.
 Where it departs from pytorch-crf:
 - BIO constraints are a fixed buffer (`penalty`, -1e4 on forbidden steps) added to the learned
   scores, in training and in decoding alike, so gradient descent can never learn a forbidden
-  transition back. A large finite constant rather than -inf: gold data can itself hold a forbidden
-  step (a sentence cut at a window boundary starts with I-X), and -inf would make its loss infinite.
+  transition back. A large finite constant rather than -inf, so a forbidden step in gold data costs
+  a large loss rather than an infinite one.
+- A row that continues a longer sequence (a window after the first) may start with I-X: it gets
+  neither start scores nor the start constraint (`continues`).
 - The forward algorithm runs in fp32 whatever the emission dtype, since logsumexp over a long
   sentence loses too much in bf16.
 - Masks must be left-aligned (real positions first); anything else is an error, not a silently
@@ -88,42 +90,49 @@ class CRF(nn.Module):
         """A CRF over `labels`, with BIO constraints when they are BIO tags."""
         return cls(len(labels), *bio_constraints(labels))
 
-    def _scores(self) -> tuple[Tensor, Tensor, Tensor]:
-        """fp32 (start (L,), transitions (L, L), end (L,)) with the constraints applied."""
-        start = self.start.float() + self.start_penalty
+    def _scores(self, rows: int, continues: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """fp32 (start (B, L), transitions (L, L), end (L,)) with the constraints applied. A row
+        that `continues` a sequence (a window after the first) gets no start score and no start
+        constraint: it may begin inside an entity, and the step from its predecessor is unknown."""
+        start = (self.start.float() + self.start_penalty).expand(rows, -1)
+        if continues is not None:
+            start = torch.where(continues.unsqueeze(1), 0.0, start)
         return start, self.transitions.float() + self.penalty, self.end.float()
 
-    def log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+    def log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Tensor,
+                       continues: Tensor | None = None) -> Tensor:
         """log p(tags | emissions) of each sequence.
 
         Args:
             emissions: (B, T, L) label scores, any float dtype.
             tags: (B, T) long gold labels; values under padding are ignored.
             mask: (B, T) bool, True on real positions, left-aligned.
+            continues: optional (B,) bool, True for rows that continue a longer sequence.
 
         Returns:
             (B,) fp32 log-likelihoods; the training loss is `-crf.log_likelihood(...).mean()`.
         """
         _check_mask(emissions, mask)
         emissions, tags = emissions.float(), tags.masked_fill(~mask, 0)
-        start, transitions, end = self._scores()
+        start, transitions, end = self._scores(len(emissions), continues)
         gold = _path_score(emissions, tags, mask, start, transitions, end)
         return gold - _log_partition(emissions, mask, start, transitions, end)
 
     @torch.no_grad()
-    def decode(self, emissions: Tensor, mask: Tensor) -> list[list[int]]:
+    def decode(self, emissions: Tensor, mask: Tensor, continues: Tensor | None = None) -> list[list[int]]:
         """Viterbi best label path of each sequence.
 
         Args:
             emissions: (B, T, L) label scores.
             mask: (B, T) bool, left-aligned.
+            continues: optional (B,) bool, True for rows that continue a longer sequence.
 
         Returns:
             B lists of label ids, each as long as its row of `mask` has real positions.
         """
         _check_mask(emissions, mask)
         emissions = emissions.float()
-        start, transitions, end = self._scores()
+        start, transitions, end = self._scores(len(emissions), continues)
         score = start + emissions[:, 0]  # (B, L)
         keep = torch.arange(emissions.shape[-1], device=emissions.device)
         pointers = []
@@ -156,7 +165,7 @@ def _path_score(emissions: Tensor, tags: Tensor, mask: Tensor, start: Tensor,
     emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2).masked_fill(~mask, 0)  # (B, T)
     stepped = transitions[tags[:, :-1], tags[:, 1:]].masked_fill(~mask[:, 1:], 0)  # (B, T-1)
     last = tags.gather(1, mask.sum(dim=1, keepdim=True) - 1).squeeze(1)  # (B,)
-    return start[tags[:, 0]] + emitted.sum(dim=1) + stepped.sum(dim=1) + end[last]
+    return start.gather(1, tags[:, :1]).squeeze(1) + emitted.sum(dim=1) + stepped.sum(dim=1) + end[last]
 
 
 def _log_partition(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor,

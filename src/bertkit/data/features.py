@@ -192,7 +192,8 @@ def in_length_order(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
 def collate(features: Features, rows: Sequence[int], task: str, pad_id: int, max_span_width: int = 0,
             token_level: bool = False) -> dict:
     """A right-padded batch of rows with their targets and "counts" (items each loss sums over:
-    rows, words, spans, or with `token_level` the subword tokens of labelled words)."""
+    rows, words, spans, or with `token_level` the subword tokens of labelled words). Word tasks
+    add "slots", "word_mask" and "continues" (the row's first word is not its example's first)."""
     batch = features.encoded.tensors(rows, pad_id=pad_id)
     targets = [features.targets[r] for r in rows]
     labelled = all(t is not None for t in targets)
@@ -210,6 +211,7 @@ def collate(features: Features, rows: Sequence[int], task: str, pad_id: int, max
     batch["slots"] = torch.from_numpy(slots)
     num_words = [len(features.words[r]) for r in rows]
     batch["word_mask"] = torch.arange(max(1, max(num_words)))[None, :] < torch.tensor(num_words)[:, None]
+    batch["continues"] = torch.tensor([n > 0 and features.words[r][0] > 0 for r, n in zip(rows, num_words)])
     if task == "span":
         batch.update(enumerate_spans(num_words, max_span_width, targets if labelled else None))
     elif labelled:
