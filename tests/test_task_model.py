@@ -121,3 +121,15 @@ def test_transformers_loads_the_saved_encoder(tokenizer, sentences, tmp_path):
         theirs = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     real = batch["attention_mask"].bool()
     assert (ours[real] - theirs[real]).abs().max() < 1e-5
+
+
+def test_crf_loss_of_a_window_that_starts_inside_an_entity_is_ordinary(tokenizer, sentences):
+    spec = TaskSpec("tag", ("B-LOC", "B-MISC", "B-ORG", "B-PER", "I-LOC", "I-MISC", "I-ORG", "I-PER", "O"),
+                    decoder="crf", max_length=12, stride=4)
+    features = encode_examples(sentences, tokenizer, spec)
+    starts_inside = [r for r, t in enumerate(features.targets) if len(t) and spec.labels[t[0]].startswith("I-")]
+    assert starts_inside, "the windows of these sentences should cut through an entity"
+    batch = collate(features, starts_inside, "tag", tokenizer.pad_id)
+    assert batch["continues"].all()
+    loss = TaskModel(tiny_encoder(tokenizer), spec)(batch)["loss"] / batch["counts"]["loss"]
+    assert loss < 5  # per word; a sentence's start may not be I-X, costing 1e4 each
