@@ -20,9 +20,14 @@ from typing import Callable
 
 import torch
 
+from bertkit import reuse_freed_memory
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
+# bertkit's training and command line let glibc keep freed memory; the setting is process-wide, so
+# it is made here, before either side runs: the peer gets the same allocator from its first repeat.
+REUSES_FREED_MEMORY = reuse_freed_memory()
 
 
 def minilm_dir() -> Path:
@@ -38,7 +43,7 @@ def machine() -> dict:
         pass
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "commit": commit}
+            "python": platform.python_version(), "commit": commit, "reuse_freed_memory": REUSES_FREED_MEMORY}
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:

@@ -1,5 +1,6 @@
 """bertkit: bidirectional transformer encoders (the BERT family) for pretraining, fine-tuning and study."""
 
+from .allocator import reuse_freed_memory
 from .config import PRESETS, EncoderConfig, preset
 from .convert import CheckpointError
 from .embed import embed, pool
@@ -8,5 +9,5 @@ from .model import Encoder, EncoderOutput
 from .tokenizer import Encoded, Tokenizer
 
 __all__ = ["PRESETS", "CheckpointError", "Encoded", "Encoder", "EncoderConfig", "EncoderOutput", "MLMHead",
-           "NSPHead", "Tokenizer", "add_pretraining_heads", "embed", "pool", "preset"]
+           "NSPHead", "Tokenizer", "add_pretraining_heads", "embed", "pool", "preset", "reuse_freed_memory"]
 __version__ = "0.1.0"

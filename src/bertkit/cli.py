@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from .allocator import reuse_freed_memory
+
 PRESET_NAMES = ("tiny", "mini", "small", "medium", "base", "large")
 
 EPILOG = """examples:
@@ -317,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     takes_overrides = args.command in WITH_OVERRIDES
     if not takes_overrides and extra or len(overrides) != len(extra):
         parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides or not takes_overrides)}")
+    reuse_freed_memory()  # prediction and training alike allocate large tensors of changing shapes
     try:
         if takes_overrides:
             WITH_OVERRIDES[args.command](args, overrides)
