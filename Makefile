@@ -48,7 +48,7 @@ bench-pretrain-quality: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_pretrain_quality.py --minutes 10
 
 bench-finetune-ner: $(VENV)/.installed-test
-	$(BIN)/python benchmarks/bench_finetune_ner.py --epochs 1 --repeats 1
+	$(BIN)/python benchmarks/bench_finetune_ner.py --epochs 1 --repeats 3 --decoders greedy crf
 
 bench-predict-ner: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_predict_ner.py --repeats 3

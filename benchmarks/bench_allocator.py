@@ -1,5 +1,5 @@
-"""bertkit fine-tuning with glibc keeping freed memory (`reuse_freed_memory`, the default) against
-the C library's own settings (BERTKIT_SYSTEM_MALLOC=1), side by side.
+"""bertkit fine-tuning with glibc keeping freed memory (`reuse_freed_memory`, which the `bertkit`
+command sets) against the C library's own settings (BERTKIT_SYSTEM_MALLOC=1), side by side.
 
 Both runs are `bertkit finetune classify --multi-label` with the Reuters-21578 recipe
 (configs/finetune/reuters.yaml: 256-token windows, batch 32, bf16 where fast) for one epoch over the
@@ -27,10 +27,11 @@ from common import DATA, ROOT, alternate, matmul_peak, median, minilm_dir, write
 
 from bertkit import Encoder, Tokenizer  # noqa: E402
 from bertkit.allocator import OPT_OUT  # noqa: E402
+from bertkit.config import load_sections  # noqa: E402
 from bertkit.model import forward_flops  # noqa: E402
 from bertkit.predict import encode_examples  # noqa: E402
-from bertkit.task_model import TaskSpec  # noqa: E402
-from bertkit.train.finetune import read_examples  # noqa: E402
+from bertkit.train.finetune import FinetuneConfig, read_examples, task_spec  # noqa: E402
+from bertkit.train.loop import TrainConfig  # noqa: E402
 
 RECIPE = ROOT / "configs" / "finetune" / "reuters.yaml"
 
@@ -46,15 +47,15 @@ def main() -> None:
     train.write_text("".join(lines[:args.articles]), encoding="utf-8")
     model = minilm_dir()
 
-    examples = read_examples(str(train), "multilabel", {"label_field": "labels"})
-    labels = tuple(sorted({x for ex in examples for x in ex.label}))
-    lengths = encode_examples(examples, Tokenizer.from_pretrained(model),
-                              TaskSpec("multilabel", labels, max_length=256, stride=64)).lengths
+    given = {"finetune": {"model": str(model), "train": str(train), "out": str(work)}}
+    recipe = load_sections(str(RECIPE), {"finetune": FinetuneConfig, "train": TrainConfig}, direct=given)["finetune"]
+    examples = read_examples(recipe.train, recipe.task, recipe.reader)
+    lengths = encode_examples(examples, Tokenizer.from_pretrained(model), task_spec(recipe, examples, [])).lengths
     flops = 3 * forward_flops(Encoder.from_pretrained(model).config, lengths.tolist())
 
     cpu: dict[str, list[tuple[float, float]]] = {"reuse": [], "system": []}
 
-    def finetune(name: str):
+    def timed_run(name: str):
         env = {k: v for k, v in os.environ.items() if k != OPT_OUT} | ({OPT_OUT: "1"} if name == "system" else {})
         command = [sys.executable, "-m", "bertkit.cli", "finetune", "classify", "--multi-label", "--config",
                    str(RECIPE), "--model", str(model), "--train", str(train), "--out", str(work / name),
@@ -68,7 +69,7 @@ def main() -> None:
         return run
 
     peak = matmul_peak(torch.bfloat16)
-    times = alternate({"reuse": finetune("reuse"), "system": finetune("system")}, args.repeats)
+    times = alternate({"reuse": timed_run("reuse"), "system": timed_run("system")}, args.repeats)
     peak = max(peak, matmul_peak(torch.bfloat16))
     rows = {}
     for name in times:

@@ -25,8 +25,8 @@ from bertkit import reuse_freed_memory
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
-# bertkit's training and command line let glibc keep freed memory; the setting is process-wide, so
-# it is made here, before either side runs: the peer gets the same allocator from its first repeat.
+# The `bertkit` command lets glibc keep freed memory; benchmarks call bertkit in-process, and the
+# setting is process-wide, so it is made here, before either side runs: both get the same allocator.
 REUSES_FREED_MEMORY = reuse_freed_memory()
 
 

@@ -79,13 +79,9 @@ class Run:
     test: Path | None = None  # scored once after training, and reported instead of dev
     start: str | None = None  # another run whose fine-tuned encoder this one starts from
 
-    @property
     def model(self) -> Path:
-        if self.start is None:
-            return minilm_dir()
-        if not (RUNS / self.start / "model.safetensors").exists():
-            raise SystemExit(f"this run starts from the {self.start!r} run's model: run {self.start!r} first")
-        return RUNS / self.start
+        """The model directory the run starts from."""
+        return minilm_dir() if self.start is None else RUNS / self.start
 
 
 D = DATA
@@ -124,7 +120,7 @@ RUNS_BY_NAME = {  # in the README's order; a run that starts from another comes 
 def run(name: str) -> dict:
     spec, out = RUNS_BY_NAME[name], RUNS / name
     command = [sys.executable, "-m", "bertkit.cli", "finetune", spec.task,
-               "--config", f"configs/finetune/{spec.recipe}.yaml", "--model", str(spec.model),
+               "--config", f"configs/finetune/{spec.recipe}.yaml", "--model", str(spec.model()),
                "--train", str(spec.train), "--dev", str(spec.dev), "--out", str(out), *spec.extra]
     print(f"== {name}: {' '.join(command[2:])}", file=sys.stderr, flush=True)
     began = time.perf_counter()
@@ -165,11 +161,16 @@ def main() -> None:
     if sys.argv[1:] == ["--table"]:
         print(table(json.loads(RESULTS.read_text())))
         return
-    unknown = [x for x in sys.argv[1:] if x not in RUNS_BY_NAME]
+    names = sys.argv[1:] or list(RUNS_BY_NAME)
+    unknown = [x for x in names if x not in RUNS_BY_NAME]
     if unknown:
         raise SystemExit(f"no run named {', '.join(unknown)}; the runs: {', '.join(RUNS_BY_NAME)}")
+    for i, name in enumerate(names):
+        start = RUNS_BY_NAME[name].start
+        if start and start not in names[:i] and not (RUNS / start / "model.safetensors").exists():
+            raise SystemExit(f"{name} starts from the {start} run's model: run {start} first (or with it)")
     prepare()
-    for name in sys.argv[1:] or list(RUNS_BY_NAME):
+    for name in names:
         result = run(name)
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}  # another runner may have written
         results[name] = result

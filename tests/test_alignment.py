@@ -107,11 +107,16 @@ def test_word_features_label_every_word_once_on_its_subwords(inputs, max_length,
                 assert len(tokens) == whole.word_ids(i).count(w) or cut
 
 
-def test_a_word_without_tokens_is_in_no_row():
-    features = word_features([WordExample(("abc", "\u200b", "abc"), tags=("T1", "T2", "T3"))], small_tokenizer(),
-                             "tag", TAGS, 64, "window", 4)
+def test_a_word_without_tokens_is_in_no_row_and_is_reported():
+    with pytest.warns(UserWarning, match="1 words have no token"):
+        features = word_features([WordExample(("abc", "\u200b", "abc"), tags=("T1", "T2", "T3"))],
+                                 small_tokenizer(), "tag", TAGS, 64, "window", 4)
     assert [ws.tolist() for ws in features.words] == [[0, 2]]
     assert features.targets[0].tolist() == [TAGS.index("T1"), TAGS.index("T3")]
+    with pytest.warns(UserWarning, match="1 words have no token"):  # first word tokenless: the row is not cut
+        features = word_features([WordExample(("\u200b", "abc"), tags=("T1", "T2"))], small_tokenizer(), "tag",
+                                 TAGS, 64, "window", 4)
+    assert features.cut_start == [False] and features.cut_end == [False]
 
 
 # ---------------------------------------------------------------------------------- sequence outputs

@@ -131,30 +131,34 @@ def test_mask_with_a_gap_is_an_error():
         CRF(emissions.shape[-1]).decode(emissions, mask)
 
 
-def test_continuing_rows_have_no_start_scores():
+def test_rows_cut_from_longer_sequences_have_no_edge_scores_there():
     emissions, tags, mask = random_batch(5)
     ours, reference = twin_crfs(5, seed=5)
-    continues = torch.tensor([True, False, True, False, True, False])
-    with torch.no_grad():
-        reference.start_transitions.zero_()  # a window after the first: the step into it is unknown
-    expected = reference(emissions, tags, mask, reduction="none")
-    ours_ll = ours.log_likelihood(emissions, tags, mask, continues)
-    torch.testing.assert_close(ours_ll[continues], expected[continues], atol=1e-5, rtol=0)
-    assert not torch.allclose(ours_ll[~continues], expected[~continues], atol=1e-3)
-    decoded = reference.decode(emissions, mask)
-    assert [p for p, c in zip(ours.decode(emissions, mask, continues), continues) if c] == \
-        [p for p, c in zip(decoded, continues) if c]
+    cut_start = torch.tensor([True, False, True, False, True, False])
+    cut_end = torch.tensor([True, True, False, False, True, False])
+    with torch.no_grad():  # the reference with its start (end) scores zeroed on the matching rows
+        start, end = reference.start_transitions.clone(), reference.end_transitions.clone()
+    for starts_cut, ends_cut in ((True, True), (True, False), (False, True), (False, False)):
+        rows = (cut_start == starts_cut) & (cut_end == ends_cut)
+        with torch.no_grad():
+            reference.start_transitions.copy_(start * (not starts_cut))
+            reference.end_transitions.copy_(end * (not ends_cut))
+        expected = reference(emissions[rows], tags[rows], mask[rows], reduction="none")
+        ours_ll = ours.log_likelihood(emissions, tags, mask, cut_start, cut_end)[rows]
+        torch.testing.assert_close(ours_ll, expected, atol=1e-5, rtol=0)
+        paths = ours.decode(emissions, mask, cut_start, cut_end)
+        assert [p for p, r in zip(paths, rows) if r] == reference.decode(emissions[rows], mask[rows])
 
 
-def test_a_continuing_row_may_start_inside_an_entity():
+def test_a_row_cut_at_its_start_may_start_inside_an_entity():
     torch.manual_seed(0)
     crf = CRF.for_labels(LABELS)
     emissions = torch.zeros(2, 3, len(LABELS))
     emissions[:, 0, LABELS.index("I-PER")] = 5.0  # the window starts in the middle of a name
     emissions[:, 0, LABELS.index("B-PER")] = 4.0
     mask, tags = torch.ones(2, 3, dtype=torch.bool), torch.full((2, 3), LABELS.index("I-PER"))
-    continues = torch.tensor([True, False])
-    first = [path[0] for path in crf.decode(emissions, mask, continues)]
+    cut_start = torch.tensor([True, False])
+    first = [path[0] for path in crf.decode(emissions, mask, cut_start)]
     assert [LABELS[i] for i in first] == ["I-PER", "B-PER"]
-    loss = -crf.log_likelihood(emissions, tags, mask, continues)
+    loss = -crf.log_likelihood(emissions, tags, mask, cut_start)
     assert loss[0] < 20 and loss[1] > 1e3  # only a sentence's true start may not be I-X

@@ -37,9 +37,13 @@ def test_long_sentences_become_windows_and_each_word_is_labelled_once(tokenizer,
         assert [labels[t] for t in features.targets[row]] == [ex.tags[w] for w in words]
         assert sorted(set(features.slots[row][features.slots[row] >= 0])) == list(range(len(words)))
     assert all(sorted(words) == list(range(len(conll[i].words))) for i, words in labelled.items())
-    batch = collate(features, range(len(features)), "tag", tokenizer.pad_id)  # windows after the first continue
-    first_window = [row == 0 or features.origin[row] != features.origin[row - 1] for row in range(len(features))]
-    assert batch["continues"].tolist() == [not first for first in first_window]
+    batch = collate(features, range(len(features)), "tag", tokenizer.pad_id)  # windows cut their sentences
+    origin = list(features.origin)
+    first_window = [row == 0 or origin[row] != origin[row - 1] for row in range(len(features))]
+    last_window = [row == len(origin) - 1 or origin[row] != origin[row + 1] for row in range(len(features))]
+    assert batch["cut_start"].tolist() == [not first for first in first_window]
+    assert batch["cut_end"].tolist() == [not last for last in last_window]
+    assert any(batch["cut_start"]) and any(batch["cut_end"])
 
 
 def test_truncation_is_counted(tokenizer, sst2):

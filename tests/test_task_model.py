@@ -130,6 +130,6 @@ def test_crf_loss_of_a_window_that_starts_inside_an_entity_is_ordinary(tokenizer
     starts_inside = [r for r, t in enumerate(features.targets) if len(t) and spec.labels[t[0]].startswith("I-")]
     assert starts_inside, "the windows of these sentences should cut through an entity"
     batch = collate(features, starts_inside, "tag", tokenizer.pad_id)
-    assert batch["continues"].all()
+    assert batch["cut_start"].all()
     loss = TaskModel(tiny_encoder(tokenizer), spec)(batch)["loss"] / batch["counts"]["loss"]
     assert loss < 5  # per word; a sentence's start may not be I-X, costing 1e4 each

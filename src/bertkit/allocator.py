@@ -20,9 +20,15 @@ OPT_OUT = "BERTKIT_SYSTEM_MALLOC"
 
 @functools.cache
 def reuse_freed_memory() -> bool:
-    """Serve every block from the heap (no per-block mmap) and return free memory to the system
-    only beyond 1 GiB. Process-wide; set `BERTKIT_SYSTEM_MALLOC=1` to leave malloc as it is.
-    Returns whether the settings took effect (False off Linux or with a C library other than glibc)."""
+    """Serve every block from the heap (no per-block mmap), and shrink the heap only when more than
+    1 GiB is free at its top: freed memory below that stays with the process for later tensors.
+
+    Process-wide and lasting, so the library never calls it on its own: the `bertkit` command does,
+    and a script calls it once. `BERTKIT_SYSTEM_MALLOC=1` makes it do nothing.
+
+    Returns:
+        whether the settings took effect (False off Linux or with a C library other than glibc).
+    """
     if os.environ.get(OPT_OUT) or not sys.platform.startswith("linux"):
         return False
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)

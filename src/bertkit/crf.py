@@ -9,8 +9,10 @@ Where it departs from pytorch-crf:
   scores, in training and in decoding alike, so gradient descent can never learn a forbidden
   transition back. A large finite constant rather than -inf, so a forbidden step in gold data costs
   a large loss rather than an infinite one.
-- A row that continues a longer sequence (a window after the first) may start with I-X: it gets
-  neither start scores nor the start constraint (`continues`).
+- A row cut out of a longer sequence (one window of a long sentence) gets no start score and no
+  start constraint where the cut is at its start (`cut_start`: it may begin with I-X), and no end
+  score where the cut is at its end (`cut_end`): the scores of a sentence's true edges are not
+  learned or applied at window edges.
 - The forward algorithm runs in fp32 whatever the emission dtype, since logsumexp over a long
   sentence loses too much in bf16.
 - Masks must be left-aligned (real positions first); anything else is an error, not a silently
@@ -90,49 +92,54 @@ class CRF(nn.Module):
         """A CRF over `labels`, with BIO constraints when they are BIO tags."""
         return cls(len(labels), *bio_constraints(labels))
 
-    def _scores(self, rows: int, continues: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """fp32 (start (B, L), transitions (L, L), end (L,)) with the constraints applied. A row
-        that `continues` a sequence (a window after the first) gets no start score and no start
-        constraint: it may begin inside an entity, and the step from its predecessor is unknown."""
+    def _scores(self, rows: int, cut_start: Tensor | None,
+                cut_end: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """fp32 (start (B, L), transitions (L, L), end (B, L)) with the constraints applied; zero
+        start (end) scores on rows whose start (end) is a cut inside a longer sequence."""
         start = (self.start.float() + self.start_penalty).expand(rows, -1)
-        if continues is not None:
-            start = torch.where(continues.unsqueeze(1), 0.0, start)
-        return start, self.transitions.float() + self.penalty, self.end.float()
+        end = self.end.float().expand(rows, -1)
+        if cut_start is not None:
+            start = torch.where(cut_start.unsqueeze(1), 0.0, start)
+        if cut_end is not None:
+            end = torch.where(cut_end.unsqueeze(1), 0.0, end)
+        return start, self.transitions.float() + self.penalty, end
 
-    def log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Tensor,
-                       continues: Tensor | None = None) -> Tensor:
+    def log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Tensor, cut_start: Tensor | None = None,
+                       cut_end: Tensor | None = None) -> Tensor:
         """log p(tags | emissions) of each sequence.
 
         Args:
             emissions: (B, T, L) label scores, any float dtype.
             tags: (B, T) long gold labels; values under padding are ignored.
             mask: (B, T) bool, True on real positions, left-aligned.
-            continues: optional (B,) bool, True for rows that continue a longer sequence.
+            cut_start, cut_end: optional (B,) bool, True for rows that start (end) inside a longer
+                sequence.
 
         Returns:
             (B,) fp32 log-likelihoods; the training loss is `-crf.log_likelihood(...).mean()`.
         """
         _check_mask(emissions, mask)
         emissions, tags = emissions.float(), tags.masked_fill(~mask, 0)
-        start, transitions, end = self._scores(len(emissions), continues)
+        start, transitions, end = self._scores(len(emissions), cut_start, cut_end)
         gold = _path_score(emissions, tags, mask, start, transitions, end)
         return gold - _log_partition(emissions, mask, start, transitions, end)
 
     @torch.no_grad()
-    def decode(self, emissions: Tensor, mask: Tensor, continues: Tensor | None = None) -> list[list[int]]:
+    def decode(self, emissions: Tensor, mask: Tensor, cut_start: Tensor | None = None,
+               cut_end: Tensor | None = None) -> list[list[int]]:
         """Viterbi best label path of each sequence.
 
         Args:
             emissions: (B, T, L) label scores.
             mask: (B, T) bool, left-aligned.
-            continues: optional (B,) bool, True for rows that continue a longer sequence.
+            cut_start, cut_end: optional (B,) bool, as for `log_likelihood`.
 
         Returns:
             B lists of label ids, each as long as its row of `mask` has real positions.
         """
         _check_mask(emissions, mask)
         emissions = emissions.float()
-        start, transitions, end = self._scores(len(emissions), continues)
+        start, transitions, end = self._scores(len(emissions), cut_start, cut_end)
         score = start + emissions[:, 0]  # (B, L)
         keep = torch.arange(emissions.shape[-1], device=emissions.device)
         pointers = []
@@ -164,8 +171,9 @@ def _path_score(emissions: Tensor, tags: Tensor, mask: Tensor, start: Tensor,
     """(B,) unnormalised score of the tagged paths."""
     emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2).masked_fill(~mask, 0)  # (B, T)
     stepped = transitions[tags[:, :-1], tags[:, 1:]].masked_fill(~mask[:, 1:], 0)  # (B, T-1)
-    last = tags.gather(1, mask.sum(dim=1, keepdim=True) - 1).squeeze(1)  # (B,)
-    return start.gather(1, tags[:, :1]).squeeze(1) + emitted.sum(dim=1) + stepped.sum(dim=1) + end[last]
+    last = tags.gather(1, mask.sum(dim=1, keepdim=True) - 1)  # (B, 1)
+    edges = (start.gather(1, tags[:, :1]) + end.gather(1, last)).squeeze(1)  # (B,)
+    return edges + emitted.sum(dim=1) + stepped.sum(dim=1)
 
 
 def _log_partition(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor,

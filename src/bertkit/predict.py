@@ -107,10 +107,22 @@ def repair_bio(tags: list[str]) -> list[str]:
 
 
 def multilabel_prediction(spec: TaskSpec, probs: Sequence[float]) -> dict:
-    """The labels whose probability reaches their threshold (the spec's per-label ones, if tuned)."""
+    """The labels whose probability reaches their threshold (the spec's per-label ones, if tuned).
+
+    Args:
+        probs: (L,) sigmoid probabilities in the order of `spec.labels`.
+
+    Returns:
+        {"labels": [label, ...], "probabilities": {label: probability}}.
+    """
     limits = spec.thresholds or (spec.threshold,) * len(probs)
     return {"labels": [x for x, p, t in zip(spec.labels, probs, limits) if p >= t],
             "probabilities": dict(zip(spec.labels, probs))}
+
+
+def label_probabilities(spec: TaskSpec, predictions: Sequence[dict]) -> np.ndarray:
+    """(N, L) the predictions' probabilities, columns in the order of `spec.labels`."""
+    return np.array([[p["probabilities"][x] for x in spec.labels] for p in predictions])
 
 
 def _sequence_prediction(logits: torch.Tensor, spec: TaskSpec) -> dict:

@@ -119,8 +119,8 @@ class TaskModel(nn.Module):
         if self.crf is not None:
             mask, rows = batch["word_mask"], batch["word_mask"].any(1)  # a window may own no word
             tags = labels.clamp(min=0)
-            return {"loss": -self.crf.log_likelihood(scores[rows], tags[rows], mask[rows],
-                                                     batch["continues"][rows]).sum()}
+            return {"loss": -self.crf.log_likelihood(scores[rows], tags[rows], mask[rows], batch["cut_start"][rows],
+                                                     batch["cut_end"][rows]).sum()}
         if task == "tag" and self.spec.alignment == "every":
             labels = token_labels(labels, batch["slots"], self.continuation)
         return {"loss": F.cross_entropy(scores.reshape(-1, scores.shape[-1]), labels.reshape(-1),
@@ -140,8 +140,8 @@ class TaskModel(nn.Module):
             best = scores.argmax(-1).cpu().numpy()
             return [best[i, :n] for i, n in enumerate(lengths)]
         rows = [i for i, n in enumerate(lengths) if n]
-        paths = (iter(self.crf.decode(scores[rows], batch["word_mask"][rows], batch["continues"][rows]))
-                 if rows else iter(()))
+        paths = (iter(self.crf.decode(scores[rows], batch["word_mask"][rows], batch["cut_start"][rows],
+                                      batch["cut_end"][rows])) if rows else iter(()))
         return [np.array(next(paths), dtype=np.int64) if n else np.zeros(0, np.int64) for n in lengths]
 
 

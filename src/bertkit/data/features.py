@@ -42,6 +42,9 @@ class Features:
     targets: list = field(default_factory=list)  # per row: label id, label ids, score, or word targets
     slots: list[np.ndarray] = field(default_factory=list)  # word tasks: (T,) slot per token, -1 = none
     words: list[np.ndarray] = field(default_factory=list)  # word tasks: (W_row,) word index of each slot
+    # word tasks: the row's first (last) word is not the first (last) word any row of its example owns
+    cut_start: list[bool] = field(default_factory=list)
+    cut_end: list[bool] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.encoded)
@@ -97,15 +100,19 @@ def word_features(examples: Sequence[WordExample], tokenizer: Tokenizer, task: s
         warnings.warn(f"{tokenless} words have no token (they normalise to nothing) and carry no label",
                       stacklevel=2)
     responsible: list[list[int]] = [[] for _ in range(len(encoded))]
+    owned: dict[int, tuple[int, int]] = {}  # example -> (its first word that a row owns, its last)
     for (origin, w), (row, _) in sorted(owner.items()):
         responsible[row].append(w)
+        owned[origin] = (owned.get(origin, (w, w))[0], w)
     features = Features(encoded)
     for row, words in enumerate(responsible):
-        example = examples[encoded.origin[row]]
+        origin = encoded.origin[row]
         slot_of = {w: k for k, w in enumerate(words)}
         features.slots.append(_token_slots(encoded.word_ids(row), slot_of, alignment))
         features.words.append(np.array(words, dtype=np.int64))
-        features.targets.append(_word_targets(example, words, task, labels))
+        features.targets.append(_word_targets(examples[origin], words, task, labels))
+        features.cut_start.append(bool(words) and words[0] != owned[origin][0])
+        features.cut_end.append(bool(words) and words[-1] != owned[origin][1])
     return features
 
 
@@ -193,7 +200,7 @@ def collate(features: Features, rows: Sequence[int], task: str, pad_id: int, max
             token_level: bool = False) -> dict:
     """A right-padded batch of rows with their targets and "counts" (items each loss sums over:
     rows, words, spans, or with `token_level` the subword tokens of labelled words). Word tasks
-    add "slots", "word_mask" and "continues" (the row's first word is not its example's first)."""
+    add "slots", "word_mask", "cut_start" and "cut_end" (the row starts or ends inside its example)."""
     batch = features.encoded.tensors(rows, pad_id=pad_id)
     targets = [features.targets[r] for r in rows]
     labelled = all(t is not None for t in targets)
@@ -211,7 +218,8 @@ def collate(features: Features, rows: Sequence[int], task: str, pad_id: int, max
     batch["slots"] = torch.from_numpy(slots)
     num_words = [len(features.words[r]) for r in rows]
     batch["word_mask"] = torch.arange(max(1, max(num_words)))[None, :] < torch.tensor(num_words)[:, None]
-    batch["continues"] = torch.tensor([n > 0 and features.words[r][0] > 0 for r, n in zip(rows, num_words)])
+    batch["cut_start"] = torch.tensor([features.cut_start[r] for r in rows], dtype=torch.bool)
+    batch["cut_end"] = torch.tensor([features.cut_end[r] for r in rows], dtype=torch.bool)
     if task == "span":
         batch.update(enumerate_spans(num_words, max_span_width, targets if labelled else None))
     elif labelled:

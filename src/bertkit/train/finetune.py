@@ -30,7 +30,7 @@ from ..data.features import SEQUENCE_TASKS, GroupedBatches, collate, spans_acros
 from ..data.masking import IGNORE_INDEX
 from ..data.tasks import TASKS, LabelSet, TextExample, read_task_file, spans_to_bio, unseen_labels, word_spans
 from ..model import Encoder
-from ..predict import encode_examples, multilabel_prediction, predict_examples, task_metrics
+from ..predict import encode_examples, label_probabilities, multilabel_prediction, predict_examples, task_metrics
 from ..task_model import TaskModel, TaskSpec, save_task_model
 from ..tokenizer import Tokenizer
 from . import distributed
@@ -163,6 +163,12 @@ def label_rate_logits(features) -> torch.Tensor:
     A multi-label head starts from these biases, so each sigmoid starts at its label's rate instead
     of 0.5: with 90 mostly rare labels a zero bias costs ~0.69 nats per label and example, and the
     first hundreds of steps would go to learning "almost always no" instead of the text.
+
+    Args:
+        features: multi-label rows; `features.targets` holds n (L,) multi-hot arrays.
+
+    Returns:
+        (L,) fp32 logits.
     """
     rates = np.stack(features.targets).mean(0, dtype=np.float64)
     half = 0.5 / len(features.targets)
@@ -303,8 +309,7 @@ def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False) -
     predictions = dev_predictions(model) if dev else []
     if model.spec.task == "multilabel" and dev and config.tune_thresholds:
         model.spec = replace(model.spec, thresholds=tune_thresholds(model.spec, dev, predictions))
-        predictions = [multilabel_prediction(model.spec, [p["probabilities"][x] for x in model.spec.labels])
-                       for p in predictions]
+        predictions = [multilabel_prediction(model.spec, row) for row in label_probabilities(model.spec, predictions)]
     result = task_metrics(model.spec, dev, predictions) if dev else {}
     final = _gathered(model)  # a collective under torch.distributed
     if distributed.rank() == 0:
@@ -334,7 +339,7 @@ def _gathered(model: TaskModel) -> TaskModel | None:
 def tune_thresholds(spec: TaskSpec, examples: list, predictions: list[dict]) -> tuple[float, ...]:
     """Per label, the sigmoid threshold in 0.05..0.95 with the best F1 on `examples` (the spec's
     threshold when the label never occurs there)."""
-    probs = np.array([[p["probabilities"][x] for x in spec.labels] for p in predictions])
+    probs = label_probabilities(spec, predictions)
     gold = np.array([[x in ex.label for x in spec.labels] for ex in examples])
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
     best = []

@@ -30,7 +30,6 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import precision as precision_
-from ..allocator import reuse_freed_memory
 from ..checkpoint import latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint, save_model_state
 from . import distributed
 from .report import plot_curves
@@ -140,10 +139,8 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     With `config.monitor`, the weights of the best evaluation are kept in out/best.pt and loaded
     back into `model` at the end; `config.patience` stops the run early.
 
-    Writes out/log.jsonl (one record per log step and evaluation) and out/checkpoints/. Sets glibc
-    to keep freed memory for reuse (`bertkit.reuse_freed_memory`; opt out with BERTKIT_SYSTEM_MALLOC=1).
+    Writes out/log.jsonl (one record per log step and evaluation) and out/checkpoints/.
     """
-    reuse_freed_memory()
     out = Path(out)
     if config.patience and not (config.monitor and evaluate):
         raise ValueError("early stopping (patience) needs an evaluation and a metric to monitor (train.monitor)")
