@@ -76,6 +76,20 @@ def test_grouped_batches_cover_every_row_once_per_epoch(sst2, tokenizer):
     assert same != [b.tolist() for b in GroupedBatches(lengths, batch_size=8, seed=4).epoch(1)]
 
 
+def test_token_balanced_batches_hold_similar_tokens_in_as_many_steps(sst2, tokenizer):
+    lengths = tokenizer.encode([ex.text for ex in sst2], max_length=512).lengths
+    by_rows = GroupedBatches(lengths, batch_size=8, seed=3, pool=100)
+    by_tokens = GroupedBatches(lengths, batch_size=8, seed=3, pool=100, equal_tokens=True)
+    rows = np.concatenate(by_tokens.epoch(0))
+    assert sorted(rows) == list(range(len(sst2)))
+    assert by_rows.steps_per_epoch - 1 <= by_tokens.steps_per_epoch <= by_rows.steps_per_epoch  # a budget step can skip one
+
+    def padded(batches):  # the tokens each batch computes, padding included
+        return np.array([len(b) * lengths[b].max() for b in batches])
+    assert {len(b) for b in by_tokens.epoch(0)} != {8}  # short rows come more to a batch
+    assert padded(by_tokens.epoch(0)).std() < padded(by_rows.epoch(0)).std() / 2
+
+
 def test_grouped_batches_hold_similar_lengths(sst2, tokenizer):
     lengths = tokenizer.encode([ex.text for ex in sst2], max_length=512).lengths
     batches = GroupedBatches(lengths, batch_size=8).epoch(0)  # 38 batches: one pool, sorted as a whole

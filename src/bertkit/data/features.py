@@ -161,6 +161,7 @@ class GroupedBatches:
     seed: int = 0
     pool: int = 50
     min_batch: int = 1  # a smaller last batch of a pool joins the batch before it (e.g. one row per rank)
+    equal_tokens: bool = False  # batches of about batch_size x the pool's mean length tokens, not rows
 
     def __post_init__(self) -> None:
         self._drawn: dict[int, list[np.ndarray]] = {}  # the current epoch's batches: every step reads them
@@ -183,11 +184,29 @@ class GroupedBatches:
         for start in range(0, len(order), size):
             chunk = order[start:start + size]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            cuts = list(range(0, len(chunk), self.batch_size))
+            cuts = self._token_cuts(self.lengths[chunk]) if self.equal_tokens else list(range(0, len(chunk), self.batch_size))
             if len(cuts) > 1 and len(chunk) - cuts[-1] < self.min_batch:
                 cuts.pop()
             batches += [chunk[a:b] for a, b in zip(cuts, cuts[1:] + [len(chunk)])]
         return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _token_cuts(self, lengths: np.ndarray) -> list[int]:
+        """Where batches start in rows sorted longest first: each batch holds at most the same
+        number of padded tokens, the smallest budget that makes no more batches than batch_size
+        rows each would."""
+        def cuts(budget: float) -> list[int]:
+            starts, a = [], 0
+            while a < len(lengths):
+                starts.append(a)
+                a += max(1, int(budget // lengths[a]))
+            return starts
+
+        target = -(-len(lengths) // self.batch_size)
+        low, high = float(lengths[0]), float(lengths.sum())  # too small a budget; surely enough
+        while high - low > 1:
+            middle = (low + high) / 2
+            low, high = (middle, high) if len(cuts(middle)) > target else (low, middle)
+        return cuts(high)
 
 
 def in_length_order(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:

@@ -46,6 +46,7 @@ class FinetuneConfig:
     out: str = "runs/finetune"
     epochs: float = 3.0
     batch_size: int = 32
+    batch_by: str = "rows"  # "rows": batch_size rows a batch; "tokens": as many padded tokens each, as many batches
     reader: dict = field(default_factory=dict)  # options for the file reader (columns, fields, scheme)
     labels: tuple[str, ...] = ()  # fixed label set; empty = the training file's labels
     alignment: str = "first"
@@ -68,6 +69,8 @@ class FinetuneConfig:
     warmup_ratio: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.batch_by not in ("rows", "tokens"):
+            raise ValueError(f"batch_by must be 'rows' or 'tokens', not {self.batch_by!r}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, not {self.task!r}")
         if not self.model or not self.train:
@@ -224,7 +227,8 @@ class TaskSteps:
             raise ValueError(f"a batch of {len(rows)} rows cannot be split over {world} processes")
         mine = rows[rank::world]
         batch = self._collate(mine)
-        batch["counts"] = {"loss": self.items_per_row * len(mine)}
+        rows_expected = self.grouped.batch_size / world if self.grouped.equal_tokens else len(mine)
+        batch["counts"] = {"loss": self.items_per_row * rows_expected}
         return [batch]
 
     @functools.cached_property
@@ -235,7 +239,8 @@ class TaskSteps:
         length-grouped batches, a batch of short sentences holds few words, and its own count would
         weigh each of them up to ten times as much as a word of a long sentence (random batches
         average this out; grouped ones do not). The step's loss is thus an unbiased estimate of the
-        mean over all items, as with random batches.
+        mean over all items, as with random batches. Batches balanced by tokens (`batch_by`) vary in
+        rows, so there the divisor is this times batch_size, the rows a batch holds on average.
         """
         rows = np.arange(len(self.grouped.lengths))
         total = sum(self._collate(rows[i:i + 256])["counts"]["loss"] for i in range(0, len(rows), 256))
@@ -274,7 +279,8 @@ def setup(config: FinetuneConfig, train: TrainConfig) -> Setup:
         with torch.no_grad():
             model.head.out.bias.copy_(label_rate_logits(features))
     freeze(model, config.trainable_layers)
-    batches = GroupedBatches(features.lengths, config.batch_size, train.seed, min_batch=distributed.world_size())
+    batches = GroupedBatches(features.lengths, config.batch_size, train.seed, min_batch=distributed.world_size(),
+                             equal_tokens=config.batch_by == "tokens")
     steps = max(1, round(config.epochs * batches.steps_per_epoch))
     checkpoint_every = train.checkpoint_every  # default: once per epoch (a MiniLM checkpoint is ~260 MB)
     if checkpoint_every == TrainConfig().checkpoint_every:
