@@ -161,7 +161,7 @@ class GroupedBatches:
     seed: int = 0
     pool: int = 50
     min_batch: int = 1  # a smaller last batch of a pool joins the batch before it (e.g. one row per rank)
-    equal_tokens: bool = False  # batches of about batch_size x the pool's mean length tokens, not rows
+    equal_tokens: bool = False  # cut batches by padded tokens (one budget per pool), not by batch_size rows
 
     def __post_init__(self) -> None:
         self._drawn: dict[int, list[np.ndarray]] = {}  # the current epoch's batches: every step reads them
@@ -184,7 +184,10 @@ class GroupedBatches:
         for start in range(0, len(order), size):
             chunk = order[start:start + size]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            cuts = self._token_cuts(self.lengths[chunk]) if self.equal_tokens else list(range(0, len(chunk), self.batch_size))
+            if self.equal_tokens:
+                cuts = self._token_cuts(self.lengths[chunk])
+            else:
+                cuts = list(range(0, len(chunk), self.batch_size))
             if len(cuts) > 1 and len(chunk) - cuts[-1] < self.min_batch:
                 cuts.pop()
             batches += [chunk[a:b] for a, b in zip(cuts, cuts[1:] + [len(chunk)])]
