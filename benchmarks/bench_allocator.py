@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, ROOT, alternate, matmul_peak, median, minilm_dir, write_results  # noqa: E402
 
-from bertkit import Encoder, Tokenizer  # noqa: E402
+from bertkit import Tokenizer, load_pretrained  # noqa: E402
 from bertkit.allocator import OPT_OUT  # noqa: E402
 from bertkit.config import load_sections  # noqa: E402
 from bertkit.model import forward_flops  # noqa: E402
@@ -51,7 +51,7 @@ def main() -> None:
     recipe = load_sections(str(RECIPE), {"finetune": FinetuneConfig, "train": TrainConfig}, direct=given)["finetune"]
     examples = read_examples(recipe.train, recipe.task, recipe.reader)
     lengths = encode_examples(examples, Tokenizer.from_pretrained(model), task_spec(recipe, examples, [])).lengths
-    flops = 3 * forward_flops(Encoder.from_pretrained(model).config, lengths.tolist())
+    flops = 3 * forward_flops(load_pretrained(model).config, lengths.tolist())
 
     cpu: dict[str, list[tuple[float, float]]] = {"reuse": [], "system": []}
 

@@ -63,7 +63,7 @@ def main() -> None:
 
     sentences = sts_sentences()[: args.limit]
     path = minilm_dir()
-    model, tokenizer = bertkit.Encoder.from_pretrained(path), bertkit.Tokenizer.from_pretrained(path)
+    model, tokenizer = bertkit.load_pretrained(path), bertkit.Tokenizer.from_pretrained(path)
     st = SentenceTransformer(str(path), device="cpu")
     hf_model, hf_tokenizer = AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
     bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731

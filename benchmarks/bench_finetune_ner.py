@@ -47,7 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, alternate, matmul_peak, median, minilm_dir, write_results  # noqa: E402
 
-from bertkit import Tokenizer  # noqa: E402
+from bertkit import Tokenizer, load_pretrained  # noqa: E402
 from bertkit.data.features import GroupedBatches  # noqa: E402
 from bertkit.model import forward_flops  # noqa: E402
 from bertkit.predict import encode_examples, predict_examples, task_metrics  # noqa: E402
@@ -198,8 +198,7 @@ def main() -> None:
     times = alternate(runs, args.repeats)
     peak = max(peak, matmul_peak(getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}[args.dtype])))
 
-    from bertkit.model import Encoder
-    config = Encoder.from_pretrained(minilm_dir()).config
+    config = load_pretrained(minilm_dir()).config
     steps = figures[f"bertkit {args.decoders[0]}"][0]["steps"]
     ours_lengths = {seed: bertkit_lengths(tokenizer, train_examples, spec, steps, seed) for seed in range(args.repeats)}
     rows = {}

@@ -51,7 +51,7 @@ def sts_sentences(data_dir) -> list[str]:
 @pytest.fixture(scope="session")
 def minilm(minilm_dir):
     import bertkit
-    return bertkit.Encoder.from_pretrained(minilm_dir), bertkit.Tokenizer.from_pretrained(minilm_dir)
+    return bertkit.load_pretrained(minilm_dir), bertkit.Tokenizer.from_pretrained(minilm_dir)
 
 
 @pytest.fixture(autouse=True)

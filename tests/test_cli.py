@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from bertkit import Encoder, add_pretraining_heads, preset
+from bertkit import Encoder, add_pretraining_heads, preset, save_pretrained
 from bertkit.cli import main
 
 
@@ -73,7 +73,7 @@ def test_train_tokenizer(capsys, tmp_path):
 
 
 def test_fill_mask(capsys, tmp_path, minilm_dir):
-    add_pretraining_heads(Encoder(preset("tiny")), mlm=True).save_pretrained(tmp_path)
+    save_pretrained(add_pretraining_heads(Encoder(preset("tiny")), mlm=True), tmp_path)
     for name in ("vocab.txt", "tokenizer_config.json"):
         (tmp_path / name).write_bytes((minilm_dir / name).read_bytes())
     code, out, _ = run(capsys, "fill-mask", "--model", tmp_path, "paris is the [MASK] of france.", "--top-k", "2")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bertkit import CheckpointError, Encoder, add_pretraining_heads, preset
+from bertkit import CheckpointError, Encoder, add_pretraining_heads, load_pretrained, preset, save_pretrained
 
 transformers = pytest.importorskip("transformers")
 
@@ -65,14 +65,14 @@ def assert_same(ours, theirs, mask):
 def test_round_trip_with_transformers(family, tmp_path):
     reference = hf_model(family)
     reference.save_pretrained(tmp_path / "hf")
-    model = Encoder.from_pretrained(tmp_path / "hf")
+    model = load_pretrained(tmp_path / "hf")
     assert model.config.family == family and model.mlm_head is not None
     assert (model.nsp_head is not None) == (family == "bert")
     batch = batch_for(family, reference.config.pad_token_id)
     expected = hf_outputs(reference, batch)
     assert_same(bertkit_outputs(model, batch), expected, batch["attention_mask"])
 
-    model.save_pretrained(tmp_path / "ours")
+    save_pretrained(model, tmp_path / "ours")
     auto = transformers.AutoModelForPreTraining if family == "bert" else transformers.AutoModelForMaskedLM
     reloaded = auto.from_pretrained(tmp_path / "ours").eval()
     assert_same(hf_outputs(reloaded, batch), expected, batch["attention_mask"])
@@ -85,9 +85,9 @@ def test_round_trip_with_transformers(family, tmp_path):
 
 def test_bertkit_model_saves_and_loads_itself(tmp_path):
     model = add_pretraining_heads(Encoder(preset("tiny", vocab_size=300)), mlm=True, nsp=True).eval()
-    model.save_pretrained(tmp_path)
+    save_pretrained(model, tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["BertForPreTraining"]
-    again = Encoder.from_pretrained(tmp_path)
+    again = load_pretrained(tmp_path)
     batch = batch_for("bert", 0)
     batch["input_ids"] %= 300
     batch["token_type_ids"] = batch["token_type_ids"].clamp(max=1)
@@ -98,7 +98,7 @@ def test_pytorch_model_bin_loads(tmp_path):
     reference = hf_model("bert")
     torch.save(reference.state_dict(), tmp_path / "pytorch_model.bin")
     reference.config.save_pretrained(tmp_path)
-    model = Encoder.from_pretrained(tmp_path)
+    model = load_pretrained(tmp_path)
     batch = batch_for("bert", 0)
     assert_same(bertkit_outputs(model, batch), hf_outputs(reference, batch), batch["attention_mask"])
 
@@ -106,7 +106,7 @@ def test_pytorch_model_bin_loads(tmp_path):
 @pytest.fixture
 def saved(tmp_path):
     model = Encoder(preset("tiny", vocab_size=300))
-    model.save_pretrained(tmp_path)
+    save_pretrained(model, tmp_path)
     return tmp_path
 
 
@@ -114,7 +114,7 @@ def test_truncated_safetensors_names_the_file(saved):
     weights = saved / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="model.safetensors.*corrupt or truncated"):
-        Encoder.from_pretrained(saved)
+        load_pretrained(saved)
 
 
 def test_missing_tensor_is_named(saved):
@@ -122,7 +122,7 @@ def test_missing_tensor_is_named(saved):
     del tensors["encoder.layer.1.output.dense.weight"]
     save_file(tensors, saved / "model.safetensors")
     with pytest.raises(CheckpointError, match="'encoder.layer.1.output.dense.weight' is missing"):
-        Encoder.from_pretrained(saved)
+        load_pretrained(saved)
 
 
 def test_shape_mismatch_is_named(saved):
@@ -130,15 +130,15 @@ def test_shape_mismatch_is_named(saved):
     config["vocab_size"] = 301
     (saved / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"embeddings.word.weight.*\(300, 128\).*\(301, 128\)"):
-        Encoder.from_pretrained(saved)
+        load_pretrained(saved)
 
 
 def test_not_a_model_directory(tmp_path):
     with pytest.raises(CheckpointError, match="no config.json"):
-        Encoder.from_pretrained(tmp_path)
+        load_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(CheckpointError, match="no model.safetensors"):
-        Encoder.from_pretrained(tmp_path)
+        load_pretrained(tmp_path)
 
 
 def test_unsupported_family_is_refused(saved):
@@ -146,7 +146,7 @@ def test_unsupported_family_is_refused(saved):
     config["model_type"] = "gpt2"
     (saved / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="'gpt2' is not a BERT"):
-        Encoder.from_pretrained(saved)
+        load_pretrained(saved)
 
 
 def test_unused_tensors_are_reported(saved):
@@ -154,7 +154,7 @@ def test_unused_tensors_are_reported(saved):
     tensors["classifier.weight"] = torch.zeros(2, 128)
     save_file(tensors, saved / "model.safetensors")
     with pytest.warns(UserWarning, match="1 tensors not used.*classifier.weight"):
-        Encoder.from_pretrained(saved)
+        load_pretrained(saved)
 
 
 def test_untied_decoder_is_refused(tmp_path):
@@ -164,7 +164,7 @@ def test_untied_decoder_is_refused(tmp_path):
     tensors["cls.predictions.decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"] + 1
     save_file(tensors, tmp_path / "model.safetensors")
     with pytest.raises(CheckpointError, match="decoder.weight differs from the word embeddings"):
-        Encoder.from_pretrained(tmp_path)
+        load_pretrained(tmp_path)
 
 
 def test_tensorflow_names_and_sharded_checkpoints_load(tmp_path):
@@ -178,7 +178,7 @@ def test_tensorflow_names_and_sharded_checkpoints_load(tmp_path):
         save_file({k: state[k].clone().contiguous() for k in part}, tmp_path / f"model-0000{i + 1}-of-00002.safetensors")
     weight_map = {k: f"model-0000{1 + (k in names[half:])}-of-00002.safetensors" for k in names}
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    model = Encoder.from_pretrained(tmp_path)
+    model = load_pretrained(tmp_path)
     batch = batch_for("bert", 0)
     assert_same(bertkit_outputs(model, batch), hf_outputs(reference, batch), batch["attention_mask"])
 

@@ -70,12 +70,12 @@ def _finetune_worker(rank: int, world: int, port: int, out: str, model: str, tra
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_finetuning_two_processes_match_one(tmp_path, minilm_dir, data_dir):
     """A model with a pooler (unused by the tag head) trains under DDP and gives one process's losses."""
-    from bertkit import Encoder, Tokenizer, preset
+    from bertkit import Encoder, Tokenizer, preset, save_pretrained
     from tiny_task_data import conll_head
     tokenizer = Tokenizer.from_pretrained(minilm_dir)
     config = preset("tiny", hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2,
                     vocab_size=tokenizer.vocab_size, hidden_dropout=0.0, attention_dropout=0.0)
-    Encoder(config).save_pretrained(tmp_path / "model")
+    save_pretrained(Encoder(config), tmp_path / "model")
     tokenizer.save(tmp_path / "model")
     train = conll_head(data_dir / "conll2003" / "eng.train", tmp_path / "train.conll", 21)  # 21 rows: a short last batch
     single = {r["step"]: r["loss"] for r in _finetune(tmp_path / "one", tmp_path / "model", train) if "loss" in r}

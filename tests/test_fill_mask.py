@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bertkit import Encoder, Tokenizer, add_pretraining_heads, preset
+from bertkit import Encoder, Tokenizer, add_pretraining_heads, load_pretrained, preset
 from bertkit.fill_mask import fill_mask
 
 transformers = pytest.importorskip("transformers")
@@ -13,7 +13,7 @@ def test_fill_mask_matches_transformers(tmp_path, minilm_dir):
                                      num_attention_heads=2, intermediate_size=128)
     reference = transformers.BertForMaskedLM(config).eval()
     reference.save_pretrained(tmp_path)
-    model, tokenizer = Encoder.from_pretrained(tmp_path), Tokenizer.from_pretrained(minilm_dir)
+    model, tokenizer = load_pretrained(tmp_path), Tokenizer.from_pretrained(minilm_dir)
     text = "the capital of [MASK] is [MASK] ."
     got = fill_mask(model, tokenizer, text, top_k=3)
     batch = tokenizer.encode([text]).tensors()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertkit import Encoder, Tokenizer
+from bertkit import Tokenizer, load_pretrained
 from bertkit.data.features import sequence_features
 from bertkit.data.tasks import LabelSet, TextExample
 from bertkit.predict import predict_examples, task_metrics
@@ -85,7 +85,7 @@ def test_tag_metrics_equal_seqeval(two_epochs, conll):
 
 
 def encoder_state(path) -> dict[str, torch.Tensor]:
-    return Encoder.from_pretrained(path).state_dict()
+    return load_pretrained(path).state_dict()
 
 
 @pytest.mark.parametrize("trainable_layers, changed", [(0, set()), (1, {"layers.1"})])
@@ -100,7 +100,7 @@ def test_frozen_layers_keep_their_weights(trainable_layers, changed, tiny, conll
 
 
 def test_layer_lr_decay_scales_each_layer(tiny):
-    model = TaskModel(Encoder.from_pretrained(tiny), TaskSpec("tag", ("B-X", "I-X", "O")))
+    model = TaskModel(load_pretrained(tiny), TaskSpec("tag", ("B-X", "I-X", "O")))
     optimizer, _ = make_optimizer(model, TrainConfig(lr=1e-3), layer_scale(2, 0.5, head=10.0))
     names = {id(p): n for n, p in model.named_parameters()}
 

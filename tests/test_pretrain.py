@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertkit import Encoder, add_pretraining_heads, preset
+from bertkit import Encoder, add_pretraining_heads, load_pretrained, preset
 from bertkit.cli import main
 from bertkit.config import load_sections
 from bertkit.data.masking import IGNORE_INDEX
@@ -36,7 +36,7 @@ def test_mlm_and_nsp_losses_equal_transformers(tmp_path):
                                      intermediate_size=100)
     reference = transformers.BertForPreTraining(config).eval()
     reference.save_pretrained(tmp_path)
-    pretrainer = Pretrainer(Encoder.from_pretrained(tmp_path)).eval()
+    pretrainer = Pretrainer(load_pretrained(tmp_path)).eval()
     batch = masked_pair_batch(300)
     with torch.no_grad():
         ours = pretrainer(batch)

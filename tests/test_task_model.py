@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bertkit import Encoder, Tokenizer, preset
+from bertkit import Encoder, Tokenizer, preset, save_pretrained
 from bertkit.data.features import collate, word_features
 from bertkit.data.masking import IGNORE_INDEX
 from bertkit.data.tasks import LabelSet, WordExample, read_conll, read_table
@@ -104,7 +104,7 @@ def test_saved_model_predicts_the_same(spec, tokenizer, sentences, data_dir, tmp
 
 
 def test_loading_a_plain_encoder_directory_says_what_is_missing(tokenizer, tmp_path):
-    tiny_encoder(tokenizer).save_pretrained(tmp_path)
+    save_pretrained(tiny_encoder(tokenizer), tmp_path)
     with pytest.raises(FileNotFoundError, match="no task.json; this is not a fine-tuned"):
         load_task_model(tmp_path)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bertkit import Encoder, Tokenizer, preset
+from bertkit import Encoder, Tokenizer, preset, save_pretrained
 
 
 def tiny_model_dir(out: Path, minilm_dir: Path) -> Path:
@@ -17,7 +17,7 @@ def tiny_model_dir(out: Path, minilm_dir: Path) -> Path:
     tokenizer = Tokenizer.from_pretrained(minilm_dir)
     config = preset("tiny", hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2,
                     vocab_size=tokenizer.vocab_size)
-    Encoder(config).save_pretrained(out)
+    save_pretrained(Encoder(config), out)
     tokenizer.save(out)
     return out
 

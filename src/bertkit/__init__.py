@@ -2,12 +2,13 @@
 
 from .allocator import reuse_freed_memory
 from .config import PRESETS, EncoderConfig, preset
-from .convert import CheckpointError
+from .convert import CheckpointError, load_pretrained, save_pretrained
 from .embed import embed, pool
 from .heads import MLMHead, NSPHead, add_pretraining_heads
 from .model import Encoder, EncoderOutput
 from .tokenizer import Encoded, Tokenizer
 
 __all__ = ["PRESETS", "CheckpointError", "Encoded", "Encoder", "EncoderConfig", "EncoderOutput", "MLMHead",
-           "NSPHead", "Tokenizer", "add_pretraining_heads", "embed", "pool", "preset", "reuse_freed_memory"]
+           "NSPHead", "Tokenizer", "add_pretraining_heads", "embed", "load_pretrained", "pool", "preset", "reuse_freed_memory",
+           "save_pretrained"]
 __version__ = "0.1.0"

@@ -153,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from bertkit import Encoder, Tokenizer
-    return Encoder.from_pretrained(args.model), Tokenizer.from_pretrained(args.tokenizer or args.model)
+    from bertkit import Tokenizer, load_pretrained
+    return load_pretrained(args.model), Tokenizer.from_pretrained(args.tokenizer or args.model)
 
 
 def cmd_info(args) -> None:
@@ -172,7 +172,7 @@ def cmd_info(args) -> None:
 def cmd_embed(args) -> None:
     import numpy as np
     from bertkit import embed
-    from bertkit.checkpoint import atomic_write
+    from bertkit.files import atomic_write
     from bertkit.textfiles import read_lines
     texts = [line for _, line in read_lines(args.input)]
     if not texts:
@@ -281,7 +281,7 @@ def cmd_finetune(args, overrides: list[str]) -> None:
 
 
 def cmd_predict(args) -> None:
-    from bertkit.checkpoint import atomic_write
+    from bertkit.files import atomic_write
     from bertkit.predict import predict_examples, prediction_record, read_inputs
     from bertkit.task_model import load_task_model
     from bertkit.tokenizer import Tokenizer

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .config import EncoderConfig
 from .heads import MLMHead, NSPHead
 from .model import Encoder

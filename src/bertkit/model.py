@@ -257,17 +257,6 @@ class Encoder(nn.Module):
             body.update({id(p): p for p in self.parameters()})
         return sum(p.numel() for p in body.values())
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> "Encoder":
-        """Load a Hugging Face BERT, RoBERTa or DistilBERT directory (with its MLM/NSP heads)."""
-        from .convert import load_pretrained
-        return load_pretrained(path)
-
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write config.json + model.safetensors that `transformers.AutoModel` loads."""
-        from .convert import save_pretrained
-        save_pretrained(self, path)
-
 
 def forward_flops(config: EncoderConfig, lengths: Sequence[int]) -> float:
     """Matrix-product FLOPs of one forward pass over sequences of these lengths (no padding).

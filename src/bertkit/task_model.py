@@ -21,12 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .crf import CRF
 from .data.features import ALIGNMENTS, SEQUENCE_TASKS
 from .data.masking import IGNORE_INDEX
 from .data.tasks import TASKS
 from .heads import ClassificationHead, SpanClassificationHead, TokenClassificationHead
+from .convert import load_pretrained, save_pretrained
 from .model import Encoder
 
 
@@ -182,7 +183,7 @@ def save_task_model(model: TaskModel, tokenizer, out: str | Path) -> None:
     """Write the encoder (Hugging Face layout), the tokenizer, task_head.safetensors and task.json."""
     from safetensors.torch import save_file
     out = Path(out)
-    model.encoder.save_pretrained(out)
+    save_pretrained(model.encoder, out)
     tokenizer.save(out)
     state = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
     if model.crf is not None:
@@ -202,7 +203,7 @@ def load_task_model(path: str | Path) -> TaskModel:
                                 "(bertkit finetune writes one)")
     raw = json.loads((path / "task.json").read_text())
     spec = TaskSpec(**{**raw, "labels": tuple(raw["labels"]), "thresholds": tuple(raw.get("thresholds", ()))})
-    model = TaskModel(Encoder.from_pretrained(path), spec)
+    model = TaskModel(load_pretrained(path), spec)
     state = load_file(str(path / "task_head.safetensors"))
     model.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
     if model.crf is not None:

@@ -21,7 +21,7 @@ import torch
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # Each special role, as BERT (WordPiece) and RoBERTa (byte-level BPE) vocabularies spell it.

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 from ..textfiles import DecodeErrors, read_lines, text_files
 from ..tokenizer import Tokenizer
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 from .corpus import Corpus
 
 

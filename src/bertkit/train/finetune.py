@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from .. import metrics as M
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 from ..data.features import SEQUENCE_TASKS, GroupedBatches, collate, spans_across_windows
 from ..data.masking import IGNORE_INDEX
 from ..data.tasks import TASKS, LabelSet, TextExample, read_task_file, spans_to_bio, unseen_labels, word_spans
+from ..convert import load_pretrained
 from ..model import Encoder
 from ..predict import encode_examples, label_probabilities, multilabel_prediction, predict_examples, task_metrics
 from ..task_model import TaskModel, TaskSpec, save_task_model
@@ -273,7 +274,7 @@ def setup(config: FinetuneConfig, train: TrainConfig) -> Setup:
     spec = task_spec(config, train_examples, dev_examples)
     features = encode_examples(train_examples, tokenizer, spec)
     torch.manual_seed(train.seed)
-    encoder = Encoder.from_pretrained(config.model)
+    encoder = load_pretrained(config.model)
     model = TaskModel(encoder, spec, balanced_weights(features, spec) if config.class_weights == "balanced" else None)
     if spec.task == "multilabel":
         with torch.no_grad():

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import precision as precision_
-from ..checkpoint import latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint, save_model_state
+from .checkpoint import latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint, save_model_state
 from . import distributed
 from .report import plot_curves
 

@@ -23,10 +23,12 @@ from ..data.corpus import Corpus, build_corpus
 from ..data.instances import full_sentence_stream, language_probabilities, pack_full_sentences, sentence_pairs
 from ..data.masking import IGNORE_INDEX
 from ..heads import SpanBoundaryHead, add_pretraining_heads, vocabulary_cross_entropy
+from ..convert import save_pretrained
 from ..model import Encoder
 from ..textfiles import read_texts, text_files
 from ..tokenizer import Tokenizer
 from . import distributed
+from .checkpoint import full_model_state
 from .loop import TrainConfig, fit, to_device
 
 
@@ -284,15 +286,14 @@ def pretrain(config: PretrainConfig, train: TrainConfig, resume: bool = False) -
         report_sampling(report, data.sampler, steps, out / "languages.json")
     final = _gathered_encoder(pretrainer, model_config, nsp)  # a collective under torch.distributed
     if distributed.rank() == 0:
-        final.save_pretrained(out)
+        save_pretrained(final, out)
         tokenizer.save(out)
     return out
 
 
 def _gathered_encoder(pretrainer: Pretrainer, model_config, nsp: bool) -> Encoder | None:
     """The full encoder with its heads, on the CPU of rank 0 (FSDP shards are gathered)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-    state = get_model_state_dict(pretrainer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    state = full_model_state(pretrainer)
     if distributed.rank() != 0:
         return None
     encoder = add_pretraining_heads(Encoder(model_config), mlm=True, nsp=nsp)

@@ -1,8 +1,4 @@
-"""Checkpoints that lose nothing, and files that are never half written.
-
-Every file bertkit writes (weights, configs, tokenizers, embeddings, training checkpoints) goes
-through `atomic_write`: the data goes to a temporary file in the same folder, is flushed to disk,
-and only then renamed over the target. A kill at any moment leaves either the old file or the new.
+"""Training-state checkpoints that lose nothing, written atomically (`files.atomic_write`).
 
 A training checkpoint (out/checkpoints/step-NNNNNNN.pt) holds the model, optimizer and scheduler
 states, every RNG state, and the step, which is the data position: the training data of a step is
@@ -11,36 +7,19 @@ a function of the step number (see train/loop.py).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                     set_model_state_dict, set_state_dict)
 
+from ..files import atomic_write
+from . import distributed
 
-@contextlib.contextmanager
-def atomic_write(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write; rename it to `path` when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes owner-only files
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def _rng_state() -> dict:
@@ -65,10 +44,7 @@ def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler
     every rank's RNG states are gathered, and rank 0 writes. Works alike for a plain module, DDP's
     module and an FSDP-sharded one.
     """
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-    from .train import distributed
-    model_state, optimizer_state = get_state_dict(
-        model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=FULL_STATE)
     rngs = distributed.gather_objects(_rng_state())
     if distributed.rank() != 0:
         return None
@@ -86,8 +62,6 @@ def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
     """Restore every state saved by `save_checkpoint` (each rank its own RNG states); returns the
     step it was saved after. Every rank reads the file: keep checkpoints on shared storage."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-    from .train import distributed
     state = torch.load(path, map_location="cpu", weights_only=False)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
                    options=StateDictOptions(full_state_dict=True))
@@ -107,9 +81,7 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 def save_model_state(path: Path, model: nn.Module) -> None:
     """Write the model's full (gathered) state dict to `path` atomically; rank 0 writes."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-    from .train import distributed
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    state = full_model_state(model)
     if distributed.rank() == 0:
         with atomic_write(path) as tmp:
             torch.save(state, tmp)
@@ -118,6 +90,11 @@ def save_model_state(path: Path, model: nn.Module) -> None:
 
 def load_model_state(path: Path, model: nn.Module) -> None:
     """Load a state dict written by `save_model_state` into `model` (plain, DDP or FSDP)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     state = torch.load(path, map_location="cpu", weights_only=True)
     set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+
+
+def full_model_state(model: nn.Module) -> dict[str, Tensor]:
+    """The model's full (unsharded) state dict on the CPU: a plain module's, DDP's module's, or an
+    FSDP-sharded one's gathered. A collective under torch.distributed: every rank calls it."""
+    return get_model_state_dict(model, options=FULL_STATE)

@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from bertkit.checkpoint import atomic_write
+from bertkit.files import atomic_write
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

@@ -1,0 +1,34 @@
+"""Files that are never half written: every file bertkit writes goes through `atomic_write`.
+
+The data goes to a temporary file in the same folder, is flushed to disk, and only then renamed
+over the target. A kill at any moment leaves either the old file or the new one, never a mix.
+This module imports nothing from bertkit, so every other module may use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; rename it to `path` when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes owner-only files
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
