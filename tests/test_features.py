@@ -6,7 +6,7 @@ import torch
 
 from bertkit import Tokenizer
 from bertkit.data.features import GroupedBatches, collate, enumerate_spans, sequence_features, word_features
-from bertkit.data.masking import IGNORE_INDEX
+from bertkit.heads import IGNORE_INDEX
 from bertkit.data.tasks import LabelSet, Span, TextExample, WordExample, read_conll, read_table
 
 

@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bertkit.data.masking import IGNORE_INDEX, budget, mask_spans, mask_tokens, mask_whole_words, word_spans
+from bertkit.heads import IGNORE_INDEX
+from bertkit.data.masking import budget, mask_spans, mask_tokens, mask_whole_words, word_spans
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def wiki_batch(minilm, data_dir):
     input_ids = torch.tensor(rows)
     special = torch.tensor(sorted(tokenizer.special_ids))
     maskable = ~torch.isin(input_ids, special)
-    vocab = tokenizer.backend.get_vocab()
+    vocab = tokenizer.vocab()
     continuation = torch.zeros(tokenizer.vocab_size, dtype=torch.bool)
     continuation[[i for t, i in vocab.items() if t.startswith("##")]] = True
     random_ids = torch.tensor([i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids])

@@ -19,9 +19,9 @@ from bertkit.metrics import (
     pearson,
     per_label_scores,
     span_scores,
-    spans_from_tags,
     spearman,
 )
+from bertkit.tags import spans_from_tags
 
 # --- classification -------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import torch
 from bertkit import Encoder, add_pretraining_heads, load_pretrained, preset
 from bertkit.cli import main
 from bertkit.config import load_sections
-from bertkit.data.masking import IGNORE_INDEX
+from bertkit.heads import IGNORE_INDEX
 from bertkit.train.loop import TrainConfig
 from bertkit.train.pretrain import PretrainConfig, Pretrainer
 

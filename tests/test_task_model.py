@@ -5,7 +5,7 @@ import torch
 
 from bertkit import Encoder, Tokenizer, preset, save_pretrained
 from bertkit.data.features import collate, word_features
-from bertkit.data.masking import IGNORE_INDEX
+from bertkit.heads import IGNORE_INDEX
 from bertkit.data.tasks import LabelSet, WordExample, read_conll, read_table
 from bertkit.predict import encode_examples, predict_examples
 from bertkit.task_model import TaskModel, TaskSpec, load_task_model, pool_words, save_task_model, token_labels

@@ -105,7 +105,7 @@ def test_cased_tokenizer_keeps_case_and_accents():
 
 def test_empty_and_whitespace_texts_give_only_special_tokens(ours):
     encoded = ours.encode(["", "   \t  "])
-    assert [ours.backend.id_to_token(i) for i in encoded.ids(0)] == ["[CLS]", "[SEP]"]
+    assert [ours.id_to_token(i) for i in encoded.ids(0)] == ["[CLS]", "[SEP]"]
     assert encoded.ids(1) == encoded.ids(0)
 
 

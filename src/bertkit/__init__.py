@@ -3,8 +3,8 @@
 from .allocator import reuse_freed_memory
 from .config import PRESETS, EncoderConfig, preset
 from .convert import CheckpointError, load_pretrained, save_pretrained
-from .embed import embed, pool
-from .heads import MLMHead, NSPHead, add_pretraining_heads
+from .embed import embed
+from .heads import MLMHead, NSPHead, add_pretraining_heads, pool
 from .model import Encoder, EncoderOutput
 from .tokenizer import Encoded, Tokenizer
 

@@ -9,7 +9,7 @@ by window length (max pooling takes the maximum over windows).
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,23 +18,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import precision as precision_
+from .heads import Pooling, pool
 from .model import Encoder
 from .tokenizer import Overflow, Tokenizer
-
-Pooling = Literal["mean", "cls", "max"]
-
-
-def pool(hidden: Tensor, attention_mask: Tensor, pooling: Pooling) -> Tensor:
-    """(B, T, H) hidden states and (B, T) mask -> (B, H) pooled vectors."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-    if pooling == "mean":
-        return (hidden * mask).sum(1) / mask.sum(1)
-    if pooling == "max":
-        return hidden.masked_fill(mask == 0, float("-inf")).amax(1)
-    raise ValueError(f"pooling must be 'mean', 'cls' or 'max', not {pooling!r}")
-
 
 def _combine_windows(vectors: np.ndarray, origin: np.ndarray, lengths: np.ndarray, n: int,
                      pooling: Pooling) -> np.ndarray:

@@ -38,5 +38,5 @@ def fill_mask(model: Encoder, tokenizer: Tokenizer, text: str, top_k: int = 5) -
     probs = model.mlm_head(hidden).softmax(-1).cpu()  # (M, V)
     model.train(was_training)
     top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-    return [[Candidate(tokenizer.backend.id_to_token(int(i)), int(i), float(p)) for p, i in zip(ps, ids)]
+    return [[Candidate(tokenizer.id_to_token(int(i)), int(i), float(p)) for p, i in zip(ps, ids)]
             for ps, ids in zip(top.values, top.indices)]

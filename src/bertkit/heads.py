@@ -12,11 +12,16 @@ in again at the next, and which log-softmax, its backward and the one-hot gradie
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
 from .config import EncoderConfig
 from .model import Encoder, activation
+
+IGNORE_INDEX = -100  # the label of positions no loss reads (unchosen tokens, padding, unknown labels)
+Pooling = Literal["mean", "cls", "max"]
 
 
 class MLMHead(nn.Module):
@@ -182,6 +187,38 @@ def add_pretraining_heads(encoder: Encoder, mlm: bool = True, nsp: bool = False)
     return encoder
 
 
+# ------------------------------------------------------------------------------- pooling
+
+
+def pool(hidden: Tensor, attention_mask: Tensor, pooling: Pooling) -> Tensor:
+    """(B, T, H) hidden states and (B, T) mask -> (B, H): the [CLS] vector ("cls"), or the mean
+    ("mean") or maximum ("max") over the text's tokens, [CLS] and [SEP] included."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    if pooling == "mean":
+        return (hidden * mask).sum(1) / mask.sum(1)
+    if pooling == "max":
+        return hidden.masked_fill(mask == 0, float("-inf")).amax(1)
+    raise ValueError(f"pooling must be 'mean', 'cls' or 'max', not {pooling!r}")
+
+
+def pool_words(values: Tensor, slots: Tensor, num_words: int) -> Tensor:
+    """Average token values over each word slot: (B, T, D), (B, T) slot or -1 -> (B, W, D)."""
+    B, T, D = values.shape
+    keep = slots >= 0
+    index = (torch.arange(B, device=slots.device)[:, None] * num_words + slots)[keep]  # (N,)
+    total = values.new_zeros(B * num_words, D, dtype=torch.float32).index_add_(0, index, values[keep].float())
+    count = torch.zeros(B * num_words, device=values.device).index_add_(0, index, torch.ones_like(index, dtype=torch.float32))
+    return (total / count.clamp(min=1)[:, None]).view(B, num_words, D).to(values.dtype)
+
+
+def first_subwords(slots: Tensor) -> Tensor:
+    """Slots with only each word's first token kept: (B, T) -> (B, T)."""
+    previous = torch.cat([torch.full_like(slots[:, :1], -1), slots[:, :-1]], dim=1)
+    return torch.where(slots != previous, slots, torch.full_like(slots, -1))
+
+
 # ------------------------------------------------------------------------------- task heads
 
 
@@ -192,7 +229,7 @@ class ClassificationHead(nn.Module):
     for a regression score.
     """
 
-    def __init__(self, config: EncoderConfig, num_outputs: int, pooling: str = "cls", dropout: float = 0.1):
+    def __init__(self, config: EncoderConfig, num_outputs: int, pooling: Pooling = "cls", dropout: float = 0.1):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', not {pooling!r}")
@@ -203,12 +240,7 @@ class ClassificationHead(nn.Module):
 
     def forward(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
         """(B, T, H), (B, T) -> (B, L) logits."""
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1)
-        return self.out(self.dropout(pooled))
+        return self.out(self.dropout(pool(hidden, attention_mask, self.pooling)))
 
 
 class TokenClassificationHead(nn.Module):

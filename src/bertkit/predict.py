@@ -242,7 +242,7 @@ def looks_like_columns(path: str, lines: int = 200) -> bool:
 
 
 def _split_words(text: str, tokenizer: Tokenizer) -> WordExample:
-    pieces = tokenizer.backend.pre_tokenizer.pre_tokenize_str(text)
+    pieces = tokenizer.pre_tokenize(text)
     return WordExample(tuple(w for w, _ in pieces), text=text, word_offsets=tuple(o for _, o in pieces))
 
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .files import atomic_write
 from .crf import CRF
 from .data.features import ALIGNMENTS, SEQUENCE_TASKS
-from .data.masking import IGNORE_INDEX
+from .heads import IGNORE_INDEX
 from .data.tasks import TASKS
 from .heads import ClassificationHead, SpanClassificationHead, TokenClassificationHead
 from .convert import load_pretrained, save_pretrained

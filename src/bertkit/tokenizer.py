@@ -10,6 +10,7 @@ Files are saved in the ecosystem's layout (tokenizer.json, vocab.txt, tokenizer_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -176,6 +177,19 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
+    def vocab(self) -> dict[str, int]:
+        """{token: id} for the whole vocabulary, added special tokens included."""
+        return self.backend.get_vocab()
+
+    def id_to_token(self, i: int) -> str:
+        return self.backend.id_to_token(i)
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the whole pipeline (normaliser, vocabulary, templates): equal digests
+        tokenize alike, so data tokenized once can be reused."""
+        return hashlib.sha256(self.backend.to_str().encode()).hexdigest()
+
     def token_id(self, token: str) -> int:
         i = self.backend.token_to_id(token)
         if i is None:
@@ -251,6 +265,15 @@ class Tokenizer:
         windows = [[e, *e.overflowing] for e in rows]
         return Encoded([w for ws in windows for w in ws],
                        np.repeat(np.arange(len(rows), dtype=np.int64), [len(ws) for ws in windows]))
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text without special tokens, encoded in parallel (corpus building)."""
+        return [row.ids for row in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+
+    def pre_tokenize(self, text: str) -> list[tuple[str, tuple[int, int]]]:
+        """The words the tokenizer splits `text` into (before WordPiece), with their character
+        (start, end) in `text`."""
+        return self.backend.pre_tokenizer.pre_tokenize_str(text)
 
     def tokens(self, text: str) -> list[str]:
         """The WordPiece tokens of one text, special tokens included."""

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from .instances import SentencePairs
-from .masking import IGNORE_INDEX, Masked, mask_spans, mask_tokens, mask_whole_words
+from ..heads import IGNORE_INDEX
+from .masking import Masked, mask_spans, mask_tokens, mask_whole_words
 
 MaskingKind = Literal["token", "whole_word", "span"]
 

@@ -31,7 +31,7 @@ PUNKT_TRAINING_CHARS = 2_000_000
 
 
 def corpus_key(files: list[Path], tokenizer: Tokenizer, documents: str) -> str:
-    h = hashlib.sha256(tokenizer.backend.to_str().encode())
+    h = hashlib.sha256(tokenizer.fingerprint.encode())
     h.update(documents.encode())
     for f in files:
         st = f.stat()
@@ -183,12 +183,11 @@ class _ShardWriter:
     def add(self, tokenizer: Tokenizer, sentences: list[str]) -> None:
         if not sentences:
             return
-        rows = tokenizer.backend.encode_batch(sentences, add_special_tokens=False)
-        for row in rows:
-            if self.num_tokens + len(row.ids) - self.shard_starts[-1] > SHARD_TOKENS:
+        for ids in tokenizer.token_ids(sentences):
+            if self.num_tokens + len(ids) - self.shard_starts[-1] > SHARD_TOKENS:
                 self._next_shard()
-            np.asarray(row.ids, dtype=self.dtype).tofile(self.file)
-            self.num_tokens += len(row.ids)
+            np.asarray(ids, dtype=self.dtype).tofile(self.file)
+            self.num_tokens += len(ids)
             self.sentence_starts.append(self.num_tokens)
 
     def _next_shard(self) -> None:

@@ -26,7 +26,7 @@ import torch
 
 from ..tokenizer import Encoded, Tokenizer
 from .alignment import best_windows
-from .masking import IGNORE_INDEX
+from ..heads import IGNORE_INDEX
 from .tasks import LabelSet, TextExample, WordExample, word_spans
 
 SEQUENCE_TASKS = ("classify", "multilabel", "pair", "regress")

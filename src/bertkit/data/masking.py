@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = -100
+from ..heads import IGNORE_INDEX
 
 
 @dataclass

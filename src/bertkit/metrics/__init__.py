@@ -13,10 +13,10 @@ from .classification import (
     precision_recall_f1,
     spearman,
 )
-from .entities import entity_scores, span_scores, spans_from_tags
+from .entities import entity_scores, nested_span_scores, span_scores
 
 __all__ = [
     "accuracy", "average_ranks", "entity_scores", "label_counts", "macro_f1", "matthews_corrcoef",
-    "micro_f1", "multilabel_f1", "pearson", "per_label_scores", "precision_recall_f1",
-    "span_scores", "spans_from_tags", "spearman",
+    "micro_f1", "multilabel_f1", "nested_span_scores", "pearson", "per_label_scores",
+    "precision_recall_f1", "span_scores", "spearman",
 ]

@@ -27,7 +27,7 @@ import torch
 from .. import metrics as M
 from ..files import atomic_write
 from ..data.features import SEQUENCE_TASKS, GroupedBatches, collate, spans_across_windows
-from ..data.masking import IGNORE_INDEX
+from ..heads import IGNORE_INDEX
 from ..data.tasks import TASKS, LabelSet, TextExample, read_task_file, spans_to_bio, unseen_labels, word_spans
 from ..convert import load_pretrained
 from ..model import Encoder

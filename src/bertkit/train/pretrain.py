@@ -21,7 +21,7 @@ from ..config import preset
 from ..data.batches import BlockRows, EpochSampler, LanguageSampler, MaskedSteps, MaskingSpec, PairRows
 from ..data.corpus import Corpus, build_corpus
 from ..data.instances import full_sentence_stream, language_probabilities, pack_full_sentences, sentence_pairs
-from ..data.masking import IGNORE_INDEX
+from ..heads import IGNORE_INDEX
 from ..heads import SpanBoundaryHead, add_pretraining_heads, vocabulary_cross_entropy
 from ..convert import save_pretrained
 from ..model import Encoder
@@ -139,7 +139,7 @@ class PretrainConfig:
 
 
 def masking_for(tokenizer: Tokenizer, kind: str, rate: float) -> MaskingSpec:
-    vocab = tokenizer.backend.get_vocab()
+    vocab = tokenizer.vocab()
     continuation = torch.zeros(tokenizer.vocab_size, dtype=torch.bool)
     continuation[[i for t, i in vocab.items() if t.startswith("##")]] = True
     special = torch.tensor(sorted(tokenizer.special_ids))
