@@ -27,28 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, ROOT, minilm_dir  # noqa: E402
+from splits import pang_lee_fold, split_blocks, split_lines  # noqa: E402
 
 RUNS = ROOT / "runs" / "finetune"
 SPLITS = ROOT / "runs" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "finetune-runs.json"
 
 
-def split_blocks(path: Path, train: Path, test: Path, fraction: float) -> None:
-    """Blank-line separated sentences: the first `fraction` to `train`, the rest to `test`."""
-    blocks = [b for b in path.read_text(encoding="utf-8").split("\n\n") if b.strip()]
-    cut = round(fraction * len(blocks))
-    train.write_text("\n\n".join(blocks[:cut]) + "\n\n", encoding="utf-8")
-    test.write_text("\n\n".join(blocks[cut:]) + "\n\n", encoding="utf-8")
-
-
-def split_lines(path: Path, train: Path, test: Path, is_train) -> None:
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    train.write_text("".join(x for x in lines if is_train(json.loads(x))), encoding="utf-8")
-    test.write_text("".join(x for x in lines if not is_train(json.loads(x))), encoding="utf-8")
-
-
 def prepare() -> None:
-    from bertkit.data.tasks import pang_lee_fold
     SPLITS.mkdir(parents=True, exist_ok=True)
     split_blocks(DATA / "ptb_sample_pos" / "wsj_sample.pos.conll", SPLITS / "ptb-train.conll",
                  SPLITS / "ptb-heldout.conll", 0.9)

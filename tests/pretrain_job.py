@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from bertkit import Encoder, add_pretraining_heads, preset
-from bertkit.train.loop import TrainConfig, fit
+from bertkit.config import TrainConfig
+from bertkit.train.loop import fit
 from bertkit.data.batches import BlockRows, EpochSampler, MaskedSteps, MaskingSpec
 from bertkit.train.pretrain import Pretrainer
 

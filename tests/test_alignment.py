@@ -12,7 +12,10 @@ from hypothesis import given, settings, strategies as st
 
 from bertkit.data.alignment import best_windows, mean_over_windows
 from bertkit.data.features import word_features
-from bertkit.data.tasks import LabelSet, WordExample, read_conll, read_jsonl
+from bertkit.tasks import encode_examples
+from bertkit.tasks.spec import TaskSpec
+from bertkit.data.examples import LabelSet, WordExample
+from bertkit.data.readers import read_conll, read_jsonl
 from bertkit.tokenizer import Tokenizer
 
 WORD = st.text(alphabet="abcdefghij", min_size=1, max_size=12)
@@ -69,7 +72,7 @@ def test_word_is_read_where_it_has_most_context():
     # Word 5 has 5 tokens left of it and 2 right in window 0, 1 left and 6 right in window 1.
     assert chosen[(0, 5)] == (0, 6)
     assert chosen[(0, 6)] == (1, 3)  # 6 left / 1 right in window 0, 2 / 5 in window 1
-    features = word_features([tagged(words)], tok, "tag", TAGS, 10, "window", 4)
+    features = encode_examples([tagged(words)], tok, TaskSpec("tag", TAGS.labels, max_length=10, stride=4))
     assert [ws.tolist() for ws in features.words[:2]] == [list(range(6)), list(range(6, 10))]
     # With 5 tokens shared, word 5 has 2 tokens of context on its near side in both windows: the earlier wins.
     encoded = tok.encode([words], split_into_words=True, max_length=10, overflow="window", stride=5)
@@ -87,7 +90,8 @@ def test_word_features_label_every_word_once_on_its_subwords(inputs, max_length,
     stride = data.draw(st.integers(0, max_length - 4))
     tok = small_tokenizer()
     examples = [tagged(ws) for ws in inputs]
-    features = word_features(examples, tok, "tag", TAGS, max_length, "window", stride, alignment)
+    spec = TaskSpec("tag", TAGS.labels, max_length=max_length, stride=stride, alignment=alignment)
+    features = encode_examples(examples, tok, spec)
     read = words_read(features)
     assert set(read) == covered_words(tok, inputs) and set(read.values()) == {1}
     whole = tok.encode(inputs, split_into_words=True, max_length=10**6)
@@ -109,13 +113,13 @@ def test_word_features_label_every_word_once_on_its_subwords(inputs, max_length,
 
 def test_a_word_without_tokens_is_in_no_row_and_is_reported():
     with pytest.warns(UserWarning, match="1 words have no token"):
-        features = word_features([WordExample(("abc", "\u200b", "abc"), tags=("T1", "T2", "T3"))],
-                                 small_tokenizer(), "tag", TAGS, 64, "window", 4)
+        features = encode_examples([WordExample(("abc", "\u200b", "abc"), tags=("T1", "T2", "T3"))],
+                                   small_tokenizer(), TaskSpec("tag", TAGS.labels, max_length=64, stride=4))
     assert [ws.tolist() for ws in features.words] == [[0, 2]]
     assert features.targets[0].tolist() == [TAGS.index("T1"), TAGS.index("T3")]
     with pytest.warns(UserWarning, match="1 words have no token"):  # first word tokenless: the row is not cut
-        features = word_features([WordExample(("\u200b", "abc"), tags=("T1", "T2"))], small_tokenizer(), "tag",
-                                 TAGS, 64, "window", 4)
+        features = encode_examples([WordExample(("\u200b", "abc"), tags=("T1", "T2"))], small_tokenizer(),
+                                   TaskSpec("tag", TAGS.labels, max_length=64, stride=4))
     assert features.cut_start == [False] and features.cut_end == [False]
 
 
@@ -143,7 +147,7 @@ def test_no_word_lost_in_a_long_conll_document(data_dir, minilm_tokenizer):
     document = WordExample(tuple(w for ex in sentences for w in ex.words),
                            tags=tuple(t for ex in sentences for t in ex.tags))
     tags = LabelSet.from_examples([document])
-    features = word_features([document], minilm_tokenizer, "tag", tags, 128, "window", 32)
+    features = encode_examples([document], minilm_tokenizer, TaskSpec("tag", tags.labels, max_length=128, stride=32))
     assert len(features) > 5
     assert sorted(w for ws in features.words for w in ws) == list(range(len(document.words)))
     read = [tags.labels[t] for row in features.targets for t in row]
@@ -153,8 +157,7 @@ def test_no_word_lost_in_a_long_conll_document(data_dir, minilm_tokenizer):
 def test_no_word_lost_in_a_movie_review(data_dir, minilm_tokenizer):
     reviews = read_jsonl(data_dir / "movie_reviews" / "reviews.jsonl", where={"id": lambda i: "cv000_" in i})
     inputs = [ex.text.split() for ex in reviews]
-    features = word_features([WordExample(tuple(ws)) for ws in inputs], minilm_tokenizer, "tag", None, 256,
-                             "window", 64, "mean")
+    features = word_features([WordExample(tuple(ws)) for ws in inputs], minilm_tokenizer, 256, "window", 64, "mean")
     assert len(features) > 2 * len(inputs)
     read = words_read(features)
     assert set(read) == covered_words(minilm_tokenizer, inputs) and set(read.values()) == {1}

@@ -84,7 +84,7 @@ def test_predict_text_gives_entities_with_character_offsets(capsys, tagger, tmp_
 
 
 def test_predict_conll_gives_word_indices_too(capsys, tagger, conll, tmp_path):
-    from bertkit.data.tasks import read_conll
+    from bertkit.data.readers import read_conll
     code, _, _ = run(capsys, "predict", "--model", tagger, "--input", conll[1], "--output", tmp_path / "out.jsonl",
                      "--dtype", "fp32")
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]

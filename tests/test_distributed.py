@@ -49,8 +49,8 @@ def test_two_processes_match_one(tmp_path, strategy):
 
 
 def _finetune(out: Path, model: Path, train: Path) -> list[dict]:
-    from bertkit.train.finetune import FinetuneConfig, finetune
-    from bertkit.train.loop import TrainConfig
+    from bertkit.config import FinetuneConfig, TrainConfig
+    from bertkit.train.finetune import finetune
     config = FinetuneConfig(task="tag", model=str(model), train=str(train), out=str(out), epochs=2, batch_size=8,
                             dropout=0.0)
     finetune(config, TrainConfig(lr=1e-3, log_every=1, checkpoint_every=1000))

@@ -5,9 +5,14 @@ import pytest
 import torch
 
 from bertkit import Tokenizer
-from bertkit.data.features import GroupedBatches, collate, enumerate_spans, sequence_features, word_features
+from bertkit.data.batches import GroupedBatches
+from bertkit.data.examples import LabelSet, Span, TextExample, WordExample
+from bertkit.data.features import text_features
+from bertkit.data.readers import read_conll, read_table
 from bertkit.heads import IGNORE_INDEX
-from bertkit.data.tasks import LabelSet, Span, TextExample, WordExample, read_conll, read_table
+from bertkit.tasks import collate, encode_examples
+from bertkit.tasks.span import enumerate_spans
+from bertkit.tasks.spec import TaskSpec
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +32,8 @@ def sst2(data_dir):
 
 def test_long_sentences_become_windows_and_each_word_is_labelled_once(tokenizer, conll):
     labels = LabelSet.from_examples(conll)
-    features = word_features(conll, tokenizer, "tag", labels, max_length=12, overflow="window", stride=4)
+    spec = TaskSpec("tag", labels.labels, max_length=12, overflow="window", stride=4)
+    features = encode_examples(conll, tokenizer, spec)
     assert len(features) > len(conll)  # several sentences need more than one window
     assert features.lengths.max() <= 12
     labelled = {i: [] for i in range(len(conll))}
@@ -37,7 +43,7 @@ def test_long_sentences_become_windows_and_each_word_is_labelled_once(tokenizer,
         assert [labels[t] for t in features.targets[row]] == [ex.tags[w] for w in words]
         assert sorted(set(features.slots[row][features.slots[row] >= 0])) == list(range(len(words)))
     assert all(sorted(words) == list(range(len(conll[i].words))) for i, words in labelled.items())
-    batch = collate(features, range(len(features)), "tag", tokenizer.pad_id)  # windows cut their sentences
+    batch = collate(features, range(len(features)), spec, tokenizer.pad_id)  # windows cut their sentences
     origin = list(features.origin)
     first_window = [row == 0 or origin[row] != origin[row - 1] for row in range(len(features))]
     last_window = [row == len(origin) - 1 or origin[row] != origin[row + 1] for row in range(len(features))]
@@ -50,8 +56,8 @@ def test_truncation_is_counted(tokenizer, sst2):
     labels = LabelSet.from_examples(sst2)
     full = tokenizer.encode([ex.text for ex in sst2], max_length=512).lengths
     with pytest.warns(UserWarning, match="truncated"):
-        features = sequence_features(sst2, tokenizer, "classify", labels, max_length=16, overflow="truncate",
-                                     stride=0)
+        features = encode_examples(sst2, tokenizer, TaskSpec("classify", labels.labels, max_length=16,
+                                                             overflow="truncate", stride=0))
     assert len(features) == len(sst2) and features.lengths.max() == 16
     assert features.encoded.num_truncated == int((full > 16).sum()) > 0
 
@@ -59,8 +65,7 @@ def test_truncation_is_counted(tokenizer, sst2):
 def test_overflow_error_names_the_input(tokenizer):
     examples = [TextExample("short", label="a"), TextExample("a much longer text than the window " * 4, label="a")]
     with pytest.raises(ValueError, match="input 1 has"):
-        sequence_features(examples, tokenizer, "classify", LabelSet(("a",)), max_length=16, overflow="error",
-                          stride=0)
+        text_features(examples, tokenizer, max_length=16, overflow="error", stride=0)
 
 
 def test_grouped_batches_cover_every_row_once_per_epoch(sst2, tokenizer):
@@ -120,8 +125,8 @@ def test_span_rows_label_gold_spans_in_the_right_place(tokenizer):
     text = "Interleukin 2 receptor alpha chain binds to T cells"
     ex = WordExample(tuple(text.split()), spans=(Span(0, 22, "protein"), Span(0, 13, "protein"), Span(44, 51, "cell")))
     labels = LabelSet(("cell", "protein"))
-    features = word_features([ex], tokenizer, "span", labels, max_length=64, overflow="window", stride=8)
-    batch = collate(features, [0], "span", tokenizer.pad_id, max_span_width=4)
+    spec = TaskSpec("span", labels.labels, max_length=64, overflow="window", stride=8, max_span_width=4)
+    batch = collate(encode_examples([ex], tokenizer, spec), [0], spec, tokenizer.pad_id)
     spans = zip(batch["span_starts"].tolist(), batch["span_ends"].tolist(), batch["labels"].tolist())
     assert {(s, e): labels[y - 1] for s, e, y in spans if y} == {(0, 2): "protein", (0, 1): "protein",
                                                               (7, 8): "cell"}
@@ -131,28 +136,30 @@ def test_span_rows_label_gold_spans_in_the_right_place(tokenizer):
 def test_collate_counts_labelled_items(tokenizer):
     labels = LabelSet(("neg", "pos"))
     texts = [TextExample("good", label="pos"), TextExample("bad", label="neg"), TextExample("meh", label="neutral")]
-    features = sequence_features(texts, tokenizer, "classify", labels, 32, "window", 8)
-    batch = collate(features, [0, 1, 2], "classify", tokenizer.pad_id)
+    spec = TaskSpec("classify", labels.labels, max_length=32, stride=8)
+    batch = collate(encode_examples(texts, tokenizer, spec), [0, 1, 2], spec, tokenizer.pad_id)
     assert batch["labels"].tolist() == [1, 0, IGNORE_INDEX] and batch["counts"] == {"loss": 2}
     scores = [TextExample("good", label=4.5), TextExample("bad", label=0.5)]
-    batch = collate(sequence_features(scores, tokenizer, "regress", None, 32, "window", 8), [0, 1], "regress", 0)
+    spec = TaskSpec("regress", max_length=32, stride=8)
+    batch = collate(encode_examples(scores, tokenizer, spec), [0, 1], spec, 0)
     assert batch["labels"].dtype == torch.float32 and batch["counts"] == {"loss": 2}
 
     tags = LabelSet(("B-PER", "I-PER", "O"))
     words = [WordExample(("Peter", "Blackburn", "spoke"), ("B-PER", "I-PER", "O")),
              WordExample(("in", "Brussels"), ("O", "B-LOC"))]  # B-LOC is unknown: not counted
-    batch = collate(word_features(words, tokenizer, "tag", tags, 32, "window", 8), [0, 1], "tag", tokenizer.pad_id)
+    spec = TaskSpec("tag", tags.labels, max_length=32, stride=8)
+    batch = collate(encode_examples(words, tokenizer, spec), [0, 1], spec, tokenizer.pad_id)
     assert batch["labels"].tolist() == [[0, 1, 2], [2, IGNORE_INDEX, IGNORE_INDEX]]
     assert batch["word_mask"].tolist() == [[True] * 3, [True, True, False]] and batch["counts"] == {"loss": 4}
 
     split = [WordExample(("Peter", "Vanderkerckhovenberg", "spoke"), ("B-PER", "I-PER", "O"))]
-    every = word_features(split, tokenizer, "tag", tags, 32, "window", 8, alignment="every")
+    spec = TaskSpec("tag", tags.labels, max_length=32, stride=8, alignment="every")
+    every = encode_examples(split, tokenizer, spec)
     tokens = len(tokenizer.tokens("Peter Vanderkerckhovenberg spoke")) - 2  # every subword of a labelled word
-    assert tokens > 3 and collate(every, [0], "tag", tokenizer.pad_id, token_level=True)["counts"] == {"loss": tokens}
+    assert tokens > 3 and collate(every, [0], spec, tokenizer.pad_id)["counts"] == {"loss": tokens}
 
 
 def test_unlabelled_rows_have_no_targets(tokenizer):
-    features = sequence_features([TextExample("no label here")], tokenizer, "classify", LabelSet(("a",)), 32,
-                                 "window", 8)
-    batch = collate(features, [0], "classify", tokenizer.pad_id)
+    spec = TaskSpec("classify", ("a",), max_length=32, stride=8)
+    batch = collate(encode_examples([TextExample("no label here")], tokenizer, spec), [0], spec, tokenizer.pad_id)
     assert "labels" not in batch and "counts" not in batch

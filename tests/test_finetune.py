@@ -3,19 +3,22 @@ layer-wise learning rates, class weights, early stopping, metrics against seqeva
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from bertkit import Tokenizer, load_pretrained
-from bertkit.data.features import sequence_features
-from bertkit.data.tasks import LabelSet, TextExample
+from bertkit.config import FinetuneConfig, TrainConfig
+from bertkit.data.examples import TextExample
 from bertkit.predict import predict_examples, task_metrics
-from bertkit.task_model import TaskModel, TaskSpec, load_task_model
-from bertkit.train.finetune import (FinetuneConfig, balanced_weights, finetune, freeze, label_rate_logits, layer_scale,
-                                   read_examples, setup)
-from bertkit.train.loop import TrainConfig, make_optimizer
+from bertkit.tasks import encode_examples, read_examples
+from bertkit.tasks.model import TaskModel, load_task_model
+from bertkit.tasks.multilabel import label_rate_logits
+from bertkit.tasks.spec import TaskSpec
+from bertkit.train.finetune import balanced_weights, finetune, freeze, layer_scale, setup
+from bertkit.train.loop import make_optimizer
 
 from tiny_task_data import conll, lines_head, tiny  # noqa: F401 (conll, tiny: fixtures)
 
@@ -125,7 +128,7 @@ def test_balanced_class_weights(minilm_dir):
     tokenizer = Tokenizer.from_pretrained(minilm_dir)
     examples = [TextExample(f"text {i}", label="a" if i < 6 else "b") for i in range(8)]
     spec = TaskSpec("classify", ("a", "b", "c"))  # "c" never occurs
-    features = sequence_features(examples, tokenizer, "classify", LabelSet(spec.labels), 32, "window", 8)
+    features = encode_examples(examples, tokenizer, replace(spec, max_length=32, stride=8))
     weights = balanced_weights(features, spec)  # n / (classes * count)
     assert weights.tolist() == pytest.approx([8 / (3 * 6), 8 / (3 * 2), 1.0])
 
@@ -133,7 +136,7 @@ def test_balanced_class_weights(minilm_dir):
 def test_multilabel_head_starts_at_the_label_rates(minilm_dir):
     tokenizer = Tokenizer.from_pretrained(minilm_dir)
     examples = [TextExample(f"text {i}", label=["a", "b"] if i < 2 else ["a"]) for i in range(8)]
-    features = sequence_features(examples, tokenizer, "multilabel", LabelSet(("a", "b", "c")), 32, "window", 8)
+    features = encode_examples(examples, tokenizer, TaskSpec("multilabel", ("a", "b", "c"), max_length=32, stride=8))
     rates = torch.sigmoid(label_rate_logits(features))  # "a" in every row, "b" in 2 of 8, "c" in none
     assert rates.tolist() == pytest.approx([1 - 1 / 16, 2 / 8, 1 / 16], abs=1e-6)
 

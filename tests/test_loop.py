@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertkit.train.loop import NonFiniteLossError, TrainConfig, fit, linear_schedule, parameter_groups
+from bertkit.config import TrainConfig
+from bertkit.train.loop import NonFiniteLossError, fit, linear_schedule, parameter_groups
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pretrain_job import run  # noqa: E402

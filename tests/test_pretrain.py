@@ -9,10 +9,9 @@ import torch
 
 from bertkit import Encoder, add_pretraining_heads, load_pretrained, preset
 from bertkit.cli import main
-from bertkit.config import load_sections
+from bertkit.config import PretrainConfig, TrainConfig, load_sections
 from bertkit.heads import IGNORE_INDEX
-from bertkit.train.loop import TrainConfig
-from bertkit.train.pretrain import PretrainConfig, Pretrainer
+from bertkit.train.pretrain import Pretrainer
 
 transformers = pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parent.parent

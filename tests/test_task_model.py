@@ -4,11 +4,15 @@ import pytest
 import torch
 
 from bertkit import Encoder, Tokenizer, preset, save_pretrained
-from bertkit.data.features import collate, word_features
-from bertkit.heads import IGNORE_INDEX
-from bertkit.data.tasks import LabelSet, WordExample, read_conll, read_table
-from bertkit.predict import encode_examples, predict_examples
-from bertkit.task_model import TaskModel, TaskSpec, load_task_model, pool_words, save_task_model, token_labels
+from bertkit.data.examples import WordExample
+from bertkit.data.readers import read_conll, read_table
+from bertkit.heads import IGNORE_INDEX, pool_words
+from bertkit.predict import predict_examples
+from bertkit.tags import continuation_ids
+from bertkit.tasks import check_spec, collate, encode_examples
+from bertkit.tasks.model import TaskModel, load_task_model, save_task_model
+from bertkit.tasks.spec import TaskSpec
+from bertkit.tasks.tag import token_labels
 
 IG = IGNORE_INDEX
 
@@ -40,14 +44,14 @@ def test_word_vectors_from_real_subwords(tokenizer):
     values = torch.arange(len(tokens.ids), dtype=torch.float32)[None, :, None]  # token t has value t
     for alignment, expected in (("first", [p[0] for p in positions]),
                                 ("mean", [sum(p) / len(p) for p in positions])):
-        features = word_features([example], tokenizer, "tag", LabelSet(("O",)), 64, "window", 8, alignment)
-        batch = collate(features, [0], "tag", tokenizer.pad_id)
+        spec = TaskSpec("tag", ("O",), max_length=64, stride=8, alignment=alignment)
+        batch = collate(encode_examples([example], tokenizer, spec), [0], spec, tokenizer.pad_id)
         assert pool_words(values, batch["slots"], 3).flatten().tolist() == pytest.approx(expected)
 
 
 def test_later_subwords_of_a_b_word_learn_i(tokenizer):
     spec = TaskSpec("tag", ("B-PER", "I-PER", "O"), alignment="every")
-    continuation = TaskModel(tiny_encoder(tokenizer), spec).continuation
+    continuation = torch.tensor(continuation_ids(spec.labels))
     slots = torch.tensor([[-1, 0, 0, 0, 1, 1, 2, -1]])
     words = torch.tensor([[0, 1, IG]])  # B-PER, I-PER, an unknown label
     assert token_labels(words, slots, continuation).tolist() == [[IG, 0, 1, 1, 1, 1, IG, IG]]
@@ -65,7 +69,7 @@ def test_later_subwords_of_a_b_word_learn_i(tokenizer):
 ])
 def test_task_spec_refuses_what_cannot_work(changes, message):
     with pytest.raises(ValueError, match=message):
-        TaskSpec(**{"labels": ("B-X", "I-X", "O"), **changes})
+        check_spec(TaskSpec(**{"labels": ("B-X", "I-X", "O"), **changes}))
 
 
 def randomise(model: TaskModel) -> TaskModel:
@@ -115,7 +119,7 @@ def test_transformers_loads_the_saved_encoder(tokenizer, sentences, tmp_path):
     save_task_model(model, tokenizer, tmp_path)
     reference = AutoModel.from_pretrained(tmp_path).eval()
     spec = TaskSpec("tag", ("B-PER", "I-PER", "O"), max_length=64, stride=8)
-    batch = collate(encode_examples(sentences[:8], tokenizer, spec), list(range(8)), "tag", tokenizer.pad_id)
+    batch = collate(encode_examples(sentences[:8], tokenizer, spec), list(range(8)), spec, tokenizer.pad_id)
     with torch.no_grad():
         ours = model.encoder(batch["input_ids"], batch["attention_mask"]).last_hidden_state
         theirs = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
@@ -129,7 +133,7 @@ def test_crf_loss_of_a_window_that_starts_inside_an_entity_is_ordinary(tokenizer
     features = encode_examples(sentences, tokenizer, spec)
     starts_inside = [r for r, t in enumerate(features.targets) if len(t) and spec.labels[t[0]].startswith("I-")]
     assert starts_inside, "the windows of these sentences should cut through an entity"
-    batch = collate(features, starts_inside, "tag", tokenizer.pad_id)
+    batch = collate(features, starts_inside, spec, tokenizer.pad_id)
     assert batch["cut_start"].all()
     loss = TaskModel(tiny_encoder(tokenizer), spec)(batch)["loss"] / batch["counts"]["loss"]
     assert loss < 5  # per word; a sentence's start may not be I-X, costing 1e4 each

@@ -237,9 +237,8 @@ def cmd_fill_mask(args) -> None:
 
 
 def cmd_pretrain(args, overrides: list[str]) -> None:
-    from bertkit.config import load_sections
-    from bertkit.train.loop import TrainConfig
-    from bertkit.train.pretrain import PretrainConfig, pretrain
+    from bertkit.config import PretrainConfig, TrainConfig, load_sections
+    from bertkit.train.pretrain import pretrain
     direct = {"pretrain": {"corpus": tuple(args.corpus) if args.corpus else None, "tokenizer": args.tokenizer,
                            "preset": args.preset, "out": args.out},
               "train": {"max_steps": args.max_steps, "max_minutes": args.max_minutes, "seed": args.seed,
@@ -254,9 +253,8 @@ def _column(value: str | None):
 
 
 def cmd_finetune(args, overrides: list[str]) -> None:
-    from bertkit.config import load_sections
-    from bertkit.train.finetune import FinetuneConfig, finetune
-    from bertkit.train.loop import TrainConfig
+    from bertkit.config import FinetuneConfig, TrainConfig, load_sections
+    from bertkit.train.finetune import finetune
     task = "multilabel" if args.task == "classify" and args.multi_label else args.task
     kind = "field" if args.train and args.train.endswith((".jsonl", ".jsonlines")) else "column"
     reader = {f"{name}_{kind}": _column(value) for name, value in (("text", args.text_column),
@@ -283,7 +281,7 @@ def cmd_finetune(args, overrides: list[str]) -> None:
 def cmd_predict(args) -> None:
     from bertkit.files import atomic_write
     from bertkit.predict import predict_examples, prediction_record, read_inputs
-    from bertkit.task_model import load_task_model
+    from bertkit.tasks.model import load_task_model
     from bertkit.tokenizer import Tokenizer
     model = load_task_model(args.model)
     tokenizer = Tokenizer.from_pretrained(args.model)
@@ -297,9 +295,9 @@ def cmd_predict(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from bertkit.predict import predict_examples, task_metrics
-    from bertkit.task_model import load_task_model
+    from bertkit.tasks import read_examples
+    from bertkit.tasks.model import load_task_model
     from bertkit.tokenizer import Tokenizer
-    from bertkit.train.finetune import read_examples
     model = load_task_model(args.model)
     tokenizer = Tokenizer.from_pretrained(args.model)
     examples = read_examples(args.data, model.spec.task, model.spec.reader)

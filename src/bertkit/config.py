@@ -1,4 +1,11 @@
-"""Configuration as frozen dataclasses.
+"""Configuration as frozen dataclasses, every run setting in one place.
+
+`EncoderConfig` describes an encoder; `TrainConfig` the training loop; `PretrainConfig` (with its
+`RECIPES`) and `FinetuneConfig` the two kinds of run. YAML recipes load into the same dataclasses
+(`load_sections`), one section each, and the command line overrides a field as
+`--section.field=value`. A field that a run derives (fine-tuning derives its steps from its
+epochs) is None until derived, so an explicit value, even one equal to a default, is never taken
+for "not given".
 
 `EncoderConfig` describes one encoder of the BERT family. The three Hugging Face families that
 bertkit reads and writes (BERT, RoBERTa, DistilBERT) are one architecture with small differences,
@@ -97,6 +104,179 @@ def preset(name: str, **changes) -> EncoderConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name].replace(**changes)
+
+
+# ------------------------------------------------------------------------------ training loop
+
+# What the loop uses for a field that is None and that no run derived.
+LOOP_DEFAULTS = {"max_steps": 1000, "warmup_steps": 100, "eval_every": 0, "checkpoint_every": 100}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int | None = None  # None: derived (fine-tuning: from its epochs), else LOOP_DEFAULTS
+    max_minutes: float | None = None
+    lr: float = 1e-4
+    warmup_steps: int | None = None  # None: derived (fine-tuning: warmup_ratio), else LOOP_DEFAULTS
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+    clip_norm: float = 1.0
+    precision: str = "fp32"
+    compile: bool = False
+    log_every: int = 10
+    eval_every: int | None = None  # 0: only at the end; None: derived (fine-tuning: every epoch)
+    checkpoint_every: int | None = None  # None: derived (fine-tuning: every epoch), else LOOP_DEFAULTS
+    keep_checkpoints: int = 2
+    seed: int = 0
+    strategy: str = "ddp"  # under torchrun: "ddp" or "fsdp"
+    monitor: str | None = None  # an `evaluate` metric: keep the weights where it was best
+    higher_is_better: bool = True
+    patience: int = 0  # stop after this many evaluations without improvement of `monitor`; 0 = never
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("max_steps", "checkpoint_every"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.keep_checkpoints < 1:
+            raise ValueError("keep_checkpoints must be at least 1")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"strategy must be 'ddp' or 'fsdp', not {self.strategy!r}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+
+    def given(self, *names: str) -> list[str]:
+        """Which of these fields were set (are not None)."""
+        return [n for n in names if getattr(self, n) is not None]
+
+    def derive(self, **values) -> "TrainConfig":
+        """This config with each None field among `values` set to its value; set fields are kept."""
+        return dataclasses.replace(self, **{k: v for k, v in values.items() if getattr(self, k) is None})
+
+
+# ------------------------------------------------------------------------------ pretraining
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A pretraining objective: what instances it trains on, how it masks, which extra losses."""
+
+    instances: str  # "pairs": BERT's sentence pairs; "packed": RoBERTa's FULL-SENTENCES blocks
+    masking: str  # "token" (or whole-word with pretrain.whole_word) | "span" (SpanBERT)
+    nsp: bool = False  # next-sentence prediction
+    sbo: bool = False  # SpanBERT's span boundary objective
+
+
+RECIPES = {
+    "bert": Recipe("pairs", "token", nsp=True),
+    "roberta": Recipe("packed", "token"),  # its YAML: beta2 0.98, big batches
+    "spanbert": Recipe("packed", "span", sbo=True),
+    "mlm": Recipe("pairs", "token"),  # BERT's instances and masking, MLM loss alone
+}
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    recipe: str = "bert"
+    corpus: tuple[str, ...] = ()  # files or folders; "LANG=PATH" entries for multilingual sampling
+    tokenizer: str | None = None  # a directory; None trains a WordPiece vocabulary on the corpus
+    preset: str = "mini"
+    vocab_size: int = 30522  # for a tokenizer trained here
+    max_length: int = 128
+    batch_size: int = 32
+    micro_batches: int = 1
+    mask_rate: float = 0.15
+    whole_word: bool = False
+    alpha: float = 0.3
+    documents: str = "file"
+    encoding_errors: str = "strict"
+    eval_corpus: str | None = None
+    eval_blocks: int = 256
+    out: str = "runs/pretrain"
+    cache: str = ".bertkit-cache"
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        if not self.corpus:
+            raise ValueError("give a corpus (--corpus PATH, repeatable; LANG=PATH for several languages)")
+        if not 0 < self.mask_rate < 1:
+            raise ValueError(f"mask_rate must be in (0, 1), got {self.mask_rate}")
+
+    @property
+    def objective(self) -> Recipe:
+        return RECIPES[self.recipe]
+
+    @property
+    def languages(self) -> dict[str, list[str]]:
+        """{language: paths} for LANG=PATH entries; {"": paths} when no entry names a language."""
+        out: dict[str, list[str]] = {}
+        for entry in self.corpus:
+            lang, _, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
+            out.setdefault(lang, []).append(path)
+        return out
+
+
+# ------------------------------------------------------------------------------ fine-tuning
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A fine-tuning run. Its fields named like `tasks.spec.TaskSpec`'s (alignment, decoder, ...)
+    go to the model's spec as they are, and are checked there."""
+
+    task: str = "classify"
+    model: str = ""  # a model directory (config.json + weights, tokenizer files)
+    train: str = ""
+    dev: str | None = None
+    out: str = "runs/finetune"
+    epochs: float = 3.0
+    batch_size: int = 32
+    batch_by: str = "rows"  # "rows": batch_size rows a batch; "tokens": as many padded tokens each, as many batches
+    reader: dict = dataclasses.field(default_factory=dict)  # options for the file reader (columns, fields, scheme)
+    labels: tuple[str, ...] = ()  # fixed label set; empty = the training file's labels
+    alignment: str = "first"
+    decoder: str = "greedy"
+    pooling: str = "cls"
+    max_span_width: int = 8
+    span_summary: str = "mean"
+    threshold: float = 0.5
+    tune_thresholds: bool = True
+    max_length: int = 512
+    stride: int | None = None  # tokens shared by neighbouring windows; None = a quarter of max_length
+    overflow: str = "window"
+    dropout: float = 0.1
+    trainable_layers: int = -1  # -1: the whole encoder; 0: frozen encoder (the head only); k: the top k layers
+    layer_lr_decay: float = 1.0  # layer l of L learns at lr * decay^(L - l); embeddings at decay^L
+    head_lr_scale: float = 1.0  # the task head (and CRF) learns at lr * head_lr_scale
+    class_weights: str = "none"  # "none" | "balanced"
+    entity_mode: str = "strict"  # seqeval mode for BIO metrics: "strict" (IOB2) | "default"
+    eval_batch_size: int = 64
+    warmup_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.batch_by not in ("rows", "tokens"):
+            raise ValueError(f"batch_by must be 'rows' or 'tokens', not {self.batch_by!r}")
+        if not self.model or not self.train:
+            raise ValueError("give a model directory (--model) and a training file (--train)")
+        if self.epochs <= 0 or self.batch_size <= 0:
+            raise ValueError("epochs and batch_size must be positive")
+        if self.class_weights not in ("none", "balanced"):
+            raise ValueError(f"class_weights must be 'none' or 'balanced', not {self.class_weights!r}")
+        if not 0 < self.layer_lr_decay <= 1:
+            raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
+        if self.head_lr_scale <= 0:
+            raise ValueError(f"head_lr_scale must be positive, got {self.head_lr_scale}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+# ------------------------------------------------------------------------------ YAML and flags
 
 
 def _coerce(value, hint, where: str):

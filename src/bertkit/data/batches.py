@@ -1,6 +1,9 @@
-"""Batches for pretraining: which rows each step takes, how they become tensors, how they are masked.
+"""Batches: which rows each step takes, how they become tensors, how they are masked.
 
-`MaskedSteps` is the training loop's StepData: the rows of a step's global batch come from a
+Fine-tuning draws `GroupedBatches` (shuffled batches of similar lengths) and predicts in
+`in_length_order`.
+
+For pretraining, `MaskedSteps` is the training loop's StepData: the rows of a step's global batch come from a
 sampler (`EpochSampler`: a fresh permutation per epoch; `LanguageSampler`: language i with
 probability q_i), become tensors through a source (`BlockRows`: packed blocks; `PairRows`: BERT
 sentence pairs), and are masked afresh at every step with a generator seeded by (seed, step), which
@@ -9,6 +12,7 @@ is what makes resumption exact.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .instances import SentencePairs
 from ..heads import IGNORE_INDEX
+from .instances import SentencePairs
 from .masking import Masked, mask_spans, mask_tokens, mask_whole_words
 
 MaskingKind = Literal["token", "whole_word", "span"]
@@ -147,3 +151,77 @@ def _with_counts(batch: dict) -> dict:
     if "next_sentence_label" in batch:
         batch["counts"]["nsp"] = len(batch["labels"])
     return batch
+
+
+# ------------------------------------------------------------------------------ fine-tuning batches
+
+
+@dataclass
+class GroupedBatches:
+    """Shuffled batches of similar lengths, one epoch after another.
+
+    Each epoch draws a permutation (seeded by seed and epoch), cuts it into pools of 50 batches,
+    sorts each pool by length and cuts it into batches, and shuffles the batches: padding stays
+    small while the order stays random.
+    """
+
+    lengths: np.ndarray
+    batch_size: int
+    seed: int = 0
+    pool: int = 50
+    min_batch: int = 1  # a smaller last batch of a pool joins the batch before it (e.g. one row per rank)
+    equal_tokens: bool = False  # cut batches by padded tokens (one budget per pool), not by batch_size rows
+
+    def __post_init__(self) -> None:
+        self._drawn: dict[int, list[np.ndarray]] = {}  # the current epoch's batches: every step reads them
+
+    @functools.cached_property
+    def steps_per_epoch(self) -> int:
+        return len(self.epoch(0))
+
+    def epoch(self, epoch: int) -> list[np.ndarray]:
+        """The batches (row indices) of `epoch`, drawn once and kept while steps read it."""
+        if epoch not in self._drawn:
+            self._drawn = {epoch: self._draw(epoch)}
+        return self._drawn[epoch]
+
+    def _draw(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.lengths))
+        size = self.batch_size * self.pool
+        batches = []
+        for start in range(0, len(order), size):
+            chunk = order[start:start + size]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            if self.equal_tokens:
+                cuts = self._token_cuts(self.lengths[chunk])
+            else:
+                cuts = list(range(0, len(chunk), self.batch_size))
+            if len(cuts) > 1 and len(chunk) - cuts[-1] < self.min_batch:
+                cuts.pop()
+            batches += [chunk[a:b] for a, b in zip(cuts, cuts[1:] + [len(chunk)])]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _token_cuts(self, lengths: np.ndarray) -> list[int]:
+        """Where batches start in rows sorted longest first: each batch holds at most the same
+        number of padded tokens, the smallest budget that makes no more batches than batch_size
+        rows each would."""
+        def cuts(budget: float) -> list[int]:
+            starts, a = [], 0
+            while a < len(lengths):
+                starts.append(a)
+                a += max(1, int(budget // lengths[a]))
+            return starts
+
+        target = -(-len(lengths) // self.batch_size)
+        low, high = float(lengths[0]), float(lengths.sum())  # too small a budget; surely enough
+        while high - low > 1:
+            middle = (low + high) / 2
+            low, high = (middle, high) if len(cuts(middle)) > target else (low, middle)
+        return cuts(high)
+
+
+def in_length_order(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Batches for prediction: longest first, so padding is minimal and memory peaks early."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -30,6 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import precision as precision_
+from ..config import LOOP_DEFAULTS, TrainConfig
 from .checkpoint import latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint, save_model_state
 from . import distributed
 from .report import plot_curves
@@ -40,39 +40,6 @@ class StepData(Protocol):
 
         Each is a dict of tensors plus "counts": {part name: number of items the part sums over}.
         """
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    max_steps: int = 1000
-    max_minutes: float | None = None
-    lr: float = 1e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-6
-    clip_norm: float = 1.0
-    precision: str = "fp32"
-    compile: bool = False
-    log_every: int = 10
-    eval_every: int = 0  # 0: only at the end
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    seed: int = 0
-    strategy: str = "ddp"  # under torchrun: "ddp" or "fsdp"
-    monitor: str | None = None  # an `evaluate` metric: keep the weights where it was best
-    higher_is_better: bool = True
-    patience: int = 0  # stop after this many evaluations without improvement of `monitor`; 0 = never
-
-    def __post_init__(self) -> None:
-        if self.max_steps <= 0 or self.lr <= 0 or self.warmup_steps < 0:
-            raise ValueError("max_steps and lr must be positive and warmup_steps >= 0")
-        if self.keep_checkpoints < 1:
-            raise ValueError("keep_checkpoints must be at least 1")
-        if self.strategy not in ("ddp", "fsdp"):
-            raise ValueError(f"strategy must be 'ddp' or 'fsdp', not {self.strategy!r}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be >= 0, got {self.patience}")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -119,6 +86,7 @@ def normalisers(micro: list[dict], world: int) -> dict[str, float]:
 def make_optimizer(model: nn.Module, config: TrainConfig, lr_scale: Callable[[str], float] | None = None):
     """AdamW (the fused kernel: one pass over each parameter's state instead of several) with the
     warm-up and linear decay schedule; each group's learning rate is `config.lr` times its scale."""
+    config = config.derive(**LOOP_DEFAULTS)
     groups = [{**g, "lr": config.lr * g["lr_scale"]} for g in parameter_groups(model, config.weight_decay, lr_scale)]
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -142,6 +110,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     Writes out/log.jsonl (one record per log step and evaluation) and out/checkpoints/.
     """
     out = Path(out)
+    config = config.derive(**LOOP_DEFAULTS)
     if config.patience and not (config.monitor and evaluate):
         raise ValueError("early stopping (patience) needs an evaluation and a metric to monitor (train.monitor)")
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import precision
-from ..config import preset
+from ..config import LOOP_DEFAULTS, PretrainConfig, TrainConfig, preset
 from ..data.batches import BlockRows, EpochSampler, LanguageSampler, MaskedSteps, MaskingSpec, PairRows
 from ..data.corpus import Corpus, build_corpus
 from ..data.instances import full_sentence_stream, language_probabilities, pack_full_sentences, sentence_pairs
@@ -29,7 +29,7 @@ from ..textfiles import read_texts, text_files
 from ..tokenizer import Tokenizer
 from . import distributed
 from .checkpoint import full_model_state
-from .loop import TrainConfig, fit, to_device
+from .loop import fit, to_device
 
 
 class Pretrainer(nn.Module):
@@ -90,54 +90,6 @@ def span_boundary_vectors(pretrainer: Pretrainer, hidden: Tensor, labels: Tensor
     return pretrainer.sbo(left, right, cols - s)
 
 
-# ------------------------------------------------------------------------------------ the recipe
-
-RECIPES = {  # recipe -> (instances, masking, next-sentence prediction, span boundary objective)
-    "bert": ("pairs", "token", True, False),
-    "roberta": ("packed", "token", False, False),  # FULL-SENTENCES blocks; its YAML: beta2 0.98, big batches
-    "spanbert": ("packed", "span", False, True),
-    "mlm": ("pairs", "token", False, False),  # BERT's instances and masking, MLM loss alone
-}
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    recipe: str = "bert"
-    corpus: tuple[str, ...] = ()  # files or folders; "LANG=PATH" entries for multilingual sampling
-    tokenizer: str | None = None  # a directory; None trains a WordPiece vocabulary on the corpus
-    preset: str = "mini"
-    vocab_size: int = 30522  # for a tokenizer trained here
-    max_length: int = 128
-    batch_size: int = 32
-    micro_batches: int = 1
-    mask_rate: float = 0.15
-    whole_word: bool = False
-    alpha: float = 0.3
-    documents: str = "file"
-    encoding_errors: str = "strict"
-    eval_corpus: str | None = None
-    eval_blocks: int = 256
-    out: str = "runs/pretrain"
-    cache: str = ".bertkit-cache"
-
-    def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
-        if not self.corpus:
-            raise ValueError("give a corpus (--corpus PATH, repeatable; LANG=PATH for several languages)")
-        if not 0 < self.mask_rate < 1:
-            raise ValueError(f"mask_rate must be in (0, 1), got {self.mask_rate}")
-
-    @property
-    def languages(self) -> dict[str, list[str]]:
-        """{language: paths} for LANG=PATH entries; {"": paths} when no entry names a language."""
-        out: dict[str, list[str]] = {}
-        for entry in self.corpus:
-            lang, _, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
-            out.setdefault(lang, []).append(path)
-        return out
-
-
 def masking_for(tokenizer: Tokenizer, kind: str, rate: float) -> MaskingSpec:
     vocab = tokenizer.vocab()
     continuation = torch.zeros(tokenizer.vocab_size, dtype=torch.bool)
@@ -174,13 +126,13 @@ def _corpus(paths: list[str], tokenizer: Tokenizer, config: PretrainConfig, docu
 
 def training_data(config: PretrainConfig, tokenizer: Tokenizer, seed: int) -> tuple[MaskedSteps, dict]:
     """The recipe's step data, and what to report about it."""
-    instances, kind, _, _ = RECIPES[config.recipe]
-    kind = "whole_word" if config.whole_word and kind == "token" else kind
+    recipe = config.objective
+    kind = "whole_word" if config.whole_word and recipe.masking == "token" else recipe.masking
     masking = masking_for(tokenizer, kind, config.mask_rate)
     cls_id, sep_id = tokenizer.role_id("cls"), tokenizer.role_id("sep")
     languages = config.languages
-    nsp = RECIPES[config.recipe][2]
-    if instances == "pairs":
+    nsp = recipe.nsp
+    if recipe.instances == "pairs":
         if len(languages) > 1:
             raise ValueError(f"the {config.recipe} recipe takes one corpus; use roberta or spanbert for "
                              "language sampling")
@@ -262,17 +214,18 @@ def pretrain(config: PretrainConfig, train: TrainConfig, resume: bool = False) -
     """setup -> fit -> save: returns `config.out`, a Hugging Face-layout model directory with its
     MLM (and NSP) heads, its tokenizer, log.jsonl, loss.png and checkpoints/."""
     distributed.init()
+    train = train.derive(**LOOP_DEFAULTS)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(config, out, resume)
     data, report = training_data(config, tokenizer, train.seed)
     held_out = held_out_batches(config, tokenizer)
     torch.manual_seed(train.seed)
-    nsp = RECIPES[config.recipe][2]
+    nsp = config.objective.nsp
     model_config = preset(config.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
                           max_position_embeddings=max(512, config.max_length), pooler=nsp)
     encoder = add_pretraining_heads(Encoder(model_config), mlm=True, nsp=nsp)
-    pretrainer = Pretrainer(encoder, sbo=RECIPES[config.recipe][3])
+    pretrainer = Pretrainer(encoder, sbo=config.objective.sbo)
     if distributed.rank() == 0:
         print(json.dumps({"recipe": config.recipe, "parameters": encoder.num_parameters(), **report}, indent=1),
               file=sys.stderr)

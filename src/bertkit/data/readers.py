@@ -1,13 +1,7 @@
-"""Fine-tuning data: task files -> examples with labels, and the label sets a head is built from.
-
-Two kinds of example cover the usual tasks. `TextExample` is one text (or a text pair) with one
-label, a tuple of labels (multi-label) or a score (regression). `WordExample` is a sentence split
-into words with one tag per word (BIO tags for entities and chunks, plain tags for POS) and/or
-entity spans in character offsets, which may nest, as GENIA's do.
-
-Readers for the usual formats: tables (TSV/CSV with columns by name or index), JSON Lines, the
-PASCAL RTE XML, CoNLL column files and span JSON Lines. Every bad line is an error naming the file
-and the line, or, with `skip_bad=True`, skipped and counted in a warning; nothing is dropped silently.
+"""Readers for the usual task file formats -> `data.examples`: tables (TSV/CSV with columns by name
+or index), JSON Lines, the PASCAL RTE XML, CoNLL column files and span JSON Lines; `read_file`
+picks the reader by the file's extension. Every bad line is an error naming the file and the line,
+or, with `skip_bad=True`, skipped and counted in a warning; nothing is dropped silently.
 
 Departures from common practice, on purpose:
 - Tab-separated files are read without csv quoting (`quoting="auto"`): STS-B and MSRP hold texts
@@ -20,84 +14,20 @@ Departures from common practice, on purpose:
 
 from __future__ import annotations
 
-import bisect
 import csv
 import json
 import math
 import re
 import warnings
 import xml.parsers.expat
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal
 
+from ..tags import entity_spans, iob1_to_bio, is_bio_tag
 from ..textfiles import read_lines
+from .examples import Label, LabelKind, Span, TaskDataError, TextExample, WordExample
 
-LabelKind = Literal["single", "multi", "score"]
 Scheme = Literal["auto", "iob1", "bio", "none"]
-Label = str | tuple[str, ...] | float | None
-WordSpan = tuple[int, int, str]  # (first word, last word + 1, label)
-
-
-class TaskDataError(ValueError):
-    """A task file holds something the reader cannot use; the message starts with "path:line:"."""
-
-
-@dataclass(frozen=True)
-class TextExample:
-    """One input of a classification, pair or regression task."""
-
-    text: str
-    pair: str | None = None
-    label: Label = None  # one label, a multi-label tuple, a score; None = unlabelled
-    source: str = ""  # "path:line" for error messages
-
-
-@dataclass(frozen=True)
-class Span:
-    start: int  # character offset into the example's text
-    end: int  # exclusive
-    label: str
-
-
-@dataclass(frozen=True)
-class WordExample:
-    """A sentence as words, with per-word tags and/or character-offset entity spans."""
-
-    words: tuple[str, ...]
-    tags: tuple[str, ...] | None = None  # one per word; None if unlabelled
-    spans: tuple[Span, ...] = ()  # character offsets into `text`; nesting and overlaps allowed
-    text: str = ""  # the words joined by single spaces (set if empty), or the original text
-    word_offsets: tuple[tuple[int, int], ...] = ()  # (start, end) of each word in `text`
-    source: str = ""
-
-    def __post_init__(self):
-        where = f"{self.source}: " if self.source else ""
-        if self.tags is not None and len(self.tags) != len(self.words):
-            raise ValueError(f"{where}{len(self.words)} words but {len(self.tags)} tags; expected one tag per word")
-        if not self.text:
-            object.__setattr__(self, "text", " ".join(self.words))
-        if not self.word_offsets:
-            object.__setattr__(self, "word_offsets", _find_words(self.words, self.text, where))
-        if len(self.word_offsets) != len(self.words):
-            raise ValueError(f"{where}{len(self.words)} words but {len(self.word_offsets)} word offsets")
-        for s in self.spans:
-            if not 0 <= s.start < s.end <= len(self.text):
-                raise ValueError(f"{where}span {s} is outside the text of {len(self.text)} characters "
-                                 "or empty; expected 0 <= start < end <= len(text)")
-
-
-def _find_words(words: Sequence[str], text: str, where: str) -> tuple[tuple[int, int], ...]:
-    """Character (start, end) of each word, searched left to right in `text`."""
-    offsets, at = [], 0
-    for w in words:
-        start = text.find(w, at)
-        if start < 0:
-            raise ValueError(f"{where}word {w!r} not found in the text after character {at}; "
-                             "expected the words in order in `text`, or pass word_offsets")
-        offsets.append((start, start + len(w)))
-        at = start + len(w)
-    return tuple(offsets)
 
 
 # ---------------------------------------------------------------------------------- shared parsing
@@ -307,18 +237,6 @@ def read_jsonl(path: str | Path, text_field: str = "text", label_field: str | No
     return _keep_good(_json_lines(path), make, path, skip_bad)
 
 
-def pang_lee_fold(review_id: str) -> int:
-    """Fold 1..10 of Pang & Lee (2004)'s cross-validation from a review id like "neg/cv114_19501.txt".
-
-    movie_reviews has no train/test split; its README fixes ten folds by the cvNNN tag
-    (cv000-cv099 = fold 1, ..., cv900-cv999 = fold 10).
-    """
-    m = re.search(r"cv(\d{3})_", review_id)
-    if not m:
-        raise ValueError(f"review id {review_id!r} has no cvNNN_ tag; expected e.g. 'neg/cv114_19501.txt'")
-    return int(m.group(1)) // 100 + 1
-
-
 # ---------------------------------------------------------------------------------- RTE XML
 
 RTE_LABELS = {"TRUE": "entailment", "YES": "entailment", "FALSE": "not_entailment", "NO": "not_entailment"}
@@ -407,7 +325,7 @@ def read_conll(path: str | Path, word_column: int = 0, tag_column: int | None = 
     path = Path(path)
     sentences = list(_conll_sentences(path, word_column, tag_column, docstart, delimiter))
     if scheme == "auto":
-        scheme = "iob1" if all(_is_bio_tag(t) for _, _, tags in sentences for t in tags or ()) else "none"
+        scheme = "iob1" if all(is_bio_tag(t) for _, _, tags in sentences for t in tags or ()) else "none"
     return [_word_example(words, tags, scheme, lines, path) for lines, words, tags in sentences]
 
 
@@ -444,17 +362,13 @@ def _check_columns(width: int, word_column: int, tag_column: int | None, source:
     return width
 
 
-def _is_bio_tag(tag: str) -> bool:
-    return tag == "O" or (tag[:2] in ("B-", "I-") and len(tag) > 2)
-
-
 def _word_example(words: list[str], tags: list[str] | None, scheme: str, lines: list[int],
                   path: Path) -> WordExample:
     source = f"{path}:{lines[0]}"
     if tags is None or scheme == "none":
         return WordExample(tuple(words), None if tags is None else tuple(tags), source=source)
     for i, tag in enumerate(tags):
-        if not _is_bio_tag(tag):
+        if not is_bio_tag(tag):
             raise TaskDataError(f"{path}:{lines[i]}: tag {tag!r}; expected O, B-X or I-X (scheme={scheme!r}; "
                                 "pass scheme='none' for plain tags such as POS)")
         if scheme == "bio" and tag[:2] == "I-" and (i == 0 or tags[i - 1][2:] != tag[2:]):
@@ -463,74 +377,8 @@ def _word_example(words: list[str], tags: list[str] | None, scheme: str, lines: 
     bio = iob1_to_bio(tags)
     example = WordExample(tuple(words), tuple(bio), source=source)
     spans = tuple(Span(example.word_offsets[s][0], example.word_offsets[e - 1][1], label)
-                  for s, e, label in tags_to_spans(bio))
+                  for s, e, label in entity_spans(bio))
     return WordExample(example.words, example.tags, spans, example.text, example.word_offsets, source)
-
-
-def iob1_to_bio(tags: Sequence[str]) -> list[str]:
-    """IOB1 (B-X only between two adjacent X entities) to BIO: an I-X that starts an entity becomes B-X.
-
-    BIO input comes back unchanged.
-    """
-    out = []
-    for i, tag in enumerate(tags):
-        starts = tag.startswith("I-") and (i == 0 or tags[i - 1] == "O" or tags[i - 1][2:] != tag[2:])
-        out.append("B-" + tag[2:] if starts else tag)
-    return out
-
-
-def tags_to_spans(tags: Sequence[str]) -> list[WordSpan]:
-    """Entity word spans (start, end exclusive, label) from BIO tags; an I-X after O or another
-    type starts an entity (as the CoNLL evaluation script reads it)."""
-    spans: list[WordSpan] = []
-    start, label = None, None
-    for i, tag in enumerate([*tags, "O"]):
-        continues = tag.startswith("I-") and tag[2:] == label
-        if start is not None and not continues:
-            spans.append((start, i, label))
-            start, label = None, None
-        if tag[:2] in ("B-", "I-") and not continues:
-            start, label = i, tag[2:]
-    return spans
-
-
-def spans_to_bio(words: Sequence[str], word_spans: Iterable[WordSpan]) -> tuple[list[str], int]:
-    """BIO tags from word spans, keeping the longest spans that do not overlap a kept one.
-
-    BIO cannot hold nested entities, so inner (and crossing) spans are dropped: the longest span
-    wins, and between equally long ones the earlier.
-
-    Returns:
-        (tags, one per word; number of spans dropped because they overlapped a kept span).
-    """
-    tags = ["O"] * len(words)
-    dropped = 0
-    for start, end, label in sorted(word_spans, key=lambda s: (s[0] - s[1], s[0])):
-        if not 0 <= start < end <= len(words):
-            raise ValueError(f"word span ({start}, {end}, {label!r}) is outside the {len(words)} words")
-        if any(t != "O" for t in tags[start:end]):
-            dropped += 1
-            continue
-        tags[start:end] = ["B-" + label] + ["I-" + label] * (end - start - 1)
-    return tags, dropped
-
-
-def word_spans(example: WordExample) -> list[WordSpan]:
-    """The example's character spans as word spans: every word the span overlaps, end exclusive.
-
-    Raises:
-        ValueError: a span covers no word (only spaces).
-    """
-    starts = [s for s, _ in example.word_offsets]
-    ends = [e for _, e in example.word_offsets]
-    out = []
-    for span in example.spans:
-        first = bisect.bisect_right(ends, span.start)  # first word ending after the span starts
-        last = bisect.bisect_left(starts, span.end)  # words starting before the span ends
-        if first >= last:
-            raise ValueError(f"{example.source}: span {span} covers no word; expected it to overlap a word")
-        out.append((first, last, span.label))
-    return out
 
 
 # ---------------------------------------------------------------------------------- span JSON Lines
@@ -602,93 +450,76 @@ def _char_offset_example(text: str, raw_spans: list, label_field: str | None, so
                        tuple(m.span() for m in pieces), source)
 
 
-# ---------------------------------------------------------------------------------- label sets
+# ---------------------------------------------------------------------------------- by extension
+
+JSON_LINES = (".jsonl", ".jsonlines")
 
 
-def example_labels(example: TextExample | WordExample, field: Literal["auto", "tags", "spans"] = "auto") -> set[str]:
-    """The labels an example carries: its label(s), its tags, or its span labels.
+def read_file(path: str | Path, *, words: bool, label_kind: LabelKind = "single", labelled: bool = True,
+              **options: Any) -> list[TextExample] | list[WordExample]:
+    """Read a task file with the reader its extension calls for; options go to that reader.
 
-    `field="auto"` reads a WordExample's tags when it has them, else its span labels. A BIO tag
-    brings its pair (B-X brings I-X and back), so a head has both even if one never occurs.
+    Words (tagging, spans): .jsonl/.jsonlines -> read_span_jsonl, anything else -> read_conll.
+    Texts: .xml -> read_rte_xml, .jsonl -> read_jsonl, anything else -> read_table (which needs
+    `text_column`), with labels parsed as `label_kind`. `labelled=False` reads inputs to predict:
+    no label column or field, no CoNLL tag column (an RTE file keeps its labels).
     """
-    if isinstance(example, TextExample):
-        if isinstance(example.label, float):
-            raise ValueError(f"{example.source}: a score label has no label set (regression)")
-        if example.label is None:
-            return set()
-        return {example.label} if isinstance(example.label, str) else set(example.label)
-    if field == "spans" or (field == "auto" and example.tags is None):
-        return {s.label for s in example.spans}
-    tags = set(example.tags or ())
-    return tags | {p + t[2:] for t in tags if _is_bio_tag(t) and t != "O" for p in ("B-", "I-")}
-
-
-@dataclass(frozen=True)
-class LabelSet:
-    """Labels of a task, sorted, with their indices as a head's output units."""
-
-    labels: tuple[str, ...]
-    _index: dict[str, int] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self):
-        if list(self.labels) != sorted(set(self.labels)):
-            raise ValueError("LabelSet labels must be sorted and unique; use LabelSet.from_labels")
-        object.__setattr__(self, "_index", {label: i for i, label in enumerate(self.labels)})
-
-    @classmethod
-    def from_labels(cls, labels: Iterable[str]) -> "LabelSet":
-        return cls(tuple(sorted(set(labels))))
-
-    @classmethod
-    def from_examples(cls, examples: Iterable[TextExample | WordExample],
-                      field: Literal["auto", "tags", "spans"] = "auto") -> "LabelSet":
-        """Every label (or tag, or span label) in the examples; see `example_labels`."""
-        return cls.from_labels(label for ex in examples for label in example_labels(ex, field))
-
-    def index(self, label: str) -> int:
-        if label not in self._index:
-            raise KeyError(f"label {label!r} is not among the {len(self)} training labels "
-                           f"{list(self.labels)[:10]}{'...' if len(self) > 10 else ''}")
-        return self._index[label]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __contains__(self, label: object) -> bool:
-        return label in self._index
-
-    def __getitem__(self, i: int) -> str:
-        return self.labels[i]
-
-
-def unseen_labels(known: LabelSet, examples: Iterable[TextExample | WordExample],
-                  field: Literal["auto", "tags", "spans"] = "auto") -> list[str]:
-    """Labels in `examples` (dev/test data) that `known` (built from training data) lacks, sorted.
-
-    The caller warns: a model can never predict these, so its scores on them are zero.
-    """
-    found = {label for ex in examples for label in example_labels(ex, field)}
-    return sorted(found - set(known.labels))
-
-
-# ---------------------------------------------------------------------------------- dispatch
-
-TASKS = ("classify", "multilabel", "pair", "regress", "tag", "span")
-
-
-def read_task_file(path: str | Path, task: str, **options: Any) -> list[TextExample] | list[WordExample]:
-    """Read a task file with the reader its extension and task call for; options go to that reader.
-
-    "tag"/"span": .jsonl/.jsonlines -> read_span_jsonl, anything else -> read_conll.
-    "classify"/"pair"/"multilabel"/"regress": .xml -> read_rte_xml, .jsonl -> read_jsonl,
-    anything else -> read_table; "multilabel" and "regress" set label_kind "multi" and "score".
-    """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, not {task!r}")
     suffix = Path(path).suffix.lower()
-    if task in ("tag", "span"):
-        return read_span_jsonl(path, **options) if suffix in (".jsonl", ".jsonlines") else read_conll(path, **options)
+    if words:
+        if suffix in JSON_LINES:
+            return read_span_jsonl(path, **options)
+        if not labelled:
+            options = {"word_column": options.get("word_column", 0), "tag_column": None}
+        return read_conll(path, **options)
     if suffix == ".xml":
-        return read_rte_xml(path, **options)
-    options.setdefault("label_kind", {"multilabel": "multi", "regress": "score"}.get(task, "single"))
-    return (read_jsonl if suffix in (".jsonl", ".jsonlines") else read_table)(path, **options)
+        return read_rte_xml(path)
+    if not labelled:
+        unlabelled = {k: None for k in ("label_column", "label_field") if k in options}
+        options = {**options, **(unlabelled or {"label_field" if suffix in JSON_LINES else "label_column": None})}
+    options.setdefault("label_kind", label_kind)
+    if suffix in JSON_LINES:
+        return read_jsonl(path, **options)
+    if "text_column" not in options:
+        raise TaskDataError(f"{path}: which column holds the text? Pass --text-column and --label-column "
+                            "(names from the header, or 0-based indices), or finetune.reader.text_column in a recipe")
+    return read_table(path, **options)
+
+
+def looks_like_columns(path: str | Path, lines: int = 200) -> bool:
+    """True for a CoNLL-style file: blank lines between sentences, and the same number (>= 2) of
+    columns on every other line (of the first `lines`)."""
+    widths, blank = set(), False
+    for n, line in read_lines(path):
+        if line.strip():
+            widths.add(len(line.split()))
+        else:
+            blank = True
+        if n >= lines:
+            break
+    return blank and len(widths) == 1 and min(widths) >= 2
+
+
+def read_text_lines(path: str | Path, pair: bool = False) -> list[TextExample]:
+    """One unlabelled text a line; with `pair`, each line is text TAB second text."""
+    examples = []
+    for n, line in read_lines(path):
+        source = f"{path}:{n}"
+        if not pair:
+            examples.append(TextExample(line, source=source))
+            continue
+        text, tab, second = line.partition("\t")
+        if not tab:
+            raise TaskDataError(f"{source}: this model reads text pairs: write each line as text TAB second text")
+        examples.append(TextExample(text, second, source=source))
+    return examples
+
+
+def read_word_lines(path: str | Path, split: Callable[[str], list[tuple[str, tuple[int, int]]]]) -> list[WordExample]:
+    """One text a line, split into words with their character offsets by `split` (a tokenizer's
+    `pre_tokenize`), so predicted entities map back onto the text."""
+    examples = []
+    for n, line in read_lines(path):
+        pieces = split(line)
+        examples.append(WordExample(tuple(w for w, _ in pieces), text=line, word_offsets=tuple(o for _, o in pieces),
+                                    source=f"{path}:{n}"))
+    return examples

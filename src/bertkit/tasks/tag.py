@@ -1,0 +1,168 @@
+"""Token tagging: one label per word (BIO entity or chunk tags, or plain tags such as POS).
+
+Words are scored, not tokens: a word's vector is its first subword's ("first") or the mean of its
+subwords ("mean"); "every" trains on every subword (a B-X word's later subwords learn I-X) and
+reads the word's label at its first subword. Greedy decoding takes each word's best label and
+repairs the sequence to valid BIO; the CRF decodes the best valid sequence over a sentence's words.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .. import metrics as M
+from ..config import EncoderConfig
+from ..data.examples import LabelSet, WordExample, word_spans
+from ..data.features import Features
+from ..heads import IGNORE_INDEX, TokenClassificationHead, first_subwords, pool_words
+from ..tags import continuation_ids, entity_spans, iob1_to_bio, is_bio_label_set, spans_to_bio
+from .kind import TaskKind, cross_entropy, label_id, labelled_items, needs_labels
+from .spec import TaskSpec
+
+
+def check(spec: TaskSpec) -> None:
+    needs_labels(spec)
+    if spec.decoder == "crf" and spec.alignment == "every":
+        raise ValueError("the CRF runs over words: use alignment 'first' or 'mean' with it")
+
+
+def is_bio(spec: TaskSpec) -> bool:
+    """Entity (or chunk) tags, scored by entities; otherwise tags are scored by accuracy."""
+    return is_bio_label_set(spec.labels)
+
+
+def bio_tags_from_spans(examples: list[WordExample], path: str) -> list[WordExample]:
+    """Examples read from a span file as BIO tags of their outermost spans; BIO cannot hold nesting,
+    so the nested spans dropped are reported."""
+    if not examples or examples[0].tags is not None:
+        return examples
+    tagged, dropped = [], 0
+    for ex in examples:
+        tags, n = spans_to_bio(ex.words, word_spans(ex))
+        tagged.append(replace(ex, tags=tuple(tags)))
+        dropped += n
+    print(f"note: {path}: BIO tags keep {sum(len(ex.spans) for ex in examples) - dropped} spans; "
+          f"{dropped} nested spans cannot be represented", file=sys.stderr)
+    return tagged
+
+
+def head(config: EncoderConfig, spec: TaskSpec) -> nn.Module:
+    return TokenClassificationHead(config, len(spec.labels), spec.dropout)
+
+
+def targets(examples: Sequence[WordExample], features: Features, labels: LabelSet | None) -> list:
+    """Per row, (W_row,) the label id of each word it is responsible for."""
+    out = []
+    for row, words in enumerate(features.words):
+        tags = examples[features.origin[row]].tags
+        out.append(None if tags is None else np.array([label_id(tags[w], labels) for w in words], dtype=np.int64))
+    return out
+
+
+def collate(batch: dict, targets: list | None, features: Features, rows: Sequence[int], spec: TaskSpec) -> None:
+    """(B, W) word labels; the loss counts labelled words, or with alignment "every" the subword
+    tokens of labelled words."""
+    if targets is None:
+        return
+    tags = np.full(batch["word_mask"].shape, IGNORE_INDEX, dtype=np.int64)
+    for i, t in enumerate(targets):
+        tags[i, :len(t)] = t
+    batch["labels"] = torch.from_numpy(tags)
+    if spec.alignment == "every":
+        slots = [features.slots[r] for r in rows]
+        count = sum(int(((s >= 0) & (t[s.clip(0)] != IGNORE_INDEX)).sum()) for s, t in zip(slots, targets) if len(t))
+    else:
+        count = labelled_items(batch["labels"])
+    batch["counts"] = {"loss": count}
+
+
+def scores(model: nn.Module, hidden: Tensor, batch: dict) -> Tensor:
+    """(B, W, L) per word, or (B, T, L) per token with alignment "every"."""
+    if model.spec.alignment == "every":
+        return model.head(hidden)
+    return model.head(pool_words(hidden, batch["slots"], batch["word_mask"].shape[1]))
+
+
+def loss(model: nn.Module, scores: Tensor, batch: dict) -> Tensor:
+    labels = batch["labels"]
+    if model.crf is not None:
+        rows = batch["word_mask"].any(1)  # a window may own no word
+        return -model.crf.log_likelihood(scores[rows], labels.clamp(min=0)[rows], batch["word_mask"][rows],
+                                         batch["cut_start"][rows], batch["cut_end"][rows]).sum()
+    if model.spec.alignment == "every":
+        labels = token_labels(labels, batch["slots"], _continuation(model.spec.labels).to(labels.device))
+    return cross_entropy(model, scores, labels)
+
+
+@functools.cache
+def _continuation(labels: tuple[str, ...]) -> Tensor:
+    return torch.tensor(continuation_ids(labels))
+
+
+def token_labels(word_labels: Tensor, slots: Tensor, continuation: Tensor) -> Tensor:
+    """Every subword's label from its word's: (B, W), (B, T) -> (B, T); a B-X word's later
+    subwords get I-X (`continuation` maps each label id to the id its continuation takes)."""
+    labels = word_labels.gather(1, slots.clamp(min=0))
+    later = (slots >= 0) & (first_subwords(slots) < 0) & (labels >= 0)
+    labels = torch.where(later, continuation[labels.clamp(min=0)], labels)
+    return labels.masked_fill(slots < 0, IGNORE_INDEX)
+
+
+def decode(model: nn.Module, scores: Tensor, batch: dict) -> list[np.ndarray]:
+    """Per row, the label id of each of its words: the best per word, or the CRF's best path."""
+    if model.spec.alignment == "every":
+        scores = pool_words(scores, first_subwords(batch["slots"]), batch["word_mask"].shape[1])
+    lengths = batch["word_mask"].sum(1).tolist()
+    if model.crf is None:
+        best = scores.argmax(-1).cpu().numpy()
+        return [best[i, :n] for i, n in enumerate(lengths)]
+    rows = [i for i, n in enumerate(lengths) if n]
+    paths = (iter(model.crf.decode(scores[rows], batch["word_mask"][rows], batch["cut_start"][rows],
+                                   batch["cut_end"][rows])) if rows else iter(()))
+    return [np.array(next(paths), dtype=np.int64) if n else np.zeros(0, np.int64) for n in lengths]
+
+
+def assemble(per_row: list, features: Features, examples: Sequence[WordExample], spec: TaskSpec) -> list[dict]:
+    """{"tags", "entities"} per sentence; greedy tags are repaired to valid BIO, so entities written
+    by `predict` and entities scored by the metrics are read from the same tags."""
+    tags = [["O"] * len(ex.words) for ex in examples]  # a word without tokens stays O
+    for r, ids in enumerate(per_row):
+        for k, w in enumerate(features.words[r]):
+            tags[features.origin[r]][w] = spec.labels[ids[k]]
+    if not is_bio(spec):
+        return [{"tags": t, "entities": []} for t in tags]
+    tags = [iob1_to_bio(t) for t in tags]
+    return [{"tags": t, "entities": entity_spans(t)} for t in tags]
+
+
+def metrics(spec: TaskSpec, examples: Sequence[WordExample], predictions: Sequence[dict], mode: str) -> dict:
+    """Tag accuracy, or entity precision, recall and F1 (seqeval's `mode`); when the gold spans nest
+    (a span file read as BIO tags), scored against all of them, with the BIO F1 beside."""
+    if not is_bio(spec):
+        gold = [t for ex in examples for t in ex.tags]
+        return {"accuracy": M.accuracy(gold, [t for p in predictions for t in p["tags"]])}
+    scores = M.entity_scores([list(ex.tags) for ex in examples], [p["tags"] for p in predictions], mode=mode)
+    result = {k: scores[k] for k in ("precision", "recall", "f1")} | {"per_type": scores["per_type"]}
+    if any(set(word_spans(ex)) != set(entity_spans(ex.tags)) for ex in examples):
+        gold = [set(word_spans(ex)) for ex in examples]
+        pred = [set(p["entities"]) for p in predictions]
+        result = M.nested_span_scores(gold, pred) | {"bio_f1": scores["f1"]}
+    return result
+
+
+def class_ids(features: Features, spec: TaskSpec) -> tuple[np.ndarray, int] | None:
+    if spec.decoder == "crf":
+        return None  # the CRF scores whole sequences, not classes
+    return np.concatenate(features.targets), len(spec.labels)
+
+
+TAG = TaskKind(words=True, label_kind="single", check=check, main_metric=lambda spec: "f1" if is_bio(spec) else "accuracy",
+               head=head, targets=targets, collate=collate, scores=scores, loss=loss, decode=decode,
+               assemble=assemble, metrics=metrics, class_ids=class_ids, prepare=bio_tags_from_spans)
