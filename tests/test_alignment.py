@@ -7,13 +7,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings, strategies as st
 
-from bertkit.data.alignment import best_windows, mean_over_windows
+from bertkit.data.alignment import best_windows, combine_windows
 from bertkit.data.features import word_features
 from bertkit.tasks import encode_examples
-from bertkit.tasks.spec import TaskSpec
+from bertkit.tasks import TaskSpec
 from bertkit.data.examples import LabelSet, WordExample
 from bertkit.data.readers import read_conll, read_jsonl
 from bertkit.tokenizer import Tokenizer
@@ -128,10 +127,10 @@ def test_a_word_without_tokens_is_in_no_row_and_is_reported():
 
 def test_windows_pool_to_one_row_per_input():
     origin = np.array([0, 0, 0, 1, 2, 2])
-    logits = torch.tensor([[1.0, 0.0], [3.0, 0.0], [5.0, 3.0], [2.0, 2.0], [0.0, 1.0], [0.0, 3.0]])
-    assert mean_over_windows(logits, origin).tolist() == [[3.0, 1.0], [2.0, 2.0], [0.0, 2.0]]
+    logits = np.array([[1.0, 0.0], [3.0, 0.0], [5.0, 3.0], [2.0, 2.0], [0.0, 1.0], [0.0, 3.0]])
+    assert combine_windows(logits, origin, 3).tolist() == [[3.0, 1.0], [2.0, 2.0], [0.0, 2.0]]
     with pytest.raises(ValueError, match="each of the 4 inputs at least one row"):
-        mean_over_windows(logits, origin, num_inputs=4)
+        combine_windows(logits, origin, num_inputs=4)
 
 
 # ---------------------------------------------------------------------------------- real long inputs

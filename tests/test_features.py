@@ -12,7 +12,7 @@ from bertkit.data.readers import read_conll, read_table
 from bertkit.heads import IGNORE_INDEX
 from bertkit.tasks import collate, encode_examples
 from bertkit.tasks.span import enumerate_spans
-from bertkit.tasks.spec import TaskSpec
+from bertkit.tasks import TaskSpec
 
 
 @pytest.fixture(scope="module")

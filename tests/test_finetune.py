@@ -15,8 +15,8 @@ from bertkit.data.examples import TextExample
 from bertkit.predict import predict_examples, task_metrics
 from bertkit.tasks import encode_examples, read_examples
 from bertkit.tasks.model import TaskModel, load_task_model
-from bertkit.tasks.multilabel import label_rate_logits
-from bertkit.tasks.spec import TaskSpec
+from bertkit.tasks.sequence import label_rate_logits
+from bertkit.tasks import TaskSpec
 from bertkit.train.finetune import balanced_weights, finetune, freeze, layer_scale, setup
 from bertkit.train.loop import make_optimizer
 

@@ -11,7 +11,7 @@ from bertkit.predict import predict_examples
 from bertkit.tags import continuation_ids
 from bertkit.tasks import check_spec, collate, encode_examples
 from bertkit.tasks.model import TaskModel, load_task_model, save_task_model
-from bertkit.tasks.spec import TaskSpec
+from bertkit.tasks import TaskSpec
 from bertkit.tasks.tag import token_labels
 
 IG = IGNORE_INDEX

@@ -227,7 +227,7 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """A fine-tuning run. Its fields named like `tasks.spec.TaskSpec`'s (alignment, decoder, ...)
+    """A fine-tuning run. Its fields named like `tasks.TaskSpec`'s (alignment, decoder, ...)
     go to the model's spec as they are, and are checked there."""
 
     task: str = "classify"

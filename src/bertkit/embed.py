@@ -18,24 +18,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import precision as precision_
+from .data.alignment import combine_windows
+from .data.batches import in_length_order
 from .heads import Pooling, pool
 from .model import Encoder
 from .tokenizer import Overflow, Tokenizer
-
-def _combine_windows(vectors: np.ndarray, origin: np.ndarray, lengths: np.ndarray, n: int,
-                     pooling: Pooling) -> np.ndarray:
-    """Rows of windows -> one row per input (identity when nothing was split)."""
-    if len(origin) == n:
-        return vectors
-    if pooling == "max":
-        out = np.full((n, vectors.shape[1]), -np.inf, dtype=vectors.dtype)
-        np.maximum.at(out, origin, vectors)
-        return out
-    weights = lengths.astype(vectors.dtype)[:, None]
-    out = np.zeros((n, vectors.shape[1]), dtype=vectors.dtype)
-    np.add.at(out, origin, vectors * weights)
-    return out / np.bincount(origin, weights=lengths, minlength=n)[:, None].astype(vectors.dtype)
-
 
 @torch.no_grad()  # not inference_mode: under it, autocast re-casts every weight on every call
 def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling: Pooling = "mean",
@@ -63,7 +50,6 @@ def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling
     max_length = max_length or model.config.max_length
     encoded = tokenizer.encode(list(texts), max_length=max_length, overflow=overflow, stride=stride)
     lengths = encoded.lengths
-    order = np.argsort(-lengths, kind="stable")  # longest first: a memory error shows at once
     device = next(model.parameters()).device
     dtype = precision_.resolve(precision, device)
     vectors = np.empty((len(encoded), model.config.hidden_size), dtype=np.float32)
@@ -71,15 +57,14 @@ def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling
     model.eval()
     with precision_.autocast(dtype, device.type), tqdm(total=len(encoded), desc="embed", unit="seq",
                                                         disable=not progress) as bar:
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+        for rows in in_length_order(lengths, batch_size):  # longest first: a memory error shows at once
             batch = {k: v.to(device) for k, v in encoded.tensors(rows, tokenizer.pad_id).items()}
             out = model(**batch, output_layers=layer_list)
             hidden = torch.stack([out.layers[i] for i in layer_list]).mean(0)
             vectors[rows] = pool(hidden.float(), batch["attention_mask"], pooling).cpu().numpy()
             bar.update(len(rows))
     model.train(was_training)
-    vectors = _combine_windows(vectors, encoded.origin, lengths, len(texts), pooling)
+    vectors = combine_windows(vectors, encoded.origin, len(texts), lengths, how="max" if pooling == "max" else "mean")
     if normalize:
         vectors = F.normalize(torch.from_numpy(vectors), dim=-1).numpy()
     return vectors

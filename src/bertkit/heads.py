@@ -222,34 +222,14 @@ def first_subwords(slots: Tensor) -> Tensor:
 # ------------------------------------------------------------------------------- task heads
 
 
-class ClassificationHead(nn.Module):
-    """A text's [CLS] vector (or its mean token vector) -> dropout -> linear: (B, T, H) -> (B, L).
+class LinearHead(nn.Module):
+    """dropout -> linear: (..., H) -> (..., L) scores of a pooled text (one unit per label, or one for
+    a regression score; softmax or per-label sigmoid is the loss's business) or of each word."""
 
-    One output unit per label (softmax or per-label sigmoid is the loss's business), or one unit
-    for a regression score.
-    """
-
-    def __init__(self, config: EncoderConfig, num_outputs: int, pooling: Pooling = "cls", dropout: float = 0.1):
+    def __init__(self, config: EncoderConfig, num_outputs: int, dropout: float = 0.1):
         super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', not {pooling!r}")
-        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(config.hidden_size, num_outputs)
-        _init_linear(self.out, config)
-
-    def forward(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
-        """(B, T, H), (B, T) -> (B, L) logits."""
-        return self.out(self.dropout(pool(hidden, attention_mask, self.pooling)))
-
-
-class TokenClassificationHead(nn.Module):
-    """Per-vector label scores (emissions): (..., H) -> (..., L), for tokens or words."""
-
-    def __init__(self, config: EncoderConfig, num_labels: int, dropout: float = 0.1):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(config.hidden_size, num_labels)
         _init_linear(self.out, config)
 
     def forward(self, vectors: Tensor) -> Tensor:

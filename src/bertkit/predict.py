@@ -24,9 +24,8 @@ from .data.batches import in_length_order
 from .data.examples import TextExample
 from .data.features import Features
 from .data.readers import looks_like_columns, read_text_lines, read_word_lines
-from .tasks import collate, encode_examples, kind_of, read_examples
+from .tasks import TaskSpec, collate, encode_examples, kind_of, read_examples
 from .tasks.model import TaskModel
-from .tasks.spec import TaskSpec
 from .tokenizer import Tokenizer
 
 

@@ -8,15 +8,13 @@ predicted once, never twice. `features.word_features` gives each word to that ro
 row's tokens onto its words ("slots"): only the first subword for "first" (as BERT's NER
 experiments did), all of the word's subwords in that row for "mean" and "every".
 
-For sequence-level outputs the windows of an input are pooled (`mean_over_windows`, the mean of
-their logits), as `predict` does.
+For sequence-level outputs the windows of an input are pooled (`combine_windows`: the mean of
+their logits at prediction, the length-weighted mean of their vectors when embedding).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from ..tokenizer import Encoded
 
@@ -66,20 +64,25 @@ def best_windows(encoded: Encoded, sequence: int = 0) -> dict[tuple[int, int], t
     return {key: (row, pos) for key, (_, row, pos) in best.items()}
 
 
-def mean_over_windows(values: Tensor, origin: np.ndarray | Tensor, num_inputs: int | None = None) -> Tensor:
-    """Average per-window values (e.g. logits) over the windows of each input.
+def combine_windows(values: np.ndarray, origin: np.ndarray, num_inputs: int, weights: np.ndarray | None = None,
+                    how: str = "mean") -> np.ndarray:
+    """Per input, the mean (weighted by `weights`, e.g. window lengths) or the maximum of its window
+    rows' values: (R, ...) -> (num_inputs, ...); the values themselves when no input was split.
 
-    Args:
-        values: (R, ...) one entry per window row.
-        origin: (R,) the input index of each row (`Encoded.origin`).
-
-    Returns:
-        (N, ...) the mean over each input's rows, N = num_inputs or max(origin) + 1.
+    Raises:
+        ValueError: an input has no row, or a row names no input.
     """
-    index = torch.as_tensor(np.asarray(origin), dtype=torch.long, device=values.device)
-    n = int(index.max()) + 1 if num_inputs is None else num_inputs
-    counts = torch.bincount(index, minlength=n)
-    if len(counts) > n or (counts == 0).any():
-        raise ValueError(f"origin must give each of the {n} inputs at least one row and no other index")
-    total = values.new_zeros((n, *values.shape[1:])).index_add_(0, index, values)
-    return total / counts.to(values.dtype).view(-1, *([1] * (values.dim() - 1)))
+    counts = np.bincount(origin, minlength=num_inputs)
+    if len(counts) > num_inputs or (counts == 0).any():
+        raise ValueError(f"origin must give each of the {num_inputs} inputs at least one row and no other index")
+    if len(origin) == num_inputs:
+        return values
+    if how == "max":
+        out = np.full((num_inputs, *values.shape[1:]), -np.inf, dtype=values.dtype)
+        np.maximum.at(out, origin, values)
+        return out
+    w = (np.ones(len(origin)) if weights is None else weights).astype(values.dtype)
+    shape = (-1, *([1] * (values.ndim - 1)))  # one weight per row, broadcast over the rest
+    out = np.zeros((num_inputs, *values.shape[1:]), dtype=values.dtype)
+    np.add.at(out, origin, values * w.reshape(shape))
+    return out / np.bincount(origin, weights=w, minlength=num_inputs).astype(values.dtype).reshape(shape)

@@ -1,9 +1,8 @@
 """Fine-tuning task kinds, one module each, and the functions that serve them all.
 
-`TASKS` is the one table of kinds: a task name -> its `TaskKind` (`kind.py`), whose plain functions
-say what the kind does its own way: head, targets, collation, scores, loss, decoding, predictions
-and metrics. Everything here, in `tasks.model`, `predict` and `train.finetune` looks the kind up
-once and calls those functions. To add a kind: write its module and add its row below.
+`TASKS` is the one table of kinds: a task name -> its `TaskKind` (`kind.py`). Everything here, in
+`tasks.model`, `predict` and `train.finetune` looks the kind up once and calls its functions. To
+add a kind: write its module (sequence.py is the smallest example) and add its row below.
 """
 
 from __future__ import annotations
@@ -16,11 +15,9 @@ from ..data.examples import LabelSet
 from ..data.features import Features, collate_inputs, text_features, word_features
 from ..data.readers import read_file
 from ..tokenizer import Tokenizer
-from .kind import TaskKind
-from .multilabel import MULTILABEL
-from .sequence import CLASSIFY, PAIR, REGRESS
+from .kind import TaskKind, TaskSpec
+from .sequence import CLASSIFY, MULTILABEL, PAIR, REGRESS
 from .span import SPAN
-from .spec import TaskSpec
 from .tag import TAG
 
 TASKS: dict[str, TaskKind] = {
@@ -52,7 +49,7 @@ def read_examples(paths: str | Path, task: str, reader: dict, labelled: bool = T
     kind = kind_of(task)
     examples = [ex for path in str(paths).split(",")
                 for ex in read_file(path, words=kind.words, label_kind=kind.label_kind, labelled=labelled, **reader)]
-    return kind.prepare(examples, str(paths)) if labelled else examples
+    return kind.prepare(examples, str(paths)) if labelled and kind.prepare else examples
 
 
 def encode_examples(examples: Sequence, tokenizer: Tokenizer, spec: TaskSpec) -> Features:

@@ -1,16 +1,15 @@
-"""A task kind as data: the plain functions in which one kind of task differs from the others.
+"""What a fine-tuned model does (`TaskSpec`, saved as task.json beside its weights) and how one kind
+of task does it (`TaskKind`: the plain functions in which kinds differ).
 
-`bertkit.tasks.TASKS` maps each task name to a `TaskKind`; code that serves every task (the task
+`bertkit.tasks.TASKS` maps each task name to a `TaskKind`. Code that serves every task (the task
 model, encoding, collation, prediction, fine-tuning) looks the kind up once and calls its
-functions. A new kind is one module of such functions and one row in that table.
-
-The functions take the model (a `tasks.model.TaskModel`: its `head`, `crf`, `class_weights` and
+functions, which take the model (a `tasks.model.TaskModel`: `head`, `crf`, `class_weights`,
 `spec`), a batch from `bertkit.tasks.collate`, and the model's `TaskSpec`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -19,34 +18,53 @@ from torch import Tensor, nn
 
 from ..config import EncoderConfig
 from ..data.examples import LabelKind, LabelSet
-from ..data.features import Features
+from ..data.features import ALIGNMENTS, Features
 from ..heads import IGNORE_INDEX
-from .spec import TaskSpec
 
 
-def keep_examples(examples: list, path: str) -> list:
-    return examples
+@dataclass(frozen=True)
+class TaskSpec:
+    """A fine-tuned model's task and settings. The fields any kind understands are checked here;
+    what a kind refuses (a CRF on spans, say) is checked by its `check` (`tasks.check_spec`)."""
 
+    task: str
+    labels: tuple[str, ...] = ()  # sorted; empty for regression
+    alignment: str = "first"  # word tasks: "first" | "mean" | "every"
+    decoder: str = "greedy"  # tag: "greedy" (argmax) | "crf"
+    pooling: str = "cls"  # sequence tasks: "cls" | "mean"
+    max_span_width: int = 8  # span: longest span in words
+    span_summary: str = "mean"  # span: "mean" | "attention"
+    threshold: float = 0.5  # multilabel (sigmoid) and span (probability) decisions
+    thresholds: tuple[float, ...] = ()  # multilabel: one per label, tuned on dev; empty = `threshold`
+    max_length: int = 512
+    stride: int = 128
+    overflow: str = "window"  # "window" | "truncate" (counted)
+    dropout: float = 0.1
+    pair: bool = False  # sequence tasks: inputs are text pairs ([CLS] A [SEP] B [SEP])
+    entity_mode: str = "strict"  # BIO metrics: seqeval "strict" (IOB2) or "default" (conlleval)
+    reader: dict = field(default_factory=dict)  # options of the reader that read the training file
 
-def no_head_init(model: nn.Module, features: Features) -> None:
-    return None
-
-
-def no_report(examples: Sequence, features: Features, spec: TaskSpec) -> dict:
-    return {}
-
-
-def no_tuning(spec: TaskSpec, examples: Sequence, predictions: list[dict]) -> tuple[TaskSpec, list[dict]]:
-    return spec, predictions
+    def __post_init__(self) -> None:
+        checks = [("alignment", ALIGNMENTS), ("decoder", ("greedy", "crf")), ("pooling", ("cls", "mean")),
+                  ("span_summary", ("mean", "attention")), ("overflow", ("window", "truncate")),
+                  ("entity_mode", ("strict", "default"))]
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.thresholds and len(self.thresholds) != len(self.labels):
+            raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.labels)} labels")
+        if self.max_span_width < 1:
+            raise ValueError(f"max_span_width must be at least 1 word, got {self.max_span_width}")
 
 
 @dataclass(frozen=True)
 class TaskKind:
-    """One kind of task. Every field is a plain function of the kind's module (or a flag)."""
+    """One kind of task: plain functions of the kind's module (None: the kind has nothing to do there)."""
 
     words: bool  # inputs are words (WordExample: tagging, spans); else texts (TextExample)
     label_kind: LabelKind  # texts: what a label cell holds ("single", "multi" or "score")
-    check: Callable[[TaskSpec], None]  # refuse settings this kind cannot use, naming them
     main_metric: Callable[[TaskSpec], str]  # the dev metric that picks the best epoch
     head: Callable[[EncoderConfig, TaskSpec], nn.Module]
     targets: Callable[[Sequence, Features, LabelSet | None], list]  # per row: its target, None if unlabelled
@@ -56,29 +74,28 @@ class TaskKind:
     decode: Callable[[nn.Module, Tensor, dict], list]  # fp32 scores -> per batch row, what prediction keeps
     assemble: Callable[[list, Features, Sequence, TaskSpec], list[dict]]  # rows -> a prediction per example
     metrics: Callable[[TaskSpec, Sequence, Sequence[dict], str], dict]  # predictions against labels
-    class_ids: Callable[[Features, TaskSpec], tuple[np.ndarray, int] | None]  # (ids, classes) of a softmax
+    check: Callable[[TaskSpec], None]  # refuse settings this kind cannot use, naming them
+    class_ids: Callable[[Features, TaskSpec], tuple[np.ndarray, int] | None] | None = None  # softmax classes
     pairs: bool = False  # every input is a text pair
-    prepare: Callable[[list, str], list] = keep_examples  # examples as read -> examples to train on
-    init_head: Callable[[nn.Module, Features], None] = no_head_init  # a head's start from the training rows
-    report: Callable[[Sequence, Features, TaskSpec], dict] = no_report  # what the data cannot teach, counted
-    tune: Callable[[TaskSpec, Sequence, list[dict]], tuple[TaskSpec, list[dict]]] = no_tuning  # on dev, after training
+    prepare: Callable[[list, str], list] | None = None  # examples as read -> examples to train on
+    init_head: Callable[[nn.Module, Features], None] | None = None  # a head's start from the training rows
+    report: Callable[[Sequence, Features, TaskSpec], dict] | None = None  # what the data cannot teach, counted
+    tune: Callable[[TaskSpec, Sequence, list[dict]], tuple[TaskSpec, list[dict]]] | None = None  # on dev
 
 
-def needs_labels(spec: TaskSpec) -> None:
-    if not spec.labels:
+def refuse(spec: TaskSpec, *, labels: bool = True, crf: bool = False) -> None:
+    """Refuse a spec without labels where the kind needs them, or with a CRF where it has none."""
+    if labels and not spec.labels:
         raise ValueError(f"a {spec.task} task needs labels; the training data has none")
-
-
-def no_crf(spec: TaskSpec) -> None:
-    if spec.decoder == "crf":
+    if spec.decoder == "crf" and not crf:
         raise ValueError("the CRF decodes tag sequences: use it with the tag task")
 
 
-def cross_entropy(model: nn.Module, scores: Tensor, labels: Tensor) -> Tensor:
+def cross_entropy(model: nn.Module, scores: Tensor, batch: dict) -> Tensor:
     """Softmax cross-entropy summed over items, weighted by the model's class weights (if any);
     items labelled IGNORE_INDEX count nothing. scores (..., L), labels (...)."""
-    return F.cross_entropy(scores.reshape(-1, scores.shape[-1]), labels.reshape(-1), weight=model.class_weights,
-                           ignore_index=IGNORE_INDEX, reduction="sum")
+    return F.cross_entropy(scores.reshape(-1, scores.shape[-1]), batch["labels"].reshape(-1),
+                           weight=model.class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def labelled_items(labels: Tensor) -> int:

@@ -21,7 +21,7 @@ from ..crf import CRF
 from ..files import atomic_write
 from ..model import Encoder
 from . import check_spec
-from .spec import TaskSpec
+from .kind import TaskSpec
 
 
 class TaskModel(nn.Module):

@@ -1,11 +1,16 @@
-"""Sequence tasks: one label per text (classify) or text pair (pair), or one score (regress).
+"""Sequence tasks: one label per text (classify) or text pair (pair), one score (regress), or any
+number of labels (multilabel, one sigmoid each).
 
 The head reads the [CLS] vector (or the mean token vector). A text longer than the window is
 split into windows that each carry its label; at prediction their logits are averaged.
+Multi-label differs in three ways: multi-hot targets and a binary cross-entropy; the head's biases
+start at each label's training rate (`label_rate_logits`); after training, each label's threshold
+is tuned on the dev set (`tune_thresholds`), since rare labels rarely reach 0.5.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Sequence
 
@@ -16,34 +21,40 @@ from torch import Tensor, nn
 
 from .. import metrics as M
 from ..config import EncoderConfig
-from ..data.alignment import mean_over_windows
+from ..data.alignment import combine_windows
 from ..data.examples import LabelSet, TextExample
 from ..data.features import Features
-from ..heads import ClassificationHead
-from .kind import TaskKind, cross_entropy, label_id, labelled_items, needs_labels, no_crf
-from .spec import TaskSpec
+from ..heads import LinearHead, pool
+from .kind import TaskKind, TaskSpec, cross_entropy, label_id, labelled_items, refuse
 
 
-def targets_per_row(examples: Sequence[TextExample], features: Features, target) -> list:
-    """Each window row gets its input's target (`target(example)`), None for unlabelled inputs."""
-    return [None if examples[i].label is None else target(examples[i]) for i in features.origin]
+def head(config: EncoderConfig, spec: TaskSpec) -> nn.Module:
+    return LinearHead(config, len(spec.labels) or 1, spec.dropout)  # regression: one unit
 
 
 def scores(model: nn.Module, hidden: Tensor, batch: dict) -> Tensor:
-    return model.head(hidden, batch["attention_mask"])  # (B, L)
+    return model.head(pool(hidden, batch["attention_mask"], model.spec.pooling))  # (B, L)
 
 
 def decode(model: nn.Module, scores: Tensor, batch: dict) -> list[Tensor]:
-    return list(scores.cpu())  # per row its (L,) logits; windows are averaged by `assemble`
+    return list(scores.cpu())  # per row its (L,) logits; `input_logits` averages an input's windows
 
 
 def input_logits(per_row: list[Tensor], features: Features, num_examples: int) -> Tensor:
     """(N, L) each input's logits: the mean over its window rows."""
-    return mean_over_windows(torch.stack(per_row), features.origin, num_examples)
+    return torch.from_numpy(combine_windows(torch.stack(per_row).numpy(), features.origin, num_examples))
+
+
+def targets_of(target) -> callable:
+    """The kind's `targets`: each window row gets its input's `target(example, labels)`, None for
+    unlabelled inputs."""
+    def targets(examples: Sequence[TextExample], features: Features, labels: LabelSet | None) -> list:
+        return [None if examples[i].label is None else target(examples[i], labels) for i in features.origin]
+    return targets
 
 
 def float_labels(batch: dict, targets: list | None, features: Features, rows: Sequence[int], spec: TaskSpec) -> None:
-    """Score or multi-hot targets as float labels; each row counts once."""
+    """Scores or multi-hot targets as float labels; each row counts once."""
     if targets is not None:
         batch["labels"] = torch.tensor(np.array(targets), dtype=torch.float32)
         batch["counts"] = {"loss": len(rows)}
@@ -52,27 +63,10 @@ def float_labels(batch: dict, targets: list | None, features: Features, rows: Se
 # ------------------------------------------------------------------------------ classify, pair
 
 
-def check_classes(spec: TaskSpec) -> None:
-    needs_labels(spec)
-    no_crf(spec)
-
-
-def class_head(config: EncoderConfig, spec: TaskSpec) -> nn.Module:
-    return ClassificationHead(config, len(spec.labels), spec.pooling, spec.dropout)
-
-
-def class_targets(examples: Sequence[TextExample], features: Features, labels: LabelSet | None) -> list:
-    return targets_per_row(examples, features, lambda ex: label_id(ex.label, labels))
-
-
-def class_collate(batch: dict, targets: list | None, features: Features, rows: Sequence[int], spec: TaskSpec) -> None:
+def class_labels(batch: dict, targets: list | None, features: Features, rows: Sequence[int], spec: TaskSpec) -> None:
     if targets is not None:
         batch["labels"] = torch.tensor(targets, dtype=torch.long)
         batch["counts"] = {"loss": labelled_items(batch["labels"])}
-
-
-def class_loss(model: nn.Module, scores: Tensor, batch: dict) -> Tensor:
-    return cross_entropy(model, scores, batch["labels"])
 
 
 def class_assemble(per_row: list, features: Features, examples: Sequence, spec: TaskSpec) -> list[dict]:
@@ -89,33 +83,15 @@ def class_metrics(spec: TaskSpec, examples: Sequence[TextExample], predictions: 
     return {"accuracy": M.accuracy(gold, pred), "macro_f1": M.macro_f1(gold, pred), "mcc": M.matthews_corrcoef(gold, pred)}
 
 
-def class_ids(features: Features, spec: TaskSpec) -> tuple[np.ndarray, int]:
-    return np.array(features.targets, dtype=np.int64), len(spec.labels)
-
-
-CLASSIFY = TaskKind(words=False, label_kind="single", check=check_classes, main_metric=lambda spec: "accuracy",
-                    head=class_head, targets=class_targets, collate=class_collate, scores=scores, loss=class_loss,
-                    decode=decode, assemble=class_assemble, metrics=class_metrics, class_ids=class_ids)
+CLASSIFY = TaskKind(
+    words=False, label_kind="single", main_metric=lambda spec: "accuracy", head=head,
+    targets=targets_of(lambda ex, labels: label_id(ex.label, labels)), collate=class_labels, scores=scores,
+    loss=cross_entropy, decode=decode, assemble=class_assemble, metrics=class_metrics, check=refuse,
+    class_ids=lambda features, spec: (np.array(features.targets, dtype=np.int64), len(spec.labels)))
 PAIR = replace(CLASSIFY, pairs=True)
 
 
 # ------------------------------------------------------------------------------ regress
-
-
-def regress_head(config: EncoderConfig, spec: TaskSpec) -> nn.Module:
-    return ClassificationHead(config, 1, spec.pooling, spec.dropout)
-
-
-def regress_targets(examples: Sequence[TextExample], features: Features, labels: LabelSet | None) -> list:
-    return targets_per_row(examples, features, lambda ex: float(ex.label))
-
-
-def regress_loss(model: nn.Module, scores: Tensor, batch: dict) -> Tensor:
-    return F.mse_loss(scores.squeeze(-1), batch["labels"], reduction="sum")
-
-
-def regress_assemble(per_row: list, features: Features, examples: Sequence, spec: TaskSpec) -> list[dict]:
-    return [{"score": float(logits[0])} for logits in input_logits(per_row, features, len(examples))]
 
 
 def regress_metrics(spec: TaskSpec, examples: Sequence[TextExample], predictions: Sequence[dict], mode: str) -> dict:
@@ -123,7 +99,94 @@ def regress_metrics(spec: TaskSpec, examples: Sequence[TextExample], predictions
     return {"pearson": M.pearson(gold, pred), "spearman": M.spearman(gold, pred)}
 
 
-REGRESS = TaskKind(words=False, label_kind="score", check=no_crf, main_metric=lambda spec: "spearman",
-                   head=regress_head, targets=regress_targets, collate=float_labels, scores=scores,
-                   loss=regress_loss, decode=decode, assemble=regress_assemble, metrics=regress_metrics,
-                   class_ids=lambda features, spec: None)
+REGRESS = TaskKind(
+    words=False, label_kind="score", main_metric=lambda spec: "spearman", head=head,
+    targets=targets_of(lambda ex, labels: float(ex.label)), collate=float_labels, scores=scores,
+    loss=lambda model, scores, batch: F.mse_loss(scores.squeeze(-1), batch["labels"], reduction="sum"),
+    decode=decode, metrics=regress_metrics, check=functools.partial(refuse, labels=False),
+    assemble=lambda per_row, features, examples, spec: [
+        {"score": float(logits[0])} for logits in input_logits(per_row, features, len(examples))])
+
+
+# ------------------------------------------------------------------------------ multilabel
+
+
+def multi_hot(example: TextExample, labels: LabelSet) -> np.ndarray:
+    """(L,) 1 for each of the example's labels; labels the head does not have are left out."""
+    target = np.zeros(len(labels), dtype=np.float32)
+    target[[labels.index(x) for x in example.label if x in labels]] = 1.0
+    return target
+
+
+def multilabel_prediction(spec: TaskSpec, probs: Sequence[float]) -> dict:
+    """{"labels": those whose probability (L,) reaches their threshold (the spec's per-label ones, if
+    tuned), "probabilities": {label: probability}}."""
+    limits = spec.thresholds or (spec.threshold,) * len(probs)
+    return {"labels": [x for x, p, t in zip(spec.labels, probs, limits) if p >= t],
+            "probabilities": dict(zip(spec.labels, probs))}
+
+
+def label_probabilities(spec: TaskSpec, predictions: Sequence[dict]) -> np.ndarray:
+    """(N, L) the predictions' probabilities, columns in the order of `spec.labels`."""
+    return np.array([[p["probabilities"][x] for x in spec.labels] for p in predictions])
+
+
+def label_matrix(spec: TaskSpec, label_lists: Sequence) -> np.ndarray:
+    """(N, L) 1 where the n-th list (an example's labels, or a prediction's) holds the label."""
+    return np.array([[x in labels for x in spec.labels] for labels in label_lists], dtype=np.int64)
+
+
+def multilabel_metrics(spec: TaskSpec, examples: Sequence[TextExample], predictions: Sequence[dict], mode: str) -> dict:
+    gold = label_matrix(spec, [ex.label for ex in examples])
+    pred = label_matrix(spec, [p["labels"] for p in predictions])
+    return {"micro_f1": M.multilabel_f1(gold, pred, "micro"), "macro_f1": M.multilabel_f1(gold, pred, "macro")}
+
+
+def label_rate_logits(features: Features) -> torch.Tensor:
+    """Per label, the logit of its rate in the training rows, clipped to [1/2n, 1 - 1/2n] for n rows.
+
+    A multi-label head starts from these biases, so each sigmoid starts at its label's rate instead
+    of 0.5: with 90 mostly rare labels a zero bias costs ~0.69 nats per label and example, and the
+    first hundreds of steps would go to learning "almost always no" instead of the text.
+
+    Args:
+        features: multi-label rows; `features.targets` holds n (L,) multi-hot arrays.
+
+    Returns:
+        (L,) fp32 logits.
+    """
+    rates = np.stack(features.targets).mean(0, dtype=np.float64)
+    half = 0.5 / len(features.targets)
+    rates = np.clip(rates, half, 1 - half)
+    return torch.tensor(np.log(rates / (1 - rates)), dtype=torch.float32)
+
+
+def start_at_label_rates(model: nn.Module, features: Features) -> None:
+    with torch.no_grad():
+        model.head.out.bias.copy_(label_rate_logits(features))
+
+
+def tune_thresholds(spec: TaskSpec, examples: Sequence[TextExample], predictions: list[dict]) -> tuple[TaskSpec, list[dict]]:
+    """The spec with each label's sigmoid threshold in 0.05..0.95 set where F1 on `examples` is
+    best (the spec's threshold for labels that never occur there), and the predictions it makes."""
+    probs = label_probabilities(spec, predictions)
+    gold = label_matrix(spec, [ex.label for ex in examples])
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    best = []
+    for j in range(len(spec.labels)):
+        if not gold[:, j].any():
+            best.append(spec.threshold)
+            continue
+        f1 = [M.multilabel_f1(gold[:, j:j + 1], (probs[:, j:j + 1] >= t).astype(int)) for t in grid]
+        best.append(float(grid[int(np.argmax(f1))]))
+    tuned = replace(spec, thresholds=tuple(best))
+    return tuned, [multilabel_prediction(tuned, row) for row in probs]
+
+
+MULTILABEL = TaskKind(
+    words=False, label_kind="multi", main_metric=lambda spec: "micro_f1", head=head, targets=targets_of(multi_hot),
+    collate=float_labels, scores=scores, decode=decode, metrics=multilabel_metrics, check=refuse,
+    loss=lambda model, scores, batch: F.binary_cross_entropy_with_logits(scores, batch["labels"], reduction="sum"),
+    assemble=lambda per_row, features, examples, spec: [
+        multilabel_prediction(spec, logits.sigmoid().tolist()) for logits in input_logits(per_row, features, len(examples))],
+    init_head=start_at_label_rates, tune=tune_thresholds)

@@ -14,22 +14,10 @@ import torch
 from torch import Tensor, nn
 
 from .. import metrics as M
-from ..config import EncoderConfig
 from ..data.examples import LabelSet, WordExample, word_spans
 from ..data.features import Features
 from ..heads import SpanClassificationHead, pool_words
-from .kind import TaskKind, cross_entropy, labelled_items, needs_labels, no_crf
-from .spec import TaskSpec
-
-
-def check(spec: TaskSpec) -> None:
-    needs_labels(spec)
-    no_crf(spec)
-
-
-def head(config: EncoderConfig, spec: TaskSpec) -> nn.Module:
-    return SpanClassificationHead(config, len(spec.labels), spec.max_span_width, spec.span_summary,
-                                  dropout=spec.dropout)
+from .kind import TaskKind, TaskSpec, cross_entropy, labelled_items, refuse
 
 
 def targets(examples: Sequence[WordExample], features: Features, labels: LabelSet | None) -> list:
@@ -77,10 +65,6 @@ def scores(model: nn.Module, hidden: Tensor, batch: dict) -> Tensor:
     return model.head(words, batch["span_starts"], batch["span_ends"], batch["span_rows"])
 
 
-def loss(model: nn.Module, scores: Tensor, batch: dict) -> Tensor:
-    return cross_entropy(model, scores, batch["labels"])
-
-
 def decode(model: nn.Module, scores: Tensor, batch: dict) -> list[tuple]:
     """Per row: its spans' first and last slots and their (S_row, L + 1) probabilities."""
     probs = scores.softmax(-1).cpu()
@@ -105,7 +89,7 @@ def assemble(per_row: list, features: Features, examples: Sequence[WordExample],
     return [{"entities": sorted(spans)} for spans in found]
 
 
-def span_metrics(examples: Sequence[WordExample], predictions: Sequence[dict]) -> dict:
+def span_metrics(examples: Sequence[WordExample], predictions: Sequence[dict], mode: str = "") -> dict:
     """Span precision, recall and F1 against the examples' (possibly nested) spans, and the recall
     on nested entities (`metrics.nested_span_scores`)."""
     gold = [set(word_spans(ex)) for ex in examples]
@@ -133,7 +117,9 @@ def report(examples: Sequence[WordExample], features: Features, spec: TaskSpec) 
     return {"spans_wider_than_max_span_width": wide, "spans_across_windows": spans_across_windows(examples, features)}
 
 
-SPAN = TaskKind(words=True, label_kind="single", check=check, main_metric=lambda spec: "f1", head=head,
-                targets=targets, collate=collate, scores=scores, loss=loss, decode=decode, assemble=assemble,
-                metrics=lambda spec, examples, predictions, mode: span_metrics(examples, predictions),
-                class_ids=class_ids, report=report)
+SPAN = TaskKind(
+    words=True, label_kind="single", main_metric=lambda spec: "f1", targets=targets, collate=collate,
+    head=lambda config, spec: SpanClassificationHead(config, len(spec.labels), spec.max_span_width, spec.span_summary,
+                                                     dropout=spec.dropout),
+    scores=scores, loss=cross_entropy, decode=decode, assemble=assemble, check=refuse, class_ids=class_ids,
+    metrics=lambda spec, examples, predictions, mode: span_metrics(examples, predictions), report=report)

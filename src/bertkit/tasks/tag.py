@@ -18,24 +18,17 @@ import torch
 from torch import Tensor, nn
 
 from .. import metrics as M
-from ..config import EncoderConfig
 from ..data.examples import LabelSet, WordExample, word_spans
 from ..data.features import Features
-from ..heads import IGNORE_INDEX, TokenClassificationHead, first_subwords, pool_words
+from ..heads import IGNORE_INDEX, LinearHead, first_subwords, pool_words
 from ..tags import continuation_ids, entity_spans, iob1_to_bio, is_bio_label_set, spans_to_bio
-from .kind import TaskKind, cross_entropy, label_id, labelled_items, needs_labels
-from .spec import TaskSpec
+from .kind import TaskKind, TaskSpec, cross_entropy, label_id, labelled_items, refuse
 
 
 def check(spec: TaskSpec) -> None:
-    needs_labels(spec)
+    refuse(spec, crf=True)
     if spec.decoder == "crf" and spec.alignment == "every":
         raise ValueError("the CRF runs over words: use alignment 'first' or 'mean' with it")
-
-
-def is_bio(spec: TaskSpec) -> bool:
-    """Entity (or chunk) tags, scored by entities; otherwise tags are scored by accuracy."""
-    return is_bio_label_set(spec.labels)
 
 
 def bio_tags_from_spans(examples: list[WordExample], path: str) -> list[WordExample]:
@@ -51,10 +44,6 @@ def bio_tags_from_spans(examples: list[WordExample], path: str) -> list[WordExam
     print(f"note: {path}: BIO tags keep {sum(len(ex.spans) for ex in examples) - dropped} spans; "
           f"{dropped} nested spans cannot be represented", file=sys.stderr)
     return tagged
-
-
-def head(config: EncoderConfig, spec: TaskSpec) -> nn.Module:
-    return TokenClassificationHead(config, len(spec.labels), spec.dropout)
 
 
 def targets(examples: Sequence[WordExample], features: Features, labels: LabelSet | None) -> list:
@@ -75,11 +64,10 @@ def collate(batch: dict, targets: list | None, features: Features, rows: Sequenc
     for i, t in enumerate(targets):
         tags[i, :len(t)] = t
     batch["labels"] = torch.from_numpy(tags)
+    count = labelled_items(batch["labels"])
     if spec.alignment == "every":
         slots = [features.slots[r] for r in rows]
         count = sum(int(((s >= 0) & (t[s.clip(0)] != IGNORE_INDEX)).sum()) for s, t in zip(slots, targets) if len(t))
-    else:
-        count = labelled_items(batch["labels"])
     batch["counts"] = {"loss": count}
 
 
@@ -97,8 +85,9 @@ def loss(model: nn.Module, scores: Tensor, batch: dict) -> Tensor:
         return -model.crf.log_likelihood(scores[rows], labels.clamp(min=0)[rows], batch["word_mask"][rows],
                                          batch["cut_start"][rows], batch["cut_end"][rows]).sum()
     if model.spec.alignment == "every":
-        labels = token_labels(labels, batch["slots"], _continuation(model.spec.labels).to(labels.device))
-    return cross_entropy(model, scores, labels)
+        continuation = _continuation(model.spec.labels).to(labels.device)
+        batch = {**batch, "labels": token_labels(labels, batch["slots"], continuation)}
+    return cross_entropy(model, scores, batch)
 
 
 @functools.cache
@@ -136,7 +125,7 @@ def assemble(per_row: list, features: Features, examples: Sequence[WordExample],
     for r, ids in enumerate(per_row):
         for k, w in enumerate(features.words[r]):
             tags[features.origin[r]][w] = spec.labels[ids[k]]
-    if not is_bio(spec):
+    if not is_bio_label_set(spec.labels):
         return [{"tags": t, "entities": []} for t in tags]
     tags = [iob1_to_bio(t) for t in tags]
     return [{"tags": t, "entities": entity_spans(t)} for t in tags]
@@ -145,24 +134,21 @@ def assemble(per_row: list, features: Features, examples: Sequence[WordExample],
 def metrics(spec: TaskSpec, examples: Sequence[WordExample], predictions: Sequence[dict], mode: str) -> dict:
     """Tag accuracy, or entity precision, recall and F1 (seqeval's `mode`); when the gold spans nest
     (a span file read as BIO tags), scored against all of them, with the BIO F1 beside."""
-    if not is_bio(spec):
+    if not is_bio_label_set(spec.labels):
         gold = [t for ex in examples for t in ex.tags]
         return {"accuracy": M.accuracy(gold, [t for p in predictions for t in p["tags"]])}
     scores = M.entity_scores([list(ex.tags) for ex in examples], [p["tags"] for p in predictions], mode=mode)
     result = {k: scores[k] for k in ("precision", "recall", "f1")} | {"per_type": scores["per_type"]}
     if any(set(word_spans(ex)) != set(entity_spans(ex.tags)) for ex in examples):
         gold = [set(word_spans(ex)) for ex in examples]
-        pred = [set(p["entities"]) for p in predictions]
-        result = M.nested_span_scores(gold, pred) | {"bio_f1": scores["f1"]}
+        result = M.nested_span_scores(gold, [set(p["entities"]) for p in predictions]) | {"bio_f1": scores["f1"]}
     return result
 
 
-def class_ids(features: Features, spec: TaskSpec) -> tuple[np.ndarray, int] | None:
-    if spec.decoder == "crf":
-        return None  # the CRF scores whole sequences, not classes
-    return np.concatenate(features.targets), len(spec.labels)
-
-
-TAG = TaskKind(words=True, label_kind="single", check=check, main_metric=lambda spec: "f1" if is_bio(spec) else "accuracy",
-               head=head, targets=targets, collate=collate, scores=scores, loss=loss, decode=decode,
-               assemble=assemble, metrics=metrics, class_ids=class_ids, prepare=bio_tags_from_spans)
+TAG = TaskKind(
+    words=True, label_kind="single",
+    main_metric=lambda spec: "f1" if is_bio_label_set(spec.labels) else "accuracy",
+    head=lambda config, spec: LinearHead(config, len(spec.labels), spec.dropout), targets=targets,
+    collate=collate, scores=scores, loss=loss, decode=decode, assemble=assemble, metrics=metrics, check=check,
+    class_ids=lambda features, spec: None if spec.decoder == "crf" else (np.concatenate(features.targets), len(spec.labels)),
+    prepare=bio_tags_from_spans)

@@ -32,9 +32,8 @@ from ..files import atomic_write
 from ..heads import IGNORE_INDEX
 from ..model import Encoder
 from ..predict import predict_examples, task_metrics
-from ..tasks import check_spec, collate, encode_examples, kind_of, read_examples
+from ..tasks import TaskSpec, check_spec, collate, encode_examples, kind_of, read_examples
 from ..tasks.model import TaskModel, save_task_model
-from ..tasks.spec import TaskSpec
 from ..tokenizer import Tokenizer
 from . import distributed
 from .checkpoint import full_model_state
@@ -85,7 +84,8 @@ def _check_labelled(examples: list, path: str) -> None:
 
 def balanced_weights(features, spec: TaskSpec) -> torch.Tensor:
     """n / (classes * count) per class (span tasks: class 0 is "no entity"), 1 for absent classes."""
-    found = kind_of(spec.task).class_ids(features, spec)
+    class_ids = kind_of(spec.task).class_ids
+    found = class_ids(features, spec) if class_ids else None
     if found is None:
         raise ValueError(f"class_weights='balanced' weighs a softmax cross-entropy over classes: it does not "
                          f"apply to the {spec.task} task{' with a CRF' if spec.decoder == 'crf' else ''}")
@@ -187,7 +187,8 @@ def setup(config: FinetuneConfig, train: TrainConfig) -> Setup:
     weights = balanced_weights(features, spec) if config.class_weights == "balanced" else None
     torch.manual_seed(train.seed)
     model = TaskModel(load_pretrained(config.model), spec, weights)
-    kind.init_head(model, features)
+    if kind.init_head:
+        kind.init_head(model, features)
     freeze(model, config.trainable_layers)
     batches = GroupedBatches(features.lengths, config.batch_size, train.seed, min_batch=distributed.world_size(),
                              equal_tokens=config.batch_by == "tokens")
@@ -219,7 +220,7 @@ def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False) -
         lr_scale=(layer_scale(len(model.encoder.layers), config.layer_lr_decay, config.head_lr_scale)
                   if (config.layer_lr_decay, config.head_lr_scale) != (1.0, 1.0) else None))
     predictions = dev_predictions(model) if dev else []
-    if dev and config.tune_thresholds:
+    if dev and config.tune_thresholds and model.kind.tune:
         model.spec, predictions = model.kind.tune(model.spec, dev, predictions)
     result = task_metrics(model.spec, dev, predictions) if dev else {}
     final = _gathered(model)  # a collective under torch.distributed
@@ -253,7 +254,8 @@ def _flat(metrics: dict) -> dict[str, float]:
 def _report(spec: TaskSpec, examples: list, features, steps: int, per_epoch: int) -> None:
     if distributed.rank() != 0:
         return
+    kind = kind_of(spec.task)
     report = {"task": spec.task, "labels": len(spec.labels), "train_examples": len(examples), "rows": len(features),
               "extra_windows": len(features) - len(examples), "steps": steps, "steps_per_epoch": per_epoch,
-              "truncated": features.encoded.num_truncated, **kind_of(spec.task).report(examples, features, spec)}
+              "truncated": features.encoded.num_truncated, **(kind.report(examples, features, spec) if kind.report else {})}
     print(json.dumps(report), file=sys.stderr)
