@@ -27,11 +27,10 @@ from common import DATA, ROOT, alternate, matmul_peak, median, minilm_dir, write
 
 from bertkit import Tokenizer, load_pretrained  # noqa: E402
 from bertkit.allocator import OPT_OUT  # noqa: E402
-from bertkit.config import load_sections  # noqa: E402
+from bertkit.config import FinetuneConfig, TrainConfig, load_sections  # noqa: E402
 from bertkit.model import forward_flops  # noqa: E402
-from bertkit.predict import encode_examples  # noqa: E402
-from bertkit.train.finetune import FinetuneConfig, read_examples, task_spec  # noqa: E402
-from bertkit.train.loop import TrainConfig  # noqa: E402
+from bertkit.tasks import encode_examples, read_examples  # noqa: E402
+from bertkit.train.finetune import task_spec  # noqa: E402
 
 RECIPE = ROOT / "configs" / "finetune" / "reuters.yaml"
 

@@ -48,12 +48,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, alternate, matmul_peak, median, minilm_dir, write_results  # noqa: E402
 
 from bertkit import Tokenizer, load_pretrained  # noqa: E402
-from bertkit.data.features import GroupedBatches  # noqa: E402
+from bertkit.config import FinetuneConfig, TrainConfig  # noqa: E402
+from bertkit.data.batches import GroupedBatches  # noqa: E402
 from bertkit.model import forward_flops  # noqa: E402
-from bertkit.predict import encode_examples, predict_examples, task_metrics  # noqa: E402
-from bertkit.task_model import load_task_model  # noqa: E402
-from bertkit.train.finetune import FinetuneConfig, finetune, read_examples, task_spec  # noqa: E402
-from bertkit.train.loop import TrainConfig  # noqa: E402
+from bertkit.predict import predict_examples, task_metrics  # noqa: E402
+from bertkit.tasks import encode_examples, read_examples  # noqa: E402
+from bertkit.tasks.model import load_task_model  # noqa: E402
+from bertkit.train.finetune import finetune, task_spec  # noqa: E402
 
 BATCH, LR = 32, 5e-5
 

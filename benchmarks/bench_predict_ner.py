@@ -37,12 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, alternate, matmul_peak, median, minilm_dir, write_results  # noqa: E402
 
 from bertkit import Tokenizer  # noqa: E402
-from bertkit.data.tasks import tags_to_spans  # noqa: E402
+from bertkit.config import FinetuneConfig, TrainConfig  # noqa: E402
+from bertkit.metrics import span_scores  # noqa: E402
 from bertkit.model import forward_flops  # noqa: E402
 from bertkit.predict import predict_examples, prediction_record, read_inputs  # noqa: E402
-from bertkit.task_model import load_task_model  # noqa: E402
-from bertkit.train.finetune import FinetuneConfig, finetune, read_examples  # noqa: E402
-from bertkit.train.loop import TrainConfig  # noqa: E402
+from bertkit.tags import entity_spans  # noqa: E402
+from bertkit.tasks import read_examples  # noqa: E402
+from bertkit.tasks.model import load_task_model  # noqa: E402
+from bertkit.train.finetune import finetune  # noqa: E402
 
 BATCH = 32
 
@@ -70,14 +72,12 @@ def hf_copy(model, path: Path):
 
 
 def gold_spans(example) -> set:
-    return {(example.word_offsets[s][0], example.word_offsets[e - 1][1], label) for s, e, label in tags_to_spans(example.tags)}
+    return {(example.word_offsets[s][0], example.word_offsets[e - 1][1], label) for s, e, label in entity_spans(example.tags)}
 
 
 def span_f1(gold: list[set], pred: list[set]) -> dict:
-    tp = sum(len(g & p) for g, p in zip(gold, pred))
-    n_pred, n_gold = sum(map(len, pred)), sum(map(len, gold))
-    precision, recall = tp / max(n_pred, 1), tp / max(n_gold, 1)
-    return {"precision": precision, "recall": recall, "f1": 2 * precision * recall / max(precision + recall, 1e-12)}
+    scores = span_scores(gold, pred)  # spans in character offsets: (start, end, label)
+    return {k: scores[k] for k in ("precision", "recall", "f1")}
 
 
 def main() -> None:

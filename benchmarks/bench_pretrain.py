@@ -3,11 +3,13 @@
 bert-mini (4 layers, hidden 256, vocab 30,522) by default, sequence length 128, batch 32, on
 Gutenberg packed into 128-token blocks. bertkit: `Pretrainer` (MLM head on the chosen positions
 only) with bertkit's token masking; transformers: `BertForMaskedLM` fed by
-`DataCollatorForLanguageModeling` (the run_mlm recipe). Both: AdamW (bertkit's loop uses PyTorch's
-fused kernel; the run_mlm recipe the default one), one process, 2 threads,
-alternating rounds of `--steps` steps, median over rounds, for bf16 autocast and for fp32.
+`DataCollatorForLanguageModeling` (the run_mlm recipe). bertkit's side is the library's own
+optimizer step (`train.loop.train_step`: loss normalisation, fused AdamW, clipping, schedule); the
+transformers side steps as its Trainer does (AdamW, clipping to 1.0, linear schedule). One
+process, 2 threads, alternating rounds of `--steps` steps, median over rounds, for bf16 autocast
+and for fp32 (`--dtypes fp32` on a CPU that only emulates bf16).
 
-    python benchmarks/bench_pretrain.py [--preset mini] [--batch 32] [--steps 10] [--repeats 3]
+    python benchmarks/bench_pretrain.py [--preset mini] [--batch 32] [--steps 10] [--repeats 3] [--dtypes fp32]
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from bertkit.data.batches import BlockRows, EpochSampler, MaskedSteps  # noqa: E
 from bertkit.data.corpus import build_corpus  # noqa: E402
 from bertkit.data.instances import pack_full_sentences  # noqa: E402
 from bertkit.model import forward_flops  # noqa: E402
-from bertkit.train.loop import TrainConfig, make_optimizer  # noqa: E402
+from bertkit.config import TrainConfig  # noqa: E402
+from bertkit.train.loop import make_optimizer, train_step  # noqa: E402
 from bertkit.train.pretrain import Pretrainer, masking_for  # noqa: E402
 
 
@@ -40,6 +43,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtypes", nargs="+", choices=("bf16", "fp32"), default=["bf16", "fp32"])
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
@@ -58,21 +62,18 @@ def main() -> None:
     theirs = transformers.BertForMaskedLM(hf_config)
     hf_tok = transformers.BertTokenizerFast.from_pretrained(minilm_dir())
     collator = transformers.DataCollatorForLanguageModeling(hf_tok, mlm_probability=0.15)
-    opt_ours, _ = make_optimizer(ours, TrainConfig(lr=1e-4))  # bertkit's optimizer: fused AdamW
+    far = 10**6  # the schedule's length: the learning rate stays near its peak in every round
+    opt_ours, sched_ours = make_optimizer(ours, TrainConfig(lr=1e-4, max_steps=far, warmup_steps=0))
     opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-4)
+    sched_theirs = transformers.get_linear_schedule_with_warmup(opt_theirs, 0, far)
     state = {"ours": 0, "theirs": 0}
+    dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
     def bertkit_round(dtype):
         def go():
-            ours.train()
             for _ in range(args.steps):
-                batch = data.batches(state["ours"], 0, 1)[0]
+                train_step(ours, ours, data.batches(state["ours"], 0, 1), opt_ours, sched_ours, 1.0, dtypes[dtype])
                 state["ours"] += 1
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
-                    parts = ours(batch)
-                (parts["mlm"] / batch["counts"]["mlm"]).backward()
-                opt_ours.step()
-                opt_ours.zero_grad(set_to_none=True)
         return go
 
     def hf_round(dtype):
@@ -85,15 +86,17 @@ def main() -> None:
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
                     loss = theirs(**batch).loss
                 loss.backward()
+                torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
                 opt_theirs.step()
+                sched_theirs.step()
                 opt_theirs.zero_grad(set_to_none=True)
         return go
 
     runs = {f"{who} {dtype}": (bertkit_round if who == "bertkit" else hf_round)(dtype)
-            for dtype in ("bf16", "fp32") for who in ("bertkit", "transformers")}
+            for dtype in args.dtypes for who in ("bertkit", "transformers")}
     for go in runs.values():
         go()  # warm-up
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = {dtype: matmul_peak(dtypes[dtype]) for dtype in ("bf16", "fp32")}
     times = alternate(runs, args.repeats)
     tokens = args.steps * args.batch * args.length
     # Necessary work: 3 x (encoder forward + MLM head on the 15% chosen tokens), fwd + bwd.
@@ -106,7 +109,7 @@ def main() -> None:
         prec = name.split()[-1]
         rows[name] = {"tokens_per_s": tokens / seconds, "seconds_per_round": seconds,
                       "fraction_of_matmul_peak": flops / seconds / peaks[prec]}
-    ratios = {p: rows[f"bertkit {p}"]["tokens_per_s"] / rows[f"transformers {p}"]["tokens_per_s"] for p in ("bf16", "fp32")}
+    ratios = {p: rows[f"bertkit {p}"]["tokens_per_s"] / rows[f"transformers {p}"]["tokens_per_s"] for p in args.dtypes}
     target = ">= 3.0" if args.preset == "mini" else ">= 1.3" if args.preset == "base" else ""
     table = [f"bert-{args.preset} ({config.num_layers} layers, hidden {config.hidden_size}, vocab {config.vocab_size}), "
              f"sequence {args.length}, batch {args.batch}, {args.steps} steps per round, median of {args.repeats}; "

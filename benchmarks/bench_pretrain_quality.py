@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, ROOT, minilm_dir, write_results  # noqa: E402
@@ -29,9 +28,10 @@ from bertkit import Encoder, Tokenizer, add_pretraining_heads, preset  # noqa: E
 from bertkit.data.batches import BlockRows, EpochSampler, MaskedSteps  # noqa: E402
 from bertkit.data.corpus import build_corpus  # noqa: E402
 from bertkit.data.instances import pack_full_sentences  # noqa: E402
-from bertkit.data.masking import IGNORE_INDEX  # noqa: E402
-from bertkit.train.loop import TrainConfig, fit  # noqa: E402
-from bertkit.train.pretrain import Pretrainer, masking_for  # noqa: E402
+from bertkit.config import TrainConfig  # noqa: E402
+from bertkit.heads import IGNORE_INDEX  # noqa: E402
+from bertkit.train.loop import fit  # noqa: E402
+from bertkit.train.pretrain import Pretrainer, evaluate, masking_for  # noqa: E402
 
 LR, WARMUP, FAR = 5e-4, 100, 10**6
 
@@ -42,16 +42,18 @@ def blocks_of(paths, tokenizer, documents="file"):
     return pack_full_sentences(corpus, tokenizer.role_id("cls"), tokenizer.role_id("sep"), 128)
 
 
-@torch.no_grad()
-def held_out_loss(logits_of, batches) -> float:
-    total, n = 0.0, 0
-    for batch in batches:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = logits_of(batch)  # (M, V) at the chosen positions
-        labels = batch["labels"][batch["labels"] != IGNORE_INDEX]
-        total += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
-        n += len(labels)
-    return total / n
+class MaskedLMOutputs(torch.nn.Module):
+    """A transformers BertForMaskedLM seen as bertkit's evaluation sees a Pretrainer: `outputs(batch)`
+    gives the logits at the chosen positions and their labels, so `pretrain.evaluate` scores both."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def outputs(self, batch: dict) -> dict:
+        chosen = batch["labels"] != IGNORE_INDEX
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return {"mlm": logits[chosen], "mlm_labels": batch["labels"][chosen]}
 
 
 def train_transformers(config, blocks, tokenizer_dir, minutes):
@@ -104,11 +106,10 @@ def main() -> None:
                                               precision="bf16", checkpoint_every=FAR, log_every=100), out)
     ours.eval()
     our_steps = 1 + max(r["step"] for r in records)
-    our_loss = held_out_loss(lambda b: ours.outputs(b)["mlm"], held_out)
+    our_loss = evaluate(ours, held_out, torch.bfloat16)["mlm_loss"]
 
     theirs, their_steps = train_transformers(config, train_blocks, minilm_dir(), args.minutes)
-    their_loss = held_out_loss(lambda b: theirs(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
-                               .logits[b["labels"] != IGNORE_INDEX], held_out)
+    their_loss = evaluate(MaskedLMOutputs(theirs), held_out, torch.bfloat16)["mlm_loss"]
     rows = {"bertkit": {"steps": our_steps, "held_out_mlm_loss": our_loss},
             "transformers": {"steps": their_steps, "held_out_mlm_loss": their_loss}}
     text = "\n".join([

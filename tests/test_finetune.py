@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from bertkit import Tokenizer, load_pretrained
-from bertkit.config import FinetuneConfig, TrainConfig
+from bertkit.config import LOOP_DEFAULTS, FinetuneConfig, TrainConfig, load_sections
 from bertkit.data.examples import TextExample
 from bertkit.predict import predict_examples, task_metrics
 from bertkit.tasks import encode_examples, read_examples
@@ -204,3 +204,16 @@ def test_dev_labels_unseen_in_training_are_warned_about(tiny, tmp_path):
 def test_patience_alone_monitors_the_task_metric(tiny, conll, tmp_path):
     finetune(tag_config(tiny, conll, tmp_path, epochs=4, batch_size=32), quiet(lr=1e-12, patience=1))
     assert [r["step"] for r in records(tmp_path) if "eval_f1" in r] == [1, 3]  # f1, the tag task's metric
+
+
+def test_an_explicit_checkpoint_interval_is_kept_even_where_it_equals_a_default(tiny, conll, tmp_path):
+    sections = load_sections(None, {"finetune": FinetuneConfig, "train": TrainConfig},
+                             ["--train.checkpoint_every=100"], {"finetune": {"model": str(tiny), "train": str(conll[0])}})
+    assert sections["train"].checkpoint_every == 100 == LOOP_DEFAULTS["checkpoint_every"]
+    config = tag_config(tiny, conll, tmp_path)
+    given = setup(config, sections["train"])
+    assert given.train.checkpoint_every == 100 != given.data.grouped.steps_per_epoch
+    derived = setup(config, TrainConfig())
+    assert derived.train.checkpoint_every == derived.data.grouped.steps_per_epoch  # None: once an epoch
+    with pytest.raises(ValueError, match=r"fine-tuning derives \['max_steps'\] from finetune.epochs"):
+        setup(config, TrainConfig(max_steps=LOOP_DEFAULTS["max_steps"]))

@@ -132,23 +132,18 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
                disable=not progress or rank != 0)
     tokens = 0
     for step in bar:
-        model.train()
         micro = [to_device(batch, device) for batch in data.batches(step, rank, world)]
-        losses = _accumulate(step_fn, train_model, micro, normalisers(micro, world), dtype, device)
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise NonFiniteLossError(f"step {step}: loss is not finite ({losses}); stopping. The last "
-                                     f"checkpoint in {out / 'checkpoints'} is intact: lower the learning "
-                                     "rate or check the data, then resume")
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        try:
+            losses, grad_norm = train_step(step_fn, train_model, micro, optimizer, scheduler, config.clip_norm, dtype)
+        except NonFiniteLossError as e:
+            raise NonFiniteLossError(f"step {step}: {e}; stopping. The last checkpoint in {out / 'checkpoints'} is "
+                                     "intact: lower the learning rate or check the data, then resume") from None
         local = sum(int(b["attention_mask"].sum()) for b in micro if "attention_mask" in b)
         tokens += int(distributed.all_reduce_sum(torch.tensor(local)))  # real tokens of all ranks
         elapsed = time.perf_counter() - began
         done = step + 1 == config.max_steps or (config.max_minutes is not None and elapsed > 60 * config.max_minutes)
         if step % config.log_every == 0 or done:
-            record = {"step": step, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+            record = {"step": step, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                       "tokens_per_s": tokens / elapsed, **losses}
             log.write(record)
             bar.set_postfix(loss=f"{losses['loss']:.4f}", tok_s=f"{tokens / elapsed:.0f}")
@@ -177,6 +172,33 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
 def to_device(batch: dict, device: torch.device) -> dict:
     """A batch's tensors on `device` (other entries, such as counts, unchanged)."""
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+def train_step(step_fn, model: nn.Module, micro: list[dict], optimizer, scheduler, clip_norm: float,
+               dtype: torch.dtype) -> tuple[dict[str, float], float]:
+    """One optimizer step over a step's micro-batches (on the model's device): accumulate the
+    normalised gradients, clip, step, advance the schedule.
+
+    Args:
+        step_fn: what computes a micro-batch's loss sums: the (DDP- or FSDP-wrapped) model, or its
+            compiled form; `model` is the wrapped model.
+
+    Returns:
+        The step's loss parts (with their sum as "loss") and the gradient norm before clipping.
+
+    Raises:
+        NonFiniteLossError: a loss part is not finite (nothing is stepped).
+    """
+    model.train()
+    device = next(model.parameters()).device
+    losses = _accumulate(step_fn, model, micro, normalisers(micro, distributed.world_size()), dtype, device)
+    if not all(math.isfinite(v) for v in losses.values()):
+        raise NonFiniteLossError(f"loss is not finite ({losses})")
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return losses, float(grad_norm)
 
 
 def _accumulate(step_fn, ddp_model: nn.Module, micro: list[dict], factors: dict[str, float],
