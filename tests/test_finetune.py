@@ -17,6 +17,7 @@ from bertkit.tasks import encode_examples, read_examples
 from bertkit.tasks.model import TaskModel, load_task_model
 from bertkit.tasks.sequence import label_rate_logits
 from bertkit.tasks import TaskSpec
+from bertkit.train.checkpoint import read_tensors
 from bertkit.train.finetune import balanced_weights, finetune, freeze, layer_scale, setup
 from bertkit.train.loop import make_optimizer
 
@@ -49,7 +50,7 @@ def test_two_epochs_log_dev_metrics_and_save_a_loadable_model(two_epochs, conll)
     steps = [r["step"] for r in records(out) if "loss" in r]
     assert len(steps) == 8 and [r["step"] for r in evals] == [3, 7]  # 64 sentences / 16 = 4 steps an epoch
     assert all({"eval_precision", "eval_recall", "eval_f1"} <= set(r) for r in evals)
-    assert (out / "best.pt").exists() and (out / "loss.png").exists()
+    assert (out / "best.safetensors").exists() and (out / "loss.png").exists()
     assert result["f1"] == pytest.approx(max(r["eval_f1"] for r in evals))  # the best epoch's weights are kept
     assert json.loads((out / "dev_metrics.json").read_text()) == json.loads(json.dumps(result))
     model, tokenizer = load_task_model(out), Tokenizer.from_pretrained(out)
@@ -148,7 +149,7 @@ def test_early_stopping_restores_the_best_weights(tiny, conll, tmp_path):
     evals = [r for r in log if "eval_f1" in r]
     assert [r["step"] for r in evals] == [1, 3] and evals[0]["eval_f1"] == evals[1]["eval_f1"]
     assert max(r["step"] for r in log) == 3 < 6 * 2 - 1  # stopped after the second epoch of six
-    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    best = read_tensors(tmp_path / "best.safetensors")
     head = load_file(tmp_path / "task_head.safetensors")
     assert all(torch.equal(best[k], v) for k, v in head.items())
     saved = encoder_state(tmp_path)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bertkit.config import TrainConfig
+from bertkit.train.checkpoint import read_tensors
 from bertkit.train.loop import NonFiniteLossError, fit, linear_schedule, parameter_groups
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -47,13 +48,13 @@ def test_killed_run_resumes_exactly(tmp_path):
     out = tmp_path / "killed"
     job = subprocess.Popen([sys.executable, str(Path(__file__).parent / "pretrain_job.py"), str(out), str(steps)])
     deadline = time.time() + 120
-    while time.time() < deadline and not list((out / "checkpoints").glob("step-00000[1-9]*.pt")):
+    while time.time() < deadline and not list((out / "checkpoints").glob("step-00000[1-9]*")):
         time.sleep(0.05)
     job.kill()  # SIGKILL: no clean-up runs
     job.wait()
-    checkpoints = sorted((out / "checkpoints").glob("step-*.pt"))
+    checkpoints = sorted((out / "checkpoints").glob("step-*"))
     assert checkpoints, "the job wrote no checkpoint before it was killed"
-    killed_at = int(checkpoints[-1].stem.split("-")[1])
+    killed_at = int(checkpoints[-1].name.split("-")[1])
     assert killed_at < steps - 1, "the job finished before it was killed; nothing was resumed"
     resumed, _ = run(out, steps, resume=True)
     after = {s: l for s, l in losses(resumed).items() if s > killed_at}
@@ -80,5 +81,6 @@ def test_non_finite_loss_stops_with_intact_checkpoint(tmp_path):
     config = TrainConfig(max_steps=10, warmup_steps=0, checkpoint_every=1)
     with pytest.raises(NonFiniteLossError, match="step 3: loss is not finite.*checkpoint.*intact"):
         fit(Exploding(), Data(), config, tmp_path, progress=False)
-    state = torch.load(sorted((tmp_path / "checkpoints").glob("*.pt"))[-1], weights_only=False)
-    assert state["step"] == 2 and math.isfinite(float(state["model"]["w"]))
+    last = sorted((tmp_path / "checkpoints").glob("step-*"))[-1]
+    state, model = json.loads((last / "state.json").read_text()), read_tensors(last / "model.safetensors")
+    assert state["step"] == 2 and math.isfinite(float(model["w"]))

@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall-clock time")
     p.add_argument("--out", help="output directory: model, tokenizer, log.jsonl, loss.png, checkpoints/")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
     p.add_argument("--seed", type=int)
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
 
@@ -123,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", help="column or field of the text (tables and JSON Lines)")
     p.add_argument("--pair-column", help="column or field of the second text (pair)")
     p.add_argument("--label-column", help="column or field of the label")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
 
     p = sub.add_parser("predict", help="predict with a fine-tuned model: one JSON object per input")
     p.add_argument("--model", required=True, help="a directory written by bertkit finetune")
@@ -244,7 +246,7 @@ def cmd_pretrain(args, overrides: list[str]) -> None:
               "train": {"max_steps": args.max_steps, "max_minutes": args.max_minutes, "seed": args.seed,
                         "precision": args.dtype}}
     sections = load_sections(args.config, {"pretrain": PretrainConfig, "train": TrainConfig}, overrides, direct)
-    out = pretrain(sections["pretrain"], sections["train"], resume=args.resume)
+    out = pretrain(sections["pretrain"], sections["train"], resume=args.resume, overwrite=args.overwrite)
     print(f"saved the pretrained model, its tokenizer and log.jsonl to {out}", file=sys.stderr)
 
 
@@ -273,7 +275,7 @@ def cmd_finetune(args, overrides: list[str]) -> None:
     if reader:
         from dataclasses import replace
         config = replace(config, reader={**config.reader, **reader})
-    result = finetune(config, sections["train"], resume=args.resume)
+    result = finetune(config, sections["train"], resume=args.resume, overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in result.items() if k != "per_type"}), file=sys.stderr)
     print(f"saved the fine-tuned model to {config.out}", file=sys.stderr)
 
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             WITH_OVERRIDES[args.command](args, overrides)
         else:
             COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, IsADirectoryError, KeyError) as e:
+    except (ValueError, OSError, KeyError) as e:
         print(f"bertkit {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

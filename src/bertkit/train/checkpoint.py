@@ -1,17 +1,30 @@
-"""Training-state checkpoints that lose nothing, written atomically (`files.atomic_write`).
+"""Training-state checkpoints that lose nothing, and whose loading can run no code.
 
-A training checkpoint (out/checkpoints/step-NNNNNNN.pt) holds the model, optimizer and scheduler
-states, every RNG state, and the step, which is the data position: the training data of a step is
-a function of the step number (see train/loop.py).
+A checkpoint is a folder, out/checkpoints/step-NNNNNNN/, written whole under a temporary name and
+renamed when complete, so a kill leaves either no checkpoint or a whole one:
+- model.safetensors, optimizer.safetensors, rng.safetensors: every tensor (the full, unsharded
+  model and optimizer states, and each rank's generator states);
+- state.json, written last: the step (which is the data position: a step's training data is a
+  function of its number, see train/loop.py), the scheduler state, the optimizer's settings, the
+  Python and NumPy generator positions, and each file's size and SHA-256.
+Nothing is unpickled: safetensors and JSON hold data only. Resuming takes the newest checkpoint
+whose files match their recorded sizes and digests, and reports any newer one it skips.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import random
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_model_state_dict, set_state_dict)
@@ -20,81 +33,214 @@ from ..files import atomic_write
 from . import distributed
 
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: damaged, from an older bertkit, or from another setup."""
 
 
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler, keep: int) -> Path | None:
-    """Write out/checkpoints/step-NNNNNNN.pt atomically and keep only the newest `keep`.
-
-    Under torch.distributed every rank calls it: the full (unsharded) model and optimizer states and
-    every rank's RNG states are gathered, and rank 0 writes. Works alike for a plain module, DDP's
-    module and an FSDP-sharded one.
-    """
-    model_state, optimizer_state = get_state_dict(model, optimizer, options=FULL_STATE)
-    rngs = distributed.gather_objects(_rng_state())
-    if distributed.rank() != 0:
-        return None
-    folder = out / "checkpoints"
-    path = folder / f"step-{step:07d}.pt"
-    state = {"step": step, "model": model_state, "optimizer": optimizer_state,
-             "scheduler": scheduler.state_dict(), "rng": rngs}
-    with atomic_write(path) as tmp:
-        torch.save(state, tmp)
-    for old in sorted(folder.glob("step-*.pt"))[:-keep]:
-        old.unlink()
-    return path
-
-
-def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
-    """Restore every state saved by `save_checkpoint` (each rank its own RNG states); returns the
-    step it was saved after. Every rank reads the file: keep checkpoints on shared storage."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                   options=StateDictOptions(full_state_dict=True))
-    scheduler.load_state_dict(state["scheduler"])
-    rngs = state["rng"]
-    if len(rngs) != distributed.world_size():
-        raise ValueError(f"{path} was written by {len(rngs)} processes, this run has {distributed.world_size()}: "
-                         "resume with the same number of processes")
-    _set_rng_state(rngs[distributed.rank()])
-    return state["step"]
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    found = sorted((out / "checkpoints").glob("step-*.pt"))
-    return found[-1] if found else None
-
-
-def save_model_state(path: Path, model: nn.Module) -> None:
-    """Write the model's full (gathered) state dict to `path` atomically; rank 0 writes."""
-    state = full_model_state(model)
-    if distributed.rank() == 0:
-        with atomic_write(path) as tmp:
-            torch.save(state, tmp)
-    distributed.barrier()
-
-
-def load_model_state(path: Path, model: nn.Module) -> None:
-    """Load a state dict written by `save_model_state` into `model` (plain, DDP or FSDP)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+class DiskFullError(OSError):
+    """Writing a checkpoint ran out of space; the message names the checkpoint still intact."""
 
 
 def full_model_state(model: nn.Module) -> dict[str, Tensor]:
     """The model's full (unsharded) state dict on the CPU: a plain module's, DDP's module's, or an
     FSDP-sharded one's gathered. A collective under torch.distributed: every rank calls it."""
     return get_model_state_dict(model, options=FULL_STATE)
+
+
+def write_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
+    """Tensors to a safetensors file; tensors that share memory (a tied decoder) are stored once,
+    and the file's metadata names the others, which `read_tensors` restores."""
+    stored, aliases, seen = {}, {}, {}
+    for name, t in tensors.items():
+        view = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if view in seen:
+            aliases[name] = seen[view]
+        else:
+            seen[view] = name
+            shared = any(v[0] == view[0] for v in seen if v != view)
+            stored[name] = t.detach().clone() if shared else t.detach().contiguous()
+    save_file(stored, str(path), metadata={"aliases": json.dumps(aliases)})
+
+
+def read_tensors(path: Path) -> dict[str, Tensor]:
+    """The tensors `write_tensors` wrote, tied ones restored as the same tensor."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read its tensors ({e})") from None
+    return {**tensors, **{name: tensors[source] for name, source in aliases.items()}}
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------ generators
+
+
+def _rng_state() -> tuple[dict[str, Tensor], dict]:
+    """This process's generator states: tensors, and what JSON holds."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    tensors = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(keys.astype(np.int64))}
+    if torch.cuda.is_available():
+        tensors |= {f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    return tensors, {"numpy": [kind, pos, has_gauss, gauss], "python": [version, list(internal), gauss_next]}
+
+
+def _set_rng_state(tensors: dict[str, Tensor], plain: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    kind, pos, has_gauss, gauss = plain["numpy"]
+    np.random.set_state((kind, tensors["numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = plain["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    cuda = sorted(k for k in tensors if k.startswith("cuda."))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler, keep: int) -> Path | None:
+    """Write out/checkpoints/step-NNNNNNN/ (see the module docstring) and keep only the newest `keep`.
+
+    Under torch.distributed every rank calls it: the full (unsharded) model and optimizer states and
+    every rank's generator states are gathered, and rank 0 writes. Works alike for a plain module,
+    DDP's module and an FSDP-sharded one.
+
+    Raises:
+        DiskFullError: the disk filled up; the message names the newest intact checkpoint.
+    """
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=FULL_STATE)
+    rngs = distributed.gather_objects(_rng_state())
+    if distributed.rank() != 0:
+        return None
+    folder = out / "checkpoints"
+    path = folder / f"step-{step:07d}"
+    tmp = folder / f".{path.name}.tmp"
+    try:
+        _write(tmp, step, model_state, optimizer_state, scheduler.state_dict(), rngs)
+        shutil.rmtree(path, ignore_errors=True)  # a checkpoint of this step from before a resume
+        tmp.rename(path)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in DISK_FULL:
+            intact = latest_checkpoint(out)
+            raise DiskFullError(f"the disk is full ({e.strerror}) while writing {path}; "
+                                f"{f'the newest intact checkpoint is {intact}' if intact else 'no checkpoint is intact'}"
+                                ": free space, then resume") from None
+        raise
+    for old in checkpoints(out)[:-keep]:
+        shutil.rmtree(old)
+    return path
+
+
+def _write(folder: Path, step: int, model_state: dict, optimizer_state: dict, scheduler_state: dict,
+           rngs: list[tuple[dict, dict]]) -> None:
+    """The checkpoint's files into `folder`, state.json last (with the others' sizes and digests)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    moments = {f"{name}/{key}": v for name, state in optimizer_state["state"].items()
+               for key, v in state.items() if isinstance(v, Tensor)}
+    plain_moments = {f"{name}/{key}": v for name, state in optimizer_state["state"].items()
+                     for key, v in state.items() if not isinstance(v, Tensor)}
+    write_tensors(folder / "model.safetensors", model_state)
+    write_tensors(folder / "optimizer.safetensors", moments)
+    write_tensors(folder / "rng.safetensors", {f"{r}.{k}": v for r, (t, _) in enumerate(rngs) for k, v in t.items()})
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": _digest(p)} for p in sorted(folder.glob("*.safetensors"))}
+    state = {"step": step, "scheduler": scheduler_state, "param_groups": optimizer_state["param_groups"],
+             "optimizer_scalars": plain_moments, "rng": [plain for _, plain in rngs], "files": files}
+    with atomic_write(folder / "state.json") as tmp:
+        tmp.write_text(json.dumps(state))
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """The run's checkpoint folders, oldest first."""
+    return sorted(p for p in (out / "checkpoints").glob("step-*") if p.is_dir())
+
+
+def verify(path: Path) -> dict:
+    """A checkpoint's state.json, once every file it lists has its recorded size and digest.
+
+    Raises:
+        CheckpointError: a file is missing, truncated or altered, or state.json is not the
+            checkpoint's (written last, it is absent when the writer was killed).
+    """
+    try:
+        state = json.loads((path / "state.json").read_text())
+        files = state["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: no readable state.json ({e}); the checkpoint is incomplete") from None
+    for name, expected in files.items():
+        file = path / name
+        size = file.stat().st_size if file.exists() else None
+        if size != expected["bytes"]:
+            raise CheckpointError(f"{file}: {size} bytes, {expected['bytes']} when written; the file is truncated "
+                                  "or missing")
+        if _digest(file) != expected["sha256"]:
+            raise CheckpointError(f"{file}: its SHA-256 differs from the one recorded when it was written")
+    return state
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint that verifies; each newer one skipped is reported with the reason."""
+    for path in reversed(checkpoints(out)):
+        try:
+            verify(path)
+            return path
+        except CheckpointError as e:
+            print(f"warning: skipping checkpoint {path.name}: {e}", file=sys.stderr)
+    return None
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
+    """Restore every state saved by `save_checkpoint` (each rank its own generator states); returns
+    the step it was saved after. Every rank reads the files: keep checkpoints on shared storage."""
+    state = verify(path)
+    if len(state["rng"]) != distributed.world_size():
+        raise CheckpointError(f"{path} was written by {len(state['rng'])} processes, this run has "
+                              f"{distributed.world_size()}: resume with the same number of processes")
+    moments = read_tensors(path / "optimizer.safetensors")
+    per_param: dict[str, dict] = {}
+    for key, value in [*moments.items(), *state["optimizer_scalars"].items()]:
+        name, _, field = key.rpartition("/")
+        per_param.setdefault(name, {})[field] = value
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in state["param_groups"]]
+    set_state_dict(model, optimizer, model_state_dict=read_tensors(path / "model.safetensors"),
+                   optim_state_dict={"state": per_param, "param_groups": groups},
+                   options=StateDictOptions(full_state_dict=True))
+    scheduler.load_state_dict(state["scheduler"])
+    rank = distributed.rank()
+    rng = read_tensors(path / "rng.safetensors")
+    _set_rng_state({k.split(".", 1)[1]: v for k, v in rng.items() if k.split(".", 1)[0] == str(rank)}, state["rng"][rank])
+    return state["step"]
+
+
+# ------------------------------------------------------------------------------ best weights
+
+
+def save_model_state(path: Path, model: nn.Module) -> None:
+    """Write the model's full (gathered) state to a safetensors file atomically; rank 0 writes."""
+    state = full_model_state(model)
+    if distributed.rank() == 0:
+        with atomic_write(path) as tmp:
+            write_tensors(tmp, state)
+    distributed.barrier()
+
+
+def load_model_state(path: Path, model: nn.Module) -> None:
+    """Load a state written by `save_model_state` into `model` (plain, DDP or FSDP)."""
+    set_model_state_dict(model, read_tensors(path), options=StateDictOptions(full_state_dict=True))

@@ -38,6 +38,7 @@ from ..tokenizer import Tokenizer
 from . import distributed
 from .checkpoint import full_model_state
 from .loop import fit
+from .runs import run_folder
 
 DERIVED = ("max_steps", "eval_every", "warmup_steps")  # from finetune.epochs and finetune.warmup_ratio
 
@@ -202,11 +203,19 @@ def setup(config: FinetuneConfig, train: TrainConfig) -> Setup:
                  dev_features)
 
 
-def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False) -> dict:
+def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
     """setup -> fit -> save. Returns the dev metrics of the saved (best) model; writes `config.out`:
-    the model directory, log.jsonl, loss.png, dev_metrics.json."""
+    the model directory, log.jsonl, loss.png, dev_metrics.json. The folder is claimed for this run
+    first (`runs.run_folder`: `resume` continues the run in it, `overwrite` replaces another run's)."""
     distributed.init()
-    out = Path(config.out)
+    if Path(config.out).resolve() == Path(config.model).resolve():
+        raise ValueError(f"{config.out}: --out is the model being fine-tuned; give another folder")
+    with run_folder(config.out, {"finetune": asdict(config), "train": asdict(train)}, resume=resume,
+                    overwrite=overwrite) as out:
+        return _finetune(config, train, out, resume)
+
+
+def _finetune(config: FinetuneConfig, train: TrainConfig, out: Path, resume: bool) -> dict:
     s = setup(config, train)
     model, tokenizer, dev = s.model, s.tokenizer, s.dev_examples
 

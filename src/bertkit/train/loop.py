@@ -34,6 +34,9 @@ from .checkpoint import latest_checkpoint, load_checkpoint, load_model_state, sa
 from . import distributed
 from .report import plot_curves
 
+BEST = "best.safetensors"  # the weights of the best evaluation so far
+
+
 class StepData(Protocol):
     def batches(self, step: int, rank: int, world: int) -> list[dict]:
         """The micro-batches of optimizer step `step` (from 0) for process `rank` of `world`.
@@ -104,7 +107,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     `model.outputs(...)`: under FSDP that method is registered to gather parameters too.
     `lr_scale(parameter name)` scales a parameter's learning rate (layer-wise decay).
 
-    With `config.monitor`, the weights of the best evaluation are kept in out/best.pt and loaded
+    With `config.monitor`, the weights of the best evaluation are kept in out/best.safetensors and loaded
     back into `model` at the end; `config.patience` stops the run early.
 
     Writes out/log.jsonl (one record per log step and evaluation) and out/checkpoints/.
@@ -121,7 +124,10 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     train_model = distributed.wrap(model, config.strategy, extra_forward_methods=("outputs",))
     optimizer, scheduler = make_optimizer(model, config, lr_scale)
     start = 0
-    if resume and (path := latest_checkpoint(out)) is not None:
+    if resume:
+        path = latest_checkpoint(out)
+        if path is None:
+            raise ValueError(f"nothing to resume in {out}: no intact checkpoint in {out / 'checkpoints'}")
         start = load_checkpoint(path, model, optimizer, scheduler) + 1
     dtype = precision_.resolve(config.precision, device)
     step_fn = torch.compile(train_model) if config.compile else train_model
@@ -153,7 +159,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
             log.write({"step": step, **metrics})
             bar.write(f"evaluation after step {step + 1}: " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()))
             if best.update(metrics, step):
-                save_model_state(out / "best.pt", model)
+                save_model_state(out / BEST, model)
             done = done or best.exhausted
         if (step + 1) % config.checkpoint_every == 0 or done:
             save_checkpoint(out, step, model, optimizer, scheduler, config.keep_checkpoints)
@@ -163,7 +169,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     bar.close()
     log.close()
     if best.step is not None:
-        load_model_state(out / "best.pt", model)
+        load_model_state(out / BEST, model)
     if rank == 0:
         plot_curves(out / "log.jsonl", out / "loss.png")
     return log.records

@@ -29,6 +29,7 @@ from ..textfiles import read_texts, text_files
 from ..tokenizer import Tokenizer
 from . import distributed
 from .checkpoint import full_model_state
+from .runs import run_folder
 from .loop import fit, to_device
 
 
@@ -210,13 +211,25 @@ def report_sampling(report: dict, sampler: LanguageSampler, steps: int, path: Pa
         print(f"{lang:9} {row['blocks']:6d} {row['p']:6.3f} {row['q']:6.3f} {row['drawn_share']:12.3f}", file=sys.stderr)
 
 
-def pretrain(config: PretrainConfig, train: TrainConfig, resume: bool = False) -> Path:
+def pretrain(config: PretrainConfig, train: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """setup -> fit -> save: returns `config.out`, a Hugging Face-layout model directory with its
-    MLM (and NSP) heads, its tokenizer, log.jsonl, loss.png and checkpoints/."""
+    MLM (and NSP) heads, its tokenizer, log.jsonl, loss.png and checkpoints/. The folder is claimed
+    for this run first (`runs.run_folder`: `resume` continues the run in it, `overwrite` replaces
+    another run's)."""
     distributed.init()
     train = train.derive(**LOOP_DEFAULTS)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    for name, paths in (("corpus", [p for ps in config.languages.values() for p in ps]),
+                        ("eval_corpus", [config.eval_corpus] if config.eval_corpus else []),
+                        ("tokenizer", [config.tokenizer] if config.tokenizer else [])):
+        missing = [p for p in paths if not Path(p).exists()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]}: no such file or folder (pretrain.{name})")
+    with run_folder(config.out, {"pretrain": asdict(config), "train": asdict(train)}, resume=resume,
+                    overwrite=overwrite) as out:
+        return _pretrain(config, train, out, resume)
+
+
+def _pretrain(config: PretrainConfig, train: TrainConfig, out: Path, resume: bool) -> Path:
     tokenizer = _tokenizer(config, out, resume)
     data, report = training_data(config, tokenizer, train.seed)
     held_out = held_out_batches(config, tokenizer)
