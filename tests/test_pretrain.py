@@ -84,11 +84,11 @@ def test_nsp_needs_two_documents(data_dir, minilm_dir, tmp_path, capsys):
 
 def test_yaml_precedence(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("pretrain: {recipe: roberta, preset: mini, corpus: [a.txt]}\ntrain: {lr: 0.1, max_steps: 5}\n"
+    path.write_text("pretrain: {recipe: roberta, preset: mini, corpus: [a.txt]}\ntrain: {max_steps: 5}\n"
                     "by_preset: {tiny: {train: {lr: 0.2, warmup_steps: 7}}}\n")
     sections = {"pretrain": PretrainConfig, "train": TrainConfig}
     got = load_sections(path, sections, ["--train.max_steps=9"], {"pretrain": {"preset": "tiny"}})
-    assert got["pretrain"].preset == "tiny" and got["pretrain"].corpus == ("a.txt",)
+    assert got["pretrain"].preset == "tiny" and got["pretrain"].corpus == (str(tmp_path / "a.txt"),)  # beside the recipe
     assert (got["train"].lr, got["train"].warmup_steps, got["train"].max_steps) == (0.2, 7, 9)
     with pytest.raises(ValueError, match="train has no field.*'lr_max'"):
         load_sections(path, sections, ["--train.lr_max=1"])

@@ -114,10 +114,14 @@ def test_character_offset_spans_and_their_errors(tmp_path):
                     '{"text": "short", "spans": [{"start": 2, "end": 9, "label": "X"}]}\n')
     with pytest.raises(TaskDataError, match=f"{path}:3: span \\[2, 9\\) 'X' is empty or outside the 5 characters"):
         read_span_jsonl(path)
-    with pytest.warns(UserWarning, match="skipped 1 bad lines \\(kept 1\\)"):
+    with pytest.warns(UserWarning, match="skipped 1 bad lines \\(kept 1\\)"), \
+            pytest.warns(UserWarning, match="1 spans do not start and end on word boundaries .* at 'Lee.'"):
         (ex,) = read_span_jsonl(path, skip_bad=True)
     assert ex.words == ("Acme", "Corp", "hired", "Ann", "Lee.") and ex.word_offsets[3] == (17, 20)
-    assert word_spans(ex) == [(0, 2, "ORG"), (3, 5, "PER")]
+    assert word_spans(ex) == [(0, 2, "ORG"), (3, 5, "PER")]  # "Lee" widened to the word "Lee."
+    with pytest.raises(TaskDataError, match=f"{path}:1: span \\[17, 24\\) 'PER' does not start and end on word "
+                                            "boundaries \\(at 'Lee.'\\)"):
+        read_span_jsonl(path, skip_bad=True, strict_spans=True)
 
 
 def test_word_offset_span_with_end_before_start_is_an_error(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from .allocator import reuse_freed_memory
 
@@ -38,6 +39,28 @@ def _precision_arg(p: argparse.ArgumentParser) -> None:
                    help="numeric precision; auto = bf16 where the CPU computes it natively (default)")
 
 
+def _positive(text: str) -> int:
+    if not text.lstrip("-").isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def _encoding_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"],
+                   help="invalid UTF-8: stop with file and line (default), or replace and report")
+
+
+def _check_output(output: str, *inputs: str | None) -> None:
+    """Refuse, before any work, an output path that is a folder or one of the inputs."""
+    from pathlib import Path
+    out = Path(output)
+    if out.is_dir():
+        raise IsADirectoryError(f"{output}: is a folder; --output names the file to write")
+    for given in inputs:
+        if given and out.resolve() == Path(given).resolve():
+            raise ValueError(f"{output}: --output is the input file, which writing would replace; give another path")
+
+
 def _overflow_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, help="window in tokens (default: the model's maximum)")
     p.add_argument("--overflow", default="error", choices=["error", "truncate", "window"],
@@ -63,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default="-1", help="hidden state(s) to pool, comma-separated, averaged "
                    "(-1 = last layer, 0 = embeddings; write negative lists with '=': --layers=-4,-3,-2,-1)")
     p.add_argument("--normalize", action="store_true", help="scale vectors to unit length")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive, default=32)
     _precision_arg(p)
     _overflow_args(p)
+    _encoding_arg(p)
 
     p = sub.add_parser("similarity", help="cosine similarity between texts given on the command line")
     _model_args(p)
@@ -78,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="UTF-8 text file, one text per line")
     p.add_argument("--pair", help="second text: encode each text as a pair with this one")
     _overflow_args(p)
+    _encoding_arg(p)
 
     p = sub.add_parser("train-tokenizer", help="train a WordPiece vocabulary on text files")
     p.add_argument("--input", required=True, action="append", help="text file or folder of .txt files (repeatable)")
@@ -103,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
     p.add_argument("--seed", type=int)
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--encoding-errors", choices=["strict", "replace"],
+                   help="invalid UTF-8 in the corpus: stop with file and line, or replace and report")
 
     p = sub.add_parser("finetune", help="fine-tune on a task: classify, pair, regress, tag, span",
                        description="Fine-tune a model on a labelled file. Options of a YAML recipe "
@@ -124,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", help="column or field of the text (tables and JSON Lines)")
     p.add_argument("--pair-column", help="column or field of the second text (pair)")
     p.add_argument("--label-column", help="column or field of the label")
+    p.add_argument("--strict-spans", action="store_true",
+                   help="span files: refuse character spans that do not start and end on word boundaries")
+    p.add_argument("--encoding-errors", choices=["strict", "replace"],
+                   help="invalid UTF-8: stop with file and line (default), or replace and report")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
 
@@ -135,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "character offsets")
     p.add_argument("--input-format", default="auto", choices=["auto", "lines", "file"],
                    help="lines: one text per line; file: the training file's format; auto: lines for .txt")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive, default=64)
     _precision_arg(p)
+    _encoding_arg(p)
 
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file")
     p.add_argument("--model", required=True, help="a directory written by bertkit finetune")
@@ -144,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entity-mode", choices=["strict", "default"],
                    help="BIO entity matching: seqeval strict IOB2 or its default (conlleval) mode (default: "
                         "the mode the model was trained with)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive, default=64)
     _precision_arg(p)
+    _encoding_arg(p)
 
     p = sub.add_parser("fill-mask", help="predict the words behind [MASK] (models with an MLM head)")
     _model_args(p)
@@ -176,7 +209,8 @@ def cmd_embed(args) -> None:
     from bertkit import embed
     from bertkit.files import atomic_write
     from bertkit.textfiles import read_lines
-    texts = [line for _, line in read_lines(args.input)]
+    _check_output(args.output, args.input)
+    texts = [line for _, line in read_lines(args.input, args.encoding_errors)]
     if not texts:
         raise ValueError(f"{args.input}: the file is empty")
     empty = sum(1 for t in texts if not t.strip())
@@ -208,7 +242,7 @@ def cmd_tokenize(args) -> None:
     from bertkit import Tokenizer
     from bertkit.textfiles import read_lines
     tokenizer = Tokenizer.from_pretrained(args.tokenizer)
-    texts = list(args.texts) + ([line for _, line in read_lines(args.input)] if args.input else [])
+    texts = list(args.texts) + ([line for _, line in read_lines(args.input, args.encoding_errors)] if args.input else [])
     if not texts:
         raise ValueError("give texts on the command line or a file with --input")
     pairs = [args.pair] * len(texts) if args.pair is not None else None
@@ -242,7 +276,7 @@ def cmd_pretrain(args, overrides: list[str]) -> None:
     from bertkit.config import PretrainConfig, TrainConfig, load_sections
     from bertkit.train.pretrain import pretrain
     direct = {"pretrain": {"corpus": tuple(args.corpus) if args.corpus else None, "tokenizer": args.tokenizer,
-                           "preset": args.preset, "out": args.out},
+                           "preset": args.preset, "out": args.out, "encoding_errors": args.encoding_errors},
               "train": {"max_steps": args.max_steps, "max_minutes": args.max_minutes, "seed": args.seed,
                         "precision": args.dtype}}
     sections = load_sections(args.config, {"pretrain": PretrainConfig, "train": TrainConfig}, overrides, direct)
@@ -255,18 +289,20 @@ def _column(value: str | None):
 
 
 def cmd_finetune(args, overrides: list[str]) -> None:
-    from bertkit.config import FinetuneConfig, TrainConfig, load_sections
+    from bertkit.config import FinetuneConfig, TrainConfig, load_sections, read_recipe
     from bertkit.train.finetune import finetune
     task = "multilabel" if args.task == "classify" and args.multi_label else args.task
     kind = "field" if args.train and args.train.endswith((".jsonl", ".jsonlines")) else "column"
     reader = {f"{name}_{kind}": _column(value) for name, value in (("text", args.text_column),
               ("pair", args.pair_column), ("label", args.label_column)) if value is not None}
+    reader |= {"strict_spans": True} if args.strict_spans else {}
+    reader |= {"encoding_errors": args.encoding_errors} if args.encoding_errors else {}
     direct = {"finetune": {"task": task, "model": args.model, "train": args.train, "dev": args.dev, "out": args.out,
                            "epochs": args.epochs, "batch_size": args.batch_size, "decoder": args.decoder},
               "train": {"lr": args.lr, "seed": args.seed, "precision": args.dtype}}
     if args.config:
-        import yaml
-        recipe_task = ((yaml.safe_load(open(args.config)) or {}).get("finetune") or {}).get("task")
+        recipe_task = (read_recipe(args.config, {"finetune": FinetuneConfig, "train": TrainConfig})[0]
+                       .get("finetune") or {}).get("task")
         if recipe_task and recipe_task != task:
             raise ValueError(f"{args.config} is a {recipe_task} recipe, but the command says {task}: "
                              + ("add --multi-label" if recipe_task == "multilabel" else f"use bertkit finetune {recipe_task}"))
@@ -280,14 +316,18 @@ def cmd_finetune(args, overrides: list[str]) -> None:
     print(f"saved the fine-tuned model to {config.out}", file=sys.stderr)
 
 
+def _task_model(path: str):
+    from bertkit.tasks.model import load_task_model
+    from bertkit.tokenizer import Tokenizer
+    return load_task_model(path), Tokenizer.from_pretrained(path)
+
+
 def cmd_predict(args) -> None:
     from bertkit.files import atomic_write
     from bertkit.predict import predict_examples, prediction_record, read_inputs
-    from bertkit.tasks.model import load_task_model
-    from bertkit.tokenizer import Tokenizer
-    model = load_task_model(args.model)
-    tokenizer = Tokenizer.from_pretrained(args.model)
-    examples, pre_split = read_inputs(args.input, model.spec, tokenizer, args.input_format)
+    _check_output(args.output, args.input)
+    model, tokenizer = _task_model(args.model)
+    examples, pre_split = read_inputs(args.input, model.spec, tokenizer, args.input_format, args.encoding_errors)
     predictions = predict_examples(model, tokenizer, examples, args.batch_size, args.dtype, progress=True)
     with atomic_write(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for example, prediction in zip(examples, predictions):
@@ -296,13 +336,15 @@ def cmd_predict(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    from bertkit.data.examples import LabelSet, unseen_labels
     from bertkit.predict import predict_examples, task_metrics
     from bertkit.tasks import read_examples
-    from bertkit.tasks.model import load_task_model
-    from bertkit.tokenizer import Tokenizer
-    model = load_task_model(args.model)
-    tokenizer = Tokenizer.from_pretrained(args.model)
-    examples = read_examples(args.data, model.spec.task, model.spec.reader)
+    model, tokenizer = _task_model(args.model)
+    examples = read_examples(args.data, model.spec.task, {**model.spec.reader, "encoding_errors": args.encoding_errors})
+    unseen = unseen_labels(LabelSet(model.spec.labels), examples) if model.spec.labels else []
+    if unseen:
+        print(f"warning: {args.data}: labels {unseen} are not among the model's {len(model.spec.labels)}; it cannot "
+              "predict them, so their recall is 0", file=sys.stderr)
     predictions = predict_examples(model, tokenizer, examples, args.batch_size, args.dtype, progress=True)
     print(json.dumps(task_metrics(model.spec, examples, predictions, args.entity_mode), indent=1))
 
@@ -320,14 +362,16 @@ def main(argv: list[str] | None = None) -> int:
     if not takes_overrides and extra or len(overrides) != len(extra):
         parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides or not takes_overrides)}")
     reuse_freed_memory()  # prediction and training alike allocate large tensors of changing shapes
-    try:
-        if takes_overrides:
-            WITH_OVERRIDES[args.command](args, overrides)
-        else:
-            COMMANDS[args.command](args)
-    except (ValueError, OSError, KeyError) as e:
-        print(f"bertkit {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():  # a user reads "warning: what happened", not the line that warned
+        warnings.showwarning = lambda message, *rest: print(f"warning: {message}", file=sys.stderr)
+        try:
+            if takes_overrides:
+                WITH_OVERRIDES[args.command](args, overrides)
+            else:
+                COMMANDS[args.command](args)
+        except (ValueError, OSError, KeyError) as e:
+            print(f"bertkit {args.command}: error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -18,6 +18,8 @@ each a field here rather than a subclass:
 from __future__ import annotations
 
 import dataclasses
+import os
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +209,16 @@ class PretrainConfig:
             raise ValueError("give a corpus (--corpus PATH, repeatable; LANG=PATH for several languages)")
         if not 0 < self.mask_rate < 1:
             raise ValueError(f"mask_rate must be in (0, 1), got {self.mask_rate}")
+        for name in ("vocab_size", "max_length", "batch_size", "micro_batches", "eval_blocks"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.batch_size % self.micro_batches:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of micro_batches {self.micro_batches}")
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        for name, allowed in (("documents", ("file", "blank_line")), ("encoding_errors", ("strict", "replace"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
 
     @property
     def objective(self) -> Recipe:
@@ -264,8 +276,9 @@ class FinetuneConfig:
             raise ValueError(f"batch_by must be 'rows' or 'tokens', not {self.batch_by!r}")
         if not self.model or not self.train:
             raise ValueError("give a model directory (--model) and a training file (--train)")
-        if self.epochs <= 0 or self.batch_size <= 0:
-            raise ValueError("epochs and batch_size must be positive")
+        for name in ("epochs", "batch_size", "eval_batch_size", "max_length"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.class_weights not in ("none", "balanced"):
             raise ValueError(f"class_weights must be 'none' or 'balanced', not {self.class_weights!r}")
         if not 0 < self.layer_lr_decay <= 1:
@@ -279,22 +292,98 @@ class FinetuneConfig:
 # ------------------------------------------------------------------------------ YAML and flags
 
 
+# Recipe fields that name input files: a relative path in a YAML recipe is relative to the recipe.
+RECIPE_PATHS = {"pretrain": ("corpus", "eval_corpus", "tokenizer"), "finetune": ("model", "train", "dev")}
+
+
 def _coerce(value, hint, where: str):
-    """A YAML value as the dataclass field's type (tuples from lists, floats from ints and from
-    strings such as 1e-8)."""
-    text = str(hint)
-    if text.startswith("tuple"):
-        return tuple(value) if isinstance(value, (list, tuple)) else (value,)
-    if "float" in text and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if "float" in text and "str" not in text and isinstance(value, str):
+    """A value as the field's type: tuples from lists, floats from ints and from strings such as
+    1e-8 (YAML 1.1 reads those as strings); a value of another type is an error naming `where`."""
+    args = typing.get_args(hint)
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    kinds = [a for a in args if a is not type(None)] if union else [hint]
+    if value is None and union and type(None) in args:
+        return None
+    for kind in kinds:
+        ok, converted = _as(value, kind)
+        if ok:
+            return converted
+    expected = " or ".join(_NAMES.get(typing.get_origin(k) or k, str(k)) for k in kinds)
+    raise ValueError(f"{where}: expected {expected}{' or null' if union and type(None) in args else ''}, "
+                     f"got {value!r}")
+
+
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a text", dict: "a mapping",
+          tuple: "a list"}
+
+
+def _as(value, kind) -> tuple[bool, object]:
+    """(whether `value` can be a `kind`, the value as one)."""
+    origin = typing.get_origin(kind) or kind
+    if origin is tuple:
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        args = typing.get_args(kind)
+        item_kinds = [args[0]] * len(items) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if args and len(item_kinds) != len(items):
+            return False, value
+        converted = [_as(v, k) for v, k in zip(items, item_kinds)] if args else [(True, v) for v in items]
+        return all(ok for ok, _ in converted), tuple(v for _, v in converted)
+    if isinstance(value, bool) or origin is bool:
+        return origin is bool and isinstance(value, bool), value
+    if origin is float and isinstance(value, str):
         try:
-            return float(value)  # YAML 1.1 reads 1e-8 (no decimal point) as a string
+            return True, float(value)
         except ValueError:
-            raise ValueError(f"{where}: expected a number, got {value!r}") from None
-    if text in ("int", "<class 'int'>") and not isinstance(value, int):
-        raise ValueError(f"{where}: expected an integer, got {value!r}")
-    return value
+            return False, value
+    if origin is str:
+        return isinstance(value, (str, int, float)), str(value) if isinstance(value, (int, float)) else value
+    if origin in (int, float, dict):
+        return isinstance(value, dict if origin is dict else (int, float) if origin is float else int), (
+            float(value) if origin is float and isinstance(value, (int, float)) else value)
+    return True, value
+
+
+def read_recipe(path: str, sections: dict[str, type]) -> tuple[dict, dict[tuple, int]]:
+    """A YAML recipe's sections, and the line of every value in it ({(section, field): line},
+    by_preset values under ("by_preset", PRESET, section, field))."""
+    import yaml
+    text = Path(path).read_text()
+    try:
+        raw, root = yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        raise ValueError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if raw is None:
+        return {}, {}
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) or v is None for v in raw.values()):
+        raise ValueError(f"{path}: expected sections ({', '.join(sorted(sections))}), each a mapping of "
+                         "field: value")
+    lines: dict[tuple, int] = {}
+
+    def walk(node, keys: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                lines[keys + (key.value,)] = value.start_mark.line + 1
+                walk(value, keys + (key.value,))
+    walk(root, ())
+    return raw, lines
+
+
+def _recipe_relative(values: dict, fields: Sequence[str], folder: Path) -> dict:
+    """`values` with the relative paths of `fields` made relative to the recipe's folder."""
+    def resolve(entry: str) -> str:
+        lang, eq, rest = entry.rpartition("=") if "=" in entry else ("", "", entry)
+        parts = [p if not p or Path(p).is_absolute() else os.path.normpath(folder / p) for p in rest.split(",")]
+        return f"{lang}{eq}{','.join(parts)}"
+    out = dict(values)
+    for name in fields:
+        value = out.get(name)
+        if isinstance(value, str):
+            out[name] = resolve(value)
+        elif isinstance(value, list):
+            out[name] = [resolve(v) if isinstance(v, str) else v for v in value]
+    return out
 
 
 def _parse_overrides(overrides: Sequence[str], sections: dict[str, type]) -> dict[str, dict]:
@@ -305,7 +394,10 @@ def _parse_overrides(overrides: Sequence[str], sections: dict[str, type]) -> dic
         section, _, field = key.partition(".")
         if not sep or section not in sections or not field:
             raise ValueError(f"override {item!r} is not --section.field=value with a section in {sorted(sections)}")
-        parsed[section][field] = yaml.safe_load(text)
+        try:
+            parsed[section][field] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            parsed[section][field] = text  # a value YAML cannot read is taken as the text it is
     return parsed
 
 
@@ -315,27 +407,46 @@ def load_sections(path: str | None, sections: dict[str, type], overrides: Sequen
 
     Precedence, lowest first: the dataclass defaults; the YAML file's sections
     (`{section: {field: value}}`); its `by_preset: {PRESET: {section: {...}}}` block for the chosen
-    `pretrain.preset`; `direct` values from dedicated command-line flags (None = not given); and
-    `overrides`, each "section.field=value" with the value parsed as YAML.
+    `pretrain.preset` (a field may be set in a section or in the preset's block, not in both with
+    different values); `direct` values from dedicated command-line flags (None = not given); and
+    `overrides`, each "section.field=value" with the value parsed as YAML. Relative input paths in
+    the recipe (`RECIPE_PATHS`) are relative to the recipe's folder.
+
+    Raises:
+        ValueError: naming the file and line (or the flag), the field and what it allows.
     """
-    import yaml
-    raw = (yaml.safe_load(Path(path).read_text()) if path else None) or {}
+    raw, lines = read_recipe(path, sections) if path else ({}, {})
     unknown = set(raw) - set(sections) - {"by_preset"}
     if unknown:
         raise ValueError(f"{path}: unknown sections {sorted(unknown)}; expected {sorted(sections)}")
-    layers = [{name: dict(raw.get(name) or {}) for name in sections}]
+    folder = Path(path).parent if path else Path(".")
+    recipe = {n: _recipe_relative(raw.get(n) or {}, RECIPE_PATHS.get(n, ()), folder) for n in sections}
     flags = {name: {k: v for k, v in (direct or {}).get(name, {}).items() if v is not None} for name in sections}
     parsed = _parse_overrides(overrides, sections)
-    preset_name = next((layer.get("pretrain", {}).get("preset") for layer in (parsed, flags, layers[0])
+    preset_name = next((layer.get("pretrain", {}).get("preset") for layer in (parsed, flags, recipe)
                         if layer.get("pretrain", {}).get("preset")), None)
-    by_preset = (raw.get("by_preset") or {}).get(preset_name, {})
-    layers += [{name: dict(by_preset.get(name) or {}) for name in sections}, flags, parsed]
+    block = (raw.get("by_preset") or {}).get(preset_name) or {}
+    block = {n: _recipe_relative(block.get(n) or {}, RECIPE_PATHS.get(n, ()), folder) for n in sections}
     out = {}
     for name, cls in sections.items():
-        values = {k: v for layer in layers for k, v in layer[name].items()}
+        for field in set(recipe[name]) & set(block[name]):
+            if recipe[name][field] != block[name][field]:
+                raise ValueError(f"{path}:{lines[('by_preset', preset_name, name, field)]}: {name}.{field} is "
+                                 f"{block[name][field]!r} for preset {preset_name} but {recipe[name][field]!r} at line "
+                                 f"{lines[(name, field)]}: set it in one place")
+        where = {**{k: f"{path}:{lines[(name, k)]}" for k in recipe[name]},
+                 **{k: f"{path}:{lines[('by_preset', preset_name, name, k)]}" for k in block[name]},
+                 **{k: "command line" for k in flags[name]}, **{k: f"--{name}.{k}" for k in parsed[name]}}
+        values = {**recipe[name], **block[name], **flags[name], **parsed[name]}
         hints = typing.get_type_hints(cls)
         bad = set(values) - set(hints)
         if bad:
-            raise ValueError(f"{path or 'overrides'}: {name} has no field(s) {sorted(bad)}; fields: {sorted(hints)}")
-        out[name] = cls(**{k: _coerce(v, hints[k], f"{name}.{k}") for k, v in values.items()})
+            raise ValueError(f"{where[sorted(bad)[0]]}: {name} has no field(s) {sorted(bad)}; fields: {sorted(hints)}")
+        kwargs = {k: _coerce(v, hints[k], f"{where[k]}: {name}.{k}") for k, v in values.items()}
+        try:
+            out[name] = cls(**kwargs)
+        except ValueError as e:  # the dataclass's own check; it names the field it refuses first
+            field = next((k for k in values if str(e).startswith(k)), None)
+            place = where[field] if field else (path or "command line")
+            raise ValueError(f"{place}: {name}.{e}" if field else f"{place}: {name}: {e}") from None
     return out

@@ -12,6 +12,7 @@ separate query, key and value projections become bertkit's fused `qkv`.
 from __future__ import annotations
 
 import json
+import pickle
 import warnings
 from pathlib import Path
 
@@ -150,6 +151,9 @@ def read_tensors(file: Path) -> dict[str, torch.Tensor]:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         else:
             tensors = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused code or objects other than tensors
+        raise CheckpointError(f"{file}: holds more than tensors (pickled objects or code), which bertkit does not "
+                              "load; convert the weights to safetensors with a tool you trust") from None
     except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{file}: cannot read the weights ({e}); the file is corrupt or "
                               "truncated: save or download it again") from e
@@ -181,6 +185,9 @@ def load_pretrained(path: str | Path) -> Encoder:
         hf_config = json.loads((path / "config.json").read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path / 'config.json'}: not valid JSON ({e})") from e
+    if not isinstance(hf_config, dict):
+        raise CheckpointError(f"{path / 'config.json'}: a JSON {type(hf_config).__name__}; expected an object "
+                              "of model settings (model_type, hidden_size, ...)")
     files = _weight_files(path)
     names = ", ".join(str(f) for f in files)
     tensors: dict[str, torch.Tensor] = {}

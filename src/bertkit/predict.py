@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from . import precision as precision_
 from .data.batches import in_length_order
-from .data.examples import TextExample
+from .data.examples import TaskDataError, TextExample
 from .data.features import Features
 from .data.readers import looks_like_columns, read_text_lines, read_word_lines
 from .tasks import TaskSpec, collate, encode_examples, kind_of, read_examples
@@ -34,6 +34,8 @@ def predict_examples(model: TaskModel, tokenizer: Tokenizer, examples: Sequence,
                      precision: str = "auto", features: Features | None = None, progress: bool = False) -> list[dict]:
     """One prediction dict per example (see the module docstring)."""
     spec = model.spec
+    if not examples:
+        return []
     features = features or encode_examples(examples, tokenizer, spec)
     device = next(model.parameters()).device
     dtype = precision_.resolve(precision, device)
@@ -57,7 +59,8 @@ def task_metrics(spec: TaskSpec, examples: Sequence, predictions: Sequence[dict]
     return kind_of(spec.task).metrics(spec, examples, predictions, mode or spec.entity_mode)
 
 
-def read_inputs(path: str, spec: TaskSpec, tokenizer: Tokenizer, input_format: str = "auto") -> tuple[list, bool]:
+def read_inputs(path: str, spec: TaskSpec, tokenizer: Tokenizer, input_format: str = "auto",
+                encoding_errors: str = "strict") -> tuple[list, bool]:
     """Examples to predict, and whether their words came pre-split.
 
     `input_format="lines"` (the default for .txt files): one text per line (for pairs: text TAB
@@ -70,10 +73,12 @@ def read_inputs(path: str, spec: TaskSpec, tokenizer: Tokenizer, input_format: s
     words = kind_of(spec.task).words
     text_lines = Path(path).suffix.lower() == ".txt" and not (words and looks_like_columns(path))
     if input_format == "lines" or (input_format == "auto" and text_lines):
-        if words:
-            return read_word_lines(path, tokenizer.pre_tokenize), False
-        return read_text_lines(path, spec.pair), False
-    return read_examples(path, spec.task, spec.reader, labelled=False), words
+        examples = (read_word_lines(path, tokenizer.pre_tokenize, encoding_errors) if words
+                    else read_text_lines(path, spec.pair, encoding_errors))
+        if not examples:
+            raise TaskDataError(f"{path}: no lines to predict (the file is empty)")
+        return examples, False
+    return read_examples(path, spec.task, {**spec.reader, "encoding_errors": encoding_errors}, labelled=False), words
 
 
 def prediction_record(example, prediction: dict, pre_split: bool = False) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Literal
 
 DecodeErrors = Literal["strict", "replace"]
+UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")  # UTF-16 LE / BE (and UTF-32 LE, which starts alike)
 
 
 def read_lines(path: str | Path, errors: DecodeErrors = "strict") -> Iterator[tuple[int, str]]:
@@ -18,7 +19,8 @@ def read_lines(path: str | Path, errors: DecodeErrors = "strict") -> Iterator[tu
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: with errors="strict", a line is not valid UTF-8 (file, line and byte offset given).
+        ValueError: the file is UTF-16 or binary (a NUL byte); or, with errors="strict", a line is not
+            valid UTF-8 (file, line and byte offset given).
     """
     path = Path(path)
     if not path.exists():
@@ -28,14 +30,19 @@ def read_lines(path: str | Path, errors: DecodeErrors = "strict") -> Iterator[tu
     bad_lines: list[int] = []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(UTF16_MARKS):
+                raise ValueError(f"{path}: starts with a UTF-16 byte-order mark: the file is UTF-16, not UTF-8; "
+                                 f"convert it first (iconv -f utf-16 -t utf-8 {path} > converted.txt)")
+            if b"\0" in raw:
+                raise ValueError(f"{path}:{number}: a NUL byte: this is not a text file; expected UTF-8 text")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 if errors == "strict":
                     raise ValueError(f"{path}:{number}: invalid UTF-8 at byte {e.start} of the line "
                                      f"({raw[max(0, e.start - 10):e.start + 10]!r}); convert the file to "
-                                     "UTF-8 (e.g. iconv -f latin1 -t utf-8) or replace bad bytes "
-                                     "(errors='replace', --encoding-errors replace)") from None
+                                     "UTF-8 (e.g. iconv -f latin1 -t utf-8) or replace the bad bytes "
+                                     "(--encoding-errors replace; errors='replace' in Python)") from None
                 bad_lines.append(number)
                 line = raw.decode("utf-8", errors="replace")
             yield number, line.rstrip("\r\n")

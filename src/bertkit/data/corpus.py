@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -153,6 +154,10 @@ def build_corpus(paths: list[str | Path], tokenizer: Tokenizer, cache_dir: str |
                     document_starts.append(writer.num_sentences + len(pending))
             bar.update(f.stat().st_size)
     writer.add(tokenizer, pending)
+    if writer.num_tokens == 0:
+        writer.file.close()
+        shutil.rmtree(folder)
+        raise ValueError(f"{', '.join(str(f) for f in files)}: no text in the corpus (every file is empty or blank)")
     stats = {"files": [str(f) for f in files], "documents": len(document_starts) - 1,
              "empty_documents": empty_documents, "sentences": writer.num_sentences, "tokens": writer.num_tokens,
              "dtype": np.dtype(writer.dtype).name, "documents_mode": documents}

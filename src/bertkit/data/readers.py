@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
 from ..tags import entity_spans, iob1_to_bio, is_bio_tag
-from ..textfiles import read_lines
+from ..textfiles import DecodeErrors, read_lines
 from .examples import Label, LabelKind, Span, TaskDataError, TextExample, WordExample
 
 Scheme = Literal["auto", "iob1", "bio", "none"]
@@ -90,7 +90,8 @@ def _text(raw: Any, name: str, source: str, strip: bool = True) -> str:
 def read_table(path: str | Path, text_column: str | int, label_column: str | int | None = None,
                pair_column: str | int | None = None, *, delimiter: str | None = None, header: bool = True,
                quoting: Literal["auto", "none", "csv"] | None = "auto", label_kind: LabelKind = "single",
-               multi_separator: str = ",", skip_bad: bool = False) -> list[TextExample]:
+               multi_separator: str = ",", skip_bad: bool = False,
+               encoding_errors: DecodeErrors = "strict") -> list[TextExample]:
     """Read a TSV/CSV file, one example a row; texts are stripped of surrounding spaces.
 
     Args:
@@ -104,6 +105,7 @@ def read_table(path: str | Path, text_column: str | int, label_column: str | int
         label_kind: "single" (one label), "multi" (labels split on `multi_separator`), "score".
         skip_bad: skip rows that fail (too few columns, empty text, bad label) and warn with their
             count, instead of raising.
+        encoding_errors: invalid UTF-8 is an error naming the line ("strict") or replaced and counted.
 
     Returns:
         One TextExample per data row, in file order, `source` = "path:line".
@@ -112,11 +114,11 @@ def read_table(path: str | Path, text_column: str | int, label_column: str | int
         TaskDataError: "path:line: ..." for the first bad row (unless skip_bad), or a missing column.
     """
     path = Path(path)
-    delimiter = delimiter or _guess_delimiter(path)
+    delimiter = delimiter or _guess_delimiter(path, encoding_errors)
     if quoting not in ("auto", "none", "csv", None):
         raise ValueError(f"quoting must be 'auto', 'none' or 'csv', not {quoting!r}")
     quoted = quoting == "csv" or (quoting == "auto" and delimiter != "\t")
-    rows = _table_rows(path, delimiter, quoted)
+    rows = _table_rows(path, delimiter, quoted, encoding_errors)
     names = next(rows, (1, []))[1] if header else None
     columns = [_column_index(c, names, path) for c in (text_column, pair_column, label_column)]
 
@@ -124,16 +126,17 @@ def read_table(path: str | Path, text_column: str | int, label_column: str | int
                                                        f"{path}:{row[0]}"), path, skip_bad)
 
 
-def _guess_delimiter(path: Path) -> str:
+def _guess_delimiter(path: Path, errors: DecodeErrors) -> str:
     if path.suffix.lower() in (".tsv", ".txt"):
         return "\t"
-    first = next((line for _, line in read_lines(path) if line.strip()), "")
+    first = next((line for _, line in read_lines(path, errors) if line.strip()), "")
     return "\t" if "\t" in first else ","
 
 
-def _table_rows(path: Path, delimiter: str, quoted: bool) -> Iterator[tuple[int, list[str]]]:
+def _table_rows(path: Path, delimiter: str, quoted: bool, errors: DecodeErrors) -> Iterator[tuple[int, list[str]]]:
     """(first line number, fields) of each non-blank row; a leading byte-order mark is dropped."""
-    lines = ((line.lstrip("\ufeff") if n == 1 else line) + "\n" for n, line in read_lines(path))
+    csv.field_size_limit(2**31 - 1)  # csv's default refuses fields over 128 KiB: a long document is no error
+    lines = ((line.lstrip("\ufeff") if n == 1 else line) + "\n" for n, line in read_lines(path, errors))
     reader = csv.reader(lines, delimiter=delimiter, strict=True,
                         quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
     start = 1
@@ -176,9 +179,9 @@ def _table_example(fields: list[str], columns: list[int | None], kind: LabelKind
 # ---------------------------------------------------------------------------------- JSON Lines
 
 
-def _json_lines(path: Path) -> Iterator[tuple[str, str]]:
+def _json_lines(path: Path, errors: DecodeErrors) -> Iterator[tuple[str, str]]:
     """("path:line", line) for each non-blank line."""
-    return ((f"{path}:{n}", line) for n, line in read_lines(path) if line.strip())
+    return ((f"{path}:{n}", line) for n, line in read_lines(path, errors) if line.strip())
 
 
 def _json_object(source: str, line: str) -> dict:
@@ -210,7 +213,7 @@ def _matches(record: dict, where: dict[str, Any] | None, source: str) -> bool:
 def read_jsonl(path: str | Path, text_field: str = "text", label_field: str | None = "label",
                pair_field: str | None = None, *, label_kind: LabelKind = "single", multi_separator: str = ",",
                where: dict[str, Any | Callable[[Any], bool]] | None = None,
-               skip_bad: bool = False) -> list[TextExample]:
+               skip_bad: bool = False, encoding_errors: DecodeErrors = "strict") -> list[TextExample]:
     """Read JSON Lines, one example an object.
 
     Args:
@@ -234,7 +237,7 @@ def read_jsonl(path: str | Path, text_field: str = "text", label_field: str | No
         pair = None if pair_field is None else _text(_field(record, pair_field, source), pair_field, source)
         return TextExample(_text(_field(record, text_field, source), text_field, source), pair, label, source)
 
-    return _keep_good(_json_lines(path), make, path, skip_bad)
+    return _keep_good(_json_lines(path, encoding_errors), make, path, skip_bad)
 
 
 # ---------------------------------------------------------------------------------- RTE XML
@@ -302,7 +305,8 @@ def _rte_pairs(path: Path) -> list[tuple[int, dict, dict[str, str]]]:
 
 
 def read_conll(path: str | Path, word_column: int = 0, tag_column: int | None = -1, *,
-               scheme: Scheme = "auto", docstart: bool = True, delimiter: str | None = None) -> list[WordExample]:
+               scheme: Scheme = "auto", docstart: bool = True, delimiter: str | None = None,
+               encoding_errors: DecodeErrors = "strict") -> list[WordExample]:
     """Read a CoNLL-style column file: one word a line, blank lines between sentences.
 
     Args:
@@ -323,20 +327,20 @@ def read_conll(path: str | Path, word_column: int = 0, tag_column: int | None = 
     if scheme not in ("auto", "iob1", "bio", "none"):
         raise ValueError(f"scheme must be 'auto', 'iob1', 'bio' or 'none', not {scheme!r}")
     path = Path(path)
-    sentences = list(_conll_sentences(path, word_column, tag_column, docstart, delimiter))
+    sentences = list(_conll_sentences(path, word_column, tag_column, docstart, delimiter, encoding_errors))
     if scheme == "auto":
         scheme = "iob1" if all(is_bio_tag(t) for _, _, tags in sentences for t in tags or ()) else "none"
     return [_word_example(words, tags, scheme, lines, path) for lines, words, tags in sentences]
 
 
-def _conll_sentences(path: Path, word_column: int, tag_column: int | None, docstart: bool,
-                     delimiter: str | None) -> Iterator[tuple[list[int], list[str], list[str] | None]]:
+def _conll_sentences(path: Path, word_column: int, tag_column: int | None, docstart: bool, delimiter: str | None,
+                     errors: DecodeErrors) -> Iterator[tuple[list[int], list[str], list[str] | None]]:
     """(line numbers, words, tags or None) per sentence; every line must have the first line's columns."""
     lines: list[int] = []
     words: list[str] = []
     tags: list[str] = []
     width = None
-    for n, line in read_lines(path):
+    for n, line in read_lines(path, errors):
         fields = line.split(delimiter) if delimiter else line.split()
         if not line.strip() or (docstart and fields[0] == "-DOCSTART-"):
             if lines:
@@ -386,7 +390,8 @@ def _word_example(words: list[str], tags: list[str] | None, scheme: str, lines: 
 
 def read_span_jsonl(path: str | Path, text_field: str = "text", words_field: str = "tokens",
                     spans_field: str | None = None, label_field: str | None = None, *,
-                    skip_bad: bool = False) -> list[WordExample]:
+                    skip_bad: bool = False, strict_spans: bool = False,
+                    encoding_errors: DecodeErrors = "strict") -> list[WordExample]:
     """Read entity spans from JSON Lines, one sentence an object, in one of two layouts.
 
     - Word offsets (GENIA): {"tokens": [...], "entity_mentions": [{"start", "end", "entity_type"}]}
@@ -396,6 +401,9 @@ def read_span_jsonl(path: str | Path, text_field: str = "text", words_field: str
 
     A record with `words_field` is read as word offsets, else as character offsets. `spans_field`
     None picks "entity_mentions" or "spans"; `label_field` None picks "entity_type" or "label".
+    A character span that does not start and end on word boundaries is widened to the words it
+    overlaps (models label words), and such spans are counted in a warning; `strict_spans=True`
+    refuses them instead.
 
     Returns:
         One WordExample per record with `spans` in character offsets (nested spans kept) and tags None
@@ -405,6 +413,7 @@ def read_span_jsonl(path: str | Path, text_field: str = "text", words_field: str
         TaskDataError: "path:line: ..." for a span outside the text or words, or with end <= start.
     """
     path = Path(path)
+    widened: list = []
 
     def make(row: tuple[str, str]) -> WordExample:
         source, record = row[0], _json_object(*row)
@@ -415,9 +424,35 @@ def read_span_jsonl(path: str | Path, text_field: str = "text", words_field: str
         if words_field in record:
             return _word_offset_example(_field(record, words_field, source), raw, label_field, source)
         text = _text(_field(record, text_field, source), text_field, source, strip=False)  # offsets index it
-        return _char_offset_example(text, raw, label_field, source)
+        example = _char_offset_example(text, raw, label_field, source)
+        cut = _cut_spans(example)
+        if cut and strict_spans:
+            span, word = cut[0]
+            raise TaskDataError(f"{source}: span [{span.start}, {span.end}) {span.label!r} does not start and end on "
+                                f"word boundaries (at {word!r}); expected whole words (strict_spans)")
+        widened.extend(cut)
+        return example
 
-    return _keep_good(_json_lines(path), make, path, skip_bad)
+    examples = _keep_good(_json_lines(path, encoding_errors), make, path, skip_bad)
+    if widened:
+        warnings.warn(f"{path}: {len(widened)} spans do not start and end on word boundaries and are widened to "
+                      f"whole words (first: {widened[0][0]} at {widened[0][1]!r}); --strict-spans refuses them",
+                      stacklevel=2)
+    return examples
+
+
+def _cut_spans(example: WordExample) -> list[tuple[Span, str]]:
+    """The spans that do not start at a word's start and end at a word's end, each with the word
+    they cut (or their own text)."""
+    starts = {s for s, _ in example.word_offsets}
+    ends = {e for _, e in example.word_offsets}
+    cut = []
+    for span in example.spans:
+        if span.start not in starts or span.end not in ends:
+            inside = next((example.text[s:e] for s, e in example.word_offsets
+                           if s < span.start < e or s < span.end < e), example.text[span.start:span.end])
+            cut.append((span, inside))
+    return cut
 
 
 def _span_fields(span: Any, label_field: str | None, limit: int, unit: str, source: str) -> tuple[int, int, str]:
@@ -465,11 +500,13 @@ def read_file(path: str | Path, *, words: bool, label_kind: LabelKind = "single"
     no label column or field, no CoNLL tag column (an RTE file keeps its labels).
     """
     suffix = Path(path).suffix.lower()
+    strict_spans = options.pop("strict_spans", False)  # only character-offset spans can cut a word
     if words:
         if suffix in JSON_LINES:
-            return read_span_jsonl(path, **options)
+            return read_span_jsonl(path, strict_spans=strict_spans, **options)
         if not labelled:
-            options = {"word_column": options.get("word_column", 0), "tag_column": None}
+            options = {"word_column": options.get("word_column", 0), "tag_column": None,
+                       "encoding_errors": options.get("encoding_errors", "strict")}
         return read_conll(path, **options)
     if suffix == ".xml":
         return read_rte_xml(path)
@@ -489,7 +526,7 @@ def looks_like_columns(path: str | Path, lines: int = 200) -> bool:
     """True for a CoNLL-style file: blank lines between sentences, and the same number (>= 2) of
     columns on every other line (of the first `lines`)."""
     widths, blank = set(), False
-    for n, line in read_lines(path):
+    for n, line in read_lines(path, "replace"):
         if line.strip():
             widths.add(len(line.split()))
         else:
@@ -499,10 +536,10 @@ def looks_like_columns(path: str | Path, lines: int = 200) -> bool:
     return blank and len(widths) == 1 and min(widths) >= 2
 
 
-def read_text_lines(path: str | Path, pair: bool = False) -> list[TextExample]:
+def read_text_lines(path: str | Path, pair: bool = False, errors: DecodeErrors = "strict") -> list[TextExample]:
     """One unlabelled text a line; with `pair`, each line is text TAB second text."""
     examples = []
-    for n, line in read_lines(path):
+    for n, line in read_lines(path, errors):
         source = f"{path}:{n}"
         if not pair:
             examples.append(TextExample(line, source=source))
@@ -514,11 +551,12 @@ def read_text_lines(path: str | Path, pair: bool = False) -> list[TextExample]:
     return examples
 
 
-def read_word_lines(path: str | Path, split: Callable[[str], list[tuple[str, tuple[int, int]]]]) -> list[WordExample]:
+def read_word_lines(path: str | Path, split: Callable[[str], list[tuple[str, tuple[int, int]]]],
+                    errors: DecodeErrors = "strict") -> list[WordExample]:
     """One text a line, split into words with their character offsets by `split` (a tokenizer's
     `pre_tokenize`), so predicted entities map back onto the text."""
     examples = []
-    for n, line in read_lines(path):
+    for n, line in read_lines(path, errors):
         pieces = split(line)
         examples.append(WordExample(tuple(w for w, _ in pieces), text=line, word_offsets=tuple(o for _, o in pieces),
                                     source=f"{path}:{n}"))

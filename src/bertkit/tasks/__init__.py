@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..data.examples import LabelSet
+from ..data.examples import LabelSet, TaskDataError
 from ..data.features import Features, collate_inputs, text_features, word_features
 from ..data.readers import read_file
 from ..tokenizer import Tokenizer
@@ -45,10 +45,18 @@ def check_spec(spec: TaskSpec) -> TaskKind:
 
 def read_examples(paths: str | Path, task: str, reader: dict, labelled: bool = True) -> list:
     """The examples of one task file, or of several (comma-separated paths), read as the task's
-    kind reads them (`data.readers.read_file` with the reader options)."""
+    kind reads them (`data.readers.read_file` with the reader options).
+
+    Raises:
+        TaskDataError: a file holds no example (it is empty, or a table holds only its header).
+    """
     kind = kind_of(task)
-    examples = [ex for path in str(paths).split(",")
-                for ex in read_file(path, words=kind.words, label_kind=kind.label_kind, labelled=labelled, **reader)]
+    examples = []
+    for path in str(paths).split(","):
+        found = read_file(path, words=kind.words, label_kind=kind.label_kind, labelled=labelled, **reader)
+        if not found:
+            raise TaskDataError(f"{path}: no examples in this file (it is empty, or holds only a header)")
+        examples += found
     return kind.prepare(examples, str(paths)) if labelled and kind.prepare else examples
 
 
