@@ -121,7 +121,7 @@ def test_character_offset_spans_and_their_errors(tmp_path):
     assert word_spans(ex) == [(0, 2, "ORG"), (3, 5, "PER")]  # "Lee" widened to the word "Lee."
     with pytest.raises(TaskDataError, match=f"{path}:1: span \\[17, 24\\) 'PER' does not start and end on word "
                                             "boundaries \\(at 'Lee.'\\)"):
-        read_span_jsonl(path, skip_bad=True, strict_spans=True)
+        read_span_jsonl(path, strict_spans=True)
 
 
 def test_word_offset_span_with_end_before_start_is_an_error(tmp_path):
