@@ -58,7 +58,7 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if k != OPT_OUT} | ({OPT_OUT: "1"} if name == "system" else {})
         command = [sys.executable, "-m", "bertkit.cli", "finetune", "classify", "--multi-label", "--config",
                    str(RECIPE), "--model", str(model), "--train", str(train), "--out", str(work / name),
-                   "--finetune.epochs=1", "--train.checkpoint_every=100000"]
+                   "--finetune.epochs=1", "--train.checkpoint_every=100000", "--overwrite"]
 
         def run() -> None:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)

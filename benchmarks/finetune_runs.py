@@ -107,7 +107,7 @@ def run(name: str) -> dict:
     spec, out = RUNS_BY_NAME[name], RUNS / name
     command = [sys.executable, "-m", "bertkit.cli", "finetune", spec.task,
                "--config", f"configs/finetune/{spec.recipe}.yaml", "--model", str(spec.model()),
-               "--train", str(spec.train), "--dev", str(spec.dev), "--out", str(out), *spec.extra]
+               "--train", str(spec.train), "--dev", str(spec.dev), "--out", str(out), "--overwrite", *spec.extra]
     print(f"== {name}: {' '.join(command[2:])}", file=sys.stderr, flush=True)
     began = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT)

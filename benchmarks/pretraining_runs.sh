@@ -10,7 +10,7 @@ UDHR=../shared/data/udhr/txt
 BIN=${BIN:-.venv/bin}
 for recipe in bert roberta spanbert mlm; do
   "$BIN/bertkit" pretrain --config "configs/$recipe.yaml" --corpus ../shared/data/gutenberg_nltk --preset mini \
-    --max-steps 1300 --max-minutes 15 --out "$OUT/$recipe-mini" --train.warmup_steps=100 \
+    --max-steps 1300 --max-minutes 15 --out "$OUT/$recipe-mini" --overwrite --train.warmup_steps=100 \
     --train.eval_every=250 --train.checkpoint_every=250
 done
 for alpha in 0.3 1.0; do
@@ -18,5 +18,5 @@ for alpha in 0.3 1.0; do
     --corpus cpu=$UDHR/cpu.txt --corpus shp=$UDHR/shp.txt --corpus fra=$UDHR/fra.txt --corpus eng=$UDHR/eng.txt \
     --corpus rus=$UDHR/rus.txt --corpus chv=$UDHR/chv.txt --corpus cmn=$UDHR/cmn_hans.txt \
     --pretrain.alpha=$alpha --pretrain.vocab_size=8000 --pretrain.eval_corpus=null --pretrain.batch_size=16 \
-    --train.warmup_steps=30 --out "$OUT/udhr-alpha$alpha"
+    --train.warmup_steps=30 --out "$OUT/udhr-alpha$alpha" --overwrite
 done

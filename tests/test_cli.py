@@ -96,3 +96,27 @@ def test_embed_with_layers_windows_and_cls(capsys, minilm_dir, tmp_path):
     code, _, err = run(capsys, "embed", "--model", minilm_dir, "--input", tmp_path / "in.txt", "--output",
                        tmp_path / "out2.npy")
     assert code == 2 and "more than max_length=512" in err and "--overflow" not in err
+
+
+def test_embed_checks_its_output_before_any_work(capsys, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("one text\n")
+    (tmp_path / "folder").mkdir()
+    for output, message in ((texts, "--output is the input file"), (tmp_path / "folder", "is a folder")):
+        code = main(["embed", "--model", str(tmp_path / "no-model-here"), "--input", str(texts), "--output", str(output)])
+        assert code == 2 and message in capsys.readouterr().err
+    assert texts.read_text() == "one text\n"
+
+
+def test_a_config_json_that_is_not_an_object_is_a_clear_error(capsys, tmp_path):
+    save_pretrained(Encoder(preset("tiny", num_layers=1)), tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    assert main(["info", "--model", str(tmp_path)]) == 2
+    assert "config.json: a JSON list; expected an object" in capsys.readouterr().err
+
+
+def test_empty_corpus_names_its_files(capsys, tmp_path, minilm_dir):
+    (tmp_path / "blank.txt").write_text("\n\n")
+    assert main(["pretrain", "--corpus", str(tmp_path / "blank.txt"), "--tokenizer", str(minilm_dir), "--out",
+                 str(tmp_path / "out"), f"--pretrain.cache={tmp_path / 'cache'}", "--max-steps", "1"]) == 2
+    assert "blank.txt: no text in the corpus" in capsys.readouterr().err

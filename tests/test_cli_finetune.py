@@ -120,3 +120,73 @@ def test_finetune_errors_speak_to_the_user(capsys, tiny, sst2, tmp_path):
     assert code == 2 and "missing.txt: no such file" in err
     code, _, err = run(capsys, "predict", "--model", tiny, "--input", sst2[1], "--output", tmp_path / "o.jsonl")
     assert code == 2 and "no task.json" in err
+
+
+def test_predict_refuses_to_write_over_its_input(capsys, tagger, conll, tmp_path):
+    copy = tmp_path / "sentences.conll"
+    copy.write_text(conll[1].read_text())
+    code, _, err = run(capsys, "predict", "--model", tagger, "--input", copy, "--output", copy)
+    assert code == 2 and "--output is the input file" in err and copy.read_text() == conll[1].read_text()
+
+
+@pytest.mark.parametrize("content", ["", "sentence\tlabel\n"], ids=["empty", "header only"])
+def test_empty_or_header_only_files_are_errors_not_tracebacks(capsys, classifier, tagger, tmp_path, content):
+    data = tmp_path / "data.tsv"
+    data.write_text(content)
+    for model in (classifier, tagger) if not content else (classifier,):  # a tagger reads no header
+        code, _, err = run(capsys, "evaluate", "--model", model, "--data", data)
+        assert code == 2 and "data.tsv: no examples in this file" in err
+    code, _, err = run(capsys, "predict", "--model", classifier, "--input", data, "--output", tmp_path / "o.jsonl")
+    assert code == 2 and "data.tsv: no examples in this file" in err
+
+
+def test_an_empty_dev_file_is_an_error(capsys, tiny, conll, tmp_path):
+    (tmp_path / "dev.conll").write_text("\n")
+    code, _, err = run(capsys, "finetune", "tag", "--model", tiny, "--train", conll[0], "--dev", tmp_path / "dev.conll",
+                       "--out", tmp_path / "out")
+    assert code == 2 and "dev.conll: no examples in this file" in err
+
+
+def test_evaluate_warns_about_labels_the_model_never_saw(capsys, tagger, tmp_path):
+    (tmp_path / "dev.conll").write_text("Paris B-CITY\nsleeps O\n")
+    code, _, err = run(capsys, "evaluate", "--model", tagger, "--data", tmp_path / "dev.conll")
+    assert code == 0 and "labels ['B-CITY', 'I-CITY'] are not among the model's" in err
+
+
+def test_out_that_is_a_file_fails_before_any_work(capsys, tiny, tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    code, _, err = run(capsys, "finetune", "tag", "--model", tiny, "--train", tmp_path / "not-read.conll",
+                       "--out", tmp_path / "taken")
+    assert code == 2 and "taken: is a file; --out names the folder" in err  # before the missing train file
+
+
+def test_reading_options_for_hard_files(capsys, tiny, classifier, tmp_path):
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9 au lait\n".encode("latin1"))
+    code, _, err = run(capsys, "predict", "--model", classifier, "--input", latin, "--output", tmp_path / "o.jsonl")
+    assert code == 2 and "--encoding-errors replace" in err
+    code, _, err = run(capsys, "predict", "--model", classifier, "--input", latin, "--output", tmp_path / "o.jsonl",
+                       "--encoding-errors", "replace")
+    assert code == 0 and "1 lines had invalid UTF-8" in err
+    utf16 = tmp_path / "utf16.tsv"
+    utf16.write_bytes("sentence\tlabel\ngood\t1\n".encode("utf-16"))
+    binary = tmp_path / "binary.tsv"
+    binary.write_bytes(bytes(range(256)))
+    long = tmp_path / "long.tsv"
+    long.write_text("sentence\tlabel\n" + "word " * 40000 + "\t1\nshort\t0\n")  # a 200 KB field
+    for data, message in ((utf16, "the file is UTF-16, not UTF-8"), (binary, "this is not a text file"), (long, None)):
+        code, _, err = run(capsys, "finetune", "classify", "--model", tiny, "--train", data, "--out",
+                           tmp_path / data.stem, "--text-column", "sentence", "--label-column", "label",
+                           "--epochs", "1", "--finetune.max_length=32", "--finetune.overflow=truncate")
+        assert (code, message is None or message in err) == (2 if message else 0, True), err
+
+
+def test_strict_spans_refuse_a_span_cut_inside_a_word(capsys, tiny, tmp_path):
+    spans = tmp_path / "spans.jsonl"
+    spans.write_text('{"text": "Acme Corporation hired Ann.", "spans": [{"start": 0, "end": 8, "label": "ORG"}]}\n' * 4)
+    code, _, err = run(capsys, "finetune", "span", "--model", tiny, "--train", spans, "--out", tmp_path / "a",
+                       "--epochs", "1")
+    assert code == 0 and "4 spans do not start and end on word boundaries" in err
+    code, _, err = run(capsys, "finetune", "span", "--model", tiny, "--train", spans, "--out", tmp_path / "b",
+                       "--strict-spans")
+    assert code == 2 and "spans.jsonl:1: span [0, 8) 'ORG' does not start and end on word boundaries" in err

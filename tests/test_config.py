@@ -1,7 +1,7 @@
 import pytest
 
 from bertkit import Encoder, EncoderConfig, preset
-from bertkit.config import PRESETS
+from bertkit.config import PRESETS, PretrainConfig, TrainConfig, load_sections
 
 
 @pytest.mark.parametrize("name, expected", [("base", 110e6), ("large", 340e6)])
@@ -38,3 +38,30 @@ def test_invalid_configs_are_refused(changes, message):
 def test_config_is_frozen():
     with pytest.raises(Exception):
         preset("tiny").hidden_size = 3
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ("pretrain:\n  corpus: [a.txt]\n  batch_size: 0\n", r"r.yaml:3: pretrain.batch_size must be positive, got 0"),
+    ("pretrain:\n  corpus: [a.txt]\n  mask_rate: [0.1, 0.2]\n", r"r.yaml:3: pretrain.mask_rate: expected a number, got \[0.1, 0.2\]"),
+    ("pretrain:\n  corpus: [a.txt]\n  batch_size: [8\n", r"r.yaml:4: not valid YAML"),
+    ("- just\n- a list\n", r"r.yaml: expected sections"),
+    ("pretrain: {corpus: [a.txt], preset: tiny}\ntrain: {lr: 0.1}\nby_preset: {tiny: {train: {lr: 0.2}}}\n",
+     r"r.yaml:3: train.lr is 0.2 for preset tiny but 0.1 at line 2: set it in one place"),
+])
+def test_recipe_errors_name_the_file_line_and_field(tmp_path, recipe, message):
+    with pytest.raises(ValueError, match=message):
+        load_sections(write(tmp_path / "r.yaml", recipe), {"pretrain": PretrainConfig, "train": TrainConfig})
+
+
+def test_shipped_recipes_find_their_held_out_corpus_from_any_folder(tmp_path, monkeypatch, data_dir):
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(tmp_path)
+    for recipe in ("bert", "roberta", "spanbert", "mlm"):
+        got = load_sections(str(root / "configs" / f"{recipe}.yaml"), {"pretrain": PretrainConfig, "train": TrainConfig},
+                            direct={"pretrain": {"corpus": ("x",)}})
+        assert __import__("pathlib").Path(got["pretrain"].eval_corpus).is_file(), got["pretrain"].eval_corpus

@@ -119,7 +119,9 @@ def read_table(path: str | Path, text_column: str | int, label_column: str | int
         raise ValueError(f"quoting must be 'auto', 'none' or 'csv', not {quoting!r}")
     quoted = quoting == "csv" or (quoting == "auto" and delimiter != "\t")
     rows = _table_rows(path, delimiter, quoted, encoding_errors)
-    names = next(rows, (1, []))[1] if header else None
+    names = next(rows, (1, None))[1] if header else None
+    if header and names is None:
+        return []  # an empty file: no header, no examples
     columns = [_column_index(c, names, path) for c in (text_column, pair_column, label_column)]
 
     return _keep_good(rows, lambda row: _table_example(row[1], columns, label_kind, multi_separator,

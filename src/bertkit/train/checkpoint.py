@@ -16,7 +16,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import random
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -132,13 +134,14 @@ def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler
         _write(tmp, step, model_state, optimizer_state, scheduler.state_dict(), rngs)
         shutil.rmtree(path, ignore_errors=True)  # a checkpoint of this step from before a resume
         tmp.rename(path)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # safetensors reports the OS error in its message
         shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno in DISK_FULL:
+        code = e.errno if isinstance(e, OSError) else int((re.search(r"os error (\d+)", str(e)) or [0, 0])[1])
+        if code in DISK_FULL:
             intact = latest_checkpoint(out)
-            raise DiskFullError(f"the disk is full ({e.strerror}) while writing {path}; "
-                                f"{f'the newest intact checkpoint is {intact}' if intact else 'no checkpoint is intact'}"
-                                ": free space, then resume") from None
+            kept = f"the newest intact checkpoint is {intact}" if intact else "no checkpoint is intact"
+            raise DiskFullError(f"no room to write {path} ({os.strerror(code)}: the disk is full, or a file "
+                                f"size limit is reached); {kept}: free space, then resume") from None
         raise
     for old in checkpoints(out)[:-keep]:
         shutil.rmtree(old)

@@ -1,0 +1,56 @@
+"""Kill and resume, again and again: SIGKILLs at random moments, some while a checkpoint is being
+written, and the run still ends with exactly the losses of an uninterrupted one and no leftovers."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tiny_pretraining import losses, pretraining, run  # noqa: F401 (pretraining: a fixture)
+
+STEPS = 30
+
+
+def wait_for(condition, seconds: float = 120) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def logged_steps(out) -> int:
+    log = out / "log.jsonl"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_runs_killed_at_random_moments_resume_to_the_same_losses(capsys, pretraining, tmp_path):
+    reference, out = tmp_path / "reference", tmp_path / "killed"
+    assert run(capsys, *pretraining(reference, STEPS, "--train.checkpoint_every=1"))[0] == 0
+    rng, mid_write_kills = random.Random(11), 0
+    for cycle in range(5):
+        resume = ["--resume"] if list((out / "checkpoints").glob("step-*")) else []
+        job = subprocess.Popen([sys.executable, "-m", "bertkit.cli",
+                                *pretraining(out, STEPS, "--train.checkpoint_every=1", *resume)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        start = logged_steps(out)
+        assert wait_for(lambda: logged_steps(out) >= start + 2 or job.poll() is not None)  # it makes progress
+        if cycle % 2:  # kill while a checkpoint is half written
+            mid_write_kills += wait_for(lambda: bool(list((out / "checkpoints").glob(".step-*.tmp"))), 30)
+        else:
+            time.sleep(rng.uniform(0.0, 0.4))
+        job.kill()
+        job.wait()
+        if job.returncode == 0:
+            break  # finished before the kill
+    assert mid_write_kills >= 1, "no kill landed while a checkpoint was being written"
+    code, _ = run(capsys, *pretraining(out, STEPS, "--train.checkpoint_every=1", "--resume"))
+    assert code == 0
+    assert sorted(losses(out)) == list(range(STEPS))
+    assert losses(out) == pytest.approx(losses(reference), abs=1e-6)
+    assert not list(out.rglob(".*.tmp*")), "temporary files were left behind"
