@@ -293,3 +293,13 @@ def test_column_files_are_recognised(tmp_path, content, columns):
     path = tmp_path / "input.txt"
     path.write_text(content)
     assert looks_like_columns(str(path)) is columns
+
+
+def test_a_binary_or_utf16_file_is_called_what_it_is_before_its_columns_are_asked_for(tmp_path):
+    binary, utf16 = tmp_path / "data.tsv", tmp_path / "utf16.tsv"
+    binary.write_bytes(bytes(range(256)))
+    utf16.write_bytes("text\tlabel\n".encode("utf-16"))
+    with pytest.raises(ValueError, match="data.tsv:1: a NUL byte: this is not a text file"):
+        read_file(binary, words=False)  # no text column given: the file's kind is the first problem
+    with pytest.raises(ValueError, match="the file is UTF-16, not UTF-8"):
+        read_file(utf16, words=False, text_column="text")

@@ -23,16 +23,10 @@ def read_lines(path: str | Path, errors: DecodeErrors = "strict") -> Iterator[tu
             valid UTF-8 (file, line and byte offset given).
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a directory; give a text file")
+    check_text(path)
     bad_lines: list[int] = []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
-            if number == 1 and raw.startswith(UTF16_MARKS):
-                raise ValueError(f"{path}: starts with a UTF-16 byte-order mark: the file is UTF-16, not UTF-8; "
-                                 f"convert it first (iconv -f utf-16 -t utf-8 {path} > converted.txt)")
             if b"\0" in raw:
                 raise ValueError(f"{path}:{number}: a NUL byte: this is not a text file; expected UTF-8 text")
             try:
@@ -49,6 +43,29 @@ def read_lines(path: str | Path, errors: DecodeErrors = "strict") -> Iterator[tu
     if bad_lines:
         warnings.warn(f"{path}: {len(bad_lines)} lines had invalid UTF-8, replaced by U+FFFD "
                       f"(first at line {bad_lines[0]})", stacklevel=2)
+
+
+def check_text(path: str | Path) -> None:
+    """Refuse a file that is UTF-16 (a byte-order mark) or binary (a NUL byte in its first 64 KiB),
+    saying so, before anything else is asked of it.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError: no such file, or a folder.
+        ValueError: the file is UTF-16 or binary.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory; give a text file")
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if head.startswith(UTF16_MARKS):
+        raise ValueError(f"{path}: starts with a UTF-16 byte-order mark: the file is UTF-16, not UTF-8; "
+                         f"convert it first (iconv -f utf-16 -t utf-8 {path} > converted.txt)")
+    if b"\0" in head:
+        line = head[:head.index(b"\0")].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: a NUL byte: this is not a text file; expected UTF-8 text")
 
 
 def read_texts(paths: Iterable[str | Path], errors: DecodeErrors = "strict") -> Iterator[str]:

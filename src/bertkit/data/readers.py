@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
 from ..tags import entity_spans, iob1_to_bio, is_bio_tag
-from ..textfiles import DecodeErrors, read_lines
+from ..textfiles import DecodeErrors, check_text, read_lines
 from .examples import Label, LabelKind, Span, TaskDataError, TextExample, WordExample
 
 Scheme = Literal["auto", "iob1", "bio", "none"]
@@ -518,6 +518,7 @@ def read_file(path: str | Path, *, words: bool, label_kind: LabelKind = "single"
     options.setdefault("label_kind", label_kind)
     if suffix in JSON_LINES:
         return read_jsonl(path, **options)
+    check_text(path)  # a binary file is not asked for its text column
     if "text_column" not in options:
         raise TaskDataError(f"{path}: which column holds the text? Pass --text-column and --label-column "
                             "(names from the header, or 0-based indices), or finetune.reader.text_column in a recipe")
