@@ -77,6 +77,18 @@ def test_a_truncated_newest_checkpoint_is_skipped_and_the_older_one_resumed(caps
     code, err = run(capsys, *pretraining(out, 20), "--resume")
     assert code == 0 and "skipping checkpoint step-0000019" in err and "truncated" in err
     assert losses(out) == pytest.approx(losses(reference), abs=1e-6)
+    kept = sorted((out / "checkpoints").glob("step-*"))  # the damaged one is gone, not pruning the new ones
+    assert [p.name for p in kept] == ["step-0000014", "step-0000019"] and all(checkpoint.verify(p) for p in kept)
+
+
+def test_a_checkpoint_missing_a_file_in_its_record_does_not_verify(capsys, pretraining, tmp_path):
+    out = tmp_path / "run"
+    assert run(capsys, *pretraining(out, 5))[0] == 0
+    (only,) = (out / "checkpoints").glob("step-*")
+    state = json.loads((only / "state.json").read_text())
+    (only / "state.json").write_text(json.dumps({**state, "files": {}}))
+    with pytest.raises(checkpoint.CheckpointError, match="no complete state.json"):
+        checkpoint.verify(only)
 
 
 def test_disk_full_names_the_checkpoint_still_intact(tmp_path, monkeypatch):

@@ -190,3 +190,15 @@ def test_strict_spans_refuse_a_span_cut_inside_a_word(capsys, tiny, tmp_path):
     code, _, err = run(capsys, "finetune", "span", "--model", tiny, "--train", spans, "--out", tmp_path / "b",
                        "--strict-spans")
     assert code == 2 and "spans.jsonl:1: span [0, 8) 'ORG' does not start and end on word boundaries" in err
+
+
+def test_an_option_the_reader_does_not_take_is_named(capsys, tiny, conll, tmp_path):
+    code, _, err = run(capsys, "finetune", "tag", "--model", tiny, "--train", conll[0], "--out", tmp_path,
+                       "--label-column", "3")
+    assert code == 2 and "read_conll takes no option label_column; its options are delimiter" in err
+
+
+def test_balanced_weights_for_a_crf_are_refused_before_reading(capsys, tiny, tmp_path):
+    code, _, err = run(capsys, "finetune", "tag", "--model", tiny, "--train", tmp_path / "not-read.conll", "--out",
+                       tmp_path / "out", "--decoder", "crf", "--finetune.class_weights=balanced")
+    assert code == 2 and "does not apply to the tag task with a CRF" in err

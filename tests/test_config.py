@@ -1,7 +1,7 @@
 import pytest
 
 from bertkit import Encoder, EncoderConfig, preset
-from bertkit.config import PRESETS, PretrainConfig, TrainConfig, load_sections
+from bertkit.config import PRESETS, FinetuneConfig, PretrainConfig, TrainConfig, load_sections
 
 
 @pytest.mark.parametrize("name, expected", [("base", 110e6), ("large", 340e6)])
@@ -65,3 +65,11 @@ def test_shipped_recipes_find_their_held_out_corpus_from_any_folder(tmp_path, mo
         got = load_sections(str(root / "configs" / f"{recipe}.yaml"), {"pretrain": PretrainConfig, "train": TrainConfig},
                             direct={"pretrain": {"corpus": ("x",)}})
         assert __import__("pathlib").Path(got["pretrain"].eval_corpus).is_file(), got["pretrain"].eval_corpus
+
+
+@pytest.mark.parametrize("override, message", [("--train.lr=.nan", "--train.lr: train.lr: expected a number, got nan"),
+                                               ("--finetune.decoder=crff", "--finetune.decoder: finetune.decoder must be one of")])
+def test_flags_that_cannot_work_are_refused_when_read(override, message):
+    sections = {"finetune": FinetuneConfig, "train": TrainConfig}
+    with pytest.raises(ValueError, match=message):
+        load_sections(None, sections, [override], {"finetune": {"model": "m", "train": "t"}})

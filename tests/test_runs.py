@@ -65,12 +65,23 @@ def test_stale_temporaries_are_removed_when_a_run_starts(capsys, pretraining, tm
     out = tmp_path / "c"
     assert run(capsys, *pretraining(out, 5))[0] == 0
     stale = [out / "checkpoints" / ".step-0000007.tmp", out / ".model.safetensors.x1y2.tmp",
-             out / "checkpoints" / ".step-0000009.pt.abc.tmp"]
+             out / "checkpoints" / ".step-0000009.pt.abc.tmp", out / ".tmpA1b2C3"]  # the last: safetensors' own
     stale[0].mkdir()
     (stale[0] / "model.safetensors").write_bytes(os.urandom(4096))
     stale[1].write_bytes(os.urandom(2048))
     stale[2].write_bytes(os.urandom(1024))
+    stale[3].write_bytes(os.urandom(512))
     code, err = run(capsys, *pretraining(out, 10), "--resume")
-    assert code == 0 and "removed 3 temporary files" in err
+    assert code == 0 and "removed 4 temporary files" in err
     assert not any(p.exists() for p in stale)
-    assert not list(out.rglob(".*.tmp*"))
+    assert not list(out.rglob(".*.tmp*")) + list(out.rglob(".tmp*"))
+
+
+def test_overwrite_clears_a_finished_runs_files_even_without_checkpoints(capsys, pretraining, tmp_path):
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "task.json").write_text("{}")  # what a fine-tuning left, its checkpoints deleted by hand
+    (out / "tensorboard").mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert run(capsys, *pretraining(out, 5), "--overwrite")[0] == 0
+    assert not (out / "task.json").exists() and (out / "notes.txt").read_text() == "mine"

@@ -75,9 +75,8 @@ def test_task_spec_refuses_what_cannot_work(changes, message):
 def randomise(model: TaskModel) -> TaskModel:
     """Heads far from their near-zero initialisation, so predictions differ between inputs."""
     torch.manual_seed(1)
-    for module in (model.head, model.crf):
-        for p in (module.parameters() if module is not None else ()):
-            torch.nn.init.normal_(p, std=1.0)
+    for p in model.head.parameters():  # a tag head's CRF too
+        torch.nn.init.normal_(p, std=1.0)
     return model.eval()
 
 
@@ -137,3 +136,16 @@ def test_crf_loss_of_a_window_that_starts_inside_an_entity_is_ordinary(tokenizer
     assert batch["cut_start"].all()
     loss = TaskModel(tiny_encoder(tokenizer), spec)(batch)["loss"] / batch["counts"]["loss"]
     assert loss < 5  # per word; a sentence's start may not be I-X, costing 1e4 each
+
+
+def test_a_crf_model_saved_by_bertkit_0_1_loads(tokenizer, sentences, tmp_path):
+    from safetensors.torch import load_file, save_file
+    spec = TaskSpec("tag", ("B-LOC", "B-PER", "I-LOC", "I-PER", "O"), decoder="crf", max_length=32, stride=8)
+    model = randomise(TaskModel(tiny_encoder(tokenizer), spec))
+    save_task_model(model, tokenizer, tmp_path)
+    state = load_file(tmp_path / "task_head.safetensors")  # 0.1 kept the CRF beside the head: "crf.*"
+    save_file({k.replace("head.crf.", "crf."): v for k, v in state.items()}, tmp_path / "task_head.safetensors")
+    loaded = load_task_model(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.head.crf.parameters(), model.head.crf.parameters()))
+    assert predict_examples(loaded, tokenizer, sentences, precision="fp32") == \
+        predict_examples(model, tokenizer, sentences, precision="fp32")

@@ -8,6 +8,8 @@ import sys
 import warnings
 
 from .allocator import reuse_freed_memory
+from .tasks import TASKS
+from .train.loop import NonFiniteLossError
 
 PRESET_NAMES = ("tiny", "mini", "small", "medium", "base", "large")
 
@@ -131,11 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding-errors", choices=["strict", "replace"],
                    help="invalid UTF-8 in the corpus: stop with file and line, or replace and report")
 
-    p = sub.add_parser("finetune", help="fine-tune on a task: classify, pair, regress, tag, span",
+    p = sub.add_parser("finetune", help=f"fine-tune on a task: {', '.join(TASKS)}",
                        description="Fine-tune a model on a labelled file. Options of a YAML recipe "
                        "(configs/finetune/*.yaml) can be overridden as --section.field=value, e.g. "
                        "--finetune.layer_lr_decay=0.9 --train.patience=2.")
-    p.add_argument("task", choices=["classify", "pair", "regress", "tag", "span"])
+    p.add_argument("task", choices=list(TASKS))
     p.add_argument("--config", help="YAML recipe with finetune: and train: sections")
     p.add_argument("--model", help="model directory to start from")
     p.add_argument("--train", help="training file: TSV/CSV, JSON Lines, RTE XML, CoNLL or span JSON Lines")
@@ -146,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--multi-label", action="store_true", help="classify: several labels per text (sigmoid)")
+    p.add_argument("--multi-label", action="store_true", help="classify --multi-label is multilabel: several labels "
+                   "per text (a sigmoid each)")
     p.add_argument("--decoder", choices=["greedy", "crf"], help="tag: argmax or a linear-chain CRF")
     p.add_argument("--text-column", help="column or field of the text (tables and JSON Lines)")
     p.add_argument("--pair-column", help="column or field of the second text (pair)")
@@ -304,8 +307,8 @@ def cmd_finetune(args, overrides: list[str]) -> None:
         recipe_task = (read_recipe(args.config, {"finetune": FinetuneConfig, "train": TrainConfig})[0]
                        .get("finetune") or {}).get("task")
         if recipe_task and recipe_task != task:
-            raise ValueError(f"{args.config} is a {recipe_task} recipe, but the command says {task}: "
-                             + ("add --multi-label" if recipe_task == "multilabel" else f"use bertkit finetune {recipe_task}"))
+            raise ValueError(f"{args.config} is a {recipe_task} recipe, but the command says {task}: use "
+                             f"bertkit finetune {recipe_task}")
     sections = load_sections(args.config, {"finetune": FinetuneConfig, "train": TrainConfig}, overrides, direct)
     config = sections["finetune"]
     if reader:
@@ -369,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                 WITH_OVERRIDES[args.command](args, overrides)
             else:
                 COMMANDS[args.command](args)
-        except (ValueError, OSError, KeyError) as e:
+        except (ValueError, OSError, KeyError, NonFiniteLossError) as e:
             print(f"bertkit {args.command}: error: {e}", file=sys.stderr)
             return 2
     return 0

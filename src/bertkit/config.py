@@ -18,6 +18,7 @@ each a field here rather than a subclass:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -236,6 +237,23 @@ class PretrainConfig:
 
 # ------------------------------------------------------------------------------ fine-tuning
 
+# The task settings a fine-tuned model's spec (`tasks.TaskSpec`) shares with the FinetuneConfig that
+# sets them, and the values bertkit implements.
+TASK_CHOICES = {"alignment": ("first", "mean", "every"), "decoder": ("greedy", "crf"), "pooling": ("cls", "mean"),
+                "span_summary": ("mean", "attention"), "overflow": ("window", "truncate"),
+                "entity_mode": ("strict", "default")}
+
+
+def check_task_settings(settings) -> None:
+    """Refuse task settings (of a TaskSpec or a FinetuneConfig) that bertkit does not implement."""
+    for name, allowed in TASK_CHOICES.items():
+        if getattr(settings, name) not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, not {getattr(settings, name)!r}")
+    if not 0.0 < settings.threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {settings.threshold}")
+    if settings.max_span_width < 1:
+        raise ValueError(f"max_span_width must be at least 1 word, got {settings.max_span_width}")
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -272,6 +290,7 @@ class FinetuneConfig:
     warmup_ratio: float = 0.0
 
     def __post_init__(self) -> None:
+        check_task_settings(self)
         if self.batch_by not in ("rows", "tokens"):
             raise ValueError(f"batch_by must be 'rows' or 'tokens', not {self.batch_by!r}")
         if not self.model or not self.train:
@@ -305,7 +324,7 @@ def _coerce(value, hint, where: str):
     if value is None and union and type(None) in args:
         return None
     for kind in kinds:
-        ok, converted = _as(value, kind)
+        ok, converted = _as_kind(value, kind)
         if ok:
             return converted
     expected = " or ".join(_NAMES.get(typing.get_origin(k) or k, str(k)) for k in kinds)
@@ -317,8 +336,8 @@ _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a t
           tuple: "a list"}
 
 
-def _as(value, kind) -> tuple[bool, object]:
-    """(whether `value` can be a `kind`, the value as one)."""
+def _as_kind(value, kind) -> tuple[bool, object]:
+    """(whether `value` can be a `kind`, the value as one); floats must be finite."""
     origin = typing.get_origin(kind) or kind
     if origin is tuple:
         items = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -326,20 +345,20 @@ def _as(value, kind) -> tuple[bool, object]:
         item_kinds = [args[0]] * len(items) if len(args) == 2 and args[1] is Ellipsis else list(args)
         if args and len(item_kinds) != len(items):
             return False, value
-        converted = [_as(v, k) for v, k in zip(items, item_kinds)] if args else [(True, v) for v in items]
+        converted = [_as_kind(v, k) for v, k in zip(items, item_kinds)] if args else [(True, v) for v in items]
         return all(ok for ok, _ in converted), tuple(v for _, v in converted)
     if isinstance(value, bool) or origin is bool:
         return origin is bool and isinstance(value, bool), value
-    if origin is float and isinstance(value, str):
+    if origin is float:
         try:
-            return True, float(value)
+            number = float(value) if isinstance(value, (str, int, float)) else math.nan
         except ValueError:
-            return False, value
+            number = math.nan
+        return math.isfinite(number), number
     if origin is str:
         return isinstance(value, (str, int, float)), str(value) if isinstance(value, (int, float)) else value
-    if origin in (int, float, dict):
-        return isinstance(value, dict if origin is dict else (int, float) if origin is float else int), (
-            float(value) if origin is float and isinstance(value, (int, float)) else value)
+    if origin in (int, dict):
+        return isinstance(value, origin), value
     return True, value
 
 
@@ -427,26 +446,29 @@ def load_sections(path: str | None, sections: dict[str, type], overrides: Sequen
                         if layer.get("pretrain", {}).get("preset")), None)
     block = (raw.get("by_preset") or {}).get(preset_name) or {}
     block = {n: _recipe_relative(block.get(n) or {}, RECIPE_PATHS.get(n, ()), folder) for n in sections}
-    out = {}
-    for name, cls in sections.items():
+    for name in sections:
         for field in set(recipe[name]) & set(block[name]):
             if recipe[name][field] != block[name][field]:
                 raise ValueError(f"{path}:{lines[('by_preset', preset_name, name, field)]}: {name}.{field} is "
                                  f"{block[name][field]!r} for preset {preset_name} but {recipe[name][field]!r} at line "
                                  f"{lines[(name, field)]}: set it in one place")
-        where = {**{k: f"{path}:{lines[(name, k)]}" for k in recipe[name]},
-                 **{k: f"{path}:{lines[('by_preset', preset_name, name, k)]}" for k in block[name]},
-                 **{k: "command line" for k in flags[name]}, **{k: f"--{name}.{k}" for k in parsed[name]}}
-        values = {**recipe[name], **block[name], **flags[name], **parsed[name]}
-        hints = typing.get_type_hints(cls)
-        bad = set(values) - set(hints)
-        if bad:
-            raise ValueError(f"{where[sorted(bad)[0]]}: {name} has no field(s) {sorted(bad)}; fields: {sorted(hints)}")
-        kwargs = {k: _coerce(v, hints[k], f"{where[k]}: {name}.{k}") for k, v in values.items()}
-        try:
-            out[name] = cls(**kwargs)
-        except ValueError as e:  # the dataclass's own check; it names the field it refuses first
-            field = next((k for k in values if str(e).startswith(k)), None)
-            place = where[field] if field else (path or "command line")
-            raise ValueError(f"{place}: {name}.{e}" if field else f"{place}: {name}: {e}") from None
-    return out
+    layers = [(recipe, lambda name, k: f"{path}:{lines[(name, k)]}"),
+              (block, lambda name, k: f"{path}:{lines[('by_preset', preset_name, name, k)]}"),
+              (flags, lambda name, k: "command line"), (parsed, lambda name, k: f"--{name}.{k}")]
+    return {name: _build(cls, name, {k: (v, where(name, k)) for layer, where in layers for k, v in layer[name].items()},
+                         path) for name, cls in sections.items()}
+
+
+def _build(cls: type, name: str, values: dict[str, tuple[object, str]], path: str | None):
+    """`cls` from {field: (value, where it was set)}; every error names where."""
+    hints = typing.get_type_hints(cls)
+    bad = sorted(set(values) - set(hints))
+    if bad:
+        raise ValueError(f"{values[bad[0]][1]}: {name} has no field(s) {bad}; fields: {sorted(hints)}")
+    try:
+        return cls(**{k: _coerce(v, hints[k], f"{where}: {name}.{k}") for k, (v, where) in values.items()})
+    except ValueError as e:
+        if str(e).startswith(tuple(where for _, where in values.values())):
+            raise  # a value of the wrong type: _coerce named where it was set
+        field = next((k for k in values if str(e).startswith(k)), None)  # the dataclass's own checks name it
+        raise ValueError(f"{values[field][1]}: {name}.{e}" if field else f"{path or 'command line'}: {name}: {e}") from None

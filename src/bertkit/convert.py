@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from .files import atomic_write
+from .files import atomic_write, write_safetensors
 from .config import EncoderConfig
 from .heads import MLMHead, NSPHead
 from .model import Encoder
@@ -264,7 +263,6 @@ def save_pretrained(encoder: Encoder, path: str | Path) -> None:
             tensors[name] = part.detach().float().contiguous()
     hf_config = json.dumps(config_to_hf(config, ARCHITECTURES[config.family][with_heads]), indent=2)
     path.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path / "model.safetensors") as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt"})
+    write_safetensors(path / "model.safetensors", tensors, metadata={"format": "pt"})
     with atomic_write(path / "config.json") as tmp:
         tmp.write_text(hf_config)

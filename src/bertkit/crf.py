@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .tags import check_bio_label_set, continues
+
 FORBIDDEN = -1e4
 
 
@@ -47,22 +49,12 @@ def bio_constraints(labels: list[str]) -> tuple[Tensor, Tensor]:
     allowed, allowed_start = torch.ones(n, n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)
     if not any(label.startswith(("B-", "I-")) for label in labels):
         return allowed, allowed_start
-    _check_bio(labels)
+    check_bio_label_set(labels)
     for j, label in enumerate(labels):
         if label.startswith("I-"):
             allowed_start[j] = False
-            allowed[:, j] = torch.tensor([prev in ("B" + label[1:], label) for prev in labels])
+            allowed[:, j] = torch.tensor([continues(prev, label) for prev in labels])
     return allowed, allowed_start
-
-
-def _check_bio(labels: list[str]) -> None:
-    for label in labels:
-        if label[:2] in ("E-", "S-", "L-", "U-"):
-            raise ValueError(f"label {label!r}: bio_constraints handles BIO (IOB2) label sets only, "
-                             "not IOBES or BILOU")
-        if label.startswith("I-") and "B" + label[1:] not in labels:
-            raise ValueError(f"label {label!r} has no {'B' + label[1:]!r}: this looks like IOB1; "
-                             "convert the tags to IOB2 (an entity always starts with B-)")
 
 
 class CRF(nn.Module):

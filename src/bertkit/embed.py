@@ -14,7 +14,6 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import precision as precision_

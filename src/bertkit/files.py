@@ -2,16 +2,21 @@
 
 The data goes to a temporary file in the same folder, is flushed to disk, and only then renamed
 over the target. A kill at any moment leaves either the old file or the new one, never a mix.
-This module imports nothing from bertkit, so every other module may use it.
+`write_safetensors` writes tensors that way, and reports a failed write (a full disk) as the OSError it
+is. This module imports nothing from bertkit, so every other module may use it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 
 
 @contextlib.contextmanager
@@ -32,3 +37,20 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write tensors to a safetensors file atomically.
+
+    Raises:
+        OSError: the write failed, with the OS's errno (ENOSPC for a full disk); safetensors itself
+            reports such a failure as a SafetensorError that names the error only in its text.
+    """
+    with atomic_write(path) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as e:
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code[1]), f"{os.strerror(int(code[1]))} while writing {path}") from None

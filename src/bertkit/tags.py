@@ -141,14 +141,26 @@ def with_bio_pairs(tags: Iterable[str]) -> set[str]:
     return tags | {p + t[2:] for t in tags if is_bio_tag(t) and t != "O" for p in ("B-", "I-")}
 
 
+def continues(previous: str | None, tag: str) -> bool:
+    """Whether the tag I-X may follow `previous` (None: the sequence's start) in BIO: only after B-X or I-X."""
+    return previous is not None and previous[:2] in ("B-", "I-") and previous[2:] == tag[2:]
+
+
+def check_bio_label_set(labels: Sequence[str]) -> None:
+    """Refuse IOBES/BILOU labels, and an I-X without its B-X (an IOB1 label set)."""
+    for label in labels:
+        if label[:2] in ("E-", "S-", "L-", "U-"):
+            raise ValueError(f"label {label!r}: a BIO (IOB2) label set is expected, not IOBES or BILOU")
+        if label.startswith("I-") and "B" + label[1:] not in labels:
+            raise ValueError(f"label {label!r} has no {'B' + label[1:]!r}: this looks like IOB1; "
+                             "convert the tags to IOB2 (an entity always starts with B-)")
+
+
 def iob1_to_bio(tags: Sequence[str]) -> list[str]:
     """Valid BIO from IOB1 tags or from greedy per-word decisions: an I-X that follows O or another
     type starts an entity, so it becomes B-X. BIO input comes back unchanged."""
-    out = []
-    for i, tag in enumerate(tags):
-        starts = tag.startswith("I-") and (i == 0 or tags[i - 1] == "O" or tags[i - 1][2:] != tag[2:])
-        out.append("B-" + tag[2:] if starts else tag)
-    return out
+    return ["B-" + tag[2:] if tag.startswith("I-") and not continues(tags[i - 1] if i else None, tag) else tag
+            for i, tag in enumerate(tags)]
 
 
 def entity_spans(tags: Sequence[str]) -> list[Span]:

@@ -10,7 +10,6 @@ Files are saved in the ecosystem's layout (tokenizer.json, vocab.txt, tokenizer_
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -184,11 +183,10 @@ class Tokenizer:
     def id_to_token(self, i: int) -> str:
         return self.backend.id_to_token(i)
 
-    @property
-    def fingerprint(self) -> str:
-        """A digest of the whole pipeline (normaliser, vocabulary, templates): equal digests
-        tokenize alike, so data tokenized once can be reused."""
-        return hashlib.sha256(self.backend.to_str().encode()).hexdigest()
+    def to_json(self) -> str:
+        """The whole pipeline (normaliser, vocabulary, templates) as tokenizer.json holds it: equal
+        texts tokenize alike, so data tokenized once can be reused."""
+        return self.backend.to_str()
 
     def token_id(self, token: str) -> int:
         i = self.backend.token_to_id(token)

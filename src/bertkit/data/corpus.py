@@ -32,7 +32,7 @@ PUNKT_TRAINING_CHARS = 2_000_000
 
 
 def corpus_key(files: list[Path], tokenizer: Tokenizer, documents: str) -> str:
-    h = hashlib.sha256(tokenizer.fingerprint.encode())
+    h = hashlib.sha256(tokenizer.to_json().encode())
     h.update(documents.encode())
     for f in files:
         st = f.stat()

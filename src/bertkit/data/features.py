@@ -24,11 +24,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..config import TASK_CHOICES
 from ..tokenizer import Encoded, Overflow, Tokenizer
 from .alignment import best_windows
 from .examples import TextExample, WordExample
 
-ALIGNMENTS = ("first", "mean", "every")
+ALIGNMENTS = TASK_CHOICES["alignment"]
 
 
 @dataclass

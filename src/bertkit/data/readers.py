@@ -15,6 +15,7 @@ Departures from common practice, on purpose:
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 import re
@@ -23,7 +24,7 @@ import xml.parsers.expat
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
-from ..tags import entity_spans, iob1_to_bio, is_bio_tag
+from ..tags import continues, entity_spans, iob1_to_bio, is_bio_tag
 from ..textfiles import DecodeErrors, check_text, read_lines
 from .examples import Label, LabelKind, Span, TaskDataError, TextExample, WordExample
 
@@ -222,7 +223,7 @@ def read_jsonl(path: str | Path, text_field: str = "text", label_field: str | No
         label_field: None for unlabelled data. With label_kind="multi" the field holds a list
             (Reuters-21578's "labels") or a string split on `multi_separator`.
         where: keep only records whose fields equal these values, or for which these callables
-            return True, e.g. {"split": "train"} or {"id": lambda i: pang_lee_fold(i) != 1}.
+            return True, e.g. {"split": "train"} or {"id": lambda i: i.startswith("neg/")}.
 
     Returns:
         One TextExample per kept record, in file order, `source` = "path:line".
@@ -377,7 +378,7 @@ def _word_example(words: list[str], tags: list[str] | None, scheme: str, lines: 
         if not is_bio_tag(tag):
             raise TaskDataError(f"{path}:{lines[i]}: tag {tag!r}; expected O, B-X or I-X (scheme={scheme!r}; "
                                 "pass scheme='none' for plain tags such as POS)")
-        if scheme == "bio" and tag[:2] == "I-" and (i == 0 or tags[i - 1][2:] != tag[2:]):
+        if scheme == "bio" and tag[:2] == "I-" and not continues(tags[i - 1] if i else None, tag):
             raise TaskDataError(f"{path}:{lines[i]}: {tag} does not continue a {tag[2:]} entity, which BIO "
                                 "requires; this looks like IOB1: pass scheme='iob1' or 'auto' to convert")
     bio = iob1_to_bio(tags)
@@ -492,6 +493,9 @@ def _char_offset_example(text: str, raw_spans: list, label_field: str | None, so
 JSON_LINES = (".jsonl", ".jsonlines")
 
 
+GENERAL_OPTIONS = ("encoding_errors", "strict_spans")  # about reading any text: dropped where they do not apply
+
+
 def read_file(path: str | Path, *, words: bool, label_kind: LabelKind = "single", labelled: bool = True,
               **options: Any) -> list[TextExample] | list[WordExample]:
     """Read a task file with the reader its extension calls for; options go to that reader.
@@ -499,30 +503,36 @@ def read_file(path: str | Path, *, words: bool, label_kind: LabelKind = "single"
     Words (tagging, spans): .jsonl/.jsonlines -> read_span_jsonl, anything else -> read_conll.
     Texts: .xml -> read_rte_xml, .jsonl -> read_jsonl, anything else -> read_table (which needs
     `text_column`), with labels parsed as `label_kind`. `labelled=False` reads inputs to predict:
-    no label column or field, no CoNLL tag column (an RTE file keeps its labels).
+    no label column or field, no CoNLL tag column (an RTE file keeps its labels); options of the
+    training file's reader that this file's reader does not take are then left out.
+
+    Raises:
+        TaskDataError: an option the reader does not take (labelled files), or no text column.
     """
     suffix = Path(path).suffix.lower()
-    strict_spans = options.pop("strict_spans", False)  # only character-offset spans can cut a word
     if words:
-        if suffix in JSON_LINES:
-            return read_span_jsonl(path, strict_spans=strict_spans, **options)
+        reader = read_span_jsonl if suffix in JSON_LINES else read_conll
+        options |= {} if labelled or reader is read_span_jsonl else {"tag_column": None}
+    elif suffix == ".xml":
+        reader = read_rte_xml
+    else:
+        reader = read_jsonl if suffix in JSON_LINES else read_table
         if not labelled:
-            options = {"word_column": options.get("word_column", 0), "tag_column": None,
-                       "encoding_errors": options.get("encoding_errors", "strict")}
-        return read_conll(path, **options)
-    if suffix == ".xml":
-        return read_rte_xml(path)
-    if not labelled:
-        unlabelled = {k: None for k in ("label_column", "label_field") if k in options}
-        options = {**options, **(unlabelled or {"label_field" if suffix in JSON_LINES else "label_column": None})}
-    options.setdefault("label_kind", label_kind)
-    if suffix in JSON_LINES:
-        return read_jsonl(path, **options)
-    check_text(path)  # a binary file is not asked for its text column
-    if "text_column" not in options:
-        raise TaskDataError(f"{path}: which column holds the text? Pass --text-column and --label-column "
-                            "(names from the header, or 0-based indices), or finetune.reader.text_column in a recipe")
-    return read_table(path, **options)
+            unlabelled = {k: None for k in ("label_column", "label_field") if k in options}
+            options |= unlabelled or {"label_field" if reader is read_jsonl else "label_column": None}
+        options.setdefault("label_kind", label_kind)
+    accepted = set(inspect.signature(reader).parameters) - {"path"}
+    unknown = sorted(set(options) - accepted - set(GENERAL_OPTIONS))
+    if unknown and labelled:
+        raise TaskDataError(f"{path}: {reader.__name__} takes no option {', '.join(unknown)}; its options are "
+                            f"{', '.join(sorted(accepted))}")
+    options = {k: v for k, v in options.items() if k in accepted}
+    if reader is read_table:
+        check_text(path)  # a binary file is not asked for its text column
+        if "text_column" not in options:
+            raise TaskDataError(f"{path}: which column holds the text? Pass --text-column and --label-column (names "
+                                "from the header, or 0-based indices), or finetune.reader.text_column in a recipe")
+    return reader(path, **options)
 
 
 def looks_like_columns(path: str | Path, lines: int = 200) -> bool:

@@ -16,9 +16,9 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import EncoderConfig
+from ..config import EncoderConfig, check_task_settings
 from ..data.examples import LabelKind, LabelSet
-from ..data.features import ALIGNMENTS, Features
+from ..data.features import Features
 from ..heads import IGNORE_INDEX
 
 
@@ -45,18 +45,9 @@ class TaskSpec:
     reader: dict = field(default_factory=dict)  # options of the reader that read the training file
 
     def __post_init__(self) -> None:
-        checks = [("alignment", ALIGNMENTS), ("decoder", ("greedy", "crf")), ("pooling", ("cls", "mean")),
-                  ("span_summary", ("mean", "attention")), ("overflow", ("window", "truncate")),
-                  ("entity_mode", ("strict", "default"))]
-        for name, allowed in checks:
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        check_task_settings(self)
         if self.thresholds and len(self.thresholds) != len(self.labels):
             raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.labels)} labels")
-        if self.max_span_width < 1:
-            raise ValueError(f"max_span_width must be at least 1 word, got {self.max_span_width}")
 
 
 @dataclass(frozen=True)
@@ -75,7 +66,7 @@ class TaskKind:
     assemble: Callable[[list, Features, Sequence, TaskSpec], list[dict]]  # rows -> a prediction per example
     metrics: Callable[[TaskSpec, Sequence, Sequence[dict], str], dict]  # predictions against labels
     check: Callable[[TaskSpec], None]  # refuse settings this kind cannot use, naming them
-    class_ids: Callable[[Features, TaskSpec], tuple[np.ndarray, int] | None] | None = None  # softmax classes
+    class_ids: Callable[[Features, TaskSpec], tuple[np.ndarray, int]] | None = None  # the softmax's class ids
     pairs: bool = False  # every input is a text pair
     prepare: Callable[[list, str], list] | None = None  # examples as read -> examples to train on
     init_head: Callable[[nn.Module, Features], None] | None = None  # a head's start from the training rows
@@ -83,7 +74,7 @@ class TaskKind:
     tune: Callable[[TaskSpec, Sequence, list[dict]], tuple[TaskSpec, list[dict]]] | None = None  # on dev
 
 
-def refuse(spec: TaskSpec, *, labels: bool = True, crf: bool = False) -> None:
+def check_labels_and_decoder(spec: TaskSpec, *, labels: bool = True, crf: bool = False) -> None:
     """Refuse a spec without labels where the kind needs them, or with a CRF where it has none."""
     if labels and not spec.labels:
         raise ValueError(f"a {spec.task} task needs labels; the training data has none")

@@ -1,9 +1,9 @@
-"""A fine-tuned encoder: the encoder plus its task kind's head (and a CRF for tag sequences).
+"""A fine-tuned encoder: the encoder plus its task kind's head (a tag head holds its CRF).
 
 `TaskSpec` says what the model does and is saved beside the weights as task.json, so
 `load_task_model(dir)` rebuilds the same model for prediction. The directory stays a Hugging Face
 model directory: config.json + model.safetensors hold the encoder (`transformers.AutoModel` loads
-it), task_head.safetensors the head and the CRF.
+it), task_head.safetensors the head.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ..convert import load_pretrained, save_pretrained
-from ..crf import CRF
-from ..files import atomic_write
+from ..files import atomic_write, write_safetensors
 from ..model import Encoder
 from . import check_spec
 from .kind import TaskSpec
@@ -30,7 +29,6 @@ class TaskModel(nn.Module):
         self.kind = check_spec(spec)
         self.encoder, self.spec = encoder, spec
         self.head = self.kind.head(encoder.config, spec)
-        self.crf = CRF.for_labels(list(spec.labels)) if spec.decoder == "crf" else None
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def scores(self, batch: dict) -> Tensor:
@@ -55,10 +53,7 @@ def save_task_model(model: TaskModel, tokenizer, out: str | Path) -> None:
     save_pretrained(model.encoder, out)
     tokenizer.save(out)
     state = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
-    if model.crf is not None:
-        state.update({f"crf.{k}": v.detach().cpu().contiguous() for k, v in model.crf.state_dict().items()})
-    with atomic_write(out / "task_head.safetensors") as tmp:
-        save_file(state, str(tmp))
+    write_safetensors(out / "task_head.safetensors", state)
     with atomic_write(out / "task.json") as tmp:
         tmp.write_text(json.dumps(asdict(model.spec), indent=2))
 
@@ -73,7 +68,7 @@ def load_task_model(path: str | Path) -> TaskModel:
     spec = TaskSpec(**{**raw, "labels": tuple(raw["labels"]), "thresholds": tuple(raw.get("thresholds", ()))})
     model = TaskModel(load_pretrained(path), spec)
     state = load_file(str(path / "task_head.safetensors"))
-    model.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
-    if model.crf is not None:
-        model.crf.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("crf.")})
+    # "head.out.weight" -> the head's "out.weight"; bertkit 0.1's "crf.*" (a CRF beside the head) -> the tag
+    # head's own CRF, "crf.*"
+    model.head.load_state_dict({k.removeprefix("head."): v for k, v in state.items()})
     return model.eval()

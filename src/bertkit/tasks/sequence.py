@@ -25,7 +25,7 @@ from ..data.alignment import combine_windows
 from ..data.examples import LabelSet, TextExample
 from ..data.features import Features
 from ..heads import LinearHead, pool
-from .kind import TaskKind, TaskSpec, cross_entropy, label_id, labelled_items, refuse
+from .kind import TaskKind, TaskSpec, cross_entropy, label_id, labelled_items, check_labels_and_decoder
 
 
 def head(config: EncoderConfig, spec: TaskSpec) -> nn.Module:
@@ -86,7 +86,7 @@ def class_metrics(spec: TaskSpec, examples: Sequence[TextExample], predictions: 
 CLASSIFY = TaskKind(
     words=False, label_kind="single", main_metric=lambda spec: "accuracy", head=head,
     targets=targets_of(lambda ex, labels: label_id(ex.label, labels)), collate=class_labels, scores=scores,
-    loss=cross_entropy, decode=decode, assemble=class_assemble, metrics=class_metrics, check=refuse,
+    loss=cross_entropy, decode=decode, assemble=class_assemble, metrics=class_metrics, check=check_labels_and_decoder,
     class_ids=lambda features, spec: (np.array(features.targets, dtype=np.int64), len(spec.labels)))
 PAIR = replace(CLASSIFY, pairs=True)
 
@@ -103,7 +103,7 @@ REGRESS = TaskKind(
     words=False, label_kind="score", main_metric=lambda spec: "spearman", head=head,
     targets=targets_of(lambda ex, labels: float(ex.label)), collate=float_labels, scores=scores,
     loss=lambda model, scores, batch: F.mse_loss(scores.squeeze(-1), batch["labels"], reduction="sum"),
-    decode=decode, metrics=regress_metrics, check=functools.partial(refuse, labels=False),
+    decode=decode, metrics=regress_metrics, check=functools.partial(check_labels_and_decoder, labels=False),
     assemble=lambda per_row, features, examples, spec: [
         {"score": float(logits[0])} for logits in input_logits(per_row, features, len(examples))])
 
@@ -185,7 +185,7 @@ def tune_thresholds(spec: TaskSpec, examples: Sequence[TextExample], predictions
 
 MULTILABEL = TaskKind(
     words=False, label_kind="multi", main_metric=lambda spec: "micro_f1", head=head, targets=targets_of(multi_hot),
-    collate=float_labels, scores=scores, decode=decode, metrics=multilabel_metrics, check=refuse,
+    collate=float_labels, scores=scores, decode=decode, metrics=multilabel_metrics, check=check_labels_and_decoder,
     loss=lambda model, scores, batch: F.binary_cross_entropy_with_logits(scores, batch["labels"], reduction="sum"),
     assemble=lambda per_row, features, examples, spec: [
         multilabel_prediction(spec, logits.sigmoid().tolist()) for logits in input_logits(per_row, features, len(examples))],

@@ -17,7 +17,7 @@ from .. import metrics as M
 from ..data.examples import LabelSet, WordExample, word_spans
 from ..data.features import Features
 from ..heads import SpanClassificationHead, pool_words
-from .kind import TaskKind, TaskSpec, cross_entropy, labelled_items, refuse
+from .kind import TaskKind, TaskSpec, cross_entropy, labelled_items, check_labels_and_decoder
 
 
 def targets(examples: Sequence[WordExample], features: Features, labels: LabelSet | None) -> list:
@@ -89,7 +89,7 @@ def assemble(per_row: list, features: Features, examples: Sequence[WordExample],
     return [{"entities": sorted(spans)} for spans in found]
 
 
-def span_metrics(examples: Sequence[WordExample], predictions: Sequence[dict], mode: str = "") -> dict:
+def span_metrics(examples: Sequence[WordExample], predictions: Sequence[dict]) -> dict:
     """Span precision, recall and F1 against the examples' (possibly nested) spans, and the recall
     on nested entities (`metrics.nested_span_scores`)."""
     gold = [set(word_spans(ex)) for ex in examples]
@@ -121,5 +121,5 @@ SPAN = TaskKind(
     words=True, label_kind="single", main_metric=lambda spec: "f1", targets=targets, collate=collate,
     head=lambda config, spec: SpanClassificationHead(config, len(spec.labels), spec.max_span_width, spec.span_summary,
                                                      dropout=spec.dropout),
-    scores=scores, loss=cross_entropy, decode=decode, assemble=assemble, check=refuse, class_ids=class_ids,
+    scores=scores, loss=cross_entropy, decode=decode, assemble=assemble, check=check_labels_and_decoder, class_ids=class_ids,
     metrics=lambda spec, examples, predictions, mode: span_metrics(examples, predictions), report=report)

@@ -18,17 +18,27 @@ import torch
 from torch import Tensor, nn
 
 from .. import metrics as M
+from ..config import EncoderConfig
+from ..crf import CRF
 from ..data.examples import LabelSet, WordExample, word_spans
 from ..data.features import Features
 from ..heads import IGNORE_INDEX, LinearHead, first_subwords, pool_words
 from ..tags import continuation_ids, entity_spans, iob1_to_bio, is_bio_label_set, spans_to_bio
-from .kind import TaskKind, TaskSpec, cross_entropy, label_id, labelled_items, refuse
+from .kind import TaskKind, TaskSpec, cross_entropy, label_id, labelled_items, check_labels_and_decoder
 
 
 def check(spec: TaskSpec) -> None:
-    refuse(spec, crf=True)
+    check_labels_and_decoder(spec, crf=True)
     if spec.decoder == "crf" and spec.alignment == "every":
         raise ValueError("the CRF runs over words: use alignment 'first' or 'mean' with it")
+
+
+class TagHead(LinearHead):
+    """Label scores of each word (or token); with the CRF decoder, the CRF that reads them as well."""
+
+    def __init__(self, config: EncoderConfig, spec: TaskSpec):
+        super().__init__(config, len(spec.labels), spec.dropout)
+        self.crf = CRF.for_labels(list(spec.labels)) if spec.decoder == "crf" else None
 
 
 def bio_tags_from_spans(examples: list[WordExample], path: str) -> list[WordExample]:
@@ -79,10 +89,10 @@ def scores(model: nn.Module, hidden: Tensor, batch: dict) -> Tensor:
 
 
 def loss(model: nn.Module, scores: Tensor, batch: dict) -> Tensor:
-    labels = batch["labels"]
-    if model.crf is not None:
+    labels, crf = batch["labels"], model.head.crf
+    if crf is not None:
         rows = batch["word_mask"].any(1)  # a window may own no word
-        return -model.crf.log_likelihood(scores[rows], labels.clamp(min=0)[rows], batch["word_mask"][rows],
+        return -crf.log_likelihood(scores[rows], labels.clamp(min=0)[rows], batch["word_mask"][rows],
                                          batch["cut_start"][rows], batch["cut_end"][rows]).sum()
     if model.spec.alignment == "every":
         continuation = _continuation(model.spec.labels).to(labels.device)
@@ -108,12 +118,12 @@ def decode(model: nn.Module, scores: Tensor, batch: dict) -> list[np.ndarray]:
     """Per row, the label id of each of its words: the best per word, or the CRF's best path."""
     if model.spec.alignment == "every":
         scores = pool_words(scores, first_subwords(batch["slots"]), batch["word_mask"].shape[1])
-    lengths = batch["word_mask"].sum(1).tolist()
-    if model.crf is None:
+    lengths, crf = batch["word_mask"].sum(1).tolist(), model.head.crf
+    if crf is None:
         best = scores.argmax(-1).cpu().numpy()
         return [best[i, :n] for i, n in enumerate(lengths)]
     rows = [i for i, n in enumerate(lengths) if n]
-    paths = (iter(model.crf.decode(scores[rows], batch["word_mask"][rows], batch["cut_start"][rows],
+    paths = (iter(crf.decode(scores[rows], batch["word_mask"][rows], batch["cut_start"][rows],
                                    batch["cut_end"][rows])) if rows else iter(()))
     return [np.array(next(paths), dtype=np.int64) if n else np.zeros(0, np.int64) for n in lengths]
 
@@ -148,7 +158,7 @@ def metrics(spec: TaskSpec, examples: Sequence[WordExample], predictions: Sequen
 TAG = TaskKind(
     words=True, label_kind="single",
     main_metric=lambda spec: "f1" if is_bio_label_set(spec.labels) else "accuracy",
-    head=lambda config, spec: LinearHead(config, len(spec.labels), spec.dropout), targets=targets,
+    head=TagHead, targets=targets,
     collate=collate, scores=scores, loss=loss, decode=decode, assemble=assemble, metrics=metrics, check=check,
-    class_ids=lambda features, spec: None if spec.decoder == "crf" else (np.concatenate(features.targets), len(spec.labels)),
+    class_ids=lambda features, spec: (np.concatenate(features.targets), len(spec.labels)),
     prepare=bio_tags_from_spans)

@@ -8,7 +8,7 @@ renamed when complete, so a kill leaves either no checkpoint or a whole one:
   function of its number, see train/loop.py), the scheduler state, the optimizer's settings, the
   Python and NumPy generator positions, and each file's size and SHA-256.
 Nothing is unpickled: safetensors and JSON hold data only. Resuming takes the newest checkpoint
-whose files match their recorded sizes and digests, and reports any newer one it skips.
+whose files match their recorded sizes and digests, and reports (and removes) any newer one it skips.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -26,16 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_model_state_dict, set_state_dict)
 
-from ..files import atomic_write
+from ..files import atomic_write, write_safetensors
 from . import distributed
 
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")  # beside state.json
 
 
 class CheckpointError(ValueError):
@@ -64,7 +63,7 @@ def write_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
             seen[view] = name
             shared = any(v[0] == view[0] for v in seen if v != view)
             stored[name] = t.detach().clone() if shared else t.detach().contiguous()
-    save_file(stored, str(path), metadata={"aliases": json.dumps(aliases)})
+    write_safetensors(path, stored, metadata={"aliases": json.dumps(aliases)})
 
 
 def read_tensors(path: Path) -> dict[str, Tensor]:
@@ -134,13 +133,12 @@ def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler
         _write(tmp, step, model_state, optimizer_state, scheduler.state_dict(), rngs)
         shutil.rmtree(path, ignore_errors=True)  # a checkpoint of this step from before a resume
         tmp.rename(path)
-    except (OSError, SafetensorError) as e:  # safetensors reports the OS error in its message
+    except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        code = e.errno if isinstance(e, OSError) else int((re.search(r"os error (\d+)", str(e)) or [0, 0])[1])
-        if code in DISK_FULL:
-            intact = latest_checkpoint(out)
+        if e.errno in DISK_FULL:
+            intact = next((c for c in reversed(checkpoints(out)) if _verifies(c)), None)
             kept = f"the newest intact checkpoint is {intact}" if intact else "no checkpoint is intact"
-            raise DiskFullError(f"no room to write {path} ({os.strerror(code)}: the disk is full, or a file "
+            raise DiskFullError(f"no room to write {path} ({os.strerror(e.errno)}: the disk is full, or a file "
                                 f"size limit is reached); {kept}: free space, then resume") from None
         raise
     for old in checkpoints(out)[:-keep]:
@@ -184,35 +182,52 @@ def verify(path: Path) -> dict:
     """
     try:
         state = json.loads((path / "state.json").read_text())
-        files = state["files"]
+        recorded = {name: (state["files"][name]["bytes"], state["files"][name]["sha256"]) for name in FILES}
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: no readable state.json ({e}); the checkpoint is incomplete") from None
-    for name, expected in files.items():
+        raise CheckpointError(f"{path}: no complete state.json ({type(e).__name__}: {e}); the checkpoint is "
+                              "incomplete") from None
+    for name, (size, digest) in recorded.items():
         file = path / name
-        size = file.stat().st_size if file.exists() else None
-        if size != expected["bytes"]:
-            raise CheckpointError(f"{file}: {size} bytes, {expected['bytes']} when written; the file is truncated "
-                                  "or missing")
-        if _digest(file) != expected["sha256"]:
+        found = file.stat().st_size if file.exists() else None
+        if found != size:
+            raise CheckpointError(f"{file}: {found} bytes, {size} when written; the file is truncated or missing")
+        if _digest(file) != digest:
             raise CheckpointError(f"{file}: its SHA-256 differs from the one recorded when it was written")
     return state
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    """The newest checkpoint that verifies; each newer one skipped is reported with the reason."""
+def _verifies(path: Path) -> bool:
+    try:
+        verify(path)
+        return True
+    except CheckpointError:
+        return False
+
+
+def resume(out: Path, model: nn.Module, optimizer, scheduler) -> int:
+    """Restore every state of the newest checkpoint that verifies (each rank its own generator
+    states) and return the step it was saved after. Newer checkpoints that do not verify are
+    reported and removed (a run resumed before them would otherwise prune its own by their step
+    numbers). Every rank reads the files: keep checkpoints on shared storage.
+
+    Raises:
+        CheckpointError: no checkpoint verifies ("nothing to resume"), or the checkpoint was written
+            by another number of processes.
+    """
     for path in reversed(checkpoints(out)):
         try:
-            verify(path)
-            return path
+            state = verify(path)
         except CheckpointError as e:
             print(f"warning: skipping checkpoint {path.name}: {e}", file=sys.stderr)
-    return None
+            distributed.barrier()  # every rank has verified before rank 0 removes it
+            if distributed.rank() == 0:
+                shutil.rmtree(path)
+            continue
+        return _load(path, state, model, optimizer, scheduler)
+    raise CheckpointError(f"nothing to resume in {out}: no intact checkpoint in {out / 'checkpoints'}")
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
-    """Restore every state saved by `save_checkpoint` (each rank its own generator states); returns
-    the step it was saved after. Every rank reads the files: keep checkpoints on shared storage."""
-    state = verify(path)
+def _load(path: Path, state: dict, model: nn.Module, optimizer, scheduler) -> int:
     if len(state["rng"]) != distributed.world_size():
         raise CheckpointError(f"{path} was written by {len(state['rng'])} processes, this run has "
                               f"{distributed.world_size()}: resume with the same number of processes")

@@ -83,14 +83,17 @@ def _check_labelled(examples: list, path: str) -> None:
                          "(--label-column, or finetune.reader in a recipe)")
 
 
+def check_balanced(settings: FinetuneConfig | TaskSpec) -> None:
+    """Refuse balanced class weights where the loss is not a softmax over classes."""
+    if kind_of(settings.task).class_ids is None or settings.decoder == "crf":
+        raise ValueError(f"class_weights='balanced' weighs a softmax cross-entropy over classes: it does not "
+                         f"apply to the {settings.task} task{' with a CRF' if settings.decoder == 'crf' else ''}")
+
+
 def balanced_weights(features, spec: TaskSpec) -> torch.Tensor:
     """n / (classes * count) per class (span tasks: class 0 is "no entity"), 1 for absent classes."""
-    class_ids = kind_of(spec.task).class_ids
-    found = class_ids(features, spec) if class_ids else None
-    if found is None:
-        raise ValueError(f"class_weights='balanced' weighs a softmax cross-entropy over classes: it does not "
-                         f"apply to the {spec.task} task{' with a CRF' if spec.decoder == 'crf' else ''}")
-    ids, classes = found
+    check_balanced(spec)
+    ids, classes = kind_of(spec.task).class_ids(features, spec)
     counts = np.bincount(ids[ids != IGNORE_INDEX], minlength=classes).astype(np.float64)
     weights = np.where(counts > 0, counts.sum() / (classes * np.maximum(counts, 1)), 1.0)
     return torch.tensor(weights, dtype=torch.float32)
@@ -179,7 +182,8 @@ def setup(config: FinetuneConfig, train: TrainConfig) -> Setup:
         raise ValueError(f"fine-tuning derives {sorted(train.given(*DERIVED))} from finetune.epochs and "
                          "finetune.warmup_ratio; set those instead")
     kind = kind_of(config.task)
-    spec_settings(config)  # refuse bad settings before reading anything
+    if config.class_weights == "balanced":
+        check_balanced(config)  # before any file is read
     tokenizer = Tokenizer.from_pretrained(config.model)
     train_examples = read_examples(config.train, config.task, config.reader)
     dev_examples = read_examples(config.dev, config.task, config.reader) if config.dev else []
@@ -216,16 +220,16 @@ def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False, o
 
 
 def _finetune(config: FinetuneConfig, train: TrainConfig, out: Path, resume: bool) -> dict:
-    s = setup(config, train)
-    model, tokenizer, dev = s.model, s.tokenizer, s.dev_examples
+    run = setup(config, train)
+    model, tokenizer, dev = run.model, run.tokenizer, run.dev_examples
 
     def dev_predictions(m):
-        return predict_examples(m, tokenizer, dev, config.eval_batch_size, s.train.precision, s.dev_features)
+        return predict_examples(m, tokenizer, dev, config.eval_batch_size, run.train.precision, run.dev_features)
 
     def evaluate(m):
-        return _flat(task_metrics(m.spec, dev, dev_predictions(m)))
+        return _numbers(task_metrics(m.spec, dev, dev_predictions(m)))
 
-    fit(model, s.data, s.train, out, resume=resume, evaluate=evaluate if dev else None,
+    fit(model, run.data, run.train, out, resume=resume, evaluate=evaluate if dev else None,
         lr_scale=(layer_scale(len(model.encoder.layers), config.layer_lr_decay, config.head_lr_scale)
                   if (config.layer_lr_decay, config.head_lr_scale) != (1.0, 1.0) else None))
     predictions = dev_predictions(model) if dev else []
@@ -236,7 +240,7 @@ def _finetune(config: FinetuneConfig, train: TrainConfig, out: Path, resume: boo
     if distributed.rank() == 0:
         save_task_model(final, tokenizer, out)
         for name, content in (("dev_metrics.json", result), ("finetune_config.json",
-                                                              {"finetune": asdict(config), "train": asdict(s.train)})):
+                                                              {"finetune": asdict(config), "train": asdict(run.train)})):
             with atomic_write(out / name) as tmp:
                 tmp.write_text(json.dumps(content, indent=2))
     return result
@@ -256,7 +260,8 @@ def _gathered(model: TaskModel) -> TaskModel | None:
     return full
 
 
-def _flat(metrics: dict) -> dict[str, float]:
+def _numbers(metrics: dict) -> dict[str, float]:
+    """The metrics that are numbers (a per-type report is not), for the log."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 

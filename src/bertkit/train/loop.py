@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 
 from .. import precision as precision_
 from ..config import LOOP_DEFAULTS, TrainConfig
-from .checkpoint import latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint, save_model_state
-from . import distributed
+from ..files import atomic_write
+from . import checkpoint, distributed
+from .checkpoint import load_model_state, save_checkpoint, save_model_state
 from .report import plot_curves
 
 BEST = "best.safetensors"  # the weights of the best evaluation so far
@@ -125,10 +126,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     optimizer, scheduler = make_optimizer(model, config, lr_scale)
     start = 0
     if resume:
-        path = latest_checkpoint(out)
-        if path is None:
-            raise ValueError(f"nothing to resume in {out}: no intact checkpoint in {out / 'checkpoints'}")
-        start = load_checkpoint(path, model, optimizer, scheduler) + 1
+        start = checkpoint.resume(out, model, optimizer, scheduler) + 1
     dtype = precision_.resolve(config.precision, device)
     step_fn = torch.compile(train_model) if config.compile else train_model
     log = _Log(out / "log.jsonl", enabled=rank == 0, start=start)
@@ -265,7 +263,8 @@ class _Log:
         self.earlier = [r for r in _read_records(path) if r["step"] < start] if start else []
         distributed.barrier()  # every rank has read the log before rank 0 rewrites it
         if enabled:
-            path.write_text("".join(json.dumps(r) + "\n" for r in self.earlier))
+            with atomic_write(path) as tmp:  # a kill here keeps the old log, which resuming reads again
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in self.earlier))
             from torch.utils.tensorboard import SummaryWriter
             self.tensorboard = SummaryWriter(str(path.parent / "tensorboard"), purge_step=start or None)
 

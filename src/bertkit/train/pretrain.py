@@ -18,19 +18,19 @@ from torch import Tensor, nn
 
 from .. import precision
 from ..config import LOOP_DEFAULTS, PretrainConfig, TrainConfig, preset
+from ..convert import save_pretrained
 from ..data.batches import BlockRows, EpochSampler, LanguageSampler, MaskedSteps, MaskingSpec, PairRows
 from ..data.corpus import Corpus, build_corpus
 from ..data.instances import full_sentence_stream, language_probabilities, pack_full_sentences, sentence_pairs
-from ..heads import IGNORE_INDEX
-from ..heads import SpanBoundaryHead, add_pretraining_heads, vocabulary_cross_entropy
-from ..convert import save_pretrained
+from ..files import atomic_write
+from ..heads import IGNORE_INDEX, SpanBoundaryHead, add_pretraining_heads, vocabulary_cross_entropy
 from ..model import Encoder
 from ..textfiles import read_texts, text_files
 from ..tokenizer import Tokenizer
 from . import distributed
 from .checkpoint import full_model_state
-from .runs import run_folder
 from .loop import fit, to_device
+from .runs import run_folder
 
 
 class Pretrainer(nn.Module):
@@ -205,7 +205,8 @@ def report_sampling(report: dict, sampler: LanguageSampler, steps: int, path: Pa
     counts = np.bincount(language, minlength=len(sampler.probabilities))
     table = {lang: {**info, "drawn": int(c), "drawn_share": float(c / len(drawn))}
              for (lang, info), c in zip(report["languages"].items(), counts)}
-    path.write_text(json.dumps(table, indent=2))
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(table, indent=2))
     print("language  blocks      p      q  drawn share", file=sys.stderr)
     for lang, row in table.items():
         print(f"{lang:9} {row['blocks']:6d} {row['p']:6.3f} {row['q']:6.3f} {row['drawn_share']:12.3f}", file=sys.stderr)
@@ -242,8 +243,8 @@ def _pretrain(config: PretrainConfig, train: TrainConfig, out: Path, resume: boo
     if distributed.rank() == 0:
         print(json.dumps({"recipe": config.recipe, "parameters": encoder.num_parameters(), **report}, indent=1),
               file=sys.stderr)
-        (out / "pretrain_config.json").write_text(json.dumps({"pretrain": asdict(config), "train": asdict(train),
-                                                              "data": report}, indent=2))
+        with atomic_write(out / "pretrain_config.json") as tmp:
+            tmp.write_text(json.dumps({"pretrain": asdict(config), "train": asdict(train), "data": report}, indent=2))
     dtype = precision.resolve(train.precision, distributed.device())
     records = fit(pretrainer, data, train, out, resume=resume,
                   evaluate=(lambda model: evaluate(model, held_out, dtype)) if held_out else None)

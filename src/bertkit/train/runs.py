@@ -3,11 +3,11 @@
 `run_folder(out, run, resume, overwrite)` wraps a whole pretraining or fine-tuning run:
 - an exclusive lock (`fcntl.flock` on out/.bertkit.lock, which holds the owner's process id): a
   second run on the same folder fails at once, naming the process that holds it;
-- temporaries that killed writers left behind (`.*.tmp` in the folder and in checkpoints/) are
-  removed, and counted;
+- temporaries that killed writers left behind (in the folder and in checkpoints/) are removed,
+  and counted;
 - run.json records the run (its configuration) when it starts. A new run in a folder that holds
-  another run's checkpoints is an error unless `overwrite`, which first clears the
-  old run's files. `resume` requires the recorded run to be this one in everything but the step
+  another run's checkpoints is an error unless `overwrite`, which first clears every file a run
+  writes there. `resume` requires the recorded run to be this one in everything but the step
   budget (it says what differs), and a checkpoint to resume from. (A run that stopped before its
   first checkpoint left nothing to keep: a new run simply takes the folder.)
 Under torch.distributed rank 0 claims the folder and every rank learns the verdict.
@@ -48,7 +48,7 @@ def run_folder(out: str | Path, run: dict, *, resume: bool, overwrite: bool) -> 
     if distributed.rank() == 0:
         try:
             lock = _claim(out, run, resume, overwrite)
-        except RunFolderError as e:
+        except Exception as e:  # every rank must learn it, or the others would wait for rank 0 forever
             problem = e
     verdict = distributed.gather_objects(str(problem) if problem else None)[0]
     if verdict is not None:
@@ -74,12 +74,12 @@ def _claim(out: Path, run: dict, resume: bool, overwrite: bool):
         recorded = _recorded(out)
         if resume:
             _check_resume(out, recorded, run)
-        elif _holds_checkpoints(out):
-            if not overwrite:
-                started = f", started {recorded['started']}" if recorded else ""
-                raise RunFolderError(f"{out} holds another run{started}: pass --overwrite to replace it (its "
-                                     "checkpoints and logs are deleted), --resume to continue it, or another --out")
+        elif overwrite:
             _clear(out)
+        elif checkpoints(out) or _legacy(out):
+            started = f", started {recorded['started']}" if recorded else ""
+            raise RunFolderError(f"{out} holds another run{started}: pass --overwrite to replace it (its "
+                                 "checkpoints and logs are deleted), --resume to continue it, or another --out")
         if not resume:
             with atomic_write(out / "run.json") as tmp:
                 tmp.write_text(json.dumps({"run": run, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
@@ -107,7 +107,9 @@ def _lock(out: Path):
 
 
 def _remove_temporaries(out: Path) -> None:
-    stale = [p for folder in (out, out / "checkpoints") for p in folder.glob(".*.tmp*")]
+    """Remove what writers killed mid-write left: ours (.NAME.XXXX.tmp, .step-N.tmp) and safetensors' (.tmpXXXX)."""
+    stale = sorted({p for folder in (out, out / "checkpoints") for pattern in (".*.tmp*", ".tmp*")
+                    for p in folder.glob(pattern)})
     if not stale:
         return
     size = sum(f.stat().st_size for p in stale for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
@@ -127,10 +129,6 @@ def _recorded(out: Path) -> dict | None:
     except ValueError:
         raise RunFolderError(f"{path}: not valid JSON; the folder's run record is damaged: pass --overwrite to "
                              "start a new run there") from None
-
-
-def _holds_checkpoints(out: Path) -> bool:
-    return bool(checkpoints(out)) or bool(_legacy(out))
 
 
 def _legacy(out: Path) -> list[Path]:
