@@ -71,12 +71,12 @@ def _claim(out: Path, run: dict, resume: bool, overwrite: bool):
     lock = _lock(out)
     try:
         _remove_temporaries(out)
-        recorded = _recorded(out)
         if resume:
-            _check_resume(out, recorded, run)
+            _check_resume(out, _recorded(out), run)
         elif overwrite:
-            _clear(out)
+            _clear(out)  # a damaged run record too
         elif checkpoints(out) or _legacy(out):
+            recorded = _recorded(out)
             started = f", started {recorded['started']}" if recorded else ""
             raise RunFolderError(f"{out} holds another run{started}: pass --overwrite to replace it (its "
                                  "checkpoints and logs are deleted), --resume to continue it, or another --out")
