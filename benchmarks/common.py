@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from bertkit import reuse_freed_memory
+from bertkit.precision import bf16_is_fast
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -42,7 +43,8 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": bf16_is_fast(),
+            "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "commit": commit, "reuse_freed_memory": REUSES_FREED_MEMORY}
 
@@ -76,13 +78,16 @@ def median(values: list[float]) -> float:
 
 
 def write_results(name: str, command: str, payload: dict, table: str) -> None:
-    """Save JSON and replace this benchmark's section of BENCHMARKS.md."""
+    """Save JSON and replace this benchmark's section of BENCHMARKS.md. Figures of a CPU without
+    native bf16 (AVX2 alone) are kept apart, as NAME-avx2: the two kinds of machine differ."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine()
+    name = name if bf16_is_fast() else f"{name}-avx2"
     (RESULTS / f"{name}.json").write_text(json.dumps({"benchmark": name, "command": command, "machine": info,
                                                       **payload}, indent=2) + "\n")
     section = (f"<!-- {name}:start -->\n## `{name}`\n\nCommand: `{command}`  \n"
-               f"Machine: {info['cpu']}, {info['cores']} cores, {info['threads']} threads, torch {info['torch']}, "
+               f"Machine: {info['cpu']} ({info['cpu_capability']}, {'native' if info['native_bf16'] else 'no native'} "
+               f"bf16), {info['cores']} cores, {info['threads']} threads, torch {info['torch']}, "
                f"commit {info['commit']}, {time.strftime('%Y-%m-%d')}\n\n{table}\n<!-- {name}:end -->")
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n\nSide-by-side runs against the peers; see benchmarks/.\n"
