@@ -6,12 +6,24 @@ import argparse
 import json
 import sys
 import warnings
+from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
+
+from . import Tokenizer, embed, load_pretrained
 from .allocator import reuse_freed_memory
-from .tasks import TASKS
+from .config import PRESETS, FinetuneConfig, PretrainConfig, TrainConfig, load_sections, read_recipe
+from .data.examples import LabelSet, unseen_labels
+from .files import atomic_write
+from .fill_mask import fill_mask
+from .predict import predict_examples, prediction_record, read_inputs, task_metrics
+from .tasks import TASKS, read_examples
+from .tasks.model import load_task_model
+from .textfiles import read_lines, read_texts, text_files
+from .train.finetune import finetune
 from .train.loop import NonFiniteLossError
-
-PRESET_NAMES = ("tiny", "mini", "small", "medium", "base", "large")
+from .train.pretrain import pretrain
 
 EPILOG = """examples:
   bertkit info --model MODEL_DIR
@@ -47,14 +59,13 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _encoding_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"],
+def _encoding_arg(p: argparse.ArgumentParser, default: str | None = "strict") -> None:
+    p.add_argument("--encoding-errors", default=default, choices=["strict", "replace"],
                    help="invalid UTF-8: stop with file and line (default), or replace and report")
 
 
 def _check_output(output: str, *inputs: str | None) -> None:
     """Refuse, before any work, an output path that is a folder or one of the inputs."""
-    from pathlib import Path
     out = Path(output)
     if out.is_dir():
         raise IsADirectoryError(f"{output}: is a folder; --output names the file to write")
@@ -112,8 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, default=30522)
     p.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case, strip accents)")
     p.add_argument("--min-frequency", type=int, default=2)
-    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"],
-                   help="invalid UTF-8: stop with file and line (default), or replace and report")
+    _encoding_arg(p)
 
     p = sub.add_parser("pretrain", help="pretrain an encoder: bert (MLM+NSP), roberta, spanbert, mlm",
                        description="Pretrain from a YAML recipe (configs/*.yaml). Any field can be "
@@ -122,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", action="append", help="text file or folder (repeatable); LANG=PATH for "
                    "multilingual sampling")
     p.add_argument("--tokenizer", help="tokenizer directory (default: train a WordPiece vocabulary on the corpus)")
-    p.add_argument("--preset", choices=sorted(PRESET_NAMES), help="model size")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="model size")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall-clock time")
     p.add_argument("--out", help="output directory: model, tokenizer, log.jsonl, loss.png, checkpoints/")
@@ -156,8 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", help="column or field of the label")
     p.add_argument("--strict-spans", action="store_true",
                    help="span files: refuse character spans that do not start and end on word boundaries")
-    p.add_argument("--encoding-errors", choices=["strict", "replace"],
-                   help="invalid UTF-8: stop with file and line (default), or replace and report")
+    _encoding_arg(p, default=None)  # None: not given, so a recipe's reader option stands
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
 
@@ -191,7 +200,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from bertkit import Tokenizer, load_pretrained
     return load_pretrained(args.model), Tokenizer.from_pretrained(args.tokenizer or args.model)
 
 
@@ -208,10 +216,6 @@ def cmd_info(args) -> None:
 
 
 def cmd_embed(args) -> None:
-    import numpy as np
-    from bertkit import embed
-    from bertkit.files import atomic_write
-    from bertkit.textfiles import read_lines
     _check_output(args.output, args.input)
     texts = [line for _, line in read_lines(args.input, args.encoding_errors)]
     if not texts:
@@ -230,7 +234,6 @@ def cmd_embed(args) -> None:
 
 
 def cmd_similarity(args) -> None:
-    from bertkit import embed
     if len(args.texts) < 2:
         raise ValueError("give at least two texts to compare")
     model, tokenizer = _load(args)
@@ -242,8 +245,6 @@ def cmd_similarity(args) -> None:
 
 
 def cmd_tokenize(args) -> None:
-    from bertkit import Tokenizer
-    from bertkit.textfiles import read_lines
     tokenizer = Tokenizer.from_pretrained(args.tokenizer)
     texts = list(args.texts) + ([line for _, line in read_lines(args.input, args.encoding_errors)] if args.input else [])
     if not texts:
@@ -258,8 +259,6 @@ def cmd_tokenize(args) -> None:
 
 
 def cmd_train_tokenizer(args) -> None:
-    from bertkit import Tokenizer
-    from bertkit.textfiles import read_texts, text_files
     files = [f for path in args.input for f in text_files(path)]
     tokenizer = Tokenizer.train(read_texts(files, args.encoding_errors), vocab_size=args.vocab_size, lowercase=not args.cased,
                                 strip_accents=False if args.cased else None, min_frequency=args.min_frequency)
@@ -269,15 +268,12 @@ def cmd_train_tokenizer(args) -> None:
 
 
 def cmd_fill_mask(args) -> None:
-    from bertkit.fill_mask import fill_mask
     model, tokenizer = _load(args)
     for n, candidates in enumerate(fill_mask(model, tokenizer, args.text, args.top_k), start=1):
         print(f"[MASK] #{n}: " + ", ".join(f"{c.token} ({c.probability:.3f})" for c in candidates))
 
 
 def cmd_pretrain(args, overrides: list[str]) -> None:
-    from bertkit.config import PretrainConfig, TrainConfig, load_sections
-    from bertkit.train.pretrain import pretrain
     direct = {"pretrain": {"corpus": tuple(args.corpus) if args.corpus else None, "tokenizer": args.tokenizer,
                            "preset": args.preset, "out": args.out, "encoding_errors": args.encoding_errors},
               "train": {"max_steps": args.max_steps, "max_minutes": args.max_minutes, "seed": args.seed,
@@ -292,8 +288,6 @@ def _column(value: str | None):
 
 
 def cmd_finetune(args, overrides: list[str]) -> None:
-    from bertkit.config import FinetuneConfig, TrainConfig, load_sections, read_recipe
-    from bertkit.train.finetune import finetune
     task = "multilabel" if args.task == "classify" and args.multi_label else args.task
     kind = "field" if args.train and args.train.endswith((".jsonl", ".jsonlines")) else "column"
     reader = {f"{name}_{kind}": _column(value) for name, value in (("text", args.text_column),
@@ -303,16 +297,14 @@ def cmd_finetune(args, overrides: list[str]) -> None:
     direct = {"finetune": {"task": task, "model": args.model, "train": args.train, "dev": args.dev, "out": args.out,
                            "epochs": args.epochs, "batch_size": args.batch_size, "decoder": args.decoder},
               "train": {"lr": args.lr, "seed": args.seed, "precision": args.dtype}}
-    if args.config:
-        recipe_task = (read_recipe(args.config, {"finetune": FinetuneConfig, "train": TrainConfig})[0]
-                       .get("finetune") or {}).get("task")
-        if recipe_task and recipe_task != task:
-            raise ValueError(f"{args.config} is a {recipe_task} recipe, but the command says {task}: use "
-                             f"bertkit finetune {recipe_task}")
-    sections = load_sections(args.config, {"finetune": FinetuneConfig, "train": TrainConfig}, overrides, direct)
+    classes = {"finetune": FinetuneConfig, "train": TrainConfig}
+    recipe_task = (read_recipe(args.config, classes)[0].get("finetune") or {}).get("task") if args.config else None
+    if recipe_task and recipe_task != task:
+        raise ValueError(f"{args.config} is a {recipe_task} recipe, but the command says {task}: use "
+                         f"bertkit finetune {recipe_task}")
+    sections = load_sections(args.config, classes, overrides, direct)
     config = sections["finetune"]
     if reader:
-        from dataclasses import replace
         config = replace(config, reader={**config.reader, **reader})
     result = finetune(config, sections["train"], resume=args.resume, overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in result.items() if k != "per_type"}), file=sys.stderr)
@@ -320,14 +312,10 @@ def cmd_finetune(args, overrides: list[str]) -> None:
 
 
 def _task_model(path: str):
-    from bertkit.tasks.model import load_task_model
-    from bertkit.tokenizer import Tokenizer
     return load_task_model(path), Tokenizer.from_pretrained(path)
 
 
 def cmd_predict(args) -> None:
-    from bertkit.files import atomic_write
-    from bertkit.predict import predict_examples, prediction_record, read_inputs
     _check_output(args.output, args.input)
     model, tokenizer = _task_model(args.model)
     examples, pre_split = read_inputs(args.input, model.spec, tokenizer, args.input_format, args.encoding_errors)
@@ -339,9 +327,6 @@ def cmd_predict(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from bertkit.data.examples import LabelSet, unseen_labels
-    from bertkit.predict import predict_examples, task_metrics
-    from bertkit.tasks import read_examples
     model, tokenizer = _task_model(args.model)
     examples = read_examples(args.data, model.spec.task, {**model.spec.reader, "encoding_errors": args.encoding_errors})
     unseen = unseen_labels(LabelSet(model.spec.labels), examples) if model.spec.labels else []

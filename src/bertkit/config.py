@@ -7,9 +7,8 @@
 epochs) is None until derived, so an explicit value, even one equal to a default, is never taken
 for "not given".
 
-`EncoderConfig` describes one encoder of the BERT family. The three Hugging Face families that
-bertkit reads and writes (BERT, RoBERTa, DistilBERT) are one architecture with small differences,
-each a field here rather than a subclass:
+The three Hugging Face families that bertkit reads and writes (BERT, RoBERTa, DistilBERT) are one
+architecture with small differences, each an `EncoderConfig` field rather than a subclass:
 
 - RoBERTa numbers positions from `pad_token_id + 1` (`position_offset`) and has one segment type;
 - DistilBERT has no segment embeddings (`type_vocab_size = 0`) and no pooler.
@@ -28,6 +27,18 @@ from typing import Sequence
 
 FAMILIES = ("bert", "roberta", "distilbert")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+# The range checks of config fields: each rule's text, and the test a value that breaks it fails.
+_RULES = {"must be positive": lambda v: v <= 0, "must be >= 0": lambda v: v < 0,
+          "must be in [0, 1)": lambda v: not 0 <= v < 1, "must be in (0, 1)": lambda v: not 0 < v < 1,
+          "must be in (0, 1]": lambda v: not 0 < v <= 1}
+
+
+def _require(config, rule: str, *names: str, prefix: str = "") -> None:
+    """Refuse the first field among `names` whose value breaks `rule` (a key of `_RULES`)."""
+    for name in names:
+        if _RULES[rule](getattr(config, name)):
+            raise ValueError(f"{prefix}{name} {rule}, got {getattr(config, name)}")
 
 
 @dataclass(frozen=True)
@@ -50,13 +61,10 @@ class EncoderConfig:
     family: str = "bert"
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                     "max_position_embeddings"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"EncoderConfig.{name} must be positive, got {getattr(self, name)}")
+        _require(self, "must be positive", "vocab_size", "hidden_size", "num_layers", "num_heads",
+                 "intermediate_size", "max_position_embeddings", prefix="EncoderConfig.")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads "
-                             f"{self.num_heads}")
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {ACTIVATIONS}")
         if self.family not in FAMILIES:
@@ -69,9 +77,7 @@ class EncoderConfig:
         if self.family == "roberta" and self.position_offset != self.pad_token_id + 1:
             raise ValueError("a RoBERTa model numbers positions from pad_token_id + 1: set "
                              f"position_offset={self.pad_token_id + 1}")
-        for name in ("hidden_dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        _require(self, "must be in [0, 1)", "hidden_dropout", "attention_dropout")
 
     @property
     def head_size(self) -> int:
@@ -87,8 +93,7 @@ class EncoderConfig:
 
 
 def _preset(layers: int, hidden: int, heads: int) -> EncoderConfig:
-    return EncoderConfig(num_layers=layers, hidden_size=hidden, num_heads=heads,
-                         intermediate_size=4 * hidden)
+    return EncoderConfig(num_layers=layers, hidden_size=hidden, num_heads=heads, intermediate_size=4 * hidden)
 
 
 # Sizes of Turc et al. (2019) "Well-Read Students Learn Better" plus BERT-base and BERT-large.
@@ -138,20 +143,13 @@ class TrainConfig:
     patience: int = 0  # stop after this many evaluations without improvement of `monitor`; 0 = never
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        for name in ("max_steps", "checkpoint_every"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        _require(self, "must be positive", "lr", *self.given("max_steps", "checkpoint_every"))
+        _require(self, "must be >= 0", *self.given("warmup_steps", "eval_every"))
         if self.keep_checkpoints < 1:
             raise ValueError("keep_checkpoints must be at least 1")
         if self.strategy not in ("ddp", "fsdp"):
             raise ValueError(f"strategy must be 'ddp' or 'fsdp', not {self.strategy!r}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be >= 0, got {self.patience}")
+        _require(self, "must be >= 0", "patience")
 
     def given(self, *names: str) -> list[str]:
         """Which of these fields were set (are not None)."""
@@ -208,15 +206,11 @@ class PretrainConfig:
             raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         if not self.corpus:
             raise ValueError("give a corpus (--corpus PATH, repeatable; LANG=PATH for several languages)")
-        if not 0 < self.mask_rate < 1:
-            raise ValueError(f"mask_rate must be in (0, 1), got {self.mask_rate}")
-        for name in ("vocab_size", "max_length", "batch_size", "micro_batches", "eval_blocks"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        _require(self, "must be in (0, 1)", "mask_rate")
+        _require(self, "must be positive", "vocab_size", "max_length", "batch_size", "micro_batches", "eval_blocks")
         if self.batch_size % self.micro_batches:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of micro_batches {self.micro_batches}")
-        if not 0 < self.alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        _require(self, "must be in (0, 1]", "alpha")
         for name, allowed in (("documents", ("file", "blank_line")), ("encoding_errors", ("strict", "replace"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
@@ -229,8 +223,7 @@ class PretrainConfig:
     def languages(self) -> dict[str, list[str]]:
         """{language: paths} for LANG=PATH entries; {"": paths} when no entry names a language."""
         out: dict[str, list[str]] = {}
-        for entry in self.corpus:
-            lang, _, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
+        for lang, _, path in (entry.rpartition("=") for entry in self.corpus):  # lang "" when no "="
             out.setdefault(lang, []).append(path)
         return out
 
@@ -249,8 +242,7 @@ def check_task_settings(settings) -> None:
     for name, allowed in TASK_CHOICES.items():
         if getattr(settings, name) not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, not {getattr(settings, name)!r}")
-    if not 0.0 < settings.threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {settings.threshold}")
+    _require(settings, "must be in (0, 1)", "threshold")
     if settings.max_span_width < 1:
         raise ValueError(f"max_span_width must be at least 1 word, got {settings.max_span_width}")
 
@@ -295,17 +287,12 @@ class FinetuneConfig:
             raise ValueError(f"batch_by must be 'rows' or 'tokens', not {self.batch_by!r}")
         if not self.model or not self.train:
             raise ValueError("give a model directory (--model) and a training file (--train)")
-        for name in ("epochs", "batch_size", "eval_batch_size", "max_length"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        _require(self, "must be positive", "epochs", "batch_size", "eval_batch_size", "max_length")
         if self.class_weights not in ("none", "balanced"):
             raise ValueError(f"class_weights must be 'none' or 'balanced', not {self.class_weights!r}")
-        if not 0 < self.layer_lr_decay <= 1:
-            raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
-        if self.head_lr_scale <= 0:
-            raise ValueError(f"head_lr_scale must be positive, got {self.head_lr_scale}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        _require(self, "must be in (0, 1]", "layer_lr_decay")
+        _require(self, "must be positive", "head_lr_scale")
+        _require(self, "must be in [0, 1)", "warmup_ratio")
 
 
 # ------------------------------------------------------------------------------ YAML and flags
@@ -321,15 +308,14 @@ def _coerce(value, hint, where: str):
     args = typing.get_args(hint)
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     kinds = [a for a in args if a is not type(None)] if union else [hint]
-    if value is None and union and type(None) in args:
+    if value is None and type(None) in args:
         return None
     for kind in kinds:
         ok, converted = _as_kind(value, kind)
         if ok:
             return converted
     expected = " or ".join(_NAMES.get(typing.get_origin(k) or k, str(k)) for k in kinds)
-    raise ValueError(f"{where}: expected {expected}{' or null' if union and type(None) in args else ''}, "
-                     f"got {value!r}")
+    raise ValueError(f"{where}: expected {expected}{' or null' if type(None) in args else ''}, got {value!r}")
 
 
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a text", dict: "a mapping",
@@ -376,8 +362,7 @@ def read_recipe(path: str, sections: dict[str, type]) -> tuple[dict, dict[tuple,
     if raw is None:
         return {}, {}
     if not isinstance(raw, dict) or not all(isinstance(v, dict) or v is None for v in raw.values()):
-        raise ValueError(f"{path}: expected sections ({', '.join(sorted(sections))}), each a mapping of "
-                         "field: value")
+        raise ValueError(f"{path}: expected sections ({', '.join(sorted(sections))}), each a mapping of field: value")
     lines: dict[tuple, int] = {}
 
     def walk(node, keys: tuple) -> None:
@@ -392,7 +377,7 @@ def read_recipe(path: str, sections: dict[str, type]) -> tuple[dict, dict[tuple,
 def _recipe_relative(values: dict, fields: Sequence[str], folder: Path) -> dict:
     """`values` with the relative paths of `fields` made relative to the recipe's folder."""
     def resolve(entry: str) -> str:
-        lang, eq, rest = entry.rpartition("=") if "=" in entry else ("", "", entry)
+        lang, eq, rest = entry.rpartition("=")
         parts = [p if not p or Path(p).is_absolute() else os.path.normpath(folder / p) for p in rest.split(",")]
         return f"{lang}{eq}{','.join(parts)}"
     out = dict(values)

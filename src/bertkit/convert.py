@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .files import atomic_write, write_safetensors
+from .files import write_safetensors, write_text
 from .config import EncoderConfig
 from .heads import MLMHead, NSPHead
 from .model import Encoder
@@ -34,13 +34,12 @@ CONFIG_FIELDS = {
     "bert": dict(vocab_size="vocab_size", hidden_size="hidden_size", num_layers="num_hidden_layers",
                  num_heads="num_attention_heads", intermediate_size="intermediate_size",
                  max_position_embeddings="max_position_embeddings", type_vocab_size="type_vocab_size",
-                 hidden_act="hidden_act", layer_norm_eps="layer_norm_eps",
-                 hidden_dropout="hidden_dropout_prob", attention_dropout="attention_probs_dropout_prob",
-                 initializer_range="initializer_range", pad_token_id="pad_token_id"),
-    "distilbert": dict(vocab_size="vocab_size", hidden_size="dim", num_layers="n_layers",
-                       num_heads="n_heads", intermediate_size="hidden_dim",
-                       max_position_embeddings="max_position_embeddings", hidden_act="activation",
-                       hidden_dropout="dropout", attention_dropout="attention_dropout",
+                 hidden_act="hidden_act", layer_norm_eps="layer_norm_eps", hidden_dropout="hidden_dropout_prob",
+                 attention_dropout="attention_probs_dropout_prob", initializer_range="initializer_range",
+                 pad_token_id="pad_token_id"),
+    "distilbert": dict(vocab_size="vocab_size", hidden_size="dim", num_layers="n_layers", num_heads="n_heads",
+                       intermediate_size="hidden_dim", max_position_embeddings="max_position_embeddings",
+                       hidden_act="activation", hidden_dropout="dropout", attention_dropout="attention_dropout",
                        initializer_range="initializer_range", pad_token_id="pad_token_id"),
 }
 CONFIG_FIELDS["roberta"] = CONFIG_FIELDS["bert"]
@@ -50,46 +49,42 @@ ARCHITECTURES = {  # (has MLM head, has NSP head) -> class name
     "distilbert": {(False, False): "DistilBertModel", (True, False): "DistilBertForMaskedLM"},
 }
 IGNORED_KEYS = ("position_ids", "token_type_ids")  # buffers some checkpoints store
+# Per family: the Hugging Face prefix of layer i's tensors, and its names for each tensor in the layer.
+LAYER_KEYS = {
+    "bert": ("encoder.layer", {
+        "attention.qkv": ["attention.self.query", "attention.self.key", "attention.self.value"],
+        "attention.out": ["attention.output.dense"], "attention.norm": ["attention.output.LayerNorm"],
+        "feed_forward.up": ["intermediate.dense"], "feed_forward.down": ["output.dense"],
+        "feed_forward.norm": ["output.LayerNorm"]}),
+    "distilbert": ("transformer.layer", {
+        "attention.qkv": ["attention.q_lin", "attention.k_lin", "attention.v_lin"],
+        "attention.out": ["attention.out_lin"], "attention.norm": ["sa_layer_norm"],
+        "feed_forward.up": ["ffn.lin1"], "feed_forward.down": ["ffn.lin2"],
+        "feed_forward.norm": ["output_layer_norm"]}),
+}
+LAYER_KEYS["roberta"] = LAYER_KEYS["bert"]
 
 
 class CheckpointError(ValueError):
     """A model directory or weights file that bertkit cannot load, with the file and tensor named."""
 
 
-def _linear(ours: str, theirs: str) -> KeyMap:
-    return [(f"{ours}.weight", [f"{theirs}.weight"]), (f"{ours}.bias", [f"{theirs}.bias"])]
-
-
-def _fused(ours: str, theirs: list[str]) -> KeyMap:
+def _linear(ours: str, *theirs: str) -> KeyMap:
+    """A weight and a bias; several Hugging Face tensors are fused into one of bertkit's."""
     return [(f"{ours}.{p}", [f"{t}.{p}" for t in theirs]) for p in ("weight", "bias")]
 
 
 def encoder_key_map(config: EncoderConfig) -> KeyMap:
     """Names of the encoder's tensors in the family's Hugging Face layout (without prefix)."""
-    distil = config.family == "distilbert"
     keys: KeyMap = [("embeddings.word.weight", ["embeddings.word_embeddings.weight"]),
                     ("embeddings.position.weight", ["embeddings.position_embeddings.weight"])]
     if config.type_vocab_size:
         keys.append(("embeddings.segment.weight", ["embeddings.token_type_embeddings.weight"]))
     keys += _linear("embeddings.norm", "embeddings.LayerNorm")
+    layer, names = LAYER_KEYS[config.family]
     for i in range(config.num_layers):
-        ours = f"layers.{i}"
-        if distil:
-            t = f"transformer.layer.{i}"
-            keys += _fused(f"{ours}.attention.qkv", [f"{t}.attention.{n}_lin" for n in "qkv"])
-            keys += _linear(f"{ours}.attention.out", f"{t}.attention.out_lin")
-            keys += _linear(f"{ours}.attention.norm", f"{t}.sa_layer_norm")
-            keys += _linear(f"{ours}.feed_forward.up", f"{t}.ffn.lin1")
-            keys += _linear(f"{ours}.feed_forward.down", f"{t}.ffn.lin2")
-            keys += _linear(f"{ours}.feed_forward.norm", f"{t}.output_layer_norm")
-        else:
-            t = f"encoder.layer.{i}"
-            keys += _fused(f"{ours}.attention.qkv", [f"{t}.attention.self.{n}" for n in ("query", "key", "value")])
-            keys += _linear(f"{ours}.attention.out", f"{t}.attention.output.dense")
-            keys += _linear(f"{ours}.attention.norm", f"{t}.attention.output.LayerNorm")
-            keys += _linear(f"{ours}.feed_forward.up", f"{t}.intermediate.dense")
-            keys += _linear(f"{ours}.feed_forward.down", f"{t}.output.dense")
-            keys += _linear(f"{ours}.feed_forward.norm", f"{t}.output.LayerNorm")
+        for ours, theirs in names.items():
+            keys += _linear(f"layers.{i}.{ours}", *(f"{layer}.{i}.{t}" for t in theirs))
     if config.pooler:
         keys += _linear("pooler.dense", "pooler.dense")
     return keys
@@ -189,9 +184,7 @@ def load_pretrained(path: str | Path) -> Encoder:
                               "of model settings (model_type, hidden_size, ...)")
     files = _weight_files(path)
     names = ", ".join(str(f) for f in files)
-    tensors: dict[str, torch.Tensor] = {}
-    for file in files:
-        tensors.update(read_tensors(file))
+    tensors = {name: tensor for file in files for name, tensor in read_tensors(file).items()}
     config = config_from_hf(hf_config, path / "config.json")
     tensors = _strip_prefix(tensors, config.family)
     config = config.replace(pooler="pooler.dense.weight" in tensors)
@@ -257,12 +250,9 @@ def save_pretrained(encoder: Encoder, path: str | Path) -> None:
     key_map = [(ours, [prefix + t for t in theirs]) for ours, theirs in encoder_key_map(config)]
     key_map += heads["mlm"] * with_heads[0] + heads.get("nsp", []) * with_heads[1]
     state = encoder.state_dict()
-    tensors = {}
-    for ours, theirs in key_map:
-        for name, part in zip(theirs, state[ours].chunk(len(theirs))):
-            tensors[name] = part.detach().float().contiguous()
+    tensors = {name: part.detach().float().contiguous() for ours, theirs in key_map
+               for name, part in zip(theirs, state[ours].chunk(len(theirs)))}
     hf_config = json.dumps(config_to_hf(config, ARCHITECTURES[config.family][with_heads]), indent=2)
     path.mkdir(parents=True, exist_ok=True)
     write_safetensors(path / "model.safetensors", tensors, metadata={"format": "pt"})
-    with atomic_write(path / "config.json") as tmp:
-        tmp.write_text(hf_config)
+    write_text(path / "config.json", hf_config)

@@ -66,8 +66,7 @@ class CRF(nn.Module):
         allowed_start: optional (L,) bool; forbidden first labels score FORBIDDEN.
     """
 
-    def __init__(self, num_labels: int, allowed: Tensor | None = None,
-                 allowed_start: Tensor | None = None):
+    def __init__(self, num_labels: int, allowed: Tensor | None = None, allowed_start: Tensor | None = None):
         super().__init__()
         # Same initialisation as pytorch-crf.
         self.start = nn.Parameter(torch.empty(num_labels).uniform_(-0.1, 0.1))
@@ -84,12 +83,13 @@ class CRF(nn.Module):
         """A CRF over `labels`, with BIO constraints when they are BIO tags."""
         return cls(len(labels), *bio_constraints(labels))
 
-    def _scores(self, rows: int, cut_start: Tensor | None,
+    def _scores(self, emissions: Tensor, mask: Tensor, cut_start: Tensor | None,
                 cut_end: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """fp32 (start (B, L), transitions (L, L), end (B, L)) with the constraints applied; zero
-        start (end) scores on rows whose start (end) is a cut inside a longer sequence."""
-        start = (self.start.float() + self.start_penalty).expand(rows, -1)
-        end = self.end.float().expand(rows, -1)
+        """Check the mask; then fp32 (start (B, L), transitions (L, L), end (B, L)) with the constraints
+        applied, zero start (end) scores on rows whose start (end) is a cut inside a longer sequence."""
+        _check_mask(emissions, mask)
+        start = (self.start.float() + self.start_penalty).expand(len(emissions), -1)
+        end = self.end.float().expand(len(emissions), -1)
         if cut_start is not None:
             start = torch.where(cut_start.unsqueeze(1), 0.0, start)
         if cut_end is not None:
@@ -104,15 +104,13 @@ class CRF(nn.Module):
             emissions: (B, T, L) label scores, any float dtype.
             tags: (B, T) long gold labels; values under padding are ignored.
             mask: (B, T) bool, True on real positions, left-aligned.
-            cut_start, cut_end: optional (B,) bool, True for rows that start (end) inside a longer
-                sequence.
+            cut_start, cut_end: optional (B,) bool, True for rows that start (end) inside a longer sequence.
 
         Returns:
-            (B,) fp32 log-likelihoods; the training loss is `-crf.log_likelihood(...).mean()`.
+            (B,) fp32 log-likelihoods; the tag task's loss is `-crf.log_likelihood(...).sum()`.
         """
-        _check_mask(emissions, mask)
+        start, transitions, end = self._scores(emissions, mask, cut_start, cut_end)
         emissions, tags = emissions.float(), tags.masked_fill(~mask, 0)
-        start, transitions, end = self._scores(len(emissions), cut_start, cut_end)
         gold = _path_score(emissions, tags, mask, start, transitions, end)
         return gold - _log_partition(emissions, mask, start, transitions, end)
 
@@ -129,9 +127,8 @@ class CRF(nn.Module):
         Returns:
             B lists of label ids, each as long as its row of `mask` has real positions.
         """
-        _check_mask(emissions, mask)
+        start, transitions, end = self._scores(emissions, mask, cut_start, cut_end)
         emissions = emissions.float()
-        start, transitions, end = self._scores(len(emissions), cut_start, cut_end)
         score = start + emissions[:, 0]  # (B, L)
         keep = torch.arange(emissions.shape[-1], device=emissions.device)
         pointers = []
@@ -168,8 +165,7 @@ def _path_score(emissions: Tensor, tags: Tensor, mask: Tensor, start: Tensor,
     return edges + emitted.sum(dim=1) + stepped.sum(dim=1)
 
 
-def _log_partition(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor,
-                   end: Tensor) -> Tensor:
+def _log_partition(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor) -> Tensor:
     """(B,) log of the summed exp-score of every path (the forward algorithm)."""
     alpha = start + emissions[:, 0]  # (B, L)
     for t in range(1, emissions.shape[1]):

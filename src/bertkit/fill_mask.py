@@ -19,10 +19,8 @@ class Candidate:
 
 @torch.no_grad()
 def fill_mask(model: Encoder, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[list[Candidate]]:
-    """The `top_k` most probable tokens for each [MASK] in `text`, most probable first.
-
-    Returns one list per [MASK], in text order.
-    """
+    """One list per [MASK] in `text`, in text order: its `top_k` most probable tokens, most probable
+    first."""
     if model.mlm_head is None:
         raise ValueError("this model has no MLM head (its checkpoint holds no cls.predictions / lm_head "
                          "weights); fill-mask needs a masked-language model")

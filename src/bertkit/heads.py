@@ -38,8 +38,7 @@ class MLMHead(nn.Module):
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, device="meta")  # no V x H allocation
         self.decoder.weight = word_embeddings.weight
         self.decoder.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        nn.init.normal_(self.dense.weight, std=config.initializer_range)
-        nn.init.zeros_(self.dense.bias)
+        _init_normal(self.dense, config)
 
     def forward(self, hidden: Tensor) -> Tensor:
         """(..., H) -> (..., V) logits."""
@@ -70,10 +69,8 @@ def vocabulary_cross_entropy(x: Tensor, weight: Tensor, bias: Tensor, labels: Te
         The loss sum, a scalar fp32 tensor. Under autocast the projection runs in the autocast
         dtype (as `F.linear` would) and the softmax in fp32.
     """
-    if torch.is_autocast_enabled(x.device.type):
-        dtype = torch.get_autocast_dtype(x.device.type)
-    else:
-        dtype = torch.result_type(x, weight)
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.result_type(x, weight)
     return _VocabularyCrossEntropy.apply(x, weight, bias, labels, dtype)
 
 
@@ -114,12 +111,8 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
                 grad_x[start:start + rows] = g @ w
                 if dtype == torch.float32:  # beta 0: the first chunk overwrites the empty buffer
                     grad_w.addmm_(g.t(), xc, beta=float(start > 0))
-                else:  # accumulate the chunks' bf16 products in fp32
-                    product = g.t() @ xc
-                    if start == 0:
-                        grad_w.copy_(product)
-                    else:
-                        grad_w.add_(product)
+                else:  # accumulate the chunks' bf16 products in fp32, the first overwriting the buffer
+                    (grad_w.copy_ if start == 0 else grad_w.add_)(g.t() @ xc)
                 grad_b += grad.sum(0)
         if needs_grad:
             ctx.save_for_backward(grad_x, grad_w.to(weight.dtype), grad_b.to(bias.dtype))
@@ -159,19 +152,14 @@ class SpanBoundaryHead(nn.Module):
         self.position = nn.Embedding(max_span_tokens, H)
         self.mlp = nn.Sequential(nn.Linear(3 * H, H), nn.GELU(), nn.LayerNorm(H, eps=config.layer_norm_eps),
                                  nn.Linear(H, H), nn.GELU(), nn.LayerNorm(H, eps=config.layer_norm_eps))
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=config.initializer_range)
-            if isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
+        _init_normal(self, config)
 
     def forward(self, left: Tensor, right: Tensor, offset: Tensor) -> Tensor:
         """(M, H) left boundary, (M, H) right boundary, (M,) offset in span -> (M, H) vectors."""
         if offset.numel() and int(offset.max()) >= self.max_span_tokens:
             raise ValueError(f"a masked span is {int(offset.max()) + 1} tokens long, more than the span "
                              f"boundary head's {self.max_span_tokens} positions")
-        position = self.position(offset)
-        return self.mlp(torch.cat([left, right, position], dim=-1))
+        return self.mlp(torch.cat([left, right, self.position(offset)], dim=-1))
 
 
 def add_pretraining_heads(encoder: Encoder, mlm: bool = True, nsp: bool = False) -> Encoder:
@@ -230,7 +218,7 @@ class LinearHead(nn.Module):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(config.hidden_size, num_outputs)
-        _init_linear(self.out, config)
+        _init_normal(self.out, config)
 
     def forward(self, vectors: Tensor) -> Tensor:
         return self.out(self.dropout(vectors))
@@ -242,8 +230,7 @@ class SpanClassificationHead(nn.Module):
     A span (i, j) of a sentence's word vectors v is [v_i; v_j; summary(v_i..v_j); w_{j-i}]: its
     boundary vectors, a content summary (their mean, or a learned attention pooling over them, as
     in Lee et al. 2017's span representations), and a learned width embedding; a two-layer
-    feed-forward network scores it. Spans are scored independently, so nested and overlapping
-    spans can all be predicted.
+    feed-forward network scores each span independently, so nested and overlapping spans can all be found.
     """
 
     def __init__(self, config: EncoderConfig, num_labels: int, max_width: int = 8, summary: str = "mean",
@@ -259,9 +246,7 @@ class SpanClassificationHead(nn.Module):
         self.attention = nn.Linear(H, 1) if summary == "attention" else None
         self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(3 * H + width_size, H), nn.GELU(),
                                  nn.Dropout(dropout), nn.Linear(H, num_labels + 1))
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                _init_linear(module, config)
+        _init_normal(self, config)
 
     def forward(self, words: Tensor, starts: Tensor, ends: Tensor, rows: Tensor) -> Tensor:
         """Score spans.
@@ -274,8 +259,7 @@ class SpanClassificationHead(nn.Module):
         Returns:
             (S, num_labels + 1) logits, unit 0 = no entity.
         """
-        offsets = torch.arange(self.max_width, device=words.device)
-        inside = starts[:, None] + offsets  # (S, max_width) word positions of each span
+        inside = starts[:, None] + torch.arange(self.max_width, device=words.device)  # (S, max_width) word positions
         valid = inside <= ends[:, None]
         members = words[rows[:, None], inside.clamp(max=words.shape[1] - 1)]  # (S, max_width, H)
         if self.attention is None:
@@ -288,7 +272,10 @@ class SpanClassificationHead(nn.Module):
         return self.mlp(span)
 
 
-def _init_linear(module: nn.Module, config: EncoderConfig) -> None:
-    nn.init.normal_(module.weight, std=config.initializer_range)
-    if getattr(module, "bias", None) is not None:
-        nn.init.zeros_(module.bias)
+def _init_normal(module: nn.Module, config: EncoderConfig) -> None:
+    """Normal weights and zero biases for `module`'s linear and embedding layers, itself included."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=config.initializer_range)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)

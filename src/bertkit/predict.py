@@ -6,9 +6,6 @@ dict per example, as its task kind assembles it: {"label", "probabilities"} (cla
 {"entities"} (span), entities as word spans. Long inputs are windowed as in training: a
 sequence's logits are averaged over its windows, and a word is read from the window where it has
 the most context.
-
-`task_metrics` scores predictions against the examples' labels; `prediction_record` turns a
-prediction into the JSON object `bertkit predict` writes, entities with character offsets.
 """
 
 from __future__ import annotations
@@ -46,9 +43,8 @@ def predict_examples(model: TaskModel, tokenizer: Tokenizer, examples: Sequence,
         batch = collate(features, rows, spec, tokenizer.pad_id)
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with precision_.autocast(dtype, device):
-            out = model.outputs(batch)
-        for r, row_output in zip(rows, out):
-            per_row[r] = row_output
+            for r, row_output in zip(rows, model.outputs(batch)):
+                per_row[r] = row_output
     model.train(was_training)
     return model.kind.assemble(per_row, features, examples, spec)
 
@@ -86,7 +82,6 @@ def prediction_record(example, prediction: dict, pre_split: bool = False) -> dic
     (and word indices for pre-split input); other tasks as predicted."""
     if isinstance(example, TextExample) or "entities" not in prediction:
         return dict(prediction)
-    record = {k: v for k, v in prediction.items() if k != "entities"}
     entities = []
     for start, end, label, *prob in prediction["entities"]:
         a, b = example.word_offsets[start][0], example.word_offsets[end - 1][1]
@@ -96,5 +91,4 @@ def prediction_record(example, prediction: dict, pre_split: bool = False) -> dic
         if prob:
             entity["probability"] = round(prob[0], 6)
         entities.append(entity)
-    record["entities"] = entities
-    return record
+    return {k: v for k, v in prediction.items() if k != "entities"} | {"entities": entities}

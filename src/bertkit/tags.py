@@ -23,8 +23,7 @@ Span = tuple[int, int, str]
 _STRICT_SCHEMES = {
     "IOB1": {
         "prefixes": "IOB",
-        "start": [("O", "I", "any"), ("I", "I", "diff"), ("B", "I", "any"), ("I", "B", "same"),
-                  ("B", "B", "same")],
+        "start": [("O", "I", "any"), ("I", "I", "diff"), ("B", "I", "any"), ("I", "B", "same"), ("B", "B", "same")],
         "inside": [("B", "I", "same"), ("I", "I", "same")],
         "end": [("I", "I", "diff"), ("I", "O", "any"), ("I", "B", "any"), ("B", "O", "any"),
                 ("B", "I", "diff"), ("B", "B", "same")],
@@ -62,8 +61,7 @@ def spans_from_tags(tags: Sequence[str], scheme: str = "IOB2", mode: str = "stri
         if scheme not in _STRICT_SCHEMES:
             raise ValueError(f"scheme must be one of {sorted(_STRICT_SCHEMES)}, got {scheme!r}")
         _check_tags(tags, _STRICT_SCHEMES[scheme]["prefixes"], f"the {scheme} scheme")
-        return _strict_spans([(t[0], t[1:].strip("-") or "_") for t in tags],
-                             _STRICT_SCHEMES[scheme])
+        return _strict_spans([(t[0], t[1:].strip("-") or "_") for t in tags], _STRICT_SCHEMES[scheme])
     if mode == "default":
         _check_tags(tags, "IOBES", "default mode")
         return _lenient_spans([(t[0], t[1:].split("-", 1)[-1] or "_") for t in tags])
@@ -72,8 +70,7 @@ def spans_from_tags(tags: Sequence[str], scheme: str = "IOB2", mode: str = "stri
 
 def _check_tags(tags: list[str], prefixes: str, what: str) -> None:
     for i, tag in enumerate(tags):
-        if tag != "O" and not (tag[:1] and tag[0] in prefixes.replace("O", "")
-                               and tag[1:2] in ("", "-")):
+        if tag != "O" and not (tag[:1] and tag[0] in prefixes.replace("O", "") and tag[1:2] in ("", "-")):
             raise ValueError(f"tag {i} {tag!r} is not a tag of {what}: expected 'O' or one of "
                              f"{', '.join(p + '-TYPE' for p in prefixes if p != 'O')}")
 
@@ -107,22 +104,12 @@ def _lenient_spans(tokens: list[tuple[str, str]]) -> set[Span]:
     """seqeval's `get_entities` (conlleval's chunk rules), one sentence at a time."""
     spans, begin, (prev_tag, prev_type) = set(), 0, ("O", "")
     for i, (tag, type_) in enumerate(tokens + [_OUTSIDE]):
-        if _chunk_ends(prev_tag, tag, prev_type, type_):
-            spans.add((begin, i, prev_type))
-        if _chunk_starts(prev_tag, tag, prev_type, type_):
-            begin = i
+        if prev_tag in "ES" or (prev_tag in "BI" and tag in "BSO") or (prev_tag != "O" and prev_type != type_):
+            spans.add((begin, i, prev_type))  # the chunk before this token ends
+        if tag in "BS" or (prev_tag in "ESO" and tag in "EI") or (tag != "O" and prev_type != type_):
+            begin = i  # a chunk starts here
         prev_tag, prev_type = tag, type_
     return spans
-
-
-def _chunk_ends(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
-    return (prev_tag in "ES" or (prev_tag in "BI" and tag in "BSO")
-            or (prev_tag != "O" and prev_type != type_))
-
-
-def _chunk_starts(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
-    return (tag in "BS" or (prev_tag in "ESO" and tag in "EI")
-            or (tag != "O" and prev_type != type_))
 
 
 def is_bio_tag(tag: str) -> bool:
@@ -170,16 +157,13 @@ def entity_spans(tags: Sequence[str]) -> list[Span]:
 
 
 def spans_to_bio(words: Sequence[str], word_spans: Iterable[Span]) -> tuple[list[str], int]:
-    """BIO tags from word spans, keeping the longest spans that do not overlap a kept one.
-
-    BIO cannot hold nested entities, so inner (and crossing) spans are dropped: the longest span
-    wins, and between equally long ones the earlier.
+    """BIO tags from word spans, keeping the longest spans that do not overlap a kept one (between
+    equally long ones the earlier): BIO cannot hold nested entities, so inner and crossing spans are dropped.
 
     Returns:
         (tags, one per word; number of spans dropped because they overlapped a kept span).
     """
-    tags = ["O"] * len(words)
-    dropped = 0
+    tags, dropped = ["O"] * len(words), 0
     for start, end, label in sorted(word_spans, key=lambda s: (s[0] - s[1], s[0])):
         if not 0 <= start < end <= len(words):
             raise ValueError(f"word span ({start}, {end}, {label!r}) is outside the {len(words)} words")

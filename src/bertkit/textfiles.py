@@ -71,8 +71,7 @@ def check_text(path: str | Path) -> None:
 def read_texts(paths: Iterable[str | Path], errors: DecodeErrors = "strict") -> Iterator[str]:
     """Every line of every file, in order."""
     for path in paths:
-        for _, line in read_lines(path, errors):
-            yield line
+        yield from (line for _, line in read_lines(path, errors))
 
 
 def text_files(path: str | Path) -> list[Path]:

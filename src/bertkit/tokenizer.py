@@ -21,7 +21,7 @@ import torch
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from .files import atomic_write
+from .files import atomic_write, write_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # Each special role, as BERT (WordPiece) and RoBERTa (byte-level BPE) vocabularies spell it.
@@ -94,17 +94,17 @@ class Tokenizer:
         tok.decoder = decoders.WordPiece(prefix="##")
         return tok
 
-    def _add_post_processor(self) -> None:
-        """[CLS] A [SEP] (B [SEP]) templates; special tokens in the text are matched whole."""
+    def _add_post_processor(self) -> Tokenizer:
+        """Self with [CLS] A [SEP] (B [SEP]) templates; special tokens in the text are matched whole."""
         self.backend.add_special_tokens([t for t in SPECIAL_TOKENS if self.backend.token_to_id(t) is not None])
         cls, sep = self.backend.token_to_id("[CLS]"), self.backend.token_to_id("[SEP]")
         self.backend.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        return self
 
     @classmethod
-    def from_vocab(cls, vocab_file: str | Path, lowercase: bool = True,
-                   strip_accents: bool | None = None) -> "Tokenizer":
+    def from_vocab(cls, vocab_file: str | Path, lowercase: bool = True, strip_accents: bool | None = None) -> Tokenizer:
         """A BERT tokenizer from a `vocab.txt` (one token per line, id = line number - 1).
 
         `strip_accents=None` follows `lowercase`, as BERT's uncased models do.
@@ -114,12 +114,10 @@ class Tokenizer:
             raise FileNotFoundError(f"{vocab_file}: no such vocabulary file")
         vocab = models.WordPiece.read_file(str(vocab_file))
         model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
-        tok = cls(cls._bert_pipeline(model, lowercase, strip_accents))
-        tok._add_post_processor()
-        return tok
+        return cls(cls._bert_pipeline(model, lowercase, strip_accents))._add_post_processor()
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "Tokenizer":
+    def from_pretrained(cls, path: str | Path) -> Tokenizer:
         """Load `tokenizer.json` (preferred) or `vocab.txt` from a model directory, or either file."""
         path = Path(path)
         candidates = [path] if path.is_file() else [path / "tokenizer.json", path / "vocab.txt"]
@@ -136,7 +134,7 @@ class Tokenizer:
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 30522, lowercase: bool = True,
               strip_accents: bool | None = None, min_frequency: int = 2, limit_alphabet: int = 1000,
-              show_progress: bool = True, length: int | None = None) -> "Tokenizer":
+              show_progress: bool = True, length: int | None = None) -> Tokenizer:
         """Train a WordPiece vocabulary of `vocab_size` tokens (special tokens included) on texts.
 
         Use `textfiles.read_texts(paths)` to train on files with line-numbered decoding errors.
@@ -147,9 +145,7 @@ class Tokenizer:
                                             special_tokens=list(SPECIAL_TOKENS), limit_alphabet=limit_alphabet,
                                             continuing_subword_prefix="##", show_progress=show_progress)
         backend.train_from_iterator(texts, trainer=trainer, length=length)
-        tok = cls(backend)
-        tok._add_post_processor()
-        return tok
+        return cls(backend)._add_post_processor()
 
     def save(self, path: str | Path) -> None:
         """Write tokenizer.json, vocab.txt (WordPiece only) and tokenizer_config.json into `path`."""
@@ -159,16 +155,12 @@ class Tokenizer:
             self.backend.save(str(tmp))
         vocab = self.backend.get_vocab()
         if isinstance(self.backend.model, models.WordPiece):
-            with atomic_write(path / "vocab.txt") as tmp:
-                tmp.write_text("".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])),
-                               encoding="utf-8")
+            write_text(path / "vocab.txt", "".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])))
         norm = self.backend.normalizer
-        lowercase = bool(getattr(norm, "lowercase", True))
-        config = {"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase,
+        config = {"tokenizer_class": "BertTokenizer", "do_lower_case": bool(getattr(norm, "lowercase", True)),
                   "strip_accents": getattr(norm, "strip_accents", None), "model_max_length": 512,
                   **{f"{t[1:-1].lower()}_token": t for t in SPECIAL_TOKENS}}
-        with atomic_write(path / "tokenizer_config.json") as tmp:
-            tmp.write_text(json.dumps(config, indent=2))
+        write_text(path / "tokenizer_config.json", json.dumps(config, indent=2))
 
     # ------------------------------------------------------------------------------ vocabulary
 
@@ -247,8 +239,7 @@ class Tokenizer:
             raise ValueError(f"stride {stride} must be >= 0 and less than max_length - 3 "
                              f"({max_length - 3}): windows share `stride` tokens")
         strategy = "only_second" if pairs is not None and overflow == "window" else "longest_first"
-        self.backend.enable_truncation(max_length, stride=stride if overflow == "window" else 0,
-                                       strategy=strategy)
+        self.backend.enable_truncation(max_length, stride=stride if overflow == "window" else 0, strategy=strategy)
         try:
             rows = self.backend.encode_batch(batch, is_pretokenized=split_into_words)
         except Exception as e:  # the Rust library raises plain Exception
@@ -298,6 +289,4 @@ class Tokenizer:
 def _lowercase_setting(folder: Path) -> bool:
     """`do_lower_case` from a tokenizer_config.json beside vocab.txt; BERT's default is True."""
     config = folder / "tokenizer_config.json"
-    if config.exists():
-        return bool(json.loads(config.read_text()).get("do_lower_case", True))
-    return True
+    return bool(json.loads(config.read_text()).get("do_lower_case", True)) if config.exists() else True

@@ -82,9 +82,6 @@ class BlockRows:
     def __init__(self, blocks: np.ndarray):
         self.blocks = blocks
 
-    def __len__(self) -> int:
-        return len(self.blocks)
-
     def rows(self, indices: np.ndarray) -> dict[str, Tensor]:
         ids = torch.from_numpy(np.asarray(self.blocks[indices], dtype=np.int64))
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -95,9 +92,6 @@ class PairRows:
 
     def __init__(self, pairs: SentencePairs, pad_id: int, nsp: bool = True):
         self.pairs, self.pad_id, self.nsp = pairs, pad_id, nsp
-
-    def __len__(self) -> int:
-        return len(self.pairs)
 
     def rows(self, indices: np.ndarray) -> dict[str, Tensor]:
         p = self.pairs
@@ -117,11 +111,9 @@ class PairRows:
 
 
 class MaskedSteps:
-    """The loop's StepData: the rows of each step's global batch, masked afresh at every step.
-
-    The whole global batch is masked with one generator seeded by (seed, step), then split by
-    rank and into micro-batches, so neither the number of processes nor accumulation changes a mask.
-    """
+    """The loop's StepData. The whole global batch is masked with one generator seeded by (seed, step),
+    then split by rank and into micro-batches, so neither the number of processes nor accumulation
+    changes a mask."""
 
     def __init__(self, source, sampler, masking: MaskingSpec, micro_batches: int = 1, seed: int = 0):
         self.source, self.sampler, self.masking = source, sampler, masking
@@ -193,10 +185,8 @@ class GroupedBatches:
         for start in range(0, len(order), size):
             chunk = order[start:start + size]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            if self.equal_tokens:
-                cuts = self._token_cuts(self.lengths[chunk])
-            else:
-                cuts = list(range(0, len(chunk), self.batch_size))
+            cuts = (self._token_cuts(self.lengths[chunk]) if self.equal_tokens
+                    else list(range(0, len(chunk), self.batch_size)))
             if len(cuts) > 1 and len(chunk) - cuts[-1] < self.min_batch:
                 cuts.pop()
             batches += [chunk[a:b] for a, b in zip(cuts, cuts[1:] + [len(chunk)])]

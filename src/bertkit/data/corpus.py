@@ -17,13 +17,14 @@ import hashlib
 import json
 import shutil
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..files import atomic_write
+from ..files import atomic_write, write_text
 from ..textfiles import DecodeErrors, read_lines, text_files
 from ..tokenizer import Tokenizer
 
@@ -42,30 +43,19 @@ def corpus_key(files: list[Path], tokenizer: Tokenizer, documents: str) -> str:
 
 def paragraphs(path: Path, errors: DecodeErrors) -> Iterator[tuple[int, str]]:
     """(first line number, paragraph with its lines joined) for each blank-line separated block."""
-    lines: list[str] = []
-    first = 0
-    for number, line in read_lines(path, errors):
-        if line.strip():
-            if not lines:
-                first = number
-            lines.append(line.strip())
-        elif lines:
-            yield first, " ".join(lines)
-            lines = []
-    if lines:
-        yield first, " ".join(lines)
+    for nonblank, group in groupby(read_lines(path, errors), key=lambda numbered: bool(numbered[1].strip())):
+        if nonblank:
+            lines = list(group)
+            yield lines[0][0], " ".join(line.strip() for _, line in lines)
 
 
 def train_sentence_splitter(files: list[Path], errors: DecodeErrors):
     """A Punkt sentence splitter trained on the first PUNKT_TRAINING_CHARS characters of the corpus."""
     from nltk.tokenize.punkt import PunktSentenceTokenizer, PunktTrainer
     sample, size = [], 0
-    for f in files:
-        for _, text in paragraphs(f, errors):
-            sample.append(text)
-            size += len(text)
-            if size > PUNKT_TRAINING_CHARS:
-                break
+    for text in (text for f in files for _, text in paragraphs(f, errors)):
+        sample.append(text)
+        size += len(text)
         if size > PUNKT_TRAINING_CHARS:
             break
     trainer = PunktTrainer()
@@ -142,13 +132,12 @@ def build_corpus(paths: list[str | Path], tokenizer: Tokenizer, cache_dir: str |
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenize corpus", disable=not progress) as bar:
         for f in files:
             for block in _documents(f, documents, errors):
-                before = writer.num_sentences + len(pending)
                 for text in block:
                     pending += splitter.tokenize(text)
                     if len(pending) >= batch_sentences:
                         writer.add(tokenizer, pending)
                         pending = []
-                if writer.num_sentences + len(pending) == before:
+                if writer.num_sentences + len(pending) == document_starts[-1]:  # no sentence since the last
                     empty_documents += 1
                 else:
                     document_starts.append(writer.num_sentences + len(pending))
@@ -176,8 +165,7 @@ def _documents(path: Path, documents: str, errors: DecodeErrors) -> Iterator[Ite
 class _ShardWriter:
     def __init__(self, folder: Path, dtype):
         self.folder, self.dtype = folder, dtype
-        self.sentence_starts = [0]
-        self.shard_starts = [0]
+        self.sentence_starts, self.shard_starts = [0], [0]  # global token offsets
         self.num_tokens = 0
         self.file = open(folder / "shard-00000.bin.tmp", "wb")
 
@@ -211,5 +199,4 @@ class _ShardWriter:
         with atomic_write(self.folder / "index.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, sentence_starts=np.asarray(self.sentence_starts, dtype=np.int64),
                      document_starts=document_starts, shard_starts=np.asarray(self.shard_starts, dtype=np.int64))
-        with atomic_write(self.folder / "meta.json") as tmp:  # written last: marks the corpus complete
-            tmp.write_text(json.dumps(stats, indent=2))
+        write_text(self.folder / "meta.json", json.dumps(stats, indent=2))  # written last: marks the corpus complete

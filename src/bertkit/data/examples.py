@@ -108,9 +108,7 @@ def example_labels(example: TextExample | WordExample, field: Literal["auto", "t
     if isinstance(example, TextExample):
         if isinstance(example.label, float):
             raise ValueError(f"{example.source}: a score label has no label set (regression)")
-        if example.label is None:
-            return set()
-        return {example.label} if isinstance(example.label, str) else set(example.label)
+        return {example.label} if isinstance(example.label, str) else set(example.label or ())
     if field == "spans" or (field == "auto" and example.tags is None):
         return {s.label for s in example.spans}
     return with_bio_pairs(example.tags or ())
@@ -160,5 +158,4 @@ def unseen_labels(known: LabelSet, examples: Iterable[TextExample | WordExample]
 
     The caller warns: a model can never predict these, so its scores on them are zero.
     """
-    found = {label for ex in examples for label in example_labels(ex, field)}
-    return sorted(found - set(known.labels))
+    return sorted(set(LabelSet.from_examples(examples, field).labels) - set(known.labels))

@@ -66,9 +66,8 @@ def text_features(examples: Sequence[TextExample], tokenizer: Tokenizer, max_len
         needs = "the pair task needs one on every line" if require_pair else "other examples have one"
         raise ValueError(f"{bad.source}: no second text here, but {needs}")
     pairs = [ex.pair for ex in examples] if examples and all(with_pair) else None
-    encoded = tokenizer.encode([ex.text for ex in examples], pairs, max_length=max_length, overflow=overflow,
-                               stride=stride)
-    return Features(encoded)
+    return Features(tokenizer.encode([ex.text for ex in examples], pairs, max_length=max_length, overflow=overflow,
+                                     stride=stride))
 
 
 def word_features(examples: Sequence[WordExample], tokenizer: Tokenizer, max_length: int, overflow: Overflow,
@@ -91,8 +90,7 @@ def word_features(examples: Sequence[WordExample], tokenizer: Tokenizer, max_len
     features = Features(encoded)
     for row, words in enumerate(responsible):
         origin = encoded.origin[row]
-        slot_of = {w: k for k, w in enumerate(words)}
-        features.slots.append(_token_slots(encoded.word_ids(row), slot_of, alignment))
+        features.slots.append(_token_slots(encoded.word_ids(row), {w: k for k, w in enumerate(words)}, alignment))
         features.words.append(np.array(words, dtype=np.int64))
         features.cut_start.append(bool(words) and words[0] != owned[origin][0])
         features.cut_end.append(bool(words) and words[-1] != owned[origin][1])
@@ -114,8 +112,7 @@ def collate_inputs(features: Features, rows: Sequence[int], pad_id: int, words: 
     batch = features.encoded.tensors(rows, pad_id=pad_id)
     if not words:
         return batch
-    width = batch["input_ids"].shape[1]
-    slots = np.full((len(rows), width), -1, dtype=np.int64)
+    slots = np.full(batch["input_ids"].shape, -1, dtype=np.int64)
     for i, r in enumerate(rows):
         slots[i, :len(features.slots[r])] = features.slots[r]
     batch["slots"] = torch.from_numpy(slots)

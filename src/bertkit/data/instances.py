@@ -52,9 +52,8 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.G
 
 def sentence_pairs(corpus: Corpus, cls_id: int, sep_id: int, max_length: int = 128,
                    short_seq_prob: float = 0.1, seed: int = 0) -> SentencePairs:
-    """BERT's NSP instances from every document of `corpus` (a one-sentence chunk always gets a
-    random B, as in BERT), built once into corpus.folder/pairs-.../ and memory-mapped from there.
-    Under torch.distributed let one rank build them first (the others then only read)."""
+    """BERT's NSP instances from every document of `corpus`, built once into corpus.folder/pairs-.../
+    and memory-mapped from there. Under torch.distributed let one rank build them first."""
     folder = corpus.folder / f"pairs-v1-{max_length}-{short_seq_prob}-{seed}-{cls_id}-{sep_id}"  # v: the algorithm
     if not (folder / "index.npz").exists():
         _write_pairs(corpus, cls_id, sep_id, max_length, short_seq_prob, seed, folder)
@@ -70,7 +69,6 @@ def _write_pairs(corpus: Corpus, cls_id: int, sep_id: int, max_length: int, shor
     max_tokens = max_length - 3
     starts, a_lengths, labels, truncated = [0], [], [], 0
     documents = [d for d in range(corpus.num_documents) if len(corpus.document(d)) > 0]
-    folder.mkdir(parents=True, exist_ok=True)
     with atomic_write(folder / "ids.bin") as tmp, open(tmp, "wb") as out:
         for d in documents:
             for a, b, random_next in _document_pairs(corpus, documents, d, max_tokens, short_seq_prob, rng):
@@ -143,20 +141,15 @@ class PackedBlocks:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return len(self), self.max_length
-
     def __getitem__(self, index) -> np.ndarray:
         """Rows for an int, a slice or an array of block indices -> (n, max_length) int32 (or one row)."""
         if isinstance(index, slice):
             index = np.arange(*index.indices(len(self)))
-        rows = np.asarray(index, dtype=np.int64)
-        single = rows.ndim == 0
-        rows = np.atleast_1d(rows)
+        single = np.ndim(index) == 0
+        rows = np.atleast_1d(np.asarray(index, dtype=np.int64))
         if len(rows) and (rows.min() < -len(self) or rows.max() >= len(self)):
             raise IndexError(f"block index out of range for {len(self)} blocks")
-        rows = rows % len(self) if len(self) else rows
+        rows = rows % len(self)  # never 0 blocks: the constructor refuses a corpus under one block
         out = np.empty((len(rows), self.max_length), dtype=np.int32)
         out[:, 0], out[:, -1] = self.cls_id, self.sep_id
         which = np.searchsorted(self.offsets, rows, side="right") - 1

@@ -21,6 +21,8 @@ import math
 import re
 import warnings
 import xml.parsers.expat
+from dataclasses import replace
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
@@ -143,17 +145,14 @@ def _table_rows(path: Path, delimiter: str, quoted: bool, errors: DecodeErrors) 
     reader = csv.reader(lines, delimiter=delimiter, strict=True,
                         quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
     start = 1
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            raise TaskDataError(f"{path}:{reader.line_num}: {e}; expected well-formed {delimiter!r}-separated "
-                                "fields (pass quoting='none' if quotes are part of the text)") from None
-        if any(f.strip() for f in fields):
-            yield start, fields
-        start = reader.line_num + 1
+    try:
+        for fields in reader:
+            if any(f.strip() for f in fields):
+                yield start, fields
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise TaskDataError(f"{path}:{reader.line_num}: {e}; expected well-formed {delimiter!r}-separated "
+                            "fields (pass quoting='none' if quotes are part of the text)") from None
 
 
 def _column_index(column: str | int | None, names: list[str] | None, path: Path) -> int | None:
@@ -234,9 +233,8 @@ def read_jsonl(path: str | Path, text_field: str = "text", label_field: str | No
         source, record = row[0], _json_object(*row)
         if not _matches(record, where, source):
             return None
-        label = None
-        if label_field is not None:
-            label = _parse_label(_field(record, label_field, source), label_kind, multi_separator, source)
+        label = (None if label_field is None
+                 else _parse_label(_field(record, label_field, source), label_kind, multi_separator, source))
         pair = None if pair_field is None else _text(_field(record, pair_field, source), pair_field, source)
         return TextExample(_text(_field(record, text_field, source), text_field, source), pair, label, source)
 
@@ -343,7 +341,7 @@ def _conll_sentences(path: Path, word_column: int, tag_column: int | None, docst
     words: list[str] = []
     tags: list[str] = []
     width = None
-    for n, line in read_lines(path, errors):
+    for n, line in chain(read_lines(path, errors), [(0, "")]):  # a blank line after the file ends its last sentence
         fields = line.split(delimiter) if delimiter else line.split()
         if not line.strip() or (docstart and fields[0] == "-DOCSTART-"):
             if lines:
@@ -357,8 +355,6 @@ def _conll_sentences(path: Path, word_column: int, tag_column: int | None, docst
         lines.append(n)
         words.append(fields[word_column])
         tags.append(fields[tag_column] if tag_column is not None else "")
-    if lines:
-        yield lines, words, tags if tag_column is not None else None
 
 
 def _check_columns(width: int, word_column: int, tag_column: int | None, source: str) -> int:
@@ -383,9 +379,12 @@ def _word_example(words: list[str], tags: list[str] | None, scheme: str, lines: 
                                 "requires; this looks like IOB1: pass scheme='iob1' or 'auto' to convert")
     bio = iob1_to_bio(tags)
     example = WordExample(tuple(words), tuple(bio), source=source)
-    spans = tuple(Span(example.word_offsets[s][0], example.word_offsets[e - 1][1], label)
-                  for s, e, label in entity_spans(bio))
-    return WordExample(example.words, example.tags, spans, example.text, example.word_offsets, source)
+    return replace(example, spans=_char_spans(example, entity_spans(bio)))
+
+
+def _char_spans(example: WordExample, word_spans: Iterable[tuple[int, int, str]]) -> tuple[Span, ...]:
+    """(first word, last word + 1, label) spans as character spans of the example's text."""
+    return tuple(Span(example.word_offsets[s][0], example.word_offsets[e - 1][1], label) for s, e, label in word_spans)
 
 
 # ---------------------------------------------------------------------------------- span JSON Lines
@@ -474,25 +473,19 @@ def _word_offset_example(words: Any, raw_spans: list, label_field: str | None, s
     if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
         raise TaskDataError(f"{source}: words {words!r}; expected a non-empty list of non-empty strings")
     base = WordExample(tuple(words), source=source)
-    spans = []
-    for raw in raw_spans:
-        s, e, label = _span_fields(raw, label_field, len(words), "words", source)
-        spans.append(Span(base.word_offsets[s][0], base.word_offsets[e - 1][1], label))
-    return WordExample(base.words, None, tuple(spans), base.text, base.word_offsets, source)
+    spans = [_span_fields(raw, label_field, len(words), "words", source) for raw in raw_spans]
+    return replace(base, spans=_char_spans(base, spans))
 
 
 def _char_offset_example(text: str, raw_spans: list, label_field: str | None, source: str) -> WordExample:
     pieces = list(re.finditer(r"\S+", text))
     spans = tuple(Span(*_span_fields(raw, label_field, len(text), "characters", source)) for raw in raw_spans)
-    return WordExample(tuple(m.group() for m in pieces), None, spans, text,
-                       tuple(m.span() for m in pieces), source)
+    return WordExample(tuple(m.group() for m in pieces), None, spans, text, tuple(m.span() for m in pieces), source)
 
 
 # ---------------------------------------------------------------------------------- by extension
 
 JSON_LINES = (".jsonl", ".jsonlines")
-
-
 GENERAL_OPTIONS = ("encoding_errors", "strict_spans")  # about reading any text: dropped where they do not apply
 
 
@@ -538,29 +531,18 @@ def read_file(path: str | Path, *, words: bool, label_kind: LabelKind = "single"
 def looks_like_columns(path: str | Path, lines: int = 200) -> bool:
     """True for a CoNLL-style file: blank lines between sentences, and the same number (>= 2) of
     columns on every other line (of the first `lines`)."""
-    widths, blank = set(), False
-    for n, line in read_lines(path, "replace"):
-        if line.strip():
-            widths.add(len(line.split()))
-        else:
-            blank = True
-        if n >= lines:
-            break
-    return blank and len(widths) == 1 and min(widths) >= 2
+    widths = {len(line.split()) for _, line in islice(read_lines(path, "replace"), lines)}  # 0: a blank line
+    return 0 in widths and len(widths) == 2 and max(widths) >= 2
 
 
 def read_text_lines(path: str | Path, pair: bool = False, errors: DecodeErrors = "strict") -> list[TextExample]:
     """One unlabelled text a line; with `pair`, each line is text TAB second text."""
     examples = []
     for n, line in read_lines(path, errors):
-        source = f"{path}:{n}"
-        if not pair:
-            examples.append(TextExample(line, source=source))
-            continue
-        text, tab, second = line.partition("\t")
-        if not tab:
-            raise TaskDataError(f"{source}: this model reads text pairs: write each line as text TAB second text")
-        examples.append(TextExample(text, second, source=source))
+        text, tab, second = line.partition("\t") if pair else (line, "", None)
+        if pair and not tab:
+            raise TaskDataError(f"{path}:{n}: this model reads text pairs: write each line as text TAB second text")
+        examples.append(TextExample(text, second, source=f"{path}:{n}"))
     return examples
 
 

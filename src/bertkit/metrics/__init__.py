@@ -1,18 +1,7 @@
 """Evaluation scores: sentence-level classification and regression, entity and span tagging."""
 
-from .classification import (
-    accuracy,
-    average_ranks,
-    label_counts,
-    macro_f1,
-    matthews_corrcoef,
-    micro_f1,
-    multilabel_f1,
-    pearson,
-    per_label_scores,
-    precision_recall_f1,
-    spearman,
-)
+from .classification import (accuracy, average_ranks, label_counts, macro_f1, matthews_corrcoef, micro_f1,
+                             multilabel_f1, pearson, per_label_scores, precision_recall_f1, spearman)
 from .entities import entity_scores, nested_span_scores, span_scores
 
 __all__ = [

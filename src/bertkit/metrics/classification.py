@@ -58,8 +58,7 @@ def label_counts(y_true: Sequence, y_pred: Sequence, labels: Sequence | None = N
     return labels.tolist(), tp, n_pred, n_true
 
 
-def per_label_scores(y_true: Sequence, y_pred: Sequence,
-                     labels: Sequence | None = None) -> dict:
+def per_label_scores(y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None) -> dict:
     """Precision, recall, F1 and support (gold count) of each label.
 
     Args:
@@ -169,8 +168,7 @@ def _pair(a, b, ndim: int = 1, dtype=None) -> tuple[np.ndarray, np.ndarray]:
     """Both as arrays of `ndim` dimensions and the same shape, or a ValueError saying why not."""
     a, b = np.asarray(a, dtype=dtype), np.asarray(b, dtype=dtype)
     if a.ndim != ndim or a.shape != b.shape:
-        raise ValueError(f"expected two arrays of the same {ndim}-d shape, got {a.shape} and "
-                         f"{b.shape}")
+        raise ValueError(f"expected two arrays of the same {ndim}-d shape, got {a.shape} and {b.shape}")
     if a.size == 0:
         raise ValueError("no examples to score")
     return a, b

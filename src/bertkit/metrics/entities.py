@@ -52,11 +52,9 @@ def span_scores(gold: Sequence[set[Span]], pred: Sequence[set[Span]],
         As `entity_scores`, plus {"subset": {"recall", "support"}} when `subset` is given.
     """
     _check_sentences(gold, pred)
-    tp, n_pred, n_true = Counter(), Counter(), Counter()
-    for g, p in zip(gold, pred):
-        tp.update(span[2] for span in g & p)
-        n_pred.update(span[2] for span in p)
-        n_true.update(span[2] for span in g)
+    tp = Counter(span[2] for g, p in zip(gold, pred) for span in g & p)
+    n_pred = Counter(span[2] for p in pred for span in p)
+    n_true = Counter(span[2] for g in gold for span in g)
     scores = _scores(sum(tp.values()), sum(n_pred.values()), sum(n_true.values()))
     scores["per_type"] = {name: _scores(tp[name], n_pred[name], n_true[name])
                           for name in sorted(n_pred | n_true)}
@@ -70,8 +68,7 @@ def _scores(tp: int, n_pred: int, n_true: int) -> dict:
     return {"precision": precision, "recall": recall, "f1": f1, "support": n_true}
 
 
-def _subset_recall(gold: Sequence[set[Span]], pred: Sequence[set[Span]],
-                   subset: Sequence[set[Span]]) -> dict:
+def _subset_recall(gold: Sequence[set[Span]], pred: Sequence[set[Span]], subset: Sequence[set[Span]]) -> dict:
     _check_sentences(gold, subset, "subset")
     for i, (g, s) in enumerate(zip(gold, subset)):
         if not s <= g:

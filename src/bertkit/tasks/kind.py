@@ -1,10 +1,8 @@
 """What a fine-tuned model does (`TaskSpec`, saved as task.json beside its weights) and how one kind
-of task does it (`TaskKind`: the plain functions in which kinds differ).
+of task does it (`TaskKind`: the plain functions in which kinds differ, one row of `tasks.TASKS`).
 
-`bertkit.tasks.TASKS` maps each task name to a `TaskKind`. Code that serves every task (the task
-model, encoding, collation, prediction, fine-tuning) looks the kind up once and calls its
-functions, which take the model (a `tasks.model.TaskModel`: `head`, `crf`, `class_weights`,
-`spec`), a batch from `bertkit.tasks.collate`, and the model's `TaskSpec`.
+A kind's functions take the model (a `tasks.model.TaskModel`: `head`, `class_weights`, `spec`), a
+batch from `bertkit.tasks.collate`, and the model's `TaskSpec`.
 """
 
 from __future__ import annotations

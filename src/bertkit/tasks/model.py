@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ..convert import load_pretrained, save_pretrained
-from ..files import atomic_write, write_safetensors
+from ..files import write_safetensors, write_text
 from ..model import Encoder
 from . import check_spec
 from .kind import TaskSpec
@@ -54,8 +54,7 @@ def save_task_model(model: TaskModel, tokenizer, out: str | Path) -> None:
     tokenizer.save(out)
     state = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
     write_safetensors(out / "task_head.safetensors", state)
-    with atomic_write(out / "task.json") as tmp:
-        tmp.write_text(json.dumps(asdict(model.spec), indent=2))
+    write_text(out / "task.json", json.dumps(asdict(model.spec), indent=2))
 
 
 def load_task_model(path: str | Path) -> TaskModel:
@@ -68,7 +67,6 @@ def load_task_model(path: str | Path) -> TaskModel:
     spec = TaskSpec(**{**raw, "labels": tuple(raw["labels"]), "thresholds": tuple(raw.get("thresholds", ()))})
     model = TaskModel(load_pretrained(path), spec)
     state = load_file(str(path / "task_head.safetensors"))
-    # "head.out.weight" -> the head's "out.weight"; bertkit 0.1's "crf.*" (a CRF beside the head) -> the tag
-    # head's own CRF, "crf.*"
+    # "head.out.weight" -> "out.weight"; bertkit 0.1's "crf.*" (a CRF beside the head) loads as the tag head's own
     model.head.load_state_dict({k.removeprefix("head."): v for k, v in state.items()})
     return model.eval()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ def input_logits(per_row: list[Tensor], features: Features, num_examples: int) -
     return torch.from_numpy(combine_windows(torch.stack(per_row).numpy(), features.origin, num_examples))
 
 
-def targets_of(target) -> callable:
+def targets_of(target: Callable) -> Callable:
     """The kind's `targets`: each window row gets its input's `target(example, labels)`, None for
     unlabelled inputs."""
     def targets(examples: Sequence[TextExample], features: Features, labels: LabelSet | None) -> list:
@@ -53,29 +53,23 @@ def targets_of(target) -> callable:
     return targets
 
 
-def float_labels(batch: dict, targets: list | None, features: Features, rows: Sequence[int], spec: TaskSpec) -> None:
-    """Scores or multi-hot targets as float labels; each row counts once."""
-    if targets is not None:
-        batch["labels"] = torch.tensor(np.array(targets), dtype=torch.float32)
-        batch["counts"] = {"loss": len(rows)}
+def labels_as(dtype: torch.dtype, count: Callable[[Tensor], int]) -> Callable:
+    """The kind's `collate`: the rows' targets as "labels" of `dtype` (class ids, scores or multi-hot
+    rows), and `count(labels)` items for the loss."""
+    def collate(batch: dict, targets: list | None, features: Features, rows: Sequence[int], spec: TaskSpec) -> None:
+        if targets is not None:
+            batch["labels"] = torch.tensor(np.array(targets), dtype=dtype)
+            batch["counts"] = {"loss": count(batch["labels"])}
+    return collate
 
 
 # ------------------------------------------------------------------------------ classify, pair
 
 
-def class_labels(batch: dict, targets: list | None, features: Features, rows: Sequence[int], spec: TaskSpec) -> None:
-    if targets is not None:
-        batch["labels"] = torch.tensor(targets, dtype=torch.long)
-        batch["counts"] = {"loss": labelled_items(batch["labels"])}
-
-
 def class_assemble(per_row: list, features: Features, examples: Sequence, spec: TaskSpec) -> list[dict]:
     """{"label", "probabilities": {label: p}} per input."""
-    out = []
-    for logits in input_logits(per_row, features, len(examples)):
-        probs = logits.softmax(-1).tolist()
-        out.append({"label": spec.labels[int(np.argmax(probs))], "probabilities": dict(zip(spec.labels, probs))})
-    return out
+    probs = [logits.softmax(-1).tolist() for logits in input_logits(per_row, features, len(examples))]
+    return [{"label": spec.labels[int(np.argmax(p))], "probabilities": dict(zip(spec.labels, p))} for p in probs]
 
 
 def class_metrics(spec: TaskSpec, examples: Sequence[TextExample], predictions: Sequence[dict], mode: str) -> dict:
@@ -84,8 +78,8 @@ def class_metrics(spec: TaskSpec, examples: Sequence[TextExample], predictions: 
 
 
 CLASSIFY = TaskKind(
-    words=False, label_kind="single", main_metric=lambda spec: "accuracy", head=head,
-    targets=targets_of(lambda ex, labels: label_id(ex.label, labels)), collate=class_labels, scores=scores,
+    words=False, label_kind="single", main_metric=lambda spec: "accuracy", head=head, scores=scores,
+    targets=targets_of(lambda ex, labels: label_id(ex.label, labels)), collate=labels_as(torch.long, labelled_items),
     loss=cross_entropy, decode=decode, assemble=class_assemble, metrics=class_metrics, check=check_labels_and_decoder,
     class_ids=lambda features, spec: (np.array(features.targets, dtype=np.int64), len(spec.labels)))
 PAIR = replace(CLASSIFY, pairs=True)
@@ -101,7 +95,7 @@ def regress_metrics(spec: TaskSpec, examples: Sequence[TextExample], predictions
 
 REGRESS = TaskKind(
     words=False, label_kind="score", main_metric=lambda spec: "spearman", head=head,
-    targets=targets_of(lambda ex, labels: float(ex.label)), collate=float_labels, scores=scores,
+    targets=targets_of(lambda ex, labels: float(ex.label)), collate=labels_as(torch.float32, len), scores=scores,
     loss=lambda model, scores, batch: F.mse_loss(scores.squeeze(-1), batch["labels"], reduction="sum"),
     decode=decode, metrics=regress_metrics, check=functools.partial(check_labels_and_decoder, labels=False),
     assemble=lambda per_row, features, examples, spec: [
@@ -124,11 +118,6 @@ def multilabel_prediction(spec: TaskSpec, probs: Sequence[float]) -> dict:
     limits = spec.thresholds or (spec.threshold,) * len(probs)
     return {"labels": [x for x, p, t in zip(spec.labels, probs, limits) if p >= t],
             "probabilities": dict(zip(spec.labels, probs))}
-
-
-def label_probabilities(spec: TaskSpec, predictions: Sequence[dict]) -> np.ndarray:
-    """(N, L) the predictions' probabilities, columns in the order of `spec.labels`."""
-    return np.array([[p["probabilities"][x] for x in spec.labels] for p in predictions])
 
 
 def label_matrix(spec: TaskSpec, label_lists: Sequence) -> np.ndarray:
@@ -169,24 +158,21 @@ def start_at_label_rates(model: nn.Module, features: Features) -> None:
 def tune_thresholds(spec: TaskSpec, examples: Sequence[TextExample], predictions: list[dict]) -> tuple[TaskSpec, list[dict]]:
     """The spec with each label's sigmoid threshold in 0.05..0.95 set where F1 on `examples` is
     best (the spec's threshold for labels that never occur there), and the predictions it makes."""
-    probs = label_probabilities(spec, predictions)
+    probs = np.array([[p["probabilities"][x] for x in spec.labels] for p in predictions])  # (N, L)
     gold = label_matrix(spec, [ex.label for ex in examples])
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
-    best = []
-    for j in range(len(spec.labels)):
-        if not gold[:, j].any():
-            best.append(spec.threshold)
-            continue
+    best = [spec.threshold] * len(spec.labels)
+    for j in np.flatnonzero(gold.any(0)):
         f1 = [M.multilabel_f1(gold[:, j:j + 1], (probs[:, j:j + 1] >= t).astype(int)) for t in grid]
-        best.append(float(grid[int(np.argmax(f1))]))
+        best[j] = float(grid[int(np.argmax(f1))])
     tuned = replace(spec, thresholds=tuple(best))
     return tuned, [multilabel_prediction(tuned, row) for row in probs]
 
 
 MULTILABEL = TaskKind(
     words=False, label_kind="multi", main_metric=lambda spec: "micro_f1", head=head, targets=targets_of(multi_hot),
-    collate=float_labels, scores=scores, decode=decode, metrics=multilabel_metrics, check=check_labels_and_decoder,
+    collate=labels_as(torch.float32, len), scores=scores, decode=decode, metrics=multilabel_metrics,
+    check=check_labels_and_decoder, init_head=start_at_label_rates, tune=tune_thresholds,
     loss=lambda model, scores, batch: F.binary_cross_entropy_with_logits(scores, batch["labels"], reduction="sum"),
     assemble=lambda per_row, features, examples, spec: [
-        multilabel_prediction(spec, logits.sigmoid().tolist()) for logits in input_logits(per_row, features, len(examples))],
-    init_head=start_at_label_rates, tune=tune_thresholds)
+        multilabel_prediction(spec, logits.sigmoid().tolist()) for logits in input_logits(per_row, features, len(examples))])

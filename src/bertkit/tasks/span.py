@@ -34,16 +34,14 @@ def targets(examples: Sequence[WordExample], features: Features, labels: LabelSe
 
 def enumerate_spans(num_words: Sequence[int], max_width: int, gold: Sequence[np.ndarray] | None) -> dict:
     """Every span of up to `max_width` words in each row: "span_rows", "span_starts", "span_ends"
-    (inclusive), and with gold spans "labels" (S,): the gold label id + 1, or 0 = no entity (a gold
-    span wider than `max_width` cannot be found: `finetune` reports how many there are)."""
+    (inclusive), and with gold spans "labels" (S,): the gold label id + 1, or 0 = no entity."""
     rows, starts, ends = [], [], []
     for r, n in enumerate(num_words):
         for width in range(min(max_width, n)):
             s = np.arange(n - width)
             rows.append(np.full(len(s), r)), starts.append(s), ends.append(s + width)
-    out = {"span_rows": torch.from_numpy(np.concatenate(rows or [np.zeros(0, np.int64)])).long(),
-           "span_starts": torch.from_numpy(np.concatenate(starts or [np.zeros(0, np.int64)])).long(),
-           "span_ends": torch.from_numpy(np.concatenate(ends or [np.zeros(0, np.int64)])).long()}
+    out = {k: torch.from_numpy(np.concatenate(v or [np.zeros(0, np.int64)])).long()
+           for k, v in (("span_rows", rows), ("span_starts", starts), ("span_ends", ends))}
     if gold is not None:
         W = max(num_words) + 1
         key = (out["span_rows"] * W + out["span_starts"]) * W + out["span_ends"]
@@ -69,11 +67,8 @@ def decode(model: nn.Module, scores: Tensor, batch: dict) -> list[tuple]:
     """Per row: its spans' first and last slots and their (S_row, L + 1) probabilities."""
     probs = scores.softmax(-1).cpu()
     rows, starts, ends = (batch[k].cpu() for k in ("span_rows", "span_starts", "span_ends"))
-    out = []
-    for i in range(batch["word_mask"].shape[0]):
-        keep = rows == i
-        out.append((starts[keep].numpy(), ends[keep].numpy(), probs[keep]))
-    return out
+    keep = [rows == i for i in range(batch["word_mask"].shape[0])]
+    return [(starts[k].numpy(), ends[k].numpy(), probs[k]) for k in keep]
 
 
 def assemble(per_row: list, features: Features, examples: Sequence[WordExample], spec: TaskSpec) -> list[dict]:

@@ -58,11 +58,9 @@ def bio_tags_from_spans(examples: list[WordExample], path: str) -> list[WordExam
 
 def targets(examples: Sequence[WordExample], features: Features, labels: LabelSet | None) -> list:
     """Per row, (W_row,) the label id of each word it is responsible for."""
-    out = []
-    for row, words in enumerate(features.words):
-        tags = examples[features.origin[row]].tags
-        out.append(None if tags is None else np.array([label_id(tags[w], labels) for w in words], dtype=np.int64))
-    return out
+    tags = [examples[i].tags for i in features.origin]
+    return [None if t is None else np.array([label_id(t[w], labels) for w in words], dtype=np.int64)
+            for t, words in zip(tags, features.words)]
 
 
 def collate(batch: dict, targets: list | None, features: Features, rows: Sequence[int], spec: TaskSpec) -> None:
@@ -137,8 +135,7 @@ def assemble(per_row: list, features: Features, examples: Sequence[WordExample],
             tags[features.origin[r]][w] = spec.labels[ids[k]]
     if not is_bio_label_set(spec.labels):
         return [{"tags": t, "entities": []} for t in tags]
-    tags = [iob1_to_bio(t) for t in tags]
-    return [{"tags": t, "entities": entity_spans(t)} for t in tags]
+    return [{"tags": t, "entities": entity_spans(t)} for t in map(iob1_to_bio, tags)]
 
 
 def metrics(spec: TaskSpec, examples: Sequence[WordExample], predictions: Sequence[dict], mode: str) -> dict:
@@ -148,17 +145,14 @@ def metrics(spec: TaskSpec, examples: Sequence[WordExample], predictions: Sequen
         gold = [t for ex in examples for t in ex.tags]
         return {"accuracy": M.accuracy(gold, [t for p in predictions for t in p["tags"]])}
     scores = M.entity_scores([list(ex.tags) for ex in examples], [p["tags"] for p in predictions], mode=mode)
-    result = {k: scores[k] for k in ("precision", "recall", "f1")} | {"per_type": scores["per_type"]}
     if any(set(word_spans(ex)) != set(entity_spans(ex.tags)) for ex in examples):
         gold = [set(word_spans(ex)) for ex in examples]
-        result = M.nested_span_scores(gold, [set(p["entities"]) for p in predictions]) | {"bio_f1": scores["f1"]}
-    return result
+        return M.nested_span_scores(gold, [set(p["entities"]) for p in predictions]) | {"bio_f1": scores["f1"]}
+    return {k: scores[k] for k in ("precision", "recall", "f1", "per_type")}
 
 
 TAG = TaskKind(
-    words=True, label_kind="single",
-    main_metric=lambda spec: "f1" if is_bio_label_set(spec.labels) else "accuracy",
-    head=TagHead, targets=targets,
-    collate=collate, scores=scores, loss=loss, decode=decode, assemble=assemble, metrics=metrics, check=check,
-    class_ids=lambda features, spec: (np.concatenate(features.targets), len(spec.labels)),
-    prepare=bio_tags_from_spans)
+    words=True, label_kind="single", main_metric=lambda spec: "f1" if is_bio_label_set(spec.labels) else "accuracy",
+    head=TagHead, targets=targets, collate=collate, scores=scores, loss=loss, decode=decode, assemble=assemble,
+    metrics=metrics, check=check, prepare=bio_tags_from_spans,
+    class_ids=lambda features, spec: (np.concatenate(features.targets), len(spec.labels)))

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_model_state_dict, set_state_dict)
 
-from ..files import atomic_write, write_safetensors
+from ..files import atomic_write, write_safetensors, write_text
 from . import distributed
 
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -78,11 +78,8 @@ def read_tensors(path: Path) -> dict[str, Tensor]:
 
 
 def _digest(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # ------------------------------------------------------------------------------ generators
@@ -114,10 +111,7 @@ def _set_rng_state(tensors: dict[str, Tensor], plain: dict) -> None:
 
 def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler, keep: int) -> Path | None:
     """Write out/checkpoints/step-NNNNNNN/ (see the module docstring) and keep only the newest `keep`.
-
-    Under torch.distributed every rank calls it: the full (unsharded) model and optimizer states and
-    every rank's generator states are gathered, and rank 0 writes. Works alike for a plain module,
-    DDP's module and an FSDP-sharded one.
+    Every rank calls it (a plain, DDP or FSDP model alike): the states are gathered, and rank 0 writes.
 
     Raises:
         DiskFullError: the disk filled up; the message names the newest intact checkpoint.
@@ -151,18 +145,17 @@ def _write(folder: Path, step: int, model_state: dict, optimizer_state: dict, sc
     """The checkpoint's files into `folder`, state.json last (with the others' sizes and digests)."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    moments = {f"{name}/{key}": v for name, state in optimizer_state["state"].items()
-               for key, v in state.items() if isinstance(v, Tensor)}
-    plain_moments = {f"{name}/{key}": v for name, state in optimizer_state["state"].items()
-                     for key, v in state.items() if not isinstance(v, Tensor)}
+    moments, scalars = {}, {}  # per parameter: its tensors, and the plain numbers JSON holds
+    for name, per_param in optimizer_state["state"].items():
+        for key, v in per_param.items():
+            (moments if isinstance(v, Tensor) else scalars)[f"{name}/{key}"] = v
     write_tensors(folder / "model.safetensors", model_state)
     write_tensors(folder / "optimizer.safetensors", moments)
     write_tensors(folder / "rng.safetensors", {f"{r}.{k}": v for r, (t, _) in enumerate(rngs) for k, v in t.items()})
     files = {p.name: {"bytes": p.stat().st_size, "sha256": _digest(p)} for p in sorted(folder.glob("*.safetensors"))}
     state = {"step": step, "scheduler": scheduler_state, "param_groups": optimizer_state["param_groups"],
-             "optimizer_scalars": plain_moments, "rng": [plain for _, plain in rngs], "files": files}
-    with atomic_write(folder / "state.json") as tmp:
-        tmp.write_text(json.dumps(state))
+             "optimizer_scalars": scalars, "rng": [plain for _, plain in rngs], "files": files}
+    write_text(folder / "state.json", json.dumps(state))
 
 
 # ------------------------------------------------------------------------------ reading

@@ -49,13 +49,12 @@ def wrap(model: nn.Module, strategy: str = "ddp", extra_forward_methods: tuple[s
     if not active():
         return model
     if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
         from ..model import Layer
         for module in model.modules():
             if isinstance(module, Layer):
                 fully_shard(module)
         fully_shard(model)
-        from torch.distributed.fsdp import register_fsdp_forward_method
         for name in extra_forward_methods:
             if hasattr(model, name):
                 register_fsdp_forward_method(model, name)

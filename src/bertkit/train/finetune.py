@@ -28,7 +28,7 @@ from ..config import FinetuneConfig, TrainConfig
 from ..convert import load_pretrained
 from ..data.batches import GroupedBatches
 from ..data.examples import LabelSet, TextExample, unseen_labels
-from ..files import atomic_write
+from ..files import write_text
 from ..heads import IGNORE_INDEX
 from ..model import Encoder
 from ..predict import predict_examples, task_metrics
@@ -44,8 +44,7 @@ DERIVED = ("max_steps", "eval_every", "warmup_steps")  # from finetune.epochs an
 
 
 def spec_settings(config: FinetuneConfig) -> TaskSpec:
-    """The model's spec as the config sets it, before the data gives the labels; building it checks
-    the settings (before any file is read)."""
+    """The model's spec as the config sets it, before the data gives the labels."""
     shared = {f.name: getattr(config, f.name) for f in fields(TaskSpec) if hasattr(config, f.name)}
     stride = config.max_length // 4 if config.stride is None else config.stride
     return TaskSpec(**{**shared, "labels": tuple(sorted(set(config.labels))), "stride": stride,
@@ -68,8 +67,7 @@ def task_spec(config: FinetuneConfig, train_examples: list, dev_examples: list) 
             warnings.warn(f"{config.dev}: labels {unseen} do not occur in the training data; the model "
                           "cannot predict them", stacklevel=2)
         spec = replace(spec, labels=labels.labels)
-    pair = not kind.words and any(ex.pair is not None for ex in train_examples)
-    spec = replace(spec, pair=pair)
+    spec = replace(spec, pair=not kind.words and any(ex.pair is not None for ex in train_examples))
     check_spec(spec)
     return spec
 
@@ -111,8 +109,7 @@ def freeze(model: TaskModel, trainable_layers: int) -> None:
         return
     if trainable_layers > len(encoder.layers):
         raise ValueError(f"trainable_layers {trainable_layers} exceeds the model's {len(encoder.layers)} layers")
-    frozen = [encoder.embeddings, *encoder.layers[:len(encoder.layers) - trainable_layers]]
-    for module in frozen:
+    for module in (encoder.embeddings, *encoder.layers[:len(encoder.layers) - trainable_layers]):
         module.requires_grad_(False)
 
 
@@ -226,8 +223,9 @@ def _finetune(config: FinetuneConfig, train: TrainConfig, out: Path, resume: boo
     def dev_predictions(m):
         return predict_examples(m, tokenizer, dev, config.eval_batch_size, run.train.precision, run.dev_features)
 
-    def evaluate(m):
-        return _numbers(task_metrics(m.spec, dev, dev_predictions(m)))
+    def evaluate(m):  # the metrics that are numbers (a per-type report is not), for the log
+        return {k: float(v) for k, v in task_metrics(m.spec, dev, dev_predictions(m)).items()
+                if isinstance(v, (int, float))}
 
     fit(model, run.data, run.train, out, resume=resume, evaluate=evaluate if dev else None,
         lr_scale=(layer_scale(len(model.encoder.layers), config.layer_lr_decay, config.head_lr_scale)
@@ -241,8 +239,7 @@ def _finetune(config: FinetuneConfig, train: TrainConfig, out: Path, resume: boo
         save_task_model(final, tokenizer, out)
         for name, content in (("dev_metrics.json", result), ("finetune_config.json",
                                                               {"finetune": asdict(config), "train": asdict(run.train)})):
-            with atomic_write(out / name) as tmp:
-                tmp.write_text(json.dumps(content, indent=2))
+            write_text(out / name, json.dumps(content, indent=2))
     return result
 
 
@@ -258,11 +255,6 @@ def _gathered(model: TaskModel) -> TaskModel | None:
     full.encoder.nsp_head = model.encoder.nsp_head
     full.load_state_dict(state, strict=False)
     return full
-
-
-def _numbers(metrics: dict) -> dict[str, float]:
-    """The metrics that are numbers (a per-type report is not), for the log."""
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
 def _report(spec: TaskSpec, examples: list, features, steps: int, per_epoch: int) -> None:

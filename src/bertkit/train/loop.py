@@ -30,9 +30,8 @@ from tqdm.auto import tqdm
 
 from .. import precision as precision_
 from ..config import LOOP_DEFAULTS, TrainConfig
-from ..files import atomic_write
+from ..files import write_text
 from . import checkpoint, distributed
-from .checkpoint import load_model_state, save_checkpoint, save_model_state
 from .report import plot_curves
 
 BEST = "best.safetensors"  # the weights of the best evaluation so far
@@ -124,9 +123,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     model.to(device)
     train_model = distributed.wrap(model, config.strategy, extra_forward_methods=("outputs",))
     optimizer, scheduler = make_optimizer(model, config, lr_scale)
-    start = 0
-    if resume:
-        start = checkpoint.resume(out, model, optimizer, scheduler) + 1
+    start = checkpoint.resume(out, model, optimizer, scheduler) + 1 if resume else 0
     dtype = precision_.resolve(config.precision, device)
     step_fn = torch.compile(train_model) if config.compile else train_model
     log = _Log(out / "log.jsonl", enabled=rank == 0, start=start)
@@ -157,17 +154,17 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
             log.write({"step": step, **metrics})
             bar.write(f"evaluation after step {step + 1}: " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()))
             if best.update(metrics, step):
-                save_model_state(out / BEST, model)
+                checkpoint.save_model_state(out / BEST, model)
             done = done or best.exhausted
         if (step + 1) % config.checkpoint_every == 0 or done:
-            save_checkpoint(out, step, model, optimizer, scheduler, config.keep_checkpoints)
+            checkpoint.save_checkpoint(out, step, model, optimizer, scheduler, config.keep_checkpoints)
         distributed.barrier()
         if done:
             break
     bar.close()
     log.close()
     if best.step is not None:
-        load_model_state(out / BEST, model)
+        checkpoint.load_model_state(out / BEST, model)
     if rank == 0:
         plot_curves(out / "log.jsonl", out / "loss.png")
     return log.records
@@ -258,13 +255,12 @@ class _Log:
     what the interrupted run logged from step `start` on, so no step appears twice."""
 
     def __init__(self, path: Path, enabled: bool, start: int):
-        self.path, self.enabled, self.records = path, enabled, []
-        self.tensorboard = None
+        self.path, self.enabled, self.records, self.tensorboard = path, enabled, [], None
         self.earlier = [r for r in _read_records(path) if r["step"] < start] if start else []
         distributed.barrier()  # every rank has read the log before rank 0 rewrites it
         if enabled:
-            with atomic_write(path) as tmp:  # a kill here keeps the old log, which resuming reads again
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in self.earlier))
+            # a kill here keeps the old log, which resuming reads again
+            write_text(path, "".join(json.dumps(r) + "\n" for r in self.earlier))
             from torch.utils.tensorboard import SummaryWriter
             self.tensorboard = SummaryWriter(str(path.parent / "tensorboard"), purge_step=start or None)
 

@@ -22,7 +22,7 @@ from ..convert import save_pretrained
 from ..data.batches import BlockRows, EpochSampler, LanguageSampler, MaskedSteps, MaskingSpec, PairRows
 from ..data.corpus import Corpus, build_corpus
 from ..data.instances import full_sentence_stream, language_probabilities, pack_full_sentences, sentence_pairs
-from ..files import atomic_write
+from ..files import write_text
 from ..heads import IGNORE_INDEX, SpanBoundaryHead, add_pretraining_heads, vocabulary_cross_entropy
 from ..model import Encoder
 from ..textfiles import read_texts, text_files
@@ -131,14 +131,12 @@ def training_data(config: PretrainConfig, tokenizer: Tokenizer, seed: int) -> tu
     kind = "whole_word" if config.whole_word and recipe.masking == "token" else recipe.masking
     masking = masking_for(tokenizer, kind, config.mask_rate)
     cls_id, sep_id = tokenizer.role_id("cls"), tokenizer.role_id("sep")
-    languages = config.languages
-    nsp = recipe.nsp
     if recipe.instances == "pairs":
-        if len(languages) > 1:
+        if len(config.languages) > 1:
             raise ValueError(f"the {config.recipe} recipe takes one corpus; use roberta or spanbert for "
                              "language sampling")
-        corpus = _corpus(next(iter(languages.values())), tokenizer, config)
-        if nsp and corpus.num_documents < 2:
+        corpus = _corpus(next(iter(config.languages.values())), tokenizer, config)
+        if recipe.nsp and corpus.num_documents < 2:
             raise ValueError(f"next-sentence prediction needs at least 2 documents for its random B "
                              f"segments; the corpus has {corpus.num_documents}: give several files, or "
                              "--pretrain.documents=blank_line to make each paragraph block a document")
@@ -147,12 +145,11 @@ def training_data(config: PretrainConfig, tokenizer: Tokenizer, seed: int) -> tu
         distributed.barrier()
         pairs = sentence_pairs(corpus, cls_id, sep_id, config.max_length, seed=seed)
         report = {"pairs": len(pairs), "random_next": float(pairs.is_random_next.mean()),
-                  "truncated_pairs": pairs.truncated, **corpus.stats}
-        report.pop("files")
+                  "truncated_pairs": pairs.truncated, **{k: v for k, v in corpus.stats.items() if k != "files"}}
         sampler = EpochSampler(len(pairs), config.batch_size, seed)
-        rows = PairRows(pairs, tokenizer.pad_id, nsp=nsp)
+        rows = PairRows(pairs, tokenizer.pad_id, nsp=recipe.nsp)
         return MaskedSteps(rows, sampler, masking, config.micro_batches, seed), report
-    corpora = {lang: _corpus(paths, tokenizer, config) for lang, paths in languages.items()}
+    corpora = {lang: _corpus(paths, tokenizer, config) for lang, paths in config.languages.items()}
     blocks = pack_full_sentences(list(corpora.values()), cls_id, sep_id, config.max_length)
     if len(corpora) == 1:
         sampler = EpochSampler(len(blocks), config.batch_size, seed)
@@ -205,8 +202,7 @@ def report_sampling(report: dict, sampler: LanguageSampler, steps: int, path: Pa
     counts = np.bincount(language, minlength=len(sampler.probabilities))
     table = {lang: {**info, "drawn": int(c), "drawn_share": float(c / len(drawn))}
              for (lang, info), c in zip(report["languages"].items(), counts)}
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(table, indent=2))
+    write_text(path, json.dumps(table, indent=2))
     print("language  blocks      p      q  drawn share", file=sys.stderr)
     for lang, row in table.items():
         print(f"{lang:9} {row['blocks']:6d} {row['p']:6.3f} {row['q']:6.3f} {row['drawn_share']:12.3f}", file=sys.stderr)
@@ -243,14 +239,13 @@ def _pretrain(config: PretrainConfig, train: TrainConfig, out: Path, resume: boo
     if distributed.rank() == 0:
         print(json.dumps({"recipe": config.recipe, "parameters": encoder.num_parameters(), **report}, indent=1),
               file=sys.stderr)
-        with atomic_write(out / "pretrain_config.json") as tmp:
-            tmp.write_text(json.dumps({"pretrain": asdict(config), "train": asdict(train), "data": report}, indent=2))
+        settings = {"pretrain": asdict(config), "train": asdict(train), "data": report}
+        write_text(out / "pretrain_config.json", json.dumps(settings, indent=2))
     dtype = precision.resolve(train.precision, distributed.device())
     records = fit(pretrainer, data, train, out, resume=resume,
                   evaluate=(lambda model: evaluate(model, held_out, dtype)) if held_out else None)
     if distributed.rank() == 0 and "languages" in report:
-        steps = 1 + max(r["step"] for r in records)
-        report_sampling(report, data.sampler, steps, out / "languages.json")
+        report_sampling(report, data.sampler, 1 + max(r["step"] for r in records), out / "languages.json")
     final = _gathered_encoder(pretrainer, model_config, nsp)  # a collective under torch.distributed
     if distributed.rank() == 0:
         save_pretrained(final, out)
@@ -264,9 +259,8 @@ def _gathered_encoder(pretrainer: Pretrainer, model_config, nsp: bool) -> Encode
     if distributed.rank() != 0:
         return None
     encoder = add_pretraining_heads(Encoder(model_config), mlm=True, nsp=nsp)
-    prefix = "encoder."
-    missing, unexpected = encoder.load_state_dict({k[len(prefix):]: v for k, v in state.items()
-                                                   if k.startswith(prefix)}, strict=False)
+    missing, unexpected = encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in state.items()
+                                                   if k.startswith("encoder.")}, strict=False)
     if set(missing) - {"mlm_head.decoder.weight"} or unexpected:  # the decoder is tied to the embeddings
         raise RuntimeError(f"gathering the trained encoder failed: missing {missing}, unexpected {unexpected}")
     return encoder

@@ -13,8 +13,8 @@ def plot_curves(log_path: str | Path, png_path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
-    names = sorted({k for r in records for k in r if k == "loss" or k in ("mlm", "nsp", "sbo")
-                    or (k.startswith("eval_") and "loss" in k)})
+    names = sorted({k for r in records for k in r
+                    if k in ("loss", "mlm", "nsp", "sbo") or (k.startswith("eval_") and "loss" in k)})
     if not names:
         return
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3), squeeze=False)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ..files import atomic_write
+from ..files import write_text
 from . import distributed
 from .checkpoint import checkpoints
 
@@ -81,8 +81,8 @@ def _claim(out: Path, run: dict, resume: bool, overwrite: bool):
             raise RunFolderError(f"{out} holds another run{started}: pass --overwrite to replace it (its "
                                  "checkpoints and logs are deleted), --resume to continue it, or another --out")
         if not resume:
-            with atomic_write(out / "run.json") as tmp:
-                tmp.write_text(json.dumps({"run": run, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
+            started = time.strftime("%Y-%m-%d %H:%M:%S")
+            write_text(out / "run.json", json.dumps({"run": run, "started": started}, indent=1))
     except BaseException:
         lock.close()
         raise
