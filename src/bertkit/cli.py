@@ -298,7 +298,9 @@ def cmd_finetune(args, overrides: list[str]) -> None:
                            "epochs": args.epochs, "batch_size": args.batch_size, "decoder": args.decoder},
               "train": {"lr": args.lr, "seed": args.seed, "precision": args.dtype}}
     classes = {"finetune": FinetuneConfig, "train": TrainConfig}
-    recipe_task = (read_recipe(args.config, classes)[0].get("finetune") or {}).get("task") if args.config else None
+    recipe_task = None
+    if args.config:
+        recipe_task = (read_recipe(args.config, classes)[0].get("finetune") or {}).get("task")
     if recipe_task and recipe_task != task:
         raise ValueError(f"{args.config} is a {recipe_task} recipe, but the command says {task}: use "
                          f"bertkit finetune {recipe_task}")

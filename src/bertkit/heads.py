@@ -111,8 +111,10 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
                 grad_x[start:start + rows] = g @ w
                 if dtype == torch.float32:  # beta 0: the first chunk overwrites the empty buffer
                     grad_w.addmm_(g.t(), xc, beta=float(start > 0))
-                else:  # accumulate the chunks' bf16 products in fp32, the first overwriting the buffer
-                    (grad_w.copy_ if start == 0 else grad_w.add_)(g.t() @ xc)
+                elif start == 0:  # accumulate the chunks' bf16 products in fp32
+                    grad_w.copy_(g.t() @ xc)
+                else:
+                    grad_w.add_(g.t() @ xc)
                 grad_b += grad.sum(0)
         if needs_grad:
             ctx.save_for_backward(grad_x, grad_w.to(weight.dtype), grad_b.to(bias.dtype))

@@ -111,9 +111,10 @@ class PairRows:
 
 
 class MaskedSteps:
-    """The loop's StepData. The whole global batch is masked with one generator seeded by (seed, step),
-    then split by rank and into micro-batches, so neither the number of processes nor accumulation
-    changes a mask."""
+    """The loop's StepData: each step's global batch, masked afresh at every step.
+
+    The whole global batch is masked with one generator seeded by (seed, step), then split by rank
+    and into micro-batches, so neither the number of processes nor accumulation changes a mask."""
 
     def __init__(self, source, sampler, masking: MaskingSpec, micro_batches: int = 1, seed: int = 0):
         self.source, self.sampler, self.masking = source, sampler, masking

@@ -52,8 +52,9 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.G
 
 def sentence_pairs(corpus: Corpus, cls_id: int, sep_id: int, max_length: int = 128,
                    short_seq_prob: float = 0.1, seed: int = 0) -> SentencePairs:
-    """BERT's NSP instances from every document of `corpus`, built once into corpus.folder/pairs-.../
-    and memory-mapped from there. Under torch.distributed let one rank build them first."""
+    """BERT's NSP instances from every document of `corpus` (a one-sentence chunk always gets a
+    random B, as in BERT), built once into corpus.folder/pairs-.../ and memory-mapped from there.
+    Under torch.distributed let one rank build them first."""
     folder = corpus.folder / f"pairs-v1-{max_length}-{short_seq_prob}-{seed}-{cls_id}-{sep_id}"  # v: the algorithm
     if not (folder / "index.npz").exists():
         _write_pairs(corpus, cls_id, sep_id, max_length, short_seq_prob, seed, folder)

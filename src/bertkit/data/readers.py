@@ -531,8 +531,10 @@ def read_file(path: str | Path, *, words: bool, label_kind: LabelKind = "single"
 def looks_like_columns(path: str | Path, lines: int = 200) -> bool:
     """True for a CoNLL-style file: blank lines between sentences, and the same number (>= 2) of
     columns on every other line (of the first `lines`)."""
-    widths = {len(line.split()) for _, line in islice(read_lines(path, "replace"), lines)}  # 0: a blank line
-    return 0 in widths and len(widths) == 2 and max(widths) >= 2
+    widths = {len(line.split()) for _, line in islice(read_lines(path, "replace"), lines)}
+    blank = 0 in widths  # a blank line has no columns
+    widths.discard(0)
+    return blank and len(widths) == 1 and min(widths) >= 2
 
 
 def read_text_lines(path: str | Path, pair: bool = False, errors: DecodeErrors = "strict") -> list[TextExample]:

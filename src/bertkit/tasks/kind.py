@@ -1,8 +1,9 @@
 """What a fine-tuned model does (`TaskSpec`, saved as task.json beside its weights) and how one kind
 of task does it (`TaskKind`: the plain functions in which kinds differ, one row of `tasks.TASKS`).
 
-A kind's functions take the model (a `tasks.model.TaskModel`: `head`, `class_weights`, `spec`), a
-batch from `bertkit.tasks.collate`, and the model's `TaskSpec`.
+Code that serves every task looks the kind up once and calls its functions, which take the model
+(a `tasks.model.TaskModel`: `head`, `class_weights`, `spec`), a batch from `bertkit.tasks.collate`,
+and the model's `TaskSpec`.
 """
 
 from __future__ import annotations

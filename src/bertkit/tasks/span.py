@@ -34,7 +34,8 @@ def targets(examples: Sequence[WordExample], features: Features, labels: LabelSe
 
 def enumerate_spans(num_words: Sequence[int], max_width: int, gold: Sequence[np.ndarray] | None) -> dict:
     """Every span of up to `max_width` words in each row: "span_rows", "span_starts", "span_ends"
-    (inclusive), and with gold spans "labels" (S,): the gold label id + 1, or 0 = no entity."""
+    (inclusive), and with gold spans "labels" (S,): the gold label id + 1, or 0 = no entity (a gold
+    span wider than `max_width` cannot be found: `finetune` reports how many there are)."""
     rows, starts, ends = [], [], []
     for r, n in enumerate(num_words):
         for width in range(min(max_width, n)):

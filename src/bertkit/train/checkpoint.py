@@ -111,7 +111,8 @@ def _set_rng_state(tensors: dict[str, Tensor], plain: dict) -> None:
 
 def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer, scheduler, keep: int) -> Path | None:
     """Write out/checkpoints/step-NNNNNNN/ (see the module docstring) and keep only the newest `keep`.
-    Every rank calls it (a plain, DDP or FSDP model alike): the states are gathered, and rank 0 writes.
+    Every rank calls it (a plain, DDP or FSDP model alike): the full (unsharded) model and optimizer
+    states and every rank's generator states are gathered, and rank 0 writes.
 
     Raises:
         DiskFullError: the disk filled up; the message names the newest intact checkpoint.
@@ -148,7 +149,10 @@ def _write(folder: Path, step: int, model_state: dict, optimizer_state: dict, sc
     moments, scalars = {}, {}  # per parameter: its tensors, and the plain numbers JSON holds
     for name, per_param in optimizer_state["state"].items():
         for key, v in per_param.items():
-            (moments if isinstance(v, Tensor) else scalars)[f"{name}/{key}"] = v
+            if isinstance(v, Tensor):
+                moments[f"{name}/{key}"] = v
+            else:
+                scalars[f"{name}/{key}"] = v
     write_tensors(folder / "model.safetensors", model_state)
     write_tensors(folder / "optimizer.safetensors", moments)
     write_tensors(folder / "rng.safetensors", {f"{r}.{k}": v for r, (t, _) in enumerate(rngs) for k, v in t.items()})

@@ -81,8 +81,8 @@ def _claim(out: Path, run: dict, resume: bool, overwrite: bool):
             raise RunFolderError(f"{out} holds another run{started}: pass --overwrite to replace it (its "
                                  "checkpoints and logs are deleted), --resume to continue it, or another --out")
         if not resume:
-            started = time.strftime("%Y-%m-%d %H:%M:%S")
-            write_text(out / "run.json", json.dumps({"run": run, "started": started}, indent=1))
+            now = time.strftime("%Y-%m-%d %H:%M:%S")
+            write_text(out / "run.json", json.dumps({"run": run, "started": now}, indent=1))
     except BaseException:
         lock.close()
         raise
