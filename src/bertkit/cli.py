@@ -17,7 +17,9 @@ from .config import PRESETS, FinetuneConfig, PretrainConfig, TrainConfig, load_s
 from .data.examples import LabelSet, unseen_labels
 from .files import atomic_write
 from .fill_mask import fill_mask
+from .metrics.ranking import evaluate_run
 from .predict import predict_examples, prediction_record, read_inputs, task_metrics
+from .retrieval import CRANFIELD_GRADES, bm25_run, dense_run, fuse, read_collection, read_qrels, read_run, write_run
 from .tasks import TASKS, read_examples
 from .tasks.model import load_task_model
 from .textfiles import read_lines, read_texts, text_files
@@ -37,6 +39,8 @@ EPILOG = """examples:
   bertkit finetune classify --model MODEL_DIR --train train.tsv --dev dev.tsv --text-column sentence --out runs/sst2
   bertkit predict --model runs/ner --input sentences.txt --output entities.jsonl
   bertkit evaluate --model runs/ner --data eng.testa
+  bertkit retrieve --method hybrid --model MODEL_DIR --documents docs.tsv --queries queries.tsv --output run.txt
+  bertkit evaluate-run --qrels qrels.txt --run run.txt
 
 MODEL_DIR is a Hugging Face-layout directory (config.json + model.safetensors, with vocab.txt or
 tokenizer.json), such as one bertkit saved or a BERT, RoBERTa or DistilBERT checkpoint.
@@ -192,6 +196,31 @@ def build_parser() -> argparse.ArgumentParser:
     _precision_arg(p)
     _encoding_arg(p)
 
+    p = sub.add_parser("retrieve", help="rank a collection's documents for each query (a TREC run): dense, "
+                       "bm25 or hybrid")
+    p.add_argument("--documents", required=True, help="the collection: SMART records (.I id, .W text) or id<TAB>text")
+    p.add_argument("--queries", required=True, help="the queries, in the same formats")
+    p.add_argument("--query-ids", default="given", choices=["given", "position"],
+                   help="position: number the queries 1, 2, ... in file order (as Cranfield's qrels do)")
+    p.add_argument("--method", default="dense", choices=["dense", "bm25", "hybrid"],
+                   help="dense: cosine of embeddings; bm25; hybrid: reciprocal rank fusion of the two")
+    p.add_argument("--model", help="encoder directory (dense and hybrid)")
+    p.add_argument("--index", help="folder for the document vectors (default: OUTPUT.index); reused when it "
+                   "holds the same documents")
+    p.add_argument("--output", required=True, help="where to write the run (TREC format)")
+    p.add_argument("--top-k", type=_positive, default=100, help="documents per query")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    _precision_arg(p)
+
+    p = sub.add_parser("evaluate-run", help="ranking metrics of a TREC run against relevance judgments")
+    p.add_argument("--qrels", required=True, help="judgments: 'query doc grade' or 'query iteration doc grade' lines")
+    p.add_argument("--run", required=True, help="TREC run: 'query Q0 doc rank score tag' lines")
+    p.add_argument("--grades", default="given", choices=["given", "cranfield"],
+                   help="cranfield: codes 1-4 (most to least relevant) and -1 become gains 4-1 and 0")
+    p.add_argument("--documents", help="the collection: documents of the run must be in it")
+    p.add_argument("--k", default="5,10", help="cut-offs for P@k, recall@k, AP@k, MAP@k, nDCG@k (comma-separated)")
+    p.add_argument("--relevance-threshold", type=int, default=1, help="lowest grade that counts as relevant")
+
     p = sub.add_parser("fill-mask", help="predict the words behind [MASK] (models with an MLM head)")
     _model_args(p)
     p.add_argument("text", help="text with one or more [MASK] tokens")
@@ -339,8 +368,38 @@ def cmd_evaluate(args) -> None:
     print(json.dumps(task_metrics(model.spec, examples, predictions, args.entity_mode), indent=1))
 
 
+def cmd_retrieve(args) -> None:
+    _check_output(args.output, args.documents, args.queries)
+    if args.method != "bm25" and not args.model:
+        raise ValueError(f"--method {args.method} needs --model (an encoder directory)")
+    documents, queries = read_collection(args.documents), read_collection(args.queries, ids=args.query_ids)
+    runs = []
+    if args.method != "dense":
+        runs.append(bm25_run(documents, queries, args.top_k))
+    if args.method != "bm25":
+        model, tokenizer = load_pretrained(args.model), Tokenizer.from_pretrained(args.model)
+        runs.append(dense_run(model, tokenizer, documents, queries, args.index or f"{args.output}.index", args.top_k,
+                              batch_size=args.batch_size, precision=args.dtype))
+    write_run(args.output, fuse(runs, args.top_k) if len(runs) > 1 else runs[0], tag=f"bertkit-{args.method}")
+    print(f"wrote the top {args.top_k} of {len(documents)} documents for {len(queries)} queries to {args.output}",
+          file=sys.stderr)
+
+
+def cmd_evaluate_run(args) -> None:
+    qrels = read_qrels(args.qrels, CRANFIELD_GRADES if args.grades == "cranfield" else None)
+    documents = read_collection(args.documents) if args.documents else None
+    run = read_run(args.run, queries=list(qrels), documents=documents)
+    ks = [int(k) for k in args.k.split(",") if k.strip()]
+    result = evaluate_run(qrels, run, ks, args.relevance_threshold)
+    if result["unanswered"]:
+        print(f"warning: {len(result['unanswered'])} queries with relevant documents have no results in {args.run}; "
+              "each scores 0 (trec_eval -c)", file=sys.stderr)
+    print(json.dumps({"queries": result["queries"], **{k: round(v, 4) for k, v in result["mean"].items()}}, indent=1))
+
+
 COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,
-            "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask, "predict": cmd_predict, "evaluate": cmd_evaluate}
+            "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask, "predict": cmd_predict,
+            "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run}
 WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune}
 
 
@@ -359,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                 WITH_OVERRIDES[args.command](args, overrides)
             else:
                 COMMANDS[args.command](args)
-        except (ValueError, OSError, KeyError, NonFiniteLossError) as e:
+        except (ValueError, OSError, KeyError, ImportError, NonFiniteLossError) as e:
             print(f"bertkit {args.command}: error: {e}", file=sys.stderr)
             return 2
     return 0
