@@ -36,6 +36,9 @@ def test_cranfield_files_read_with_their_quirks(data_dir):
      "run:1: document 'zz' is not in the collection"),
     ("run", "q1 Q0 a one\n", read_run, "run:1: expected 'query Q0 doc rank score tag'"),
     ("docs.tsv", "a\tone\na\ttwo\n", read_collection, "docs.tsv:2: document id 'a' appears twice"),
+    ("docs.tsv", "doc 7\tone\n", read_collection, "docs.tsv:1: expected id<TAB>text, the id one word"),
+    ("docs.smart", "\n.I\n.W\ntext\n", read_collection, "docs.smart:2: a .I record without an id"),
+    ("run", "q1 Q0 a 1 nan x\n", read_run, "run:1: score 'nan' is not a finite number"),
 ])
 def test_bad_files_name_the_line(tmp_path, name, text, read, message):
     (tmp_path / name).write_text(text)
@@ -48,7 +51,10 @@ def test_a_run_written_reads_back_equal(tmp_path):
     write_run(tmp_path / "run.txt", run)
     assert read_run(tmp_path / "run.txt") == run
     first = (tmp_path / "run.txt").read_text().splitlines()[0]
-    assert first == "q1 Q0 c 1 0.500000 bertkit"  # ties: the greater id first, as trec_eval ranks them
+    assert first == "q1 Q0 c 1 0.5 bertkit"  # ties: the greater id first, as trec_eval ranks them
+    close = {"q": {"a": 0.1234564, "b": 0.1234561}}  # equal to 6 decimals: written in full, ranked alike
+    write_run(tmp_path / "close.txt", close)
+    assert read_run(tmp_path / "close.txt") == close
 
 
 def test_search_in_blocks_is_exact(tmp_path):
@@ -58,7 +64,7 @@ def test_search_in_blocks_is_exact(tmp_path):
     np.save(tmp_path / "vectors.npy", vectors)
     (tmp_path / "ids.json").write_text(json.dumps([f"d{i}" for i in range(50)]))
     queries = vectors[:3] + 0.1 * rng.standard_normal((3, 8)).astype(np.float32)
-    found = search_index(tmp_path, queries, ["x", "y", "z"], k=5, block=7)
+    found = search_index(tmp_path, queries, ["x", "y", "z"], k=5, block=3)  # blocks smaller than k
     for q, query in zip("xyz", queries):
         best = np.argsort(-(vectors @ query))[:5]
         assert list(found[q]) == [f"d{i}" for i in best]
@@ -82,6 +88,10 @@ def test_bm25_and_dense_find_the_obvious_document(tmp_path, minilm_dir):
     with torch.no_grad():
         model.pooler.dense.bias.add_(1.0)  # any other weights: embedded anew
     dense_run(model, tokenizer, DOCUMENTS, QUERIES, tmp_path / "index", k=2, precision="fp32", progress=False)
+    assert (tmp_path / "index" / "vectors.npy").stat().st_mtime_ns != stamp
+    stamp = (tmp_path / "index" / "vectors.npy").stat().st_mtime_ns
+    cased = Tokenizer.from_vocab(minilm_dir / "vocab.txt", lowercase=False)  # another tokenizer: embedded anew
+    dense_run(model, cased, DOCUMENTS, QUERIES, tmp_path / "index", k=2, precision="fp32", progress=False)
     assert (tmp_path / "index" / "vectors.npy").stat().st_mtime_ns != stamp
     build_index(model, tokenizer, {"only": "one document"}, tmp_path / "other", progress=False)
     assert np.load(tmp_path / "other" / "vectors.npy").shape == (1, model.config.hidden_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import warnings
 from dataclasses import replace
@@ -389,12 +390,14 @@ def cmd_evaluate_run(args) -> None:
     qrels = read_qrels(args.qrels, CRANFIELD_GRADES if args.grades == "cranfield" else None)
     documents = read_collection(args.documents) if args.documents else None
     run = read_run(args.run, queries=list(qrels), documents=documents)
-    ks = [int(k) for k in args.k.split(",") if k.strip()]
-    result = evaluate_run(qrels, run, ks, args.relevance_threshold)
+    if not re.fullmatch(r"\d+(,\d+)*", args.k):
+        raise ValueError(f"--k {args.k!r}: expected positive whole numbers separated by commas, e.g. 5,10")
+    result = evaluate_run(qrels, run, [int(k) for k in args.k.split(",")], args.relevance_threshold)
     if result["unanswered"]:
         print(f"warning: {len(result['unanswered'])} queries with relevant documents have no results in {args.run}; "
               "each scores 0 (trec_eval -c)", file=sys.stderr)
-    print(json.dumps({"queries": result["queries"], **{k: round(v, 4) for k, v in result["mean"].items()}}, indent=1))
+    counts = {"queries": result["queries"], "unanswered": len(result["unanswered"]), "unjudged": len(result["unjudged"])}
+    print(json.dumps({**counts, **{k: round(v, 4) for k, v in result["mean"].items()}}, indent=1))
 
 
 COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import precision as precision_
 from .embed import embed
 from .files import atomic_write, write_text
 from .metrics.ranking import Qrels, Run, rank_documents
@@ -50,8 +52,8 @@ def read_collection(path: str | Path, ids: str = "given") -> dict[str, str]:
     Raises:
         ValueError: an empty collection, a duplicate id, or a line that fits neither format (file:line).
     """
-    lines = list(read_lines(path))
-    smart = any(line.startswith(".I") for _, line in lines[:5])
+    lines = [(n, line) for n, line in read_lines(path) if line.strip()]
+    smart = bool(lines) and lines[0][1].startswith(".I")
     records = _smart_records(path, lines) if smart else _tsv_records(path, lines)
     if not records:
         raise ValueError(f"{path}: no documents; expected SMART records (.I id, .W text) or id<TAB>text lines")
@@ -73,6 +75,8 @@ def _smart_records(path, lines: list[tuple[int, str]]) -> list[tuple[int, str, s
     for n, line in lines:
         tag = re.fullmatch(r"\.([A-Z])(?:\s+(\S+))?\s*", line)
         if tag and tag[1] == "I":
+            if not tag[2]:
+                raise ValueError(f"{path}:{n}: a .I record without an id")
             records.append([n, tag[2], {"T": [], "W": []}])
         elif tag:
             field = tag[1]
@@ -87,10 +91,8 @@ def _tsv_records(path, lines: list[tuple[int, str]]) -> list[tuple[int, str, str
     records = []
     for n, line in lines:
         doc_id, tab, text = line.partition("\t")
-        if not line.strip():
-            continue
-        if not tab or not doc_id.strip():
-            raise ValueError(f"{path}:{n}: expected id<TAB>text")
+        if not tab or not doc_id.strip() or len(doc_id.split()) > 1:
+            raise ValueError(f"{path}:{n}: expected id<TAB>text, the id one word")
         records.append((n, doc_id.strip(), text.strip()))
     return records
 
@@ -142,6 +144,8 @@ def read_run(path: str | Path, queries: Sequence[str] | None = None,
             value = float(score)
         except ValueError:
             raise ValueError(f"{path}:{n}: expected 'query Q0 doc rank score tag', got {line!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{path}:{n}: score {score!r} is not a finite number")
         if known_queries is not None and query not in known_queries:
             raise ValueError(f"{path}:{n}: query {query!r} is not in the qrels")
         if known_docs is not None and doc not in known_docs:
@@ -154,7 +158,7 @@ def read_run(path: str | Path, queries: Sequence[str] | None = None,
 
 def write_run(path: str | Path, run: Run, tag: str = "bertkit") -> None:
     """Write `run` in TREC format, each query's documents in rank order."""
-    lines = [f"{query} Q0 {doc} {rank} {scores[doc]:.6f} {tag}\n" for query, scores in run.items()
+    lines = [f"{query} Q0 {doc} {rank} {scores[doc]!r} {tag}\n" for query, scores in run.items()
              for rank, doc in enumerate(rank_documents(scores), start=1)]
     write_text(path, "".join(lines))
 
@@ -162,10 +166,12 @@ def write_run(path: str | Path, run: Run, tag: str = "bertkit") -> None:
 # ---------------------------------------------------------------------------------- retrieval
 
 
-def index_key(model: Encoder, documents: Mapping[str, str], precision: str) -> str:
-    """A digest of what an index's vectors depend on: the documents, the model (its config and
-    every weight) and the precision."""
-    digest = hashlib.sha256(json.dumps([dataclasses.asdict(model.config), precision, list(documents.items())]).encode())
+def index_key(model: Encoder, tokenizer: Tokenizer, documents: Mapping[str, str], precision: str) -> str:
+    """A digest of what an index's vectors depend on: the documents, the tokenizer, the model (its
+    config and every weight) and the precision it computes in."""
+    dtype = str(precision_.resolve(precision, next(model.parameters()).device))
+    digest = hashlib.sha256(json.dumps([dataclasses.asdict(model.config), dtype, tokenizer.to_json(),
+                                        list(documents.items())]).encode())
     for tensor in model.state_dict().values():
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -190,7 +196,8 @@ def build_index(model: Encoder, tokenizer: Tokenizer, documents: Mapping[str, st
         vectors.flush()
         del vectors
     write_text(folder / "ids.json", json.dumps(ids))
-    write_text(folder / "key.txt", index_key(model, documents, precision))  # written last: the index is complete
+    # written last: an index with a key is complete
+    write_text(folder / "key.txt", index_key(model, tokenizer, documents, precision))
     return folder
 
 
@@ -200,17 +207,20 @@ def search_index(folder: str | Path, query_vectors: np.ndarray, query_ids: Seque
     folder = Path(folder)
     doc_ids = json.loads((folder / "ids.json").read_text())
     vectors = np.load(folder / "vectors.npy", mmap_mode="r")
-    queries = torch.from_numpy(np.ascontiguousarray(query_vectors, dtype=np.float32))
-    best_scores = torch.full((len(queries), 0), -torch.inf)
-    best_rows = torch.zeros((len(queries), 0), dtype=torch.long)
-    for start in range(0, len(doc_ids), block):
-        scores = queries @ torch.from_numpy(np.array(vectors[start:start + block])).T  # (Q, block), read into memory
-        best_scores = torch.cat([best_scores, scores], dim=1)
-        best_rows = torch.cat([best_rows, torch.arange(start, start + scores.shape[1]).expand(len(queries), -1)], 1)
-        best_scores, keep = best_scores.topk(min(k, best_scores.shape[1]), dim=1)
-        best_rows = best_rows.gather(1, keep)
-    return {q: {doc_ids[r]: s for r, s in zip(rows.tolist(), scores.tolist())}
-            for q, rows, scores in zip(query_ids, best_rows, best_scores)}
+    run = {}
+    for first in range(0, len(query_ids), 1024):  # (1024, block) scores at a time
+        queries = torch.from_numpy(np.ascontiguousarray(query_vectors[first:first + 1024], dtype=np.float32))
+        best_scores = torch.full((len(queries), 0), -torch.inf)
+        best_rows = torch.zeros((len(queries), 0), dtype=torch.long)
+        for start in range(0, len(doc_ids), block):
+            scores = queries @ torch.from_numpy(np.array(vectors[start:start + block])).T  # (Q, block) in memory
+            scores, found = scores.topk(min(k, scores.shape[1]), dim=1)  # this block's best, then the overall best
+            candidates = torch.cat([best_scores, scores], 1)
+            best_scores, keep = candidates.topk(min(k, candidates.shape[1]), dim=1)
+            best_rows = torch.cat([best_rows, found + start], 1).gather(1, keep)
+        run |= {q: {doc_ids[r]: s for r, s in zip(rows.tolist(), scores.tolist())}
+                for q, rows, scores in zip(query_ids[first:first + 1024], best_rows, best_scores)}
+    return run
 
 
 def dense_run(model: Encoder, tokenizer: Tokenizer, documents: Mapping[str, str], queries: Mapping[str, str],
@@ -220,7 +230,7 @@ def dense_run(model: Encoder, tokenizer: Tokenizer, documents: Mapping[str, str]
     and precision) and search it."""
     folder = Path(folder)
     key = folder / "key.txt"
-    if not (key.exists() and key.read_text() == index_key(model, documents, precision)):
+    if not (key.exists() and key.read_text() == index_key(model, tokenizer, documents, precision)):
         build_index(model, tokenizer, documents, folder, batch_size=batch_size, precision=precision,
                     progress=progress)
     query_vectors = embed(model, tokenizer, list(queries.values()), normalize=True, batch_size=batch_size,
