@@ -7,6 +7,7 @@ import pytest
 
 from bertkit.metrics.ranking import (ap_at_k, average_precision, evaluate_run, ndcg_at, precision_at,
                                      rank_documents, reciprocal_rank)
+from bertkit.retrieval import CRANFIELD_GRADES, read_collection, read_qrels
 
 # Our metric name -> pytrec_eval's.
 TREC_NAMES = {"map": "map", "map@5": "map_cut_5", "map@10": "map_cut_10", "mrr": "recip_rank", "P@5": "P_5",
@@ -40,34 +41,25 @@ def test_bad_input_is_an_error():
         evaluate_run({"q": {"d": 1}}, {"q": {"d": 1.0}}, ks=(0,))
 
 
-def _smart(path) -> dict[str, str]:
-    """{.I id: text of its .W field} of a SMART-format file."""
-    records = re.split(r"^\.I ", path.read_text().replace("\r\n", "\n"), flags=re.M)[1:]
-    return {r.split("\n", 1)[0].strip(): r.split(".W\n", 1)[-1] for r in records}
-
-
 @pytest.fixture(scope="module")
 def cranfield(data_dir):
-    """Cranfield qrels (grades: code 1 -> 4 ... code 4 -> 1, code -1 -> 0) and a tf-idf run whose scores are
-    rounded so that ties occur, the case where rankings differ between implementations."""
+    """Cranfield qrels and a tf-idf run whose scores are rounded so that ties occur, the case where
+    rankings differ between implementations."""
     folder = data_dir / "cranfield"
-    documents, queries = _smart(folder / "cran.all.1400"), _smart(folder / "cran.qry")
-    qrels: dict[str, dict[str, int]] = {}
-    for line in (folder / "cranqrel").read_text().split("\n"):
-        if line.strip():
-            query, doc, code = line.split()  # queries numbered by position in cran.qry, not by .I
-            qrels.setdefault(query, {})[doc] = 5 - int(code) if int(code) > 0 else 0
+    documents = read_collection(folder / "cran.all.1400")
+    queries = read_collection(folder / "cran.qry", ids="position")  # as the qrels number them
+    qrels = read_qrels(folder / "cranqrel", CRANFIELD_GRADES)
     tokenize = lambda text: re.findall(r"[a-z]+", text.lower())  # noqa: E731
     doc_ids = list(documents)
     counts = [Counter(tokenize(documents[d])) for d in doc_ids]
     df = Counter(term for c in counts for term in c)
     idf = {t: math.log(len(doc_ids) / n) for t, n in df.items()}
     run = {}
-    for position, text in enumerate(queries.values(), start=1):
+    for query, text in queries.items():
         terms = set(tokenize(text)) & set(idf)
         scores = {d: round(sum(c[t] * idf[t] for t in terms) / (1 + sum(c.values())) ** 0.5, 1)
                   for d, c in zip(doc_ids, counts)}
-        run[str(position)] = dict(sorted(scores.items(), key=lambda kv: -kv[1])[:100])
+        run[query] = dict(sorted(scores.items(), key=lambda kv: -kv[1])[:100])
     return qrels, run
 
 

@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="dense", choices=["dense", "bm25", "hybrid"],
                    help="dense: cosine of embeddings; bm25; hybrid: reciprocal rank fusion of the two")
     p.add_argument("--model", help="encoder directory (dense and hybrid)")
+    p.add_argument("--tokenizer", help="tokenizer directory or file (default: the model directory)")
     p.add_argument("--index", help="folder for the document vectors (default: OUTPUT.index); reused when it "
                    "holds the same documents")
     p.add_argument("--output", required=True, help="where to write the run (TREC format)")
@@ -378,7 +379,7 @@ def cmd_retrieve(args) -> None:
     if args.method != "dense":
         runs.append(bm25_run(documents, queries, args.top_k))
     if args.method != "bm25":
-        model, tokenizer = load_pretrained(args.model), Tokenizer.from_pretrained(args.model)
+        model, tokenizer = _load(args)
         runs.append(dense_run(model, tokenizer, documents, queries, args.index or f"{args.output}.index", args.top_k,
                               batch_size=args.batch_size, precision=args.dtype))
     write_run(args.output, fuse(runs, args.top_k) if len(runs) > 1 else runs[0], tag=f"bertkit-{args.method}")

@@ -36,6 +36,7 @@ from .tokenizer import Tokenizer
 # Cranfield's relevance codes (1 most relevant ... 4 least, -1 no interest) as nDCG gains.
 CRANFIELD_GRADES = {1: 4, 2: 3, 3: 2, 4: 1, -1: 0}
 RRF_K = 60
+QUERY_BLOCK = 1024  # queries scored together in a dense search
 
 
 # ---------------------------------------------------------------------------------- files
@@ -208,8 +209,8 @@ def search_index(folder: str | Path, query_vectors: np.ndarray, query_ids: Seque
     doc_ids = json.loads((folder / "ids.json").read_text())
     vectors = np.load(folder / "vectors.npy", mmap_mode="r")
     run = {}
-    for first in range(0, len(query_ids), 1024):  # (1024, block) scores at a time
-        queries = torch.from_numpy(np.ascontiguousarray(query_vectors[first:first + 1024], dtype=np.float32))
+    for first in range(0, len(query_ids), QUERY_BLOCK):  # (QUERY_BLOCK, block) scores at a time
+        queries = torch.from_numpy(np.ascontiguousarray(query_vectors[first:first + QUERY_BLOCK], dtype=np.float32))
         best_scores = torch.full((len(queries), 0), -torch.inf)
         best_rows = torch.zeros((len(queries), 0), dtype=torch.long)
         for start in range(0, len(doc_ids), block):
@@ -219,7 +220,7 @@ def search_index(folder: str | Path, query_vectors: np.ndarray, query_ids: Seque
             best_scores, keep = candidates.topk(min(k, candidates.shape[1]), dim=1)
             best_rows = torch.cat([best_rows, found + start], 1).gather(1, keep)
         run |= {q: {doc_ids[r]: s for r, s in zip(rows.tolist(), scores.tolist())}
-                for q, rows, scores in zip(query_ids[first:first + 1024], best_rows, best_scores)}
+                for q, rows, scores in zip(query_ids[first:first + QUERY_BLOCK], best_rows, best_scores)}
     return run
 
 

@@ -95,18 +95,17 @@ def query_scores(ranking: Sequence[str], judgments: Mapping[str, int], ks: Seque
     Returns:
         {"map", "ap@k", "map@k", "mrr", "P@k", "recall@k", "ndcg@k", "ndcg", "Rprec"} for each k in `ks`.
     """
-    grades = np.array([judgments.get(doc, 0) for doc in ranking], dtype=np.float64)
-    relevant = (np.array([doc in judgments for doc in ranking], dtype=bool) & (grades >= relevance_threshold))
-    relevant = relevant.astype(np.int64)
+    relevant = np.array([doc in judgments and judgments[doc] >= relevance_threshold for doc in ranking], dtype=np.int64)
     num_relevant = sum(1 for grade in judgments.values() if grade >= relevance_threshold)
-    gains = np.clip(grades, 0, None)
+    gains = np.clip(np.array([judgments.get(doc, 0) for doc in ranking], dtype=np.float64), 0, None)
+    judged = list(judgments.values())
     scores = {"map": average_precision(relevant, num_relevant), "mrr": reciprocal_rank(relevant),
               "Rprec": r_precision(relevant, num_relevant),
-              "ndcg": ndcg_at(gains, list(judgments.values()), max(len(ranking), len(judgments), 1))}
+              "ndcg": ndcg_at(gains, judged, max(len(ranking), len(judgments), 1))}
     for k in ks:
         scores |= {f"P@{k}": precision_at(relevant, k), f"recall@{k}": recall_at(relevant, k, num_relevant),
                    f"ap@{k}": ap_at_k(relevant, k), f"map@{k}": average_precision(relevant, num_relevant, k),
-                   f"ndcg@{k}": ndcg_at(gains, list(judgments.values()), k)}
+                   f"ndcg@{k}": ndcg_at(gains, judged, k)}
     return scores
 
 
