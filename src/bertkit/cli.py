@@ -16,9 +16,10 @@ from . import Tokenizer, embed, load_pretrained
 from .allocator import reuse_freed_memory
 from .config import PRESETS, FinetuneConfig, PretrainConfig, TrainConfig, load_sections, read_recipe
 from .data.examples import LabelSet, unseen_labels
-from .files import atomic_write
+from .files import atomic_write, write_text
 from .fill_mask import fill_mask
 from .metrics.ranking import evaluate_run
+from .perplexity import load_causal_lm, text_perplexity
 from .predict import predict_examples, prediction_record, read_inputs, task_metrics
 from .retrieval import CRANFIELD_GRADES, bm25_run, dense_run, fuse, read_collection, read_qrels, read_run, write_run
 from .tasks import TASKS, read_examples
@@ -223,6 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", default="5,10", help="cut-offs for P@k, recall@k, AP@k, MAP@k, nDCG@k (comma-separated)")
     p.add_argument("--relevance-threshold", type=int, default=1, help="lowest grade that counts as relevant")
 
+    p = sub.add_parser("perplexity", help="perplexity of a causal LM over text files, by a sliding window")
+    p.add_argument("--model", required=True, help="a transformers AutoModelForCausalLM directory or a .gguf file "
+                   "(converted once and cached)")
+    p.add_argument("--input", required=True, nargs="+", help="text files, each scored as one text")
+    p.add_argument("--max-length", type=_positive, help="window length in tokens (default: the model's)")
+    p.add_argument("--stride", type=_positive, help="tokens the window moves by (default: max-length / 2)")
+    p.add_argument("--max-tokens", type=_positive, help="score only each file's first N tokens")
+    p.add_argument("--batch-size", type=_positive, default=4, help="windows per forward pass")
+    p.add_argument("--cache-dir", help="where converted GGUF models are kept (default: ~/.cache/bertkit/gguf)")
+    p.add_argument("--output", help="also write the figures as JSON")
+    _precision_arg(p)
+    _encoding_arg(p)
+
     p = sub.add_parser("fill-mask", help="predict the words behind [MASK] (models with an MLM head)")
     _model_args(p)
     p.add_argument("text", help="text with one or more [MASK] tokens")
@@ -401,9 +415,31 @@ def cmd_evaluate_run(args) -> None:
     print(json.dumps({**counts, **{k: round(v, 4) for k, v in result["mean"].items()}}, indent=1))
 
 
+def cmd_perplexity(args) -> None:
+    if args.output:
+        _check_output(args.output, *args.input)
+    model = load_causal_lm(args.model, args.dtype, args.cache_dir)
+    files, total = {}, None
+    for path in args.input:
+        text = "\n".join(line for _, line in read_lines(path, args.encoding_errors))
+        result = text_perplexity(model, text, max_length=args.max_length, stride=args.stride,
+                                 batch_size=args.batch_size, max_tokens=args.max_tokens, name=path, progress=True)
+        files[path] = result.summary()
+        total = result if total is None else total + result
+        print(f"{path}: perplexity {result.perplexity:.3f} over {result.predicted} predicted tokens, "
+              f"bits per byte {result.bits_per_byte}", file=sys.stderr)
+    max_length = args.max_length or model.max_length
+    report = {"model": args.model, "max_length": max_length, "stride": args.stride or max(1, max_length // 2),
+              "dtype": args.dtype, "files": files, "total": total.summary()}
+    print(json.dumps(report["total"], indent=1))
+    if args.output:
+        write_text(args.output, json.dumps(report, indent=1) + "\n")
+
+
 COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,
             "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run}
+            "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
+            "perplexity": cmd_perplexity}
 WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune}
 
 
