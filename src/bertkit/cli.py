@@ -20,6 +20,7 @@ from .files import atomic_write, write_text
 from .fill_mask import fill_mask
 from .metrics.ranking import evaluate_run
 from .perplexity import load_causal_lm, text_perplexity
+from .pseudo_perplexity import corpus_pseudo_perplexity, pseudo_log_likelihoods
 from .predict import predict_examples, prediction_record, read_inputs, task_metrics
 from .retrieval import CRANFIELD_GRADES, bm25_run, dense_run, fuse, read_collection, read_qrels, read_run, write_run
 from .tasks import TASKS, read_examples
@@ -237,6 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     _precision_arg(p)
     _encoding_arg(p)
 
+    p = sub.add_parser("pseudo-perplexity", help="pseudo-perplexity of a masked LM (each token masked in turn; "
+                       "not a perplexity)")
+    _model_args(p)
+    p.add_argument("--input", required=True, help="one sentence per line")
+    p.add_argument("--variant", default="original", choices=["original", "word-l2r"],
+                   help="word-l2r: also mask the rest of the token's word (Kauf & Ivanova, 2023)")
+    p.add_argument("--output", help="per-line scores as JSON lines (pll in nats, tokens scored)")
+    p.add_argument("--batch-size", type=_positive, default=128, help="masked copies per forward pass")
+    _precision_arg(p)
+    _encoding_arg(p)
+
     p = sub.add_parser("fill-mask", help="predict the words behind [MASK] (models with an MLM head)")
     _model_args(p)
     p.add_argument("text", help="text with one or more [MASK] tokens")
@@ -436,10 +448,29 @@ def cmd_perplexity(args) -> None:
         write_text(args.output, json.dumps(report, indent=1) + "\n")
 
 
+def cmd_pseudo_perplexity(args) -> None:
+    if args.output:
+        _check_output(args.output, args.input)
+    texts = [line for _, line in read_lines(args.input, args.encoding_errors)]
+    if not texts:
+        raise ValueError(f"{args.input}: the file is empty")
+    model, tokenizer = _load(args)
+    scores = pseudo_log_likelihoods(model, tokenizer, texts, variant=args.variant, batch_size=args.batch_size,
+                                    precision=args.dtype)
+    if args.output:
+        write_text(args.output, "".join(json.dumps({"line": n, "text": text, "pll": s.pll, "tokens": s.tokens,
+                                                    "pseudo_perplexity": s.pseudo_perplexity}) + "\n"
+                                        for n, (text, s) in enumerate(zip(texts, scores), start=1)))
+    print(json.dumps({"metric": f"pseudo-perplexity ({args.variant})",
+                      "pseudo_perplexity": corpus_pseudo_perplexity(scores), "lines": len(texts),
+                      "scored_tokens": sum(s.tokens for s in scores),
+                      "empty_lines": sum(1 for s in scores if not s.tokens)}, indent=1))
+
+
 COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,
             "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
-            "perplexity": cmd_perplexity}
+            "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity}
 WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune}
 
 
