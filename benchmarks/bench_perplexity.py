@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, alternate, matmul_peak, median, write_results  # noqa: E402
+from common import DATA, alternate, matmul_peak, median, speed_table, write_results  # noqa: E402
 
 from bertkit.perplexity import load_causal_lm, sliding_windows, window_nll  # noqa: E402
 
@@ -103,17 +103,11 @@ def main() -> None:
     flops = useful_flops(peer.config, sliding_windows(len(ids), args.max_length, args.stride))
     rows = {name: {"seconds": median(t), "tokens_per_s": len(ids) / median(t), "perplexity": figures[name],
                    "fraction_of_matmul_peak": flops / median(t) / peak} for name, t in times.items()}
-    ratio = rows["docs recipe"]["seconds"] / rows["bertkit"]["seconds"]
-    table = [f"SmolLM2-135M-Instruct (Q4_1 GGUF de-quantized to fp32), WikiText-2 test first {len(ids)} tokens, "
-             f"max_length {args.max_length}, stride {args.stride}, fp32, median of {args.repeats}; fp32 matmul "
-             f"peak measured now {peak / 1e9:.0f} GFLOP/s; FLOPs counted for the window plan (inputs, attention, "
-             "output layer where scored).\n",
-             "| run | seconds | tokens/s | of fp32 matmul peak | perplexity |", "|---|---:|---:|---:|---:|"]
-    for name, r in rows.items():
-        table.append(f"| {name} | {r['seconds']:.1f} | {r['tokens_per_s']:.0f} | "
-                     f"{r['fraction_of_matmul_peak']:.0%} | {r['perplexity']:.3f} |")
-    table += ["", f"bertkit / docs recipe: **{ratio:.2f}x** (target >= 1.5x)"]
-    text = "\n".join(table)
+    text, ratio = speed_table(
+        f"SmolLM2-135M-Instruct (Q4_1 GGUF de-quantized to fp32), WikiText-2 test first {len(ids)} tokens, "
+        f"max_length {args.max_length}, stride {args.stride}, fp32, median of {args.repeats}; fp32 matmul peak "
+        f"measured now {peak / 1e9:.0f} GFLOP/s; FLOPs counted for the window plan (inputs, attention, output "
+        "layer where scored).", rows, "tokens_per_s", "perplexity", "bertkit", "docs recipe", 1.5)
     print(text)
     command = (f"python benchmarks/bench_perplexity.py --tokens {args.tokens} --max-length {args.max_length} "
                f"--stride {args.stride} --repeats {args.repeats}")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, alternate, matmul_peak, median, write_results  # noqa: E402
+from common import DATA, alternate, matmul_peak, median, speed_table, write_results  # noqa: E402
 
 import bertkit  # noqa: E402
 from bertkit.data.corpus import paragraphs, train_sentence_splitter  # noqa: E402
@@ -111,17 +111,12 @@ def main() -> None:
     flops = forward_flops(model.config, copy_lengths)  # the encoder over every copy; heads not counted
     rows = {name: {"seconds": median(t), "copies_per_s": len(copy_lengths) / median(t), "summed_pll": totals[name],
                    "fraction_of_matmul_peak": flops / median(t) / peak} for name, t in times.items()}
-    ratio = rows["transformers loop"]["seconds"] / rows["bertkit"]["seconds"]
     config = model.config
-    table = [f"{path.name} ({config.num_layers} layers, hidden {config.hidden_size}, vocabulary {config.vocab_size}), "
-             f"{len(sentences)} WikiText-2 valid sentences, {len(copy_lengths)} masked copies, fp32, median of "
-             f"{args.repeats}; fp32 matmul peak measured now {peak / 1e9:.0f} GFLOP/s (encoder FLOPs only).\n",
-             "| run | seconds | masked copies/s | of fp32 matmul peak | summed PLL |", "|---|---:|---:|---:|---:|"]
-    for name, r in rows.items():
-        table.append(f"| {name} | {r['seconds']:.1f} | {r['copies_per_s']:.0f} | "
-                     f"{r['fraction_of_matmul_peak']:.0%} | {r['summed_pll']:.2f} |")
-    table += ["", f"bertkit / transformers loop: **{ratio:.2f}x** (target >= 5x)"]
-    text = "\n".join(table)
+    text, ratio = speed_table(
+        f"{path.name} ({config.num_layers} layers, hidden {config.hidden_size}, vocabulary {config.vocab_size}), "
+        f"{len(sentences)} WikiText-2 valid sentences, {len(copy_lengths)} masked copies, fp32, median of "
+        f"{args.repeats}; fp32 matmul peak measured now {peak / 1e9:.0f} GFLOP/s (encoder FLOPs only).",
+        rows, "copies_per_s", "summed_pll", "bertkit", "transformers loop", 5)
     print(text)
     write_results("pseudo-perplexity", f"python benchmarks/bench_pseudo_perplexity.py --model {path} "
                   f"--sentences {args.sentences} --repeats {args.repeats}",

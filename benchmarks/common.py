@@ -94,3 +94,17 @@ def write_results(name: str, command: str, payload: dict, table: str) -> None:
     pattern = re.compile(f"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)
+
+
+def speed_table(caption: str, rows: dict[str, dict], rate: str, figure: str, ours: str, peer: str,
+                target: float) -> tuple[str, float]:
+    """A table of timed runs (rows hold seconds, `rate`, fraction_of_matmul_peak and `figure`, the
+    result both compute) and the line with the ratio `ours` / `peer`; returns the text and the ratio."""
+    ratio = rows[peer]["seconds"] / rows[ours]["seconds"]
+    table = [caption + "\n", f"| run | seconds | {rate.replace('_per_s', '/s').replace('_', ' ')} | "
+             f"of fp32 matmul peak | {figure.replace('_', ' ')} |", "|---|---:|---:|---:|---:|"]
+    table += [f"| {name} | {r['seconds']:.1f} | {r[rate]:.0f} | {r['fraction_of_matmul_peak']:.0%} | {r[figure]:.3f} |"
+              for name, r in rows.items()]
+    table += ["", f"{ours} / {peer}: **{ratio:.2f}x** (target >= {target}x)"]
+    return "\n".join(table), ratio
+
