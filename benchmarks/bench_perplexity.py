@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=8192, help="score the first N tokens of WikiText-2 test")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--stride", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=4, help="bertkit's windows per forward pass")
+    parser.add_argument("--batch-tokens", type=int, default=2048, help="bertkit's input tokens per forward pass")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -89,7 +89,7 @@ def main() -> None:
     figures = {}
 
     def ours():
-        nll, predicted = window_nll(lm.logits, ids, args.max_length, args.stride, args.batch_size)
+        nll, predicted = window_nll(lm.logits, ids, args.max_length, args.stride, args.batch_tokens)
         figures["bertkit"] = math.exp(nll / predicted)
 
     def recipe():
@@ -113,7 +113,7 @@ def main() -> None:
                f"--stride {args.stride} --repeats {args.repeats}")
     write_results(f"perplexity-stride{args.stride}", command,
                   {"tokens": len(ids), "max_length": args.max_length, "stride": args.stride,
-                   "batch_size": args.batch_size, "matmul_peak_flops": peak, "runs": rows, "ratio": ratio,
+                   "batch_tokens": args.batch_tokens, "matmul_peak_flops": peak, "runs": rows, "ratio": ratio,
                    "times": times}, text)
 
 

@@ -89,7 +89,7 @@ def test_stride_equal_to_max_length_is_independent_chunks(tiny_llama, lm, ids):
 
 
 def test_perplexity_does_not_depend_on_the_batch_size(lm, ids):
-    figures = [window_nll(lm.logits, ids, max_length=12, stride=5, batch_size=b) for b in (1, 2, 3, 16)]
+    figures = [window_nll(lm.logits, ids, max_length=12, stride=5, batch_tokens=12 * b) for b in (1, 2, 3, 16)]
     for nll, predicted in figures[1:]:
         assert predicted == figures[0][1]
         assert nll == pytest.approx(figures[0][0], rel=1e-6)
@@ -177,7 +177,7 @@ def test_a_real_causal_lm_from_gguf_on_wikitext(smollm2, data_dir, tmp_path, cap
     # The second load reads the cached conversion, and the library gives the command's figure.
     lm = load_causal_lm(gguf, "fp32", cache)
     assert lm.name.startswith(str(cache))
-    again = text_perplexity(lm, text, max_length=128, stride=64, max_tokens=300, batch_size=1)
+    again = text_perplexity(lm, text, max_length=128, stride=64, max_tokens=300, batch_tokens=1)
     assert again.perplexity == pytest.approx(total["perplexity"], rel=1e-5)
     code = main(["perplexity", "--model", str(gguf), "--cache-dir", str(cache), "--input", str(tmp_path / "valid.txt"),
                  "--stride", "200", "--max-length", "128"])

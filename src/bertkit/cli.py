@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=_positive, help="window length in tokens (default: the model's)")
     p.add_argument("--stride", type=_positive, help="tokens the window moves by (default: max-length / 2)")
     p.add_argument("--max-tokens", type=_positive, help="score only each file's first N tokens")
-    p.add_argument("--batch-size", type=_positive, default=4, help="windows per forward pass")
+    p.add_argument("--batch-tokens", type=_positive, default=2048,
+                   help="input tokens per forward pass: windows run together up to this many (at least one)")
     p.add_argument("--cache-dir", help="where converted GGUF models are kept (default: ~/.cache/bertkit/gguf)")
     p.add_argument("--output", help="also write the figures as JSON")
     _precision_arg(p)
@@ -431,17 +432,19 @@ def cmd_perplexity(args) -> None:
     if args.output:
         _check_output(args.output, *args.input)
     model = load_causal_lm(args.model, args.dtype, args.cache_dir)
+    max_length = args.max_length or model.max_length
+    stride = args.stride or max(1, max_length // 2)
     files, total = {}, None
     for path in args.input:
         text = "\n".join(line for _, line in read_lines(path, args.encoding_errors))
-        result = text_perplexity(model, text, max_length=args.max_length, stride=args.stride,
-                                 batch_size=args.batch_size, max_tokens=args.max_tokens, name=path, progress=True)
+        result = text_perplexity(model, text, max_length=max_length, stride=stride,
+                                 batch_tokens=args.batch_tokens, max_tokens=args.max_tokens, name=path,
+                                 progress=True)
         files[path] = result.summary()
         total = result if total is None else total + result
         print(f"{path}: perplexity {result.perplexity:.3f} over {result.predicted} predicted tokens, "
               f"bits per byte {result.bits_per_byte}", file=sys.stderr)
-    max_length = args.max_length or model.max_length
-    report = {"model": args.model, "max_length": max_length, "stride": args.stride or max(1, max_length // 2),
+    report = {"model": args.model, "max_length": max_length, "stride": stride,
               "dtype": args.dtype, "files": files, "total": total.summary()}
     print(json.dumps(report["total"], indent=1))
     if args.output:

@@ -71,13 +71,15 @@ def sliding_windows(num_tokens: int, max_length: int, stride: int) -> list[Windo
 
 
 def window_nll(logits_fn: LogitsFn, ids: Sequence[int], max_length: int, stride: int,
-               batch_size: int = 4, progress: bool = False) -> tuple[float, int]:
+               batch_tokens: int = 2048, progress: bool = False) -> tuple[float, int]:
     """Summed negative log-likelihood (nats) of tokens 1 .. N-1 of `ids`, and their count (N - 1).
 
-    Consecutive windows of equal length go through the model `batch_size` at a time.
+    Consecutive windows of equal length go through the model together, up to `batch_tokens` input
+    tokens per forward pass (at least one window).
     """
     tokens = torch.as_tensor(list(ids), dtype=torch.long)
     windows = sliding_windows(len(tokens), max_length, stride)
+    batch_size = max(1, batch_tokens // max_length)
     groups: list[list[Window]] = []
     for w in windows:
         if groups and len(groups[-1]) < batch_size and groups[-1][0].end - groups[-1][0].begin == w.end - w.begin:
@@ -136,7 +138,7 @@ class CausalLM:
 
 
 def text_perplexity(model: CausalLM, text: str, *, max_length: int | None = None, stride: int | None = None,
-                    batch_size: int = 4, max_tokens: int | None = None, name: str = "text",
+                    batch_tokens: int = 2048, max_tokens: int | None = None, name: str = "text",
                     progress: bool = False) -> Perplexity:
     """Sliding-window perplexity of one text.
 
@@ -156,7 +158,7 @@ def text_perplexity(model: CausalLM, text: str, *, max_length: int | None = None
         ids, offsets = ids[:max_tokens], offsets[:max_tokens]
     if len(ids) < 2:
         raise ValueError(f"{name}: {len(ids)} token(s); perplexity needs a text of at least 2 tokens")
-    nll, predicted = window_nll(model.logits, ids, max_length, stride, batch_size, progress)
+    nll, predicted = window_nll(model.logits, ids, max_length, stride, batch_tokens, progress)
     spans = [(start, end) for start, end in offsets[1:] if end > start]  # special tokens have no span
     scored_text = text[min(s for s, _ in spans):max(e for _, e in spans)] if spans else ""
     return Perplexity(nll, predicted, len(scored_text.encode("utf-8")))
