@@ -156,11 +156,6 @@ def read_tensors(file: Path) -> dict[str, torch.Tensor]:
             for k, v in tensors.items()}
 
 
-def _strip_prefix(tensors: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
-    prefix = PREFIX[family]
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in tensors.items()}
-
-
 def _gather(key_map: KeyMap, tensors: dict[str, torch.Tensor], files: str) -> dict[str, torch.Tensor]:
     missing = [t for _, theirs in key_map for t in theirs if t not in tensors]
     if missing:
@@ -186,7 +181,7 @@ def load_pretrained(path: str | Path) -> Encoder:
     names = ", ".join(str(f) for f in files)
     tensors = {name: tensor for file in files for name, tensor in read_tensors(file).items()}
     config = config_from_hf(hf_config, path / "config.json")
-    tensors = _strip_prefix(tensors, config.family)
+    tensors = {k.removeprefix(PREFIX[config.family]): v for k, v in tensors.items()}
     config = config.replace(pooler="pooler.dense.weight" in tensors)
     encoder = Encoder(config)
     key_map = encoder_key_map(config)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import EncoderConfig
-from .model import Encoder, activation
+from .model import Encoder, activation, init_weights
 
 IGNORE_INDEX = -100  # the label of positions no loss reads (unchosen tokens, padding, unknown labels)
 Pooling = Literal["mean", "cls", "max"]
@@ -38,7 +38,7 @@ class MLMHead(nn.Module):
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, device="meta")  # no V x H allocation
         self.decoder.weight = word_embeddings.weight
         self.decoder.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        _init_normal(self.dense, config)
+        init_weights(self.dense, config)
 
     def forward(self, hidden: Tensor) -> Tensor:
         """(..., H) -> (..., V) logits."""
@@ -47,11 +47,6 @@ class MLMHead(nn.Module):
     def transform(self, hidden: Tensor) -> Tensor:
         """(..., H) -> (..., H): the vectors the decoder projects onto the vocabulary."""
         return self.norm(activation(self.act, self.dense(hidden)))
-
-    def loss(self, hidden: Tensor, labels: Tensor) -> Tensor:
-        """Summed cross-entropy of the logits `forward(hidden)` (M, V) against labels (M,), without
-        materialising the logits."""
-        return vocabulary_cross_entropy(self.transform(hidden), self.decoder.weight, self.decoder.bias, labels)
 
 
 # Rows per chunk: a (rows, V) fp32 block of about 16 MB, small enough to be reused by the allocator.
@@ -154,7 +149,7 @@ class SpanBoundaryHead(nn.Module):
         self.position = nn.Embedding(max_span_tokens, H)
         self.mlp = nn.Sequential(nn.Linear(3 * H, H), nn.GELU(), nn.LayerNorm(H, eps=config.layer_norm_eps),
                                  nn.Linear(H, H), nn.GELU(), nn.LayerNorm(H, eps=config.layer_norm_eps))
-        _init_normal(self, config)
+        init_weights(self, config)
 
     def forward(self, left: Tensor, right: Tensor, offset: Tensor) -> Tensor:
         """(M, H) left boundary, (M, H) right boundary, (M,) offset in span -> (M, H) vectors."""
@@ -173,7 +168,7 @@ def add_pretraining_heads(encoder: Encoder, mlm: bool = True, nsp: bool = False)
         if encoder.pooler is None:
             raise ValueError("next-sentence prediction needs the pooler; this config has pooler=False")
         encoder.nsp_head = NSPHead(config)
-        encoder.nsp_head.apply(encoder._init_weights)
+        init_weights(encoder.nsp_head, config)
     return encoder
 
 
@@ -220,7 +215,7 @@ class LinearHead(nn.Module):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(config.hidden_size, num_outputs)
-        _init_normal(self.out, config)
+        init_weights(self.out, config)
 
     def forward(self, vectors: Tensor) -> Tensor:
         return self.out(self.dropout(vectors))
@@ -248,7 +243,7 @@ class SpanClassificationHead(nn.Module):
         self.attention = nn.Linear(H, 1) if summary == "attention" else None
         self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(3 * H + width_size, H), nn.GELU(),
                                  nn.Dropout(dropout), nn.Linear(H, num_labels + 1))
-        _init_normal(self, config)
+        init_weights(self, config)
 
     def forward(self, words: Tensor, starts: Tensor, ends: Tensor, rows: Tensor) -> Tensor:
         """Score spans.
@@ -272,12 +267,3 @@ class SpanClassificationHead(nn.Module):
         summary = (weights.unsqueeze(-1) * members).sum(1)  # (S, H)
         span = torch.cat([words[rows, starts], words[rows, ends], summary, self.width(ends - starts)], dim=-1)
         return self.mlp(span)
-
-
-def _init_normal(module: nn.Module, config: EncoderConfig) -> None:
-    """Normal weights and zero biases for `module`'s linear and embedding layers, itself included."""
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=config.initializer_range)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)

@@ -176,6 +176,21 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))
 
 
+def init_weights(module: nn.Module, config: EncoderConfig) -> None:
+    """BERT's initialisation of `module` and every module inside it: normal linear and embedding
+    weights (the padding embedding zero), zero biases, layer norms at one and zero."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=config.initializer_range)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+            nn.init.zeros_(m.weight[m.padding_idx])
+        if isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 @dataclass
 class EncoderOutput:
     last_hidden_state: Tensor  # (B, T, H); values at padded positions are meaningless
@@ -191,19 +206,7 @@ class Encoder(nn.Module):
         self.pooler = Pooler(config) if config.pooler else None
         self.mlm_head: nn.Module | None = None  # set by heads.add_pretraining_heads or loading
         self.nsp_head: nn.Module | None = None
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            nn.init.zeros_(module.weight[module.padding_idx])
-        if isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        init_weights(self, config)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, *, output_layers: Sequence[int] = (),

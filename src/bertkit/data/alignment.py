@@ -19,12 +19,12 @@ import numpy as np
 from ..tokenizer import Encoded
 
 
-def _word_extents(encoded: Encoded, row: int, sequence: int) -> tuple[dict[int, list[int]], int, int]:
+def _word_extents(encoded: Encoded, row: int) -> tuple[dict[int, list[int]], int, int]:
     """{word: [first position, last position, character start of the first token]} in one row,
-    and the first and last positions of `sequence` in that row."""
+    and the first and last positions of the first text in that row."""
     enc = encoded.rows[row]
     extents: dict[int, list[int]] = {}
-    positions = [p for p, s in enumerate(enc.sequence_ids) if s == sequence]
+    positions = [p for p, s in enumerate(enc.sequence_ids) if s == 0]
     for p in positions:
         w = enc.word_ids[p]
         if w is None:
@@ -35,7 +35,7 @@ def _word_extents(encoded: Encoded, row: int, sequence: int) -> tuple[dict[int, 
     return extents, (positions[0] if positions else 0), (positions[-1] if positions else -1)
 
 
-def best_windows(encoded: Encoded, sequence: int = 0) -> dict[tuple[int, int], tuple[int, int]]:
+def best_windows(encoded: Encoded) -> dict[tuple[int, int], tuple[int, int]]:
     """For every word of every input, the window row it is read from and its first token there.
 
     A window is a candidate for a word if it holds the word's first subword (windows may cut a
@@ -44,8 +44,7 @@ def best_windows(encoded: Encoded, sequence: int = 0) -> dict[tuple[int, int], t
     earlier window.
 
     Args:
-        encoded: rows from `Tokenizer.encode(..., overflow="window")` (any overflow works).
-        sequence: which text of a pair the words belong to (0 = first).
+        encoded: rows from `Tokenizer.encode(..., overflow="window")` (any overflow); words of the first text.
 
     Returns:
         {(input index, word index): (row, token position)}; each word that has at least one token
@@ -53,7 +52,7 @@ def best_windows(encoded: Encoded, sequence: int = 0) -> dict[tuple[int, int], t
     """
     best: dict[tuple[int, int], tuple[tuple[int, int, int], int, int]] = {}
     for row in range(len(encoded)):
-        extents, lo, hi = _word_extents(encoded, row, sequence)
+        extents, lo, hi = _word_extents(encoded, row)
         origin = int(encoded.origin[row])
         for w, (first, last, char_start) in extents.items():
             # The word's true first subword has the smallest character start of all its tokens.

@@ -99,19 +99,17 @@ def word_spans(example: WordExample) -> list[WordSpan]:
     return out
 
 
-def example_labels(example: TextExample | WordExample, field: Literal["auto", "tags", "spans"] = "auto") -> set[str]:
-    """The labels an example carries: its label(s), its tags, or its span labels.
-
-    `field="auto"` reads a WordExample's tags when it has them, else its span labels. A BIO tag
-    brings its pair (B-X brings I-X and back), so a head has both even if one never occurs.
-    """
+def example_labels(example: TextExample | WordExample) -> set[str]:
+    """The labels an example carries: its label(s), its tags, or (a WordExample without tags) its
+    span labels. A BIO tag brings its pair (B-X brings I-X and back), so a head has both even if
+    one never occurs."""
     if isinstance(example, TextExample):
         if isinstance(example.label, float):
             raise ValueError(f"{example.source}: a score label has no label set (regression)")
         return {example.label} if isinstance(example.label, str) else set(example.label or ())
-    if field == "spans" or (field == "auto" and example.tags is None):
+    if example.tags is None:
         return {s.label for s in example.spans}
-    return with_bio_pairs(example.tags or ())
+    return with_bio_pairs(example.tags)
 
 
 @dataclass(frozen=True)
@@ -131,10 +129,9 @@ class LabelSet:
         return cls(tuple(sorted(set(labels))))
 
     @classmethod
-    def from_examples(cls, examples: Iterable[TextExample | WordExample],
-                      field: Literal["auto", "tags", "spans"] = "auto") -> "LabelSet":
+    def from_examples(cls, examples: Iterable[TextExample | WordExample]) -> "LabelSet":
         """Every label (or tag, or span label) in the examples; see `example_labels`."""
-        return cls.from_labels(label for ex in examples for label in example_labels(ex, field))
+        return cls.from_labels(label for ex in examples for label in example_labels(ex))
 
     def index(self, label: str) -> int:
         if label not in self._index:
@@ -152,10 +149,9 @@ class LabelSet:
         return self.labels[i]
 
 
-def unseen_labels(known: LabelSet, examples: Iterable[TextExample | WordExample],
-                  field: Literal["auto", "tags", "spans"] = "auto") -> list[str]:
+def unseen_labels(known: LabelSet, examples: Iterable[TextExample | WordExample]) -> list[str]:
     """Labels in `examples` (dev/test data) that `known` (built from training data) lacks, sorted.
 
     The caller warns: a model can never predict these, so its scores on them are zero.
     """
-    return sorted(set(LabelSet.from_examples(examples, field).labels) - set(known.labels))
+    return sorted(set(LabelSet.from_examples(examples).labels) - set(known.labels))

@@ -44,8 +44,7 @@ def budget(maskable: Tensor, rate: float) -> Tensor:
 
 
 def corrupt(input_ids: Tensor, chosen: Tensor, generator: torch.Generator, *, mask_id: int,
-            random_ids: Tensor, mask_prob: float = 0.8, random_prob: float = 0.1,
-            groups: Tensor | None = None) -> Masked:
+            random_ids: Tensor, groups: Tensor | None = None) -> Masked:
     """Apply 80/10/10 to the chosen positions.
 
     Args:
@@ -58,16 +57,15 @@ def corrupt(input_ids: Tensor, chosen: Tensor, generator: torch.Generator, *, ma
     if groups is not None:
         draws = draws.gather(1, groups.clamp(0, T - 1))  # each group reads the draw at its index
     replacement = random_ids[torch.randint(len(random_ids), (B, T), generator=generator)]
-    corrupted = torch.where(chosen & (draws < mask_prob), torch.full_like(input_ids, mask_id), input_ids)
-    use_random = chosen & (draws >= mask_prob) & (draws < mask_prob + random_prob)
+    corrupted = torch.where(chosen & (draws < 0.8), torch.full_like(input_ids, mask_id), input_ids)
+    use_random = chosen & (draws >= 0.8) & (draws < 0.9)
     corrupted = torch.where(use_random, replacement, corrupted)
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
     return Masked(corrupted, labels)
 
 
 def mask_tokens(input_ids: Tensor, maskable: Tensor, generator: torch.Generator, *, mask_id: int,
-                random_ids: Tensor, rate: float = 0.15, mask_prob: float = 0.8,
-                random_prob: float = 0.1) -> Masked:
+                random_ids: Tensor, rate: float = 0.15) -> Masked:
     """BERT token masking: exactly `budget(maskable, rate)` tokens per row, 80/10/10 per token.
 
     Args:
@@ -78,8 +76,7 @@ def mask_tokens(input_ids: Tensor, maskable: Tensor, generator: torch.Generator,
     scores = torch.rand(B, T, generator=generator).masked_fill(~maskable, 2.0)
     ranks = scores.argsort(1).argsort(1)  # rank of each position's score within its row
     chosen = ranks < budget(maskable, rate)[:, None]
-    return corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids,
-                   mask_prob=mask_prob, random_prob=random_prob)
+    return corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids)
 
 
 def word_spans(maskable_row: Tensor, word_start_row: Tensor) -> list[tuple[int, int]]:
@@ -95,8 +92,7 @@ def word_spans(maskable_row: Tensor, word_start_row: Tensor) -> list[tuple[int, 
 
 
 def mask_whole_words(input_ids: Tensor, maskable: Tensor, word_start: Tensor, generator: torch.Generator, *,
-                     mask_id: int, random_ids: Tensor, rate: float = 0.15, mask_prob: float = 0.8,
-                     random_prob: float = 0.1) -> Masked:
+                     mask_id: int, random_ids: Tensor, rate: float = 0.15) -> Masked:
     """Whole-word masking: words in random order, each taken whole if it fits the row's budget.
 
     Args:
@@ -113,13 +109,12 @@ def mask_whole_words(input_ids: Tensor, maskable: Tensor, word_start: Tensor, ge
                 taken += end - first
             if taken == want:
                 break
-    return corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids,
-                   mask_prob=mask_prob, random_prob=random_prob)
+    return corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids)
 
 
 def mask_spans(input_ids: Tensor, maskable: Tensor, word_start: Tensor, generator: torch.Generator, *,
                mask_id: int, random_ids: Tensor, rate: float = 0.15, p: float = 0.2, max_span_words: int = 10,
-               mask_prob: float = 0.8, random_prob: float = 0.1, max_attempts: int = 100) -> Masked:
+               max_attempts: int = 100) -> Masked:
     """SpanBERT span masking, 80/10/10 per span; also returns each masked token's span bounds.
 
     Spans are sampled (length in words ~ Geometric(p) truncated to 1..`max_span_words`; a start
@@ -152,7 +147,6 @@ def mask_spans(input_ids: Tensor, maskable: Tensor, word_start: Tensor, generato
             span_starts[b, first_tok:end_tok], span_ends[b, first_tok:end_tok] = first_tok, end_tok - 1
             taken += end_tok - first_tok
             failures = 0
-    masked = corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids, mask_prob=mask_prob,
-                     random_prob=random_prob, groups=span_starts)
+    masked = corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids, groups=span_starts)
     masked.span_starts, masked.span_ends = span_starts, span_ends
     return masked

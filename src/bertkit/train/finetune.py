@@ -228,8 +228,7 @@ def _finetune(config: FinetuneConfig, train: TrainConfig, out: Path, resume: boo
                 if isinstance(v, (int, float))}
 
     fit(model, run.data, run.train, out, resume=resume, evaluate=evaluate if dev else None,
-        lr_scale=(layer_scale(len(model.encoder.layers), config.layer_lr_decay, config.head_lr_scale)
-                  if (config.layer_lr_decay, config.head_lr_scale) != (1.0, 1.0) else None))
+        lr_scale=layer_scale(len(model.encoder.layers), config.layer_lr_decay, config.head_lr_scale))
     predictions = dev_predictions(model) if dev else []
     if dev and config.tune_thresholds and model.kind.tune:
         model.spec, predictions = model.kind.tune(model.spec, dev, predictions)

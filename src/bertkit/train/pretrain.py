@@ -115,9 +115,9 @@ def _tokenizer(config: PretrainConfig, out: Path, resume: bool) -> Tokenizer:
     return Tokenizer.from_pretrained(out)
 
 
-def _corpus(paths: list[str], tokenizer: Tokenizer, config: PretrainConfig, documents: str | None = None) -> Corpus:
+def _corpus(paths: list[str], tokenizer: Tokenizer, config: PretrainConfig) -> Corpus:
     """Rank 0 tokenizes (once, cached) and writes the packed stream; the other ranks wait, then open."""
-    build = lambda: build_corpus(paths, tokenizer, config.cache, documents=documents or config.documents,  # noqa: E731
+    build = lambda: build_corpus(paths, tokenizer, config.cache, documents=config.documents,  # noqa: E731
                                  errors=config.encoding_errors, progress=distributed.rank() == 0)
     if distributed.rank() == 0:
         full_sentence_stream(build(), tokenizer.role_id("sep"))
