@@ -17,7 +17,7 @@ LAYERS = [
     ["heads", "crf", "convert"],
     ["data"],
     ["tasks"],
-    ["embed", "predict", "fill_mask", "retrieval"],
+    ["embed", "predict", "fill_mask", "retrieval", "bertscore"],
     ["train"],
     ["cli"],
 ]
