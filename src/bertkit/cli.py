@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idf", action="store_true", help="weigh tokens by their idf among the references")
     p.add_argument("--baseline", help="rescale with this baseline (from bertkit bertscore-baseline)")
     p.add_argument("--output", help="JSON lines: line, precision, recall, f1 of each pair")
-    p.add_argument("--batch-size", type=_positive, default=64)
+    p.add_argument("--batch-size", type=_positive, default=1024, help="texts per forward pass (at most; "
+                   "fewer when long, 16,384 padded tokens at most)")
     p.add_argument("--stride", type=int, default=64, help="tokens shared by the windows of texts longer than the model's positions")
     _precision_arg(p)
     _encoding_arg(p)
@@ -248,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=_positive, default=10_000, help="random sentence pairs to average over")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--idf", action="store_true", help="a baseline for scores with --idf")
-    p.add_argument("--batch-size", type=_positive, default=64)
+    p.add_argument("--batch-size", type=_positive, default=1024, help="texts per forward pass (at most; "
+                   "fewer when long, 16,384 padded tokens at most)")
     _precision_arg(p)
     _encoding_arg(p)
 
