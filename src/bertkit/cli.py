@@ -440,6 +440,8 @@ def cmd_bertscore(args) -> None:
     if len(candidates) != len(references):
         raise ValueError(f"{args.candidates} has {len(candidates)} lines but {args.references} has {len(references)}; "
                          "line n of the one is scored against line n of the other")
+    if not candidates:
+        raise ValueError(f"{args.candidates} and {args.references} have no lines; give one text per line")
     model, tokenizer = _load(args)
     layer, why = (args.layer, "given") if args.layer is not None else default_layer(model, args.model)
     baseline = load_baseline(args.baseline, model, tokenizer) if args.baseline else None
