@@ -17,7 +17,7 @@ LAYERS = [
     ["heads", "crf", "convert"],
     ["data"],
     ["tasks"],
-    ["embed", "predict", "fill_mask", "retrieval", "perplexity", "pseudo_perplexity", "perturb"],
+    ["embed", "predict", "fill_mask", "retrieval", "bertscore", "perplexity", "pseudo_perplexity", "perturb"],
     ["train"],
     ["cli"],
 ]

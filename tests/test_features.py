@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bertkit import Tokenizer
-from bertkit.data.batches import GroupedBatches
+from bertkit.data.batches import GroupedBatches, in_length_order
 from bertkit.data.examples import LabelSet, Span, TextExample, WordExample
 from bertkit.data.features import text_features
 from bertkit.data.readers import read_conll, read_table
@@ -163,3 +163,12 @@ def test_unlabelled_rows_have_no_targets(tokenizer):
     spec = TaskSpec("classify", ("a",), max_length=32, stride=8)
     batch = collate(encode_examples([TextExample("no label here")], tokenizer, spec), [0], spec, tokenizer.pad_id)
     assert "labels" not in batch and "counts" not in batch
+
+
+def test_prediction_batches_longest_first_within_a_token_budget():
+    lengths = np.array([5, 30, 10, 30, 2, 8])
+    assert [b.tolist() for b in in_length_order(lengths, 2)] == [[1, 3], [2, 5], [0, 4]]
+    batches = in_length_order(lengths, batch_size=10, max_tokens=60)
+    assert [b.tolist() for b in batches] == [[1, 3], [2, 5, 0, 4]]  # 2 x 30 tokens, then 4 x 10
+    assert all(len(b) * lengths[b].max() <= 60 for b in batches)
+    assert [b.tolist() for b in in_length_order(lengths, 10, max_tokens=20)][0] == [1]  # one row even when over

@@ -49,6 +49,18 @@ def test_output_layers_and_negative_indices(tiny):
     assert torch.equal(out.layers[2], out.last_hidden_state)
 
 
+def test_last_layer_stops_early_with_the_same_states(tiny):
+    batch = random_batch(500, [4, 6])
+    with torch.no_grad():
+        full = tiny(**batch, output_layers=[0, 1])
+        short = tiny(**batch, output_layers=[0, 1], last_layer=1)
+        embeddings_only = tiny(**batch, last_layer=0)
+    assert torch.equal(short.layers[1], full.layers[1]) and torch.equal(short.last_hidden_state, full.layers[1])
+    assert torch.equal(embeddings_only.last_hidden_state, full.layers[0])
+    with pytest.raises(ValueError, match="beyond last_layer=1"):
+        tiny(**batch, output_layers=[2], last_layer=1)
+
+
 def test_too_long_input_is_an_error(tiny):
     with pytest.raises(ValueError, match="positions cover 512"):
         tiny(torch.zeros(1, 513, dtype=torch.long))

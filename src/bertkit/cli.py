@@ -14,6 +14,7 @@ import numpy as np
 
 from . import Tokenizer, embed, load_pretrained
 from .allocator import reuse_freed_memory
+from .bertscore import bertscore, compute_baseline, default_layer, load_baseline, save_baseline
 from .config import PRESETS, FinetuneConfig, PretrainConfig, TrainConfig, load_sections, read_recipe
 from .data.examples import LabelSet, unseen_labels
 from .files import atomic_write, write_text
@@ -44,6 +45,8 @@ EPILOG = """examples:
   bertkit evaluate --model runs/ner --data eng.testa
   bertkit retrieve --method hybrid --model MODEL_DIR --documents docs.tsv --queries queries.tsv --output run.txt
   bertkit evaluate-run --qrels qrels.txt --run run.txt
+  bertkit bertscore-baseline --model MODEL_DIR --corpus sentences.txt --output baseline.json
+  bertkit bertscore --model MODEL_DIR --candidates cands.txt --references refs.txt --idf --output scores.jsonl
 
 MODEL_DIR is a Hugging Face-layout directory (config.json + model.safetensors, with vocab.txt or
 tokenizer.json), such as one bertkit saved or a BERT, RoBERTa or DistilBERT checkpoint.
@@ -247,6 +250,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="word-l2r: also mask the rest of the token's word (Kauf & Ivanova, 2023)")
     p.add_argument("--output", help="per-line scores as JSON lines (pll in nats, tokens scored)")
     p.add_argument("--batch-size", type=_positive, default=128, help="masked copies per forward pass")
+    _precision_arg(p)
+    _encoding_arg(p)
+
+    p = sub.add_parser("bertscore", help="BERTScore P / R / F1 of each candidate line against the reference line")
+    _model_args(p)
+    p.add_argument("--candidates", required=True, help="UTF-8 text file, one candidate per line")
+    p.add_argument("--references", required=True, help="UTF-8 text file, one reference per line, as many lines")
+    p.add_argument("--layer", type=int, help="hidden state to match (0 = embeddings, -1 = last); default: the "
+                   "last layer for sentence-transformers models, else 3/4 of the depth (printed)")
+    p.add_argument("--idf", action="store_true", help="weigh tokens by their idf among the references")
+    p.add_argument("--baseline", help="rescale with this baseline (from bertkit bertscore-baseline)")
+    p.add_argument("--output", help="JSON lines: line, precision, recall, f1 of each pair")
+    p.add_argument("--batch-size", type=_positive, default=1024, help="texts per forward pass (at most; "
+                   "fewer when long, 16,384 padded tokens at most)")
+    p.add_argument("--stride", type=int, default=64,
+                   help="tokens shared by the windows of texts longer than the model's positions")
+    _precision_arg(p)
+    _encoding_arg(p)
+
+    p = sub.add_parser("bertscore-baseline", help="measure BERTScore baselines (random sentence pairs) for rescaling")
+    _model_args(p)
+    p.add_argument("--corpus", required=True, action="append", help="text file or folder of .txt files, one sentence "
+                   "per line (repeatable)")
+    p.add_argument("--output", required=True, help="where to write the baseline (JSON: P, R, F per layer)")
+    p.add_argument("--pairs", type=_positive, default=10_000, help="random sentence pairs to average over")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--idf", action="store_true", help="a baseline for scores with --idf")
+    p.add_argument("--batch-size", type=_positive, default=1024, help="texts per forward pass (at most; "
+                   "fewer when long, 16,384 padded tokens at most)")
     _precision_arg(p)
     _encoding_arg(p)
 
@@ -470,10 +502,61 @@ def cmd_pseudo_perplexity(args) -> None:
                       "empty_lines": sum(1 for s in scores if not s.tokens)}, indent=1))
 
 
+def cmd_bertscore(args) -> None:
+    if args.output:
+        _check_output(args.output, args.candidates, args.references)
+    candidates = [line for _, line in read_lines(args.candidates, args.encoding_errors)]
+    references = [line for _, line in read_lines(args.references, args.encoding_errors)]
+    if len(candidates) != len(references):
+        raise ValueError(f"{args.candidates} has {len(candidates)} lines but {args.references} has {len(references)}; "
+                         "line n of the one is scored against line n of the other")
+    if not candidates:
+        raise ValueError(f"{args.candidates} and {args.references} have no lines; give one text per line")
+    model, tokenizer = _load(args)
+    layer, why = (args.layer, "given") if args.layer is not None else default_layer(model, args.model)
+    baseline = load_baseline(args.baseline, model, tokenizer) if args.baseline else None
+    scores = bertscore(model, tokenizer, candidates, references, layer=layer, idf=args.idf, baseline=baseline,
+                       batch_size=args.batch_size, precision=args.dtype, stride=args.stride)
+    if scores.empty:
+        print(f"warning: {scores.empty} pairs have an empty candidate or reference; they score 0 before rescaling",
+              file=sys.stderr)
+    if scores.windowed:
+        print(f"warning: {scores.windowed} texts are longer than the model's {model.config.max_length} positions; "
+              "read in overlapping windows", file=sys.stderr)
+    if scores.unweighted:
+        print(f"warning: {scores.unweighted} texts have idf 0 for every token (each is in every reference); "
+              "their tokens weigh equally", file=sys.stderr)
+    if args.output:
+        with atomic_write(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for n, (p, r, f1) in enumerate(zip(scores.precision, scores.recall, scores.f1), start=1):
+                f.write(json.dumps({"line": n, "precision": float(p), "recall": float(r), "f1": float(f1)}) + "\n")
+        print(f"wrote {len(candidates)} pair scores to {args.output}", file=sys.stderr)
+    print(json.dumps({"pairs": len(candidates), "layer": model.layer_index(layer), "layer_choice": why, "idf": args.idf,
+                      "rescaled_with": args.baseline, **{k: round(v, 6) for k, v in scores.mean().items()},
+                      "empty_pairs": scores.empty, "windowed_texts": scores.windowed}, indent=1))
+
+
+def cmd_bertscore_baseline(args) -> None:
+    _check_output(args.output, *args.corpus)
+    files = [f for path in args.corpus for f in text_files(path)]
+    sentences = list(read_texts(files, args.encoding_errors))
+    model, tokenizer = _load(args)
+    baseline = compute_baseline(model, tokenizer, sentences, pairs=args.pairs, seed=args.seed, idf=args.idf,
+                                batch_size=args.batch_size, precision=args.dtype)
+    save_baseline(args.output, baseline, model_dir=str(Path(args.model).resolve()), corpus=[str(f) for f in files])
+    print(f"{args.pairs} random pairs of {baseline['sentences']} sentences ({len(sentences) - baseline['sentences']} "
+          f"blank lines skipped), {'with' if args.idf else 'without'} idf:", file=sys.stderr)
+    print("layer  P        R        F")
+    for row in baseline["layers"]:
+        print(f"{row['layer']:<6} {row['P']:.6f} {row['R']:.6f} {row['F']:.6f}")
+    print(f"wrote the baseline to {args.output}", file=sys.stderr)
+
+
 COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,
             "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
-            "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity}
+            "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity,
+            "bertscore": cmd_bertscore, "bertscore-baseline": cmd_bertscore_baseline}
 WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune}
 
 

@@ -21,6 +21,7 @@ pretraining heads of its checkpoint (`mlm_head`, `nsp_head`) so that one directo
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -210,7 +211,7 @@ class Encoder(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, *, output_layers: Sequence[int] = (),
-                unpad_tokens: bool = True) -> EncoderOutput:
+                last_layer: int | None = None, unpad_tokens: bool = True) -> EncoderOutput:
         """Encode a right-padded batch.
 
         Args:
@@ -219,6 +220,8 @@ class Encoder(nn.Module):
             token_type_ids: (B, T) segment ids (0 for the first text, 1 for the second); None = 0.
             output_layers: indices of hidden states to return as well: 0 is the embedding output,
                 i the output of layer i, negative indices count from the last layer.
+            last_layer: run layers 1..last_layer only (same indexing), when only an earlier hidden
+                state is wanted; last_hidden_state is then that layer's output. None runs them all.
             unpad_tokens: run token-wise layers on real tokens only (fast path) or on every
                 position (plain path); the results are equal.
 
@@ -235,8 +238,11 @@ class Encoder(nn.Module):
         x = self.embeddings(unpad(input_ids, layout), unpad(positions.expand(B, T), layout),
                             None if token_type_ids is None else unpad(token_type_ids, layout))  # (N, H)
         wanted = {self.layer_index(i) for i in output_layers}
+        depth = len(self.layers) if last_layer is None else self.layer_index(last_layer)
+        if wanted and max(wanted) > depth:
+            raise ValueError(f"output_layers {sorted(wanted)} asks for layers beyond last_layer={depth}")
         kept = {0: x} if 0 in wanted else {}
-        for i, layer in enumerate(self.layers, start=1):
+        for i, layer in enumerate(self.layers[:depth], start=1):
             x = layer(x, layout)
             if i in wanted:
                 kept[i] = x
@@ -258,6 +264,18 @@ class Encoder(nn.Module):
         if include_heads:
             body.update({id(p): p for p in self.parameters()})
         return sum(p.numel() for p in body.values())
+
+
+def fingerprint(module: nn.Module, *parts: str) -> str:
+    """sha256 hex digest of `parts` (what else a result depends on: the config, the tokenizer, the
+    precision ...) and every tensor of the module's state, so that results computed with other
+    weights are never mistaken for these."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+    for tensor in module.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def forward_flops(config: EncoderConfig, lengths: Sequence[int]) -> float:

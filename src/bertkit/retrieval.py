@@ -14,7 +14,6 @@ both fused; collections, qrels and runs read and written in the formats IR test 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import re
@@ -29,7 +28,7 @@ from . import precision as precision_
 from .embed import embed
 from .files import atomic_write, write_text
 from .metrics.ranking import Qrels, Run, rank_documents
-from .model import Encoder
+from .model import Encoder, fingerprint
 from .textfiles import read_lines
 from .tokenizer import Tokenizer
 
@@ -171,11 +170,8 @@ def index_key(model: Encoder, tokenizer: Tokenizer, documents: Mapping[str, str]
     """A digest of what an index's vectors depend on: the documents, the tokenizer, the model (its
     config and every weight) and the precision it computes in."""
     dtype = str(precision_.resolve(precision, next(model.parameters()).device))
-    digest = hashlib.sha256(json.dumps([dataclasses.asdict(model.config), dtype, tokenizer.to_json(),
-                                        list(documents.items())]).encode())
-    for tensor in model.state_dict().values():
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return fingerprint(model, json.dumps([dataclasses.asdict(model.config), dtype, tokenizer.to_json(),
+                                          list(documents.items())]))
 
 
 def build_index(model: Encoder, tokenizer: Tokenizer, documents: Mapping[str, str], folder: str | Path, *,

@@ -212,7 +212,16 @@ class GroupedBatches:
         return cuts(high)
 
 
-def in_length_order(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Batches for prediction: longest first, so padding is minimal and memory peaks early."""
+def in_length_order(lengths: np.ndarray, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Batches for prediction: longest first, so padding is minimal and memory peaks early; at most
+    `batch_size` rows each, and with `max_tokens` at most that many padded tokens (rows x longest),
+    so that many short rows share a batch while long ones do not exhaust memory."""
     order = np.argsort(-lengths, kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if max_tokens is None:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, start = [], 0
+    while start < len(order):
+        rows = max(1, min(batch_size, max_tokens // int(lengths[order[start]])))
+        batches.append(order[start:start + rows])
+        start += rows
+    return batches
