@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, ROOT, minilm_dir  # noqa: E402
-from splits import pang_lee_fold, split_blocks, split_lines  # noqa: E402
+from splits import pang_lee_fold, sample_lines, split_blocks, split_lines  # noqa: E402
 
 RUNS = ROOT / "runs" / "finetune"
 SPLITS = ROOT / "runs" / "data"
@@ -44,6 +44,7 @@ def prepare() -> None:
     docs = list(dict.fromkeys(json.loads(x)["doc_id"] for x in genia.read_text().splitlines()))
     train_docs = set(docs[:round(0.8 * len(docs))])
     split_lines(genia, SPLITS / "genia-train.jsonl", SPLITS / "genia-test.jsonl", lambda r: r["doc_id"] in train_docs)
+    sample_lines(DATA / "stsb" / "sts-train.csv", SPLITS / "stsb-train-1000.csv", 1000)
     reuters = DATA / "reuters21578" / "training.jsonl"
     ids = [json.loads(x)["id"] for x in reuters.read_text(encoding="utf-8").splitlines()]
     reuters_train = set(ids[:round(0.9 * len(ids))])
@@ -96,6 +97,17 @@ RUNS_BY_NAME = {  # in the README's order; a run that starts from another comes 
     "movies-truncate-128": Run("movie reviews, first 128 tokens", "classify", "movie-reviews",
                                SPLITS / "movies-train.jsonl", SPLITS / "movies-test.jsonl", "folds 9-10", "accuracy",
                                ("--finetune.overflow=truncate", "--finetune.max_length=128", "--finetune.epochs=3")),
+    "stsb-1000": Run("STS-B, 1,000 training pairs", "regress", "stsb", SPLITS / "stsb-train-1000.csv",
+                     D / "stsb/sts-dev.csv", "dev", "spearman"),
+    # The learned metric's synthetic pre-training (benchmarks/learned_metric.py pairs writes its data).
+    "synthetic": Run("synthetic pairs (BLEU + BERTScore labels)", "regress", "stsb", SPLITS / "synthetic-train.tsv",
+                     SPLITS / "synthetic-dev.tsv", "STS-B dev", "spearman", ("--finetune.epochs=1",),
+                     test=D / "stsb/sts-dev.csv"),
+    "stsb-synthetic": Run("STS-B, after synthetic pre-training", "regress", "stsb", D / "stsb/sts-train.csv",
+                          D / "stsb/sts-dev.csv", "dev", "spearman", start="synthetic"),
+    "stsb-1000-synthetic": Run("STS-B, 1,000 pairs, after synthetic pre-training", "regress", "stsb",
+                               SPLITS / "stsb-train-1000.csv", D / "stsb/sts-dev.csv", "dev", "spearman",
+                               start="synthetic"),
     "genia-span": Run("GENIA nested, span classifier", "span", "genia-span", SPLITS / "genia-train.jsonl",
                       SPLITS / "genia-test.jsonl", "last 20% of documents", "f1"),
     "genia-tag": Run("GENIA nested, BIO tagger", "tag", "genia-tag", SPLITS / "genia-train.jsonl",
@@ -156,6 +168,10 @@ def main() -> None:
         if start and start not in names[:i] and not (RUNS / start / "model.safetensors").exists():
             raise SystemExit(f"{name} starts from the {start} run's model: run {start} first (or with it)")
     prepare()
+    missing = [RUNS_BY_NAME[x].train for x in names if not Path(str(RUNS_BY_NAME[x].train).split(",")[0]).exists()]
+    if missing:
+        raise SystemExit(f"no training file {missing[0]}; the synthetic pairs come from "
+                         "`python benchmarks/learned_metric.py pairs --mlm MODEL`")
     for name in names:
         result = run(name)
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}  # another runner may have written

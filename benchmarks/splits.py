@@ -22,6 +22,14 @@ def split_lines(path: Path, train: Path, test: Path, is_train) -> None:
     test.write_text("".join(x for x in lines if not is_train(json.loads(x))), encoding="utf-8")
 
 
+def sample_lines(path: Path, out: Path, count: int, seed: int = 0) -> None:
+    """`count` lines of `path` drawn at random (seeded), in file order."""
+    import numpy as np
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    keep = set(np.random.default_rng(seed).choice(len(lines), size=count, replace=False).tolist())
+    out.write_text("".join(x for i, x in enumerate(lines) if i in keep), encoding="utf-8")
+
+
 def pang_lee_fold(review_id: str) -> int:
     """Fold 1..10 of Pang & Lee (2004)'s cross-validation from a review id like "neg/cv114_19501.txt".
 
