@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from bertkit import Encoder, add_pretraining_heads, preset, save_pretrained
 from bertkit.cli import main
@@ -120,3 +121,35 @@ def test_empty_corpus_names_its_files(capsys, tmp_path, minilm_dir):
     assert main(["pretrain", "--corpus", str(tmp_path / "blank.txt"), "--tokenizer", str(minilm_dir), "--out",
                  str(tmp_path / "out"), f"--pretrain.cache={tmp_path / 'cache'}", "--max-steps", "1"]) == 2
     assert "blank.txt: no text in the corpus" in capsys.readouterr().err
+
+
+def test_score_with_a_learned_metric_and_with_cosine(capsys, minilm, minilm_dir, tmp_path):
+    from bertkit.data.examples import TextExample
+    from bertkit.predict import predict_examples
+    from bertkit.tasks.kind import TaskSpec
+    from bertkit.tasks.model import TaskModel, save_task_model
+    encoder, tokenizer = minilm
+    torch.manual_seed(0)
+    learned = TaskModel(encoder, TaskSpec("regress", (), max_length=128, stride=32))
+    save_task_model(learned, tokenizer, tmp_path / "learned")
+    candidates = ["A man plays a guitar.", "A cat sleeps on the sofa.", ""]
+    references = ["Someone is playing music.", "The stock market fell today.", "Anything."]
+    (tmp_path / "cand.txt").write_text("\n".join(candidates) + "\n", encoding="utf-8")
+    (tmp_path / "ref.txt").write_text("\n".join(references) + "\n", encoding="utf-8")
+    files = ["--candidates", tmp_path / "cand.txt", "--references", tmp_path / "ref.txt"]
+    code, out, err = run(capsys, "score", "--metric", "learned", "--model", tmp_path / "learned", *files,
+                         "--output", tmp_path / "learned.jsonl", "--dtype", "fp32")
+    assert code == 0, err
+    got = [json.loads(x)["score"] for x in open(tmp_path / "learned.jsonl")]
+    expected = predict_examples(learned, tokenizer, [TextExample(r, c) for c, r in zip(candidates, references)],
+                                precision="fp32")  # read as [CLS] reference [SEP] candidate [SEP]
+    assert got == pytest.approx([p["score"] for p in expected], abs=1e-5)
+    code, out, err = run(capsys, "score", "--metric", "cosine", "--model", minilm_dir, *files,
+                         "--output", tmp_path / "cosine.jsonl", "--dtype", "fp32")
+    cosines = [json.loads(x)["score"] for x in open(tmp_path / "cosine.jsonl")]
+    assert code == 0 and cosines[0] > 0.4 > cosines[1] and json.loads(out)["pairs"] == 3
+    code, _, err = run(capsys, "score", "--metric", "learned", "--model", minilm_dir, *files)
+    assert code == 2 and "no task.json" in err
+    (tmp_path / "ref.txt").write_text("one line\n", encoding="utf-8")
+    code, _, err = run(capsys, "score", "--metric", "cosine", "--model", minilm_dir, *files)
+    assert code == 2 and "has 3 lines but" in err and "ref.txt has 1" in err

@@ -16,7 +16,7 @@ from . import Tokenizer, embed, load_pretrained
 from .allocator import reuse_freed_memory
 from .bertscore import bertscore, compute_baseline, default_layer, load_baseline, save_baseline
 from .config import PRESETS, FinetuneConfig, PretrainConfig, TrainConfig, load_sections, read_recipe
-from .data.examples import LabelSet, unseen_labels
+from .data.examples import LabelSet, TextExample, unseen_labels
 from .files import atomic_write, write_text
 from .fill_mask import fill_mask
 from .metrics.ranking import evaluate_run
@@ -269,6 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     _precision_arg(p)
     _encoding_arg(p)
 
+    p = sub.add_parser("score", help="score each candidate line against its reference line: a learned metric or "
+                       "the cosine of embeddings (BERTScore: bertkit bertscore)")
+    p.add_argument("--metric", required=True, choices=["learned", "cosine"],
+                   help="learned: a model fine-tuned with `finetune regress` on (reference, candidate) ratings, read "
+                   "as [CLS] reference [SEP] candidate [SEP]; cosine: of the encoder's mean-pooled embeddings")
+    _model_args(p)
+    p.add_argument("--candidates", required=True, help="UTF-8 text file, one candidate per line")
+    p.add_argument("--references", required=True, help="UTF-8 text file, one reference per line, as many lines")
+    p.add_argument("--output", help="JSON lines: line, score")
+    p.add_argument("--batch-size", type=_positive, default=64)
+    _precision_arg(p)
+    _encoding_arg(p)
+
     p = sub.add_parser("bertscore-baseline", help="measure BERTScore baselines (random sentence pairs) for rescaling")
     _model_args(p)
     p.add_argument("--corpus", required=True, action="append", help="text file or folder of .txt files, one sentence "
@@ -502,7 +515,8 @@ def cmd_pseudo_perplexity(args) -> None:
                       "empty_lines": sum(1 for s in scores if not s.tokens)}, indent=1))
 
 
-def cmd_bertscore(args) -> None:
+def _candidates_and_references(args) -> tuple[list[str], list[str]]:
+    """Line n of --candidates and line n of --references, checked before any work."""
     if args.output:
         _check_output(args.output, args.candidates, args.references)
     candidates = [line for _, line in read_lines(args.candidates, args.encoding_errors)]
@@ -512,6 +526,32 @@ def cmd_bertscore(args) -> None:
                          "line n of the one is scored against line n of the other")
     if not candidates:
         raise ValueError(f"{args.candidates} and {args.references} have no lines; give one text per line")
+    return candidates, references
+
+
+def cmd_score(args) -> None:
+    candidates, references = _candidates_and_references(args)
+    if args.metric == "learned":
+        model, tokenizer = _task_model(args.model)
+        if model.spec.task != "regress":
+            raise ValueError(f"{args.model} is a {model.spec.task} model; a learned metric is a regress model "
+                             "(bertkit finetune regress on reference / candidate pairs with ratings)")
+        examples = [TextExample(reference, candidate) for candidate, reference in zip(candidates, references)]
+        scores = [p["score"] for p in predict_examples(model, tokenizer, examples, args.batch_size, args.dtype,
+                                                       progress=True)]
+    else:
+        model, tokenizer = _load(args)
+        vectors = [embed(model, tokenizer, texts, normalize=True, batch_size=args.batch_size, precision=args.dtype)
+                   for texts in (candidates, references)]
+        scores = (vectors[0] * vectors[1]).sum(1).tolist()
+    if args.output:
+        write_text(args.output, "".join(json.dumps({"line": n, "score": score}) + "\n"
+                                        for n, score in enumerate(scores, start=1)))
+    print(json.dumps({"metric": args.metric, "pairs": len(scores), "mean": float(np.mean(scores))}, indent=1))
+
+
+def cmd_bertscore(args) -> None:
+    candidates, references = _candidates_and_references(args)
     model, tokenizer = _load(args)
     layer, why = (args.layer, "given") if args.layer is not None else default_layer(model, args.model)
     baseline = load_baseline(args.baseline, model, tokenizer) if args.baseline else None
@@ -556,7 +596,7 @@ COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, 
             "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
             "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity,
-            "bertscore": cmd_bertscore, "bertscore-baseline": cmd_bertscore_baseline}
+            "bertscore": cmd_bertscore, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}
 WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune}
 
 
