@@ -47,6 +47,9 @@ EPILOG = """examples:
   bertkit evaluate-run --qrels qrels.txt --run run.txt
   bertkit bertscore-baseline --model MODEL_DIR --corpus sentences.txt --output baseline.json
   bertkit bertscore --model MODEL_DIR --candidates cands.txt --references refs.txt --idf --output scores.jsonl
+  bertkit score --metric learned --model runs/stsb --candidates cands.txt --references refs.txt
+  bertkit perplexity --model CAUSAL_LM_DIR_OR.gguf --input text.txt --max-length 512 --stride 256
+  bertkit pseudo-perplexity --model MODEL_WITH_MLM_HEAD --input sentences.txt --variant word-l2r
 
 MODEL_DIR is a Hugging Face-layout directory (config.json + model.safetensors, with vocab.txt or
 tokenizer.json), such as one bertkit saved or a BERT, RoBERTa or DistilBERT checkpoint.
