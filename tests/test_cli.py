@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bertkit import Encoder, add_pretraining_heads, preset, save_pretrained
+from bertkit import Encoder, Tokenizer, add_pretraining_heads, load_pretrained, preset, save_pretrained
 from bertkit.cli import main
 
 
@@ -123,12 +123,13 @@ def test_empty_corpus_names_its_files(capsys, tmp_path, minilm_dir):
     assert "blank.txt: no text in the corpus" in capsys.readouterr().err
 
 
-def test_score_with_a_learned_metric_and_with_cosine(capsys, minilm, minilm_dir, tmp_path):
+def test_score_with_a_learned_metric_and_with_cosine(capsys, minilm_dir, tmp_path):
     from bertkit.data.examples import TextExample
     from bertkit.predict import predict_examples
     from bertkit.tasks.kind import TaskSpec
     from bertkit.tasks.model import TaskModel, save_task_model
-    encoder, tokenizer = minilm
+    # A model of its own: predicting switches a model between modes, which must not reach the shared fixture's.
+    encoder, tokenizer = load_pretrained(minilm_dir), Tokenizer.from_pretrained(minilm_dir)
     torch.manual_seed(0)
     learned = TaskModel(encoder, TaskSpec("regress", (), max_length=128, stride=32))
     save_task_model(learned, tokenizer, tmp_path / "learned")
