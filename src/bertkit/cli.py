@@ -20,7 +20,7 @@ from .data.examples import LabelSet, TextExample, unseen_labels
 from .files import atomic_write, write_text
 from .fill_mask import fill_mask
 from .metrics.ranking import evaluate_run
-from .perplexity import load_causal_lm, text_perplexity
+from .perplexity import load_causal_lm, text_perplexity, window_settings
 from .pseudo_perplexity import corpus_pseudo_perplexity, pseudo_log_likelihoods
 from .predict import predict_examples, prediction_record, read_inputs, task_metrics
 from .retrieval import CRANFIELD_GRADES, bm25_run, dense_run, fuse, read_collection, read_qrels, read_run, write_run
@@ -85,6 +85,14 @@ def _check_output(output: str, *inputs: str | None) -> None:
     for given in inputs:
         if given and out.resolve() == Path(given).resolve():
             raise ValueError(f"{output}: --output is the input file, which writing would replace; give another path")
+
+
+def _text_lines(path: str, errors: str) -> list[str]:
+    """Every line of a text file, one text each; an empty file is an error."""
+    texts = [line for _, line in read_lines(path, errors)]
+    if not texts:
+        raise ValueError(f"{path}: the file is empty")
+    return texts
 
 
 def _overflow_args(p: argparse.ArgumentParser) -> None:
@@ -323,9 +331,7 @@ def cmd_info(args) -> None:
 
 def cmd_embed(args) -> None:
     _check_output(args.output, args.input)
-    texts = [line for _, line in read_lines(args.input, args.encoding_errors)]
-    if not texts:
-        raise ValueError(f"{args.input}: the file is empty")
+    texts = _text_lines(args.input, args.encoding_errors)
     empty = sum(1 for t in texts if not t.strip())
     if empty:
         print(f"note: {empty} empty lines embedded as empty texts, so rows match lines", file=sys.stderr)
@@ -480,8 +486,7 @@ def cmd_perplexity(args) -> None:
     if args.output:
         _check_output(args.output, *args.input)
     model = load_causal_lm(args.model, args.dtype, args.cache_dir)
-    max_length = args.max_length or model.max_length
-    stride = args.stride or max(1, max_length // 2)
+    max_length, stride = window_settings(model, args.max_length, args.stride)
     files, total = {}, None
     for path in args.input:
         text = "\n".join(line for _, line in read_lines(path, args.encoding_errors))
@@ -502,9 +507,7 @@ def cmd_perplexity(args) -> None:
 def cmd_pseudo_perplexity(args) -> None:
     if args.output:
         _check_output(args.output, args.input)
-    texts = [line for _, line in read_lines(args.input, args.encoding_errors)]
-    if not texts:
-        raise ValueError(f"{args.input}: the file is empty")
+    texts = _text_lines(args.input, args.encoding_errors)
     model, tokenizer = _load(args)
     scores = pseudo_log_likelihoods(model, tokenizer, texts, variant=args.variant, batch_size=args.batch_size,
                                     precision=args.dtype)

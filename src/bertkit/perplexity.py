@@ -137,22 +137,27 @@ class CausalLM:
     name: str
 
 
+def window_settings(model: CausalLM, max_length: int | None = None, stride: int | None = None) -> tuple[int, int]:
+    """(max_length, stride) with their defaults: the model's window, and half of it."""
+    max_length = max_length or model.max_length
+    if max_length > model.max_length:
+        raise ValueError(f"max_length {max_length} is more than {model.name} takes ({model.max_length})")
+    return max_length, stride or max(1, max_length // 2)
+
+
 def text_perplexity(model: CausalLM, text: str, *, max_length: int | None = None, stride: int | None = None,
                     batch_tokens: int = 2048, max_tokens: int | None = None, name: str = "text",
                     progress: bool = False) -> Perplexity:
     """Sliding-window perplexity of one text.
 
     Args:
-        max_length: window length in tokens (default: the model's); stride: how far the predicted
-            tokens move per window (default: max_length // 2).
+        max_length: window length in tokens; stride: how far the predicted tokens move per window
+            (defaults: `window_settings`).
         max_tokens: score only the text's first `max_tokens` tokens (an explicit choice; the bytes
             counted end where those tokens end).
         name: how errors name the text (a file name).
     """
-    max_length = max_length or model.max_length
-    if max_length > model.max_length:
-        raise ValueError(f"max_length {max_length} is more than {model.name} takes ({model.max_length})")
-    stride = stride or max(1, max_length // 2)
+    max_length, stride = window_settings(model, max_length, stride)
     ids, offsets = model.encode(text)
     if max_tokens is not None:
         ids, offsets = ids[:max_tokens], offsets[:max_tokens]

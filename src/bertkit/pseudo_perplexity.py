@@ -85,7 +85,8 @@ def pseudo_log_likelihoods(model: Encoder, tokenizer: Tokenizer, sentences: Sequ
     encoded = tokenizer.encode(list(sentences), max_length=model.config.max_length)
     copies = [(row, t, end) for row in range(len(encoded))
               for t, end in masked_copies(encoded.ids(row), encoded.word_ids(row), variant)]
-    lengths = np.array([len(encoded.ids(row)) for row, _, _ in copies], dtype=np.int64)
+    copy_rows = np.array([row for row, _, _ in copies], dtype=np.int64)
+    lengths = encoded.lengths[copy_rows]
     device = next(model.parameters()).device
     dtype = precision_.resolve(precision, device)
     pll = np.zeros(len(encoded))
@@ -94,7 +95,7 @@ def pseudo_log_likelihoods(model: Encoder, tokenizer: Tokenizer, sentences: Sequ
     with precision_.autocast(dtype, device.type), tqdm(total=len(copies), desc="masked copies", unit="copy",
                                                         disable=not progress) as bar:
         for batch in in_length_order(lengths, batch_size):
-            rows = [copies[i][0] for i in batch]
+            rows = copy_rows[batch]
             inputs = encoded.tensors(rows, tokenizer.pad_id)
             ids = inputs["input_ids"]
             scored = torch.tensor([copies[i][1] for i in batch])
@@ -108,5 +109,5 @@ def pseudo_log_likelihoods(model: Encoder, tokenizer: Tokenizer, sentences: Sequ
             np.add.at(pll, rows, token_ll)
             bar.update(len(batch))
     model.train(was_training)
-    counts = np.bincount([row for row, _, _ in copies], minlength=len(encoded))
+    counts = np.bincount(copy_rows, minlength=len(encoded))
     return [SentenceScore(float(p), int(n)) for p, n in zip(pll, counts)]
