@@ -123,3 +123,65 @@ def test_every_recipe_runs_two_steps_and_saves_a_transformers_model(recipe, data
     assert (out / "loss.png").exists() and (out / "vocab.txt").exists()
     auto = transformers.AutoModelForPreTraining if recipe == "bert" else transformers.AutoModelForMaskedLM
     assert auto.from_pretrained(out) is not None
+
+
+# ------------------------------------------------------------------ continued pretraining (--init)
+
+
+@pytest.mark.parametrize("recipe", ["roberta", "bert"])
+def test_continued_pretraining_starts_at_the_checkpoint(recipe, minilm_dir):
+    """all-MiniLM-L6-v2 has no pretraining heads: the run starts from its exact weights, with a new MLM
+    head tied to its word embeddings (and a new NSP head over its pooler for BERT's recipe)."""
+    from bertkit.tokenizer import Tokenizer
+    from bertkit.train.pretrain import _initial_encoder
+
+    config = PretrainConfig(recipe=recipe, corpus=("unused.txt",), init=str(minilm_dir))
+    encoder = _initial_encoder(config, Tokenizer.from_pretrained(minilm_dir))
+    original = load_pretrained(minilm_dir).state_dict()
+    state = {k: v for k, v in encoder.state_dict().items() if not k.startswith(("mlm_head.", "nsp_head."))}
+    assert state.keys() == original.keys()
+    assert all(torch.equal(state[k], original[k]) for k in original)
+    assert encoder.mlm_head.decoder.weight is encoder.embeddings.word.weight
+    assert (encoder.nsp_head is not None) == (recipe == "bert")
+
+
+def _continue_minilm(minilm_dir, data_dir, tmp_path, *extra):
+    books = data_dir / "gutenberg_nltk"
+    return main(["pretrain", "--config", str(ROOT / "configs" / "adapt.yaml"), "--init", str(minilm_dir),
+                 "--corpus", str(books / "carroll-alice.txt"), "--out", str(tmp_path / "run"),
+                 f"--pretrain.cache={tmp_path / 'cache'}", f"--pretrain.eval_corpus={books / 'blake-poems.txt'}",
+                 "--pretrain.batch_size=8", "--pretrain.max_length=64", "--pretrain.eval_blocks=16",
+                 "--train.log_every=1", *extra])
+
+
+def test_continued_pretraining_lowers_the_held_out_mlm_loss(minilm_dir, data_dir, tmp_path, capsys):
+    code = _continue_minilm(minilm_dir, data_dir, tmp_path, "--max-steps", "12", "--train.eval_every=2",
+                            "--train.warmup_steps=2", "--train.lr=5e-4")
+    assert code == 0, capsys.readouterr().err
+    out = tmp_path / "run"
+    evals = [r["eval_mlm_loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+             if "eval_mlm_loss" in r]
+    assert len(evals) == 6 and evals[-1] < evals[0] - 1.0, evals
+    saved = transformers.AutoModelForMaskedLM.from_pretrained(out)
+    assert saved.config.num_hidden_layers == 6 and saved.config.hidden_size == 384  # the checkpoint's size
+
+
+def test_continued_pretraining_refuses_a_disagreeing_tokenizer(minilm_dir, data_dir, tmp_path, capsys):
+    from bertkit.tokenizer import Tokenizer
+
+    vocab = Tokenizer.from_pretrained(minilm_dir).vocab()
+    swapped = sorted(vocab, key=vocab.get)
+    swapped[2000], swapped[2001] = swapped[2001], swapped[2000]  # same size, two ids exchanged
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "vocab.txt").write_text("\n".join(swapped) + "\n")
+    assert _continue_minilm(minilm_dir, data_dir, tmp_path, "--tokenizer", str(tmp_path / "tok"),
+                            "--max-steps", "1") == 2
+    err = capsys.readouterr().err
+    assert "disagrees with the vocabulary" in err and "2 tokens differ" in err and "id 2000" in err
+    (tmp_path / "tok" / "vocab.txt").write_text("\n".join(swapped[:1000]) + "\n")
+    assert _continue_minilm(minilm_dir, data_dir, tmp_path, "--tokenizer", str(tmp_path / "tok"),
+                            "--max-steps", "1", "--overwrite") == 2
+    assert "has 1000 tokens but the model" in capsys.readouterr().err
+    assert _continue_minilm(minilm_dir, data_dir, tmp_path, "--preset", "tiny", "--max-steps", "1",
+                            "--overwrite") == 2
+    assert "give --init or --preset, not both" in capsys.readouterr().err

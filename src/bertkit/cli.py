@@ -153,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", action="append", help="text file or folder (repeatable); LANG=PATH for "
                    "multilingual sampling")
     p.add_argument("--tokenizer", help="tokenizer directory (default: train a WordPiece vocabulary on the corpus)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="model size")
+    p.add_argument("--init", help="continue pretraining this model directory (domain-adaptive pretraining): its "
+                   "weights, size and tokenizer; an MLM head tied to the word embeddings is added if it has none")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="model size (not with --init)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall-clock time")
     p.add_argument("--out", help="output directory: model, tokenizer, log.jsonl, loss.png, checkpoints/")
@@ -386,8 +388,10 @@ def cmd_fill_mask(args) -> None:
 
 
 def cmd_pretrain(args, overrides: list[str]) -> None:
+    if args.init and args.preset:
+        raise ValueError("give --init or --preset, not both: a model continued from --init keeps its size")
     direct = {"pretrain": {"corpus": tuple(args.corpus) if args.corpus else None, "tokenizer": args.tokenizer,
-                           "preset": args.preset, "out": args.out, "encoding_errors": args.encoding_errors},
+                           "init": args.init, "preset": args.preset, "out": args.out, "encoding_errors": args.encoding_errors},
               "train": {"max_steps": args.max_steps, "max_minutes": args.max_minutes, "seed": args.seed,
                         "precision": args.dtype}}
     sections = load_sections(args.config, {"pretrain": PretrainConfig, "train": TrainConfig}, overrides, direct)

@@ -185,8 +185,9 @@ RECIPES = {
 class PretrainConfig:
     recipe: str = "bert"
     corpus: tuple[str, ...] = ()  # files or folders; "LANG=PATH" entries for multilingual sampling
-    tokenizer: str | None = None  # a directory; None trains a WordPiece vocabulary on the corpus
-    preset: str = "mini"
+    tokenizer: str | None = None  # a directory; None trains a WordPiece vocabulary on the corpus (or uses init's)
+    init: str | None = None  # continue from this pretrained encoder directory (its size, weights and tokenizer)
+    preset: str = "mini"  # ignored with init
     vocab_size: int = 30522  # for a tokenizer trained here
     max_length: int = 128
     batch_size: int = 32

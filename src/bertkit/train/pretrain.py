@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .. import precision
 from ..config import LOOP_DEFAULTS, PretrainConfig, TrainConfig, preset
-from ..convert import save_pretrained
+from ..convert import load_pretrained, save_pretrained
 from ..data.batches import BlockRows, EpochSampler, LanguageSampler, MaskedSteps, MaskingSpec, PairRows
 from ..data.corpus import Corpus, build_corpus
 from ..data.instances import full_sentence_stream, language_probabilities, pack_full_sentences, sentence_pairs
@@ -102,10 +102,10 @@ def masking_for(tokenizer: Tokenizer, kind: str, rate: float) -> MaskingSpec:
 
 
 def _tokenizer(config: PretrainConfig, out: Path, resume: bool) -> Tokenizer:
-    """The given tokenizer; on --resume the one the run trained; else rank 0 trains one on the
-    corpus and saves it in `out`, and the other ranks load it."""
-    if config.tokenizer:
-        return Tokenizer.from_pretrained(config.tokenizer)
+    """The given tokenizer (or the one of the model continued from); on --resume the one the run
+    trained; else rank 0 trains one on the corpus and saves it in `out`, and the other ranks load it."""
+    if config.tokenizer or config.init:
+        return Tokenizer.from_pretrained(config.tokenizer or config.init)
     if resume and (out / "tokenizer.json").exists():
         return Tokenizer.from_pretrained(out)
     if distributed.rank() == 0:
@@ -217,7 +217,8 @@ def pretrain(config: PretrainConfig, train: TrainConfig, resume: bool = False, o
     train = train.derive(**LOOP_DEFAULTS)
     for name, paths in (("corpus", [p for ps in config.languages.values() for p in ps]),
                         ("eval_corpus", [config.eval_corpus] if config.eval_corpus else []),
-                        ("tokenizer", [config.tokenizer] if config.tokenizer else [])):
+                        ("tokenizer", [config.tokenizer] if config.tokenizer else []),
+                        ("init", [config.init] if config.init else [])):
         missing = [p for p in paths if not Path(p).exists()]
         if missing:
             raise FileNotFoundError(f"{missing[0]}: no such file or folder (pretrain.{name})")
@@ -232,9 +233,8 @@ def _pretrain(config: PretrainConfig, train: TrainConfig, out: Path, resume: boo
     held_out = held_out_batches(config, tokenizer)
     torch.manual_seed(train.seed)
     nsp = config.objective.nsp
-    model_config = preset(config.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
-                          max_position_embeddings=max(512, config.max_length), pooler=nsp)
-    encoder = add_pretraining_heads(Encoder(model_config), mlm=True, nsp=nsp)
+    encoder = _initial_encoder(config, tokenizer)
+    model_config = encoder.config
     pretrainer = Pretrainer(encoder, sbo=config.objective.sbo)
     if distributed.rank() == 0:
         print(json.dumps({"recipe": config.recipe, "parameters": encoder.num_parameters(), **report}, indent=1),
@@ -251,6 +251,44 @@ def _pretrain(config: PretrainConfig, train: TrainConfig, out: Path, resume: boo
         save_pretrained(final, out)
         tokenizer.save(out)
     return out
+
+
+def _initial_encoder(config: PretrainConfig, tokenizer: Tokenizer) -> Encoder:
+    """A new encoder of `config.preset`, or the pretrained one in `config.init` with its weights as
+    saved; either way with the MLM (and, for NSP recipes, NSP) heads, new ones where it has none."""
+    nsp = config.objective.nsp
+    if not config.init:
+        model_config = preset(config.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
+                              max_position_embeddings=max(512, config.max_length), pooler=nsp)
+        return add_pretraining_heads(Encoder(model_config), mlm=True, nsp=nsp)
+    encoder = load_pretrained(config.init)
+    check_vocabulary(encoder, config.init, tokenizer, config.tokenizer)
+    if config.max_length > encoder.config.max_position_embeddings:
+        raise ValueError(f"pretrain.max_length {config.max_length} is longer than the "
+                         f"{encoder.config.max_position_embeddings} positions of {config.init}")
+    return add_pretraining_heads(encoder, mlm=encoder.mlm_head is None, nsp=nsp and encoder.nsp_head is None)
+
+
+def check_vocabulary(encoder: Encoder, model_dir: str, tokenizer: Tokenizer, tokenizer_dir: str | None) -> None:
+    """Refuse a tokenizer (from `tokenizer_dir`) that disagrees with the vocabulary the encoder (from
+    `model_dir`) was trained with: its own tokenizer's, or at least its embedding matrix's size."""
+    vocab_size = encoder.config.vocab_size
+    if tokenizer.vocab_size != vocab_size:
+        raise ValueError(f"the tokenizer {tokenizer_dir or model_dir} has {tokenizer.vocab_size} tokens but the "
+                         f"model {model_dir} was trained with {vocab_size}")
+    if tokenizer_dir is None:
+        return
+    try:
+        own = Tokenizer.from_pretrained(model_dir).vocab()
+    except FileNotFoundError:  # a model directory without its tokenizer: the size is all there is to check
+        return
+    given = tokenizer.vocab()
+    differ = sorted((i, t) for t, i in given.items() if own.get(t) != i)
+    if differ:
+        i, token = differ[0]
+        raise ValueError(f"the tokenizer {tokenizer_dir} disagrees with the vocabulary of {model_dir}: "
+                         f"{len(differ)} tokens differ, e.g. id {i} is {token!r} in the tokenizer but "
+                         f"{next((t for t, j in own.items() if j == i), None)!r} in the model's")
 
 
 def _gathered_encoder(pretrainer: Pretrainer, model_config, nsp: bool) -> Encoder | None:
