@@ -17,7 +17,8 @@ LAYERS = [
     ["heads", "crf", "convert"],
     ["data"],
     ["tasks"],
-    ["embed", "predict", "fill_mask", "retrieval", "bertscore", "perplexity", "pseudo_perplexity", "perturb"],
+    ["embed", "predict", "fill_mask", "retrieval", "bertscore", "perplexity", "pseudo_perplexity", "perturb",
+     "explain"],
     ["train"],
     ["cli"],
 ]

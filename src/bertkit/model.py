@@ -96,10 +96,15 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, p: float
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
     # With dropout, PyTorch's CPU kernel computes this same sequence (its math path); written out
     # here so the weights take the fast dropout mask.
-    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, nh, T, T)
+    return dropout(attention_weights(q, k, key_mask), p, True) @ v
+
+
+def attention_weights(q: Tensor, k: Tensor, key_mask: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(hs)) over the keys: (B, nh, T, hs) each -> (B, nh, T, T), 0 for padded keys."""
+    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
     if key_mask is not None:
         scores = scores.masked_fill(~key_mask, float("-inf"))
-    return dropout(scores.softmax(-1), p, True) @ v
+    return scores.softmax(-1)
 
 
 class Embeddings(nn.Module):
@@ -131,12 +136,22 @@ class SelfAttention(nn.Module):
         self.dropout = Dropout(config.hidden_dropout)
         self.attention_dropout = config.attention_dropout
 
-    def forward(self, x: Tensor, layout: TokenLayout) -> Tensor:
-        """(N, H) -> (N, H): attention, then residual and post-layer-norm."""
+    def forward(self, x: Tensor, layout: TokenLayout, weights: list[Tensor] | None = None) -> Tensor:
+        """(N, H) -> (N, H): attention, then residual and post-layer-norm. Given a list, appends this
+        layer's attention weights to it: (B, nh, T, T) in fp32, before dropout, with rows of padded
+        positions 0."""
         qkv = repad(self.qkv(x), layout)  # (B, T, 3H)
         B, T = layout.batch, layout.seqlen
         q, k, v = qkv.view(B, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # (B, nh, T, hs)
-        y = attention(q, k, v, layout.key_mask, self.attention_dropout if self.training else 0.0)
+        p = self.attention_dropout if self.training else 0.0
+        if weights is None:
+            y = attention(q, k, v, layout.key_mask, p)
+        else:  # the weights are wanted: the explicit path, in fp32
+            w = attention_weights(q.float(), k.float(), layout.key_mask)
+            if layout.key_mask is not None:
+                w = w.masked_fill(~layout.key_mask.transpose(-1, -2), 0.0)  # (B, 1, T, 1): padded queries
+            weights.append(w)
+            y = dropout(w, p, self.training) @ v.float()
         y = unpad(y.transpose(1, 2), layout).reshape(-1, self.num_heads * self.head_size).to(x.dtype)  # (N, H)
         return self.norm(x + self.dropout(self.out(y)))
 
@@ -161,8 +176,8 @@ class Layer(nn.Module):
         self.attention = SelfAttention(config)
         self.feed_forward = FeedForward(config)
 
-    def forward(self, x: Tensor, layout: TokenLayout) -> Tensor:
-        return self.feed_forward(self.attention(x, layout))
+    def forward(self, x: Tensor, layout: TokenLayout, weights: list[Tensor] | None = None) -> Tensor:
+        return self.feed_forward(self.attention(x, layout, weights))
 
 
 class Pooler(nn.Module):
@@ -196,6 +211,7 @@ def init_weights(module: nn.Module, config: EncoderConfig) -> None:
 class EncoderOutput:
     last_hidden_state: Tensor  # (B, T, H); values at padded positions are meaningless
     layers: dict[int, Tensor] = field(default_factory=dict)  # asked-for hidden states, 0 = embeddings
+    attentions: list[Tensor] = field(default_factory=list)  # asked for: per layer run, (B, nh, T, T) weights
 
 
 class Encoder(nn.Module):
@@ -211,7 +227,8 @@ class Encoder(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, *, output_layers: Sequence[int] = (),
-                last_layer: int | None = None, unpad_tokens: bool = True) -> EncoderOutput:
+                last_layer: int | None = None, unpad_tokens: bool = True,
+                output_attentions: bool = False) -> EncoderOutput:
         """Encode a right-padded batch.
 
         Args:
@@ -224,9 +241,13 @@ class Encoder(nn.Module):
                 state is wanted; last_hidden_state is then that layer's output. None runs them all.
             unpad_tokens: run token-wise layers on real tokens only (fast path) or on every
                 position (plain path); the results are equal.
+            output_attentions: return the attention weights of every layer run as well, each
+                (B, nh, T, T) in fp32: row i is query i's distribution over the real keys (rows of
+                padded positions are 0). Slower: attention then takes its explicit path.
 
         Returns:
-            EncoderOutput with last_hidden_state (B, T, H) and the asked-for layers, each (B, T, H).
+            EncoderOutput with last_hidden_state (B, T, H), the asked-for layers, each (B, T, H),
+            and the attentions when asked for.
         """
         B, T = input_ids.shape
         if T > self.config.max_length:
@@ -242,12 +263,13 @@ class Encoder(nn.Module):
         if wanted and max(wanted) > depth:
             raise ValueError(f"output_layers {sorted(wanted)} asks for layers beyond last_layer={depth}")
         kept = {0: x} if 0 in wanted else {}
+        weights: list[Tensor] | None = [] if output_attentions else None
         for i, layer in enumerate(self.layers[:depth], start=1):
-            x = layer(x, layout)
+            x = layer(x, layout, weights)
             if i in wanted:
                 kept[i] = x
         last = repad(x, layout)
-        return EncoderOutput(last, {i: last if h is x else repad(h, layout) for i, h in kept.items()})
+        return EncoderOutput(last, {i: last if h is x else repad(h, layout) for i, h in kept.items()}, weights or [])
 
     def layer_index(self, i: int) -> int:
         """Hidden-state index i (0 = embeddings, negative from the end) as 0..num_layers."""
