@@ -64,3 +64,74 @@ def test_rollout_equals_the_reference_loop_per_sentence(minilm, batch):
         assert float(rollout[b, n:].abs().sum() + rollout[b, :, n:].abs().sum()) == 0.0  # padding stays out
     one = attention_rollout(weights[:1])
     assert torch.allclose(one, (weights[0].mean(1) + torch.eye(one.shape[-1])) / 2)
+
+
+# ------------------------------------------------------------------------------- attribution
+
+
+@pytest.fixture(scope="module")
+def classifier(minilm_dir):
+    """all-MiniLM-L6-v2 with a new (random) two-label head: attribution needs no trained head."""
+    import bertkit
+    from bertkit.tasks.kind import TaskSpec
+    from bertkit.tasks.model import TaskModel
+
+    torch.manual_seed(0)
+    return TaskModel(bertkit.load_pretrained(minilm_dir), TaskSpec(task="classify", labels=("neg", "pos"))).eval()
+
+
+TEXT = "An unbelievably tedious film, though the acting is superb."
+
+
+def test_integrated_gradients_are_complete(classifier, minilm):
+    """The attributions sum to the output minus the output at the baseline, both computed here
+    through the model's own prediction path, within Captum's convergence delta."""
+    from bertkit.explain import word_importance
+
+    tokenizer = minilm[1]
+    got = word_importance(classifier, tokenizer, TEXT, label="pos", steps=64)
+    batch = tokenizer.encode([TEXT]).tensors()
+    baseline = batch["input_ids"].clone()
+    baseline[0, 1:-1] = tokenizer.pad_id  # every word token replaced, [CLS] and [SEP] kept
+    with torch.no_grad():
+        output = float(classifier.scores(batch).softmax(-1)[0, 1])
+        at_baseline = float(classifier.scores({**batch, "input_ids": baseline}).softmax(-1)[0, 1])
+    assert got.output == pytest.approx(output, abs=1e-6) and got.baseline_output == pytest.approx(at_baseline, abs=1e-6)
+    total = got.scores["integrated_gradients"].sum() + got.special
+    assert abs(total - (output - at_baseline) - got.delta) <= 1e-5
+    assert abs(got.delta) <= 0.01 * abs(output - at_baseline) + 1e-6
+
+
+def test_subword_scores_are_summed_to_words_and_occlusion_masks_whole_words(classifier, minilm):
+    from bertkit.explain import word_importance
+
+    tokenizer = minilm[1]
+    got = word_importance(classifier, tokenizer, TEXT, label="pos")
+    assert got.words == ["An", "unbelievably", "tedious", "film", ",", "though", "the", "acting", "is", "superb", "."]
+    assert len(tokenizer.tokens("unbelievably")) > 1  # a word of several subwords
+    batch = tokenizer.encode([TEXT]).tensors()
+    word_ids = tokenizer.encode([TEXT]).word_ids(0)
+    masked = batch["input_ids"].clone()
+    masked[0, [t for t, w in enumerate(word_ids) if w == 1]] = tokenizer.mask_id  # every subword of "unbelievably"
+    with torch.no_grad():
+        fall = float(classifier.scores(batch).softmax(-1)[0, 1] - classifier.scores(
+            {**batch, "input_ids": masked}).softmax(-1)[0, 1])
+    assert got.scores["occlusion"][1] == pytest.approx(fall, abs=1e-6)
+    assert all(len(v) == len(got.words) for v in got.scores.values())
+
+
+def test_word_importance_refuses_what_it_cannot_explain(classifier, minilm):
+    from bertkit.explain import word_importance
+    from bertkit.tasks.kind import TaskSpec
+    from bertkit.tasks.model import TaskModel
+
+    tokenizer = minilm[1]
+    with pytest.raises(ValueError, match="label 'maybe' is not one of the model's: neg, pos"):
+        word_importance(classifier, tokenizer, TEXT, label="maybe")
+    with pytest.raises(ValueError, match="reads single texts, not pairs"):
+        word_importance(classifier, tokenizer, TEXT, pair="A second text.")
+    with pytest.raises(ValueError, match="unknown attribution method 'attention'"):
+        word_importance(classifier, tokenizer, TEXT, methods=["attention"])
+    tagger = TaskModel(classifier.encoder, TaskSpec(task="tag", labels=("B-X", "I-X", "O")))
+    with pytest.raises(ValueError, match="this one is a tag model"):
+        word_importance(tagger, tokenizer, TEXT)

@@ -117,9 +117,10 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout)
 
-    def forward(self, input_ids: Tensor, position_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
-        """(N,) ids -> (N, H) vectors."""
-        x = self.word(input_ids) + self.position(position_ids)
+    def forward(self, input_ids: Tensor, position_ids: Tensor, token_type_ids: Tensor | None,
+                word_vectors: Tensor | None = None) -> Tensor:
+        """(N,) ids -> (N, H) vectors; `word_vectors` (N, H), if given, stand in for the ids' embeddings."""
+        x = (self.word(input_ids) if word_vectors is None else word_vectors) + self.position(position_ids)
         if self.segment is not None:
             segments = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
             x = x + self.segment(segments)
@@ -228,7 +229,7 @@ class Encoder(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, *, output_layers: Sequence[int] = (),
                 last_layer: int | None = None, unpad_tokens: bool = True,
-                output_attentions: bool = False) -> EncoderOutput:
+                output_attentions: bool = False, word_vectors: Tensor | None = None) -> EncoderOutput:
         """Encode a right-padded batch.
 
         Args:
@@ -244,6 +245,9 @@ class Encoder(nn.Module):
             output_attentions: return the attention weights of every layer run as well, each
                 (B, nh, T, T) in fp32: row i is query i's distribution over the real keys (rows of
                 padded positions are 0). Slower: attention then takes its explicit path.
+            word_vectors: (B, T, H) vectors used in place of the word embeddings of `input_ids`
+                (position and segment embeddings are added as usual): gradients with respect to
+                the input, for attribution.
 
         Returns:
             EncoderOutput with last_hidden_state (B, T, H), the asked-for layers, each (B, T, H),
@@ -257,7 +261,8 @@ class Encoder(nn.Module):
         layout = make_layout(attention_mask, B, T, unpad=unpad_tokens)
         positions = torch.arange(T, device=input_ids.device) + self.config.position_offset
         x = self.embeddings(unpad(input_ids, layout), unpad(positions.expand(B, T), layout),
-                            None if token_type_ids is None else unpad(token_type_ids, layout))  # (N, H)
+                            None if token_type_ids is None else unpad(token_type_ids, layout),
+                            None if word_vectors is None else unpad(word_vectors, layout))  # (N, H)
         wanted = {self.layer_index(i) for i in output_layers}
         depth = len(self.layers) if last_layer is None else self.layer_index(last_layer)
         if wanted and max(wanted) > depth:
