@@ -77,7 +77,8 @@ def classifier(minilm_dir):
     from bertkit.tasks.model import TaskModel
 
     torch.manual_seed(0)
-    return TaskModel(bertkit.load_pretrained(minilm_dir), TaskSpec(task="classify", labels=("neg", "pos"))).eval()
+    spec = TaskSpec(task="classify", labels=("neg", "pos"), reader={"text_column": "sentence", "label_column": "label"})
+    return TaskModel(bertkit.load_pretrained(minilm_dir), spec).eval()
 
 
 TEXT = "An unbelievably tedious film, though the acting is superb."
@@ -107,7 +108,7 @@ def test_subword_scores_are_summed_to_words_and_occlusion_masks_whole_words(clas
 
     tokenizer = minilm[1]
     got = word_importance(classifier, tokenizer, TEXT, label="pos")
-    assert got.words == ["An", "unbelievably", "tedious", "film", ",", "though", "the", "acting", "is", "superb", "."]
+    assert got.words == ["An", "unbelievably", "tedious", "film,", "though", "the", "acting", "is", "superb."]
     assert len(tokenizer.tokens("unbelievably")) > 1  # a word of several subwords
     batch = tokenizer.encode([TEXT]).tensors()
     word_ids = tokenizer.encode([TEXT]).word_ids(0)
@@ -135,3 +136,50 @@ def test_word_importance_refuses_what_it_cannot_explain(classifier, minilm):
     tagger = TaskModel(classifier.encoder, TaskSpec(task="tag", labels=("B-X", "I-X", "O")))
     with pytest.raises(ValueError, match="this one is a tag model"):
         word_importance(tagger, tokenizer, TEXT)
+
+
+def test_edit_attention_is_what_the_layer_attends_with(minilm, batch):
+    model = minilm[0]
+    with torch.no_grad():
+        plain = model(**batch).last_hidden_state
+        same = model(**batch, edit_attention=lambda layer, w: w).last_hidden_state
+        uniform = model(**batch, edit_attention=lambda layer, w: torch.full_like(w, 1 / w.shape[-1]) if layer == 6 else w,
+                        unpad_tokens=False).last_hidden_state
+    real = batch["attention_mask"].bool()
+    assert float((same - plain)[real].abs().max()) <= 1e-5
+    assert float((uniform - plain)[real].abs().max()) > 0.1  # the last layer now attends evenly
+
+
+def test_analyze_attention_vs_attribution(classifier, minilm, data_dir, tmp_path, capsys):
+    import json
+
+    from bertkit.cli import main
+    from bertkit.tasks.model import save_task_model
+
+    save_task_model(classifier, minilm[1], tmp_path / "model")
+    out = tmp_path / "analysis"
+    code = main(["analyze", "attention-vs-attribution", "--model", str(tmp_path / "model"),
+                 "--data", str(data_dir / "sst2" / "dev.tsv"), "--out", str(out), "--limit", "4",
+                 "--permutations", "5", "--steps", "16"])
+    assert code == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and records[0]["text"].startswith("it 's a charming")
+    for r in records:
+        assert all(-1 <= t <= 1 for t in r["tau"].values()) and 0 <= r["flip_share"] <= 1
+        assert len(r["words"]) == len(r["text"].split())  # SST-2 is tokenized: its words are the words
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inputs"] == 4 and summary["attention~occlusion"]["inputs"] == 4
+    assert (out / "kendall-tau.png").stat().st_size > 0 and (out / "permutation.png").stat().st_size > 0
+
+
+def test_analyze_refuses_a_regression_model(classifier, minilm, data_dir, tmp_path, capsys):
+    from bertkit.cli import main
+    from bertkit.tasks.kind import TaskSpec
+    from bertkit.tasks.model import TaskModel, save_task_model
+
+    stsb = {"text_column": 5, "pair_column": 6, "label_column": 4, "header": False, "delimiter": "\t"}
+    save_task_model(TaskModel(classifier.encoder, TaskSpec(task="regress", pair=True, reader=stsb)), minilm[1],
+                    tmp_path / "model")
+    code = main(["analyze", "attention-vs-attribution", "--model", str(tmp_path / "model"),
+                 "--data", str(data_dir / "stsb" / "sts-dev.csv"), "--out", str(tmp_path / "a"), "--limit", "1"])
+    assert code == 2 and "explain a classifier's label; this is a regress model" in capsys.readouterr().err

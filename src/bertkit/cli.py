@@ -11,12 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from . import Tokenizer, embed, load_pretrained
 from .allocator import reuse_freed_memory
 from .bertscore import bertscore, compute_baseline, default_layer, load_baseline, save_baseline
 from .config import PRESETS, FinetuneConfig, PretrainConfig, TrainConfig, load_sections, read_recipe
 from .data.examples import LabelSet, TextExample, unseen_labels
+from .explain import attention_vs_attribution, plot_attention_tests, summarize_attention_tests
 from .files import atomic_write, write_text
 from .fill_mask import fill_mask
 from .metrics.ranking import evaluate_run
@@ -295,6 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
     _precision_arg(p)
     _encoding_arg(p)
 
+    p = sub.add_parser("analyze", help="attention-vs-attribution: is attention explanation? (Jain & Wallace, 2019)",
+                       description="Per input of a labelled file: Kendall tau between word rankings by attention "
+                       "([CLS] row of the last layer, heads averaged; rollout) and by attribution (integrated "
+                       "gradients, occlusion), and the change of the prediction when the last layer's attention "
+                       "is permuted. Writes records.jsonl, summary.json, kendall-tau.png, permutation.png.")
+    p.add_argument("analysis", choices=["attention-vs-attribution"])
+    p.add_argument("--model", required=True, help="a fine-tuned classify or pair model directory")
+    p.add_argument("--data", required=True, help="a file the model's reader reads (e.g. SST-2 dev); labels unused")
+    p.add_argument("--out", required=True, help="folder for the records, the summary and the plots")
+    p.add_argument("--limit", type=_positive, help="the first N inputs only")
+    p.add_argument("--permutations", type=_positive, default=20, help="random permutations per input")
+    p.add_argument("--steps", type=_positive, default=50, help="integrated gradients' steps")
+    p.add_argument("--seed", type=int, default=0)
+    _encoding_arg(p)
+
     p = sub.add_parser("bertscore-baseline", help="measure BERTScore baselines (random sentence pairs) for rescaling")
     _model_args(p)
     p.add_argument("--corpus", required=True, action="append", help="text file or folder of .txt files, one sentence "
@@ -560,6 +577,22 @@ def cmd_score(args) -> None:
     print(json.dumps({"metric": args.metric, "pairs": len(scores), "mean": float(np.mean(scores))}, indent=1))
 
 
+def cmd_analyze(args) -> None:
+    model, tokenizer = _task_model(args.model)
+    examples = read_examples(args.data, model.spec.task, {**model.spec.reader, "encoding_errors": args.encoding_errors})
+    examples = examples[:args.limit] if args.limit else examples
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = [attention_vs_attribution(model, tokenizer, e.text, e.pair, args.permutations, args.steps, args.seed + i)
+               for i, e in enumerate(tqdm(examples, desc=args.analysis, unit="input"))]
+    summary = {"model": args.model, "data": args.data, "permutations": args.permutations, "steps": args.steps,
+               **summarize_attention_tests(records)}
+    write_text(out / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    write_text(out / "summary.json", json.dumps(summary, indent=1))
+    plot_attention_tests(records, out)
+    print(json.dumps(summary, indent=1))
+
+
 def cmd_bertscore(args) -> None:
     candidates, references = _candidates_and_references(args)
     model, tokenizer = _load(args)
@@ -606,7 +639,7 @@ COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, 
             "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
             "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity,
-            "bertscore": cmd_bertscore, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}
+            "bertscore": cmd_bertscore, "analyze": cmd_analyze, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}
 WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune}
 
 

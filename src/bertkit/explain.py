@@ -7,8 +7,10 @@ weights through the layers, with the residual connection counted as attention to
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -72,9 +74,10 @@ class WordImportance:
 
 
 def _explained(model: TaskModel, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor,
-               word_vectors: Tensor | None = None) -> Tensor:
-    """(B, L) what attribution explains: probabilities of a classifier, scores of a regressor."""
-    hidden = model.encoder(input_ids, attention_mask, token_type_ids, word_vectors=word_vectors).last_hidden_state
+               **encoder_options) -> Tensor:
+    """(B, L) what attribution explains: probabilities of a classifier, scores of a regressor.
+    `encoder_options`: `word_vectors`, `edit_attention` (`Encoder.forward`)."""
+    hidden = model.encoder(input_ids, attention_mask, token_type_ids, **encoder_options).last_hidden_state
     scores = model.kind.scores(model, hidden, {"attention_mask": attention_mask}).float()
     if model.spec.task == "regress":
         return scores
@@ -130,9 +133,10 @@ def word_importance(model: TaskModel, tokenizer: Tokenizer, text: str, pair: str
     if "occlusion" in methods:
         feature = torch.from_numpy(np.where(special.numpy(), len(words), groups))[None]  # specials: one extra group
         fall = FeatureAblation(lambda *a: _explained(model, *a)).attribute(
-            ids, baselines=tokenizer.mask_id, target=target, additional_forward_args=args[1:], feature_mask=feature)[0]
-        first = [int(np.flatnonzero(groups == w)[0]) for w in range(len(words))]
-        scores["occlusion"] = fall[first].double().numpy()
+            ids, baselines=tokenizer.mask_id, target=target, additional_forward_args=args[1:], feature_mask=feature,
+            perturbations_per_eval=len(words) + 1)[0]  # every word's copy in one batch
+        at = {int(w): t for t, w in reversed(list(enumerate(groups))) if w >= 0}  # a token of each word
+        scores["occlusion"] = np.array([float(fall[at[w]]) if w in at else 0.0 for w in range(len(words))])
     with torch.no_grad():
         at_baseline = float(_explained(model, baseline_ids, *args[1:])[0, target])
     return WordImportance(words, {m: scores[m] for m in methods}, None if model.spec.task == "regress"
@@ -147,18 +151,112 @@ def _label_index(model: TaskModel, label: str) -> int:
 
 
 def _words(encoding, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """The words of the encoded texts in order, and per token its word's index (-1 for special tokens)."""
-    index: dict[tuple[int, int], int] = {}
-    spans: list[list[int]] = []
+    """The words (runs of non-space characters) of the encoded texts in order, and per token its
+    word's index (-1 for special tokens)."""
+    words, starts, first = [], [], []  # per text: its words' start offsets, its first word's index
+    for text in texts:
+        spans = [(m.start(), m.group()) for m in re.finditer(r"\S+", text)]
+        first.append(len(words))
+        words += [w for _, w in spans]
+        starts.append(np.array([a for a, _ in spans]))
     groups = np.full(len(encoding.ids), -1)
-    for t, (sequence, word, (start, end)) in enumerate(zip(encoding.sequence_ids, encoding.word_ids,
-                                                           encoding.offsets)):
-        if word is None:
-            continue
-        key = (sequence, word)
-        if key not in index:
-            index[key] = len(spans)
-            spans.append([sequence, start, end])
-        spans[index[key]][2] = end
-        groups[t] = index[key]
-    return [texts[s][a:b] for s, a, b in spans], groups
+    for t, (sequence, word, (start, _)) in enumerate(zip(encoding.sequence_ids, encoding.word_ids, encoding.offsets)):
+        if word is not None:
+            groups[t] = first[sequence] + np.searchsorted(starts[sequence], start, side="right") - 1
+    return words, groups
+
+
+# ---------------------------------------------------------- is attention explanation? (Jain & Wallace)
+
+TAU_PAIRS = {  # name -> (importance, importance)
+    "attention~integrated_gradients": ("attention", "integrated_gradients"),
+    "attention~occlusion": ("attention", "occlusion"),
+    "rollout~integrated_gradients": ("rollout", "integrated_gradients"),
+    "rollout~occlusion": ("rollout", "occlusion"),
+    "integrated_gradients~occlusion": ("integrated_gradients", "occlusion"),  # two attributions, for scale
+}
+
+
+def attention_vs_attribution(model: TaskModel, tokenizer: Tokenizer, text: str, pair: str | None = None,
+                             permutations: int = 20, steps: int = 50, seed: int = 0) -> dict:
+    """Jain & Wallace's two tests on one input of a classifier.
+
+    Agreement: Kendall's tau-b between word rankings by attention ([CLS]'s row of the last layer,
+    heads averaged; and rollout's [CLS] row), subwords summed to words, and by the magnitude of
+    integrated gradients and of occlusion (`word_importance`, for the predicted label).
+    Permutation: the last layer's attention weights shuffled over the tokens (one random permutation
+    of the key positions per copy, `permutations` copies); the change of the predicted label's
+    probability and whether the label flips.
+    """
+    from scipy.stats import kendalltau
+
+    if model.spec.task not in ("classify", "pair"):
+        raise ValueError(f"the attention tests explain a classifier's label; this is a {model.spec.task} model")
+    importance = word_importance(model, tokenizer, text, pair, methods=("integrated_gradients", "occlusion"),
+                                 steps=steps)
+    encoded = tokenizer.encode([text], None if pair is None else [pair], max_length=model.spec.max_length)
+    batch = encoded.tensors(pad_id=tokenizer.pad_id)
+    args = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    _, groups = _words(encoded.rows[0], [text] if pair is None else [text, pair])
+    real = groups >= 0
+    with torch.no_grad():
+        out = model.encoder(*args, output_attentions=True)
+        cls_rows = {"attention": out.attentions[-1][0].mean(0)[0], "rollout": attention_rollout(out.attentions)[0, 0]}
+    words = {name: np.bincount(groups[real], row.double().numpy()[real], minlength=len(importance.words))
+             for name, row in cls_rows.items()}
+    words.update({m: np.abs(v) for m, v in importance.scores.items()})
+    taus = {name: float(kendalltau(words[a], words[b]).statistic) if len(importance.words) > 1 else float("nan")
+            for name, (a, b) in TAU_PAIRS.items()}
+    label = model.spec.labels.index(importance.label)
+    T = args[0].shape[1]
+    order = torch.argsort(torch.rand(permutations, T, generator=torch.Generator().manual_seed(seed)), dim=1)
+    last = len(model.encoder.layers)
+    shuffle = lambda i, w: w.gather(-1, order[:, None, None, :].expand_as(w)) if i == last else w  # noqa: E731
+    with torch.no_grad():
+        shuffled = _explained(model, *(a.expand(permutations, T) for a in args), edit_attention=shuffle)
+    change = (shuffled[:, label] - importance.output).abs()
+    return {"text": text, "words": importance.words, "label": importance.label, "probability": importance.output,
+            "tau": taus, "median_change": float(change.median()),
+            "flip_share": float((shuffled.argmax(-1) != label).double().mean())}
+
+
+def summarize_attention_tests(records: Sequence[dict]) -> dict:
+    """Per tau pair the median, mean and share of positive taus over the inputs with 2+ words; the
+    permutation test's median change of the predicted probability and the share of flipped labels."""
+    summary: dict = {"inputs": len(records)}
+    for name in TAU_PAIRS:
+        taus = np.array([r["tau"][name] for r in records if not np.isnan(r["tau"][name])])
+        summary[name] = {"median": float(np.median(taus)), "mean": float(taus.mean()),
+                         "positive_share": float((taus > 0).mean()), "inputs": len(taus)} if len(taus) else None
+    summary["permutation"] = {"median_change": float(np.median([r["median_change"] for r in records])),
+                              "flip_share": float(np.mean([r["flip_share"] for r in records])),
+                              "inputs_flipping_in_half": float(np.mean([r["flip_share"] >= 0.5 for r in records]))}
+    return summary
+
+
+def plot_attention_tests(records: Sequence[dict], out: Path) -> None:
+    """kendall-tau.png (one histogram per tau pair) and permutation.png in `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(TAU_PAIRS), figsize=(4 * len(TAU_PAIRS), 3.2), sharey=True)
+    for ax, name in zip(axes, TAU_PAIRS):
+        taus = [r["tau"][name] for r in records if not np.isnan(r["tau"][name])]
+        ax.hist(taus, bins=np.linspace(-1, 1, 21), color="tab:blue" if "~" in name and name.startswith(("att", "roll"))
+                else "tab:gray")
+        ax.axvline(float(np.median(taus)), color="black", linestyle="--", linewidth=1)
+        ax.set_title(name.replace("~", " vs\n").replace("_", " "), fontsize=9)
+        ax.set_xlabel("Kendall tau")
+    axes[0].set_ylabel("inputs")
+    fig.tight_layout()
+    fig.savefig(out / "kendall-tau.png", dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.hist([r["median_change"] for r in records], bins=30, color="tab:orange")
+    ax.set_xlabel("median |change| of the predicted label's probability\nwhen the last layer's attention is permuted")
+    ax.set_ylabel("inputs")
+    fig.tight_layout()
+    fig.savefig(out / "permutation.png", dpi=120)
+    plt.close(fig)

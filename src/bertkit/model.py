@@ -24,7 +24,8 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from functools import partial
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -137,22 +138,21 @@ class SelfAttention(nn.Module):
         self.dropout = Dropout(config.hidden_dropout)
         self.attention_dropout = config.attention_dropout
 
-    def forward(self, x: Tensor, layout: TokenLayout, weights: list[Tensor] | None = None) -> Tensor:
-        """(N, H) -> (N, H): attention, then residual and post-layer-norm. Given a list, appends this
-        layer's attention weights to it: (B, nh, T, T) in fp32, before dropout, with rows of padded
-        positions 0."""
+    def forward(self, x: Tensor, layout: TokenLayout, look: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """(N, H) -> (N, H): attention, then residual and post-layer-norm. With `look`, the weights
+        are computed explicitly, (B, nh, T, T) in fp32 with rows of padded positions 0, and
+        `look(weights)` is what attends (it may keep them, or change them)."""
         qkv = repad(self.qkv(x), layout)  # (B, T, 3H)
         B, T = layout.batch, layout.seqlen
         q, k, v = qkv.view(B, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # (B, nh, T, hs)
         p = self.attention_dropout if self.training else 0.0
-        if weights is None:
+        if look is None:
             y = attention(q, k, v, layout.key_mask, p)
-        else:  # the weights are wanted: the explicit path, in fp32
+        else:
             w = attention_weights(q.float(), k.float(), layout.key_mask)
             if layout.key_mask is not None:
                 w = w.masked_fill(~layout.key_mask.transpose(-1, -2), 0.0)  # (B, 1, T, 1): padded queries
-            weights.append(w)
-            y = dropout(w, p, self.training) @ v.float()
+            y = dropout(look(w), p, self.training) @ v.float()
         y = unpad(y.transpose(1, 2), layout).reshape(-1, self.num_heads * self.head_size).to(x.dtype)  # (N, H)
         return self.norm(x + self.dropout(self.out(y)))
 
@@ -177,8 +177,8 @@ class Layer(nn.Module):
         self.attention = SelfAttention(config)
         self.feed_forward = FeedForward(config)
 
-    def forward(self, x: Tensor, layout: TokenLayout, weights: list[Tensor] | None = None) -> Tensor:
-        return self.feed_forward(self.attention(x, layout, weights))
+    def forward(self, x: Tensor, layout: TokenLayout, look: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        return self.feed_forward(self.attention(x, layout, look))
 
 
 class Pooler(nn.Module):
@@ -229,7 +229,8 @@ class Encoder(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, *, output_layers: Sequence[int] = (),
                 last_layer: int | None = None, unpad_tokens: bool = True,
-                output_attentions: bool = False, word_vectors: Tensor | None = None) -> EncoderOutput:
+                output_attentions: bool = False, edit_attention: Callable[[int, Tensor], Tensor] | None = None,
+                word_vectors: Tensor | None = None) -> EncoderOutput:
         """Encode a right-padded batch.
 
         Args:
@@ -245,6 +246,8 @@ class Encoder(nn.Module):
             output_attentions: return the attention weights of every layer run as well, each
                 (B, nh, T, T) in fp32: row i is query i's distribution over the real keys (rows of
                 padded positions are 0). Slower: attention then takes its explicit path.
+            edit_attention: `edit_attention(layer, weights)` (layer 1..L, weights as above) returns
+                the weights that layer attends with: an intervention, such as permuting them.
             word_vectors: (B, T, H) vectors used in place of the word embeddings of `input_ids`
                 (position and segment embeddings are added as usual): gradients with respect to
                 the input, for attribution.
@@ -268,13 +271,20 @@ class Encoder(nn.Module):
         if wanted and max(wanted) > depth:
             raise ValueError(f"output_layers {sorted(wanted)} asks for layers beyond last_layer={depth}")
         kept = {0: x} if 0 in wanted else {}
-        weights: list[Tensor] | None = [] if output_attentions else None
+        weights: list[Tensor] = []
+
+        def look(i: int, w: Tensor) -> Tensor:
+            w = w if edit_attention is None else edit_attention(i, w)
+            weights.extend([w] if output_attentions else [])
+            return w
+
+        explicit = output_attentions or edit_attention is not None
         for i, layer in enumerate(self.layers[:depth], start=1):
-            x = layer(x, layout, weights)
+            x = layer(x, layout, partial(look, i) if explicit else None)
             if i in wanted:
                 kept[i] = x
         last = repad(x, layout)
-        return EncoderOutput(last, {i: last if h is x else repad(h, layout) for i, h in kept.items()}, weights or [])
+        return EncoderOutput(last, {i: last if h is x else repad(h, layout) for i, h in kept.items()}, weights)
 
     def layer_index(self, i: int) -> int:
         """Hidden-state index i (0 = embeddings, negative from the end) as 0..num_layers."""
