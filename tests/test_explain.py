@@ -183,3 +183,25 @@ def test_analyze_refuses_a_regression_model(classifier, minilm, data_dir, tmp_pa
     code = main(["analyze", "attention-vs-attribution", "--model", str(tmp_path / "model"),
                  "--data", str(data_dir / "stsb" / "sts-dev.csv"), "--out", str(tmp_path / "a"), "--limit", "1"])
     assert code == 2 and "explain a classifier's label; this is a regress model" in capsys.readouterr().err
+
+
+def test_explain_prints_the_words_and_writes_a_self_contained_page(classifier, minilm, tmp_path, capsys):
+    import json
+    import re
+
+    from bertkit.cli import main
+    from bertkit.tasks.model import save_task_model
+
+    save_task_model(classifier, minilm[1], tmp_path / "model")
+    page = tmp_path / "why.html"
+    code = main(["explain", "--model", str(tmp_path / "model"), TEXT, "--html", str(page), "--steps", "16",
+                 "--label", "neg"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("neg (probability ") and "unbelievably[" in out and "superb.[" in out  # no colour: not a tty
+    text = page.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", text)  # nothing fetched from outside
+    data = json.loads(re.search(r"const D = (\{.*?\});\n", text).group(1).replace("<\\/", "</"))
+    assert data["words"][1] == "unbelievably" and set(data["rows"]) == {
+        "integrated_gradients", "gradient_x_input", "occlusion", "attention", "rollout"}
+    assert len(data["attention"]) == 6 and len(data["attention"][0]) == 12 and len(data["rollout"]) == len(data["tokens"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import warnings
@@ -18,7 +19,9 @@ from .allocator import reuse_freed_memory
 from .bertscore import bertscore, compute_baseline, default_layer, load_baseline, save_baseline
 from .config import PRESETS, FinetuneConfig, PretrainConfig, TrainConfig, load_sections, read_recipe
 from .data.examples import LabelSet, TextExample, unseen_labels
-from .explain import attention_vs_attribution, plot_attention_tests, summarize_attention_tests
+from .explain import (attention_view, attention_vs_attribution, plot_attention_tests, summarize_attention_tests,
+                      word_importance)
+from .explain_page import coloured_words, page
 from .files import atomic_write, write_text
 from .fill_mask import fill_mask
 from .metrics.ranking import evaluate_run
@@ -52,6 +55,8 @@ EPILOG = """examples:
   bertkit score --metric learned --model runs/stsb --candidates cands.txt --references refs.txt
   bertkit perplexity --model CAUSAL_LM_DIR_OR.gguf --input text.txt --max-length 512 --stride 256
   bertkit pseudo-perplexity --model MODEL_WITH_MLM_HEAD --input sentences.txt --variant word-l2r
+  bertkit explain --model runs/sst2 "An unbelievably tedious film, though the acting is superb."
+  bertkit analyze attention-vs-attribution --model runs/sst2 --data sst2/dev.tsv --out runs/sst2-attention
 
 MODEL_DIR is a Hugging Face-layout directory (config.json + model.safetensors, with vocab.txt or
 tokenizer.json), such as one bertkit saved or a BERT, RoBERTa or DistilBERT checkpoint.
@@ -296,6 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=64)
     _precision_arg(p)
     _encoding_arg(p)
+
+    p = sub.add_parser("explain", help="which words a fine-tuned model's prediction rests on: attributions and "
+                       "attention, in the terminal and as an HTML page")
+    p.add_argument("--model", required=True, help="a fine-tuned classify, pair, multilabel or regress model directory")
+    p.add_argument("text")
+    p.add_argument("--pair", help="the second text, for a pair model")
+    p.add_argument("--label", help="the label to explain (default: the predicted one)")
+    p.add_argument("--method", default="integrated_gradients", choices=["integrated_gradients", "gradient_x_input",
+                                                                         "occlusion"], help="what colours the terminal")
+    p.add_argument("--html", default="explanation.html", help="the page to write (default: explanation.html)")
+    p.add_argument("--steps", type=_positive, default=50, help="integrated gradients' steps")
 
     p = sub.add_parser("analyze", help="attention-vs-attribution: is attention explanation? (Jain & Wallace, 2019)",
                        description="Per input of a labelled file: Kendall tau between word rankings by attention "
@@ -577,6 +593,19 @@ def cmd_score(args) -> None:
     print(json.dumps({"metric": args.metric, "pairs": len(scores), "mean": float(np.mean(scores))}, indent=1))
 
 
+def cmd_explain(args) -> None:
+    model, tokenizer = _task_model(args.model)
+    importance = word_importance(model, tokenizer, args.text, args.pair, args.label, steps=args.steps)
+    view = attention_view(model, tokenizer, args.text, args.pair)
+    what = f"a score of {importance.output:.3f}" if importance.label is None else \
+        f"{importance.label} (probability {importance.output:.3f})"
+    colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    print(f"{what}; words by {args.method.replace('_', ' ')}:")
+    print(coloured_words(importance.words, importance.scores[args.method], colour))
+    write_text(args.html, page(importance, view.tokens, view.attentions, view.rollout, view.cls_words))
+    print(f"wrote {args.html}: every method side by side, attention per layer and head, rollout", file=sys.stderr)
+
+
 def cmd_analyze(args) -> None:
     model, tokenizer = _task_model(args.model)
     examples = read_examples(args.data, model.spec.task, {**model.spec.reader, "encoding_errors": args.encoding_errors})
@@ -639,7 +668,7 @@ COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, 
             "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
             "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity,
-            "bertscore": cmd_bertscore, "analyze": cmd_analyze, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}
+            "bertscore": cmd_bertscore, "analyze": cmd_analyze, "explain": cmd_explain, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}
 WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune}
 
 

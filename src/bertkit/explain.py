@@ -177,6 +177,32 @@ TAU_PAIRS = {  # name -> (importance, importance)
 }
 
 
+@dataclass
+class AttentionView:
+    """One input's attention: `attentions` per layer (1, nh, T, T), `rollout` (1, T, T), and per word
+    (`words` of `word_importance`) [CLS]'s attention in the last layer, heads averaged, and its rollout."""
+
+    batch: dict[str, Tensor]
+    tokens: list[str]
+    attentions: list[Tensor]
+    rollout: Tensor
+    cls_words: dict[str, np.ndarray]  # "attention", "rollout" -> (W,)
+
+
+def attention_view(model: TaskModel, tokenizer: Tokenizer, text: str, pair: str | None = None) -> AttentionView:
+    encoded = tokenizer.encode([text], None if pair is None else [pair], max_length=model.spec.max_length)
+    batch = encoded.tensors(pad_id=tokenizer.pad_id)
+    words, groups = _words(encoded.rows[0], [text] if pair is None else [text, pair])
+    real = groups >= 0
+    with torch.no_grad():
+        weights = model.encoder(**batch, output_attentions=True).attentions
+    rollout = attention_rollout(weights)
+    cls_rows = {"attention": weights[-1][0].mean(0)[0], "rollout": rollout[0, 0]}
+    cls_words = {name: np.bincount(groups[real], row.double().numpy()[real], minlength=len(words))
+                 for name, row in cls_rows.items()}
+    return AttentionView(batch, encoded.rows[0].tokens, weights, rollout, cls_words)
+
+
 def attention_vs_attribution(model: TaskModel, tokenizer: Tokenizer, text: str, pair: str | None = None,
                              permutations: int = 20, steps: int = 50, seed: int = 0) -> dict:
     """Jain & Wallace's two tests on one input of a classifier.
@@ -194,17 +220,9 @@ def attention_vs_attribution(model: TaskModel, tokenizer: Tokenizer, text: str, 
         raise ValueError(f"the attention tests explain a classifier's label; this is a {model.spec.task} model")
     importance = word_importance(model, tokenizer, text, pair, methods=("integrated_gradients", "occlusion"),
                                  steps=steps)
-    encoded = tokenizer.encode([text], None if pair is None else [pair], max_length=model.spec.max_length)
-    batch = encoded.tensors(pad_id=tokenizer.pad_id)
-    args = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    _, groups = _words(encoded.rows[0], [text] if pair is None else [text, pair])
-    real = groups >= 0
-    with torch.no_grad():
-        out = model.encoder(*args, output_attentions=True)
-        cls_rows = {"attention": out.attentions[-1][0].mean(0)[0], "rollout": attention_rollout(out.attentions)[0, 0]}
-    words = {name: np.bincount(groups[real], row.double().numpy()[real], minlength=len(importance.words))
-             for name, row in cls_rows.items()}
-    words.update({m: np.abs(v) for m, v in importance.scores.items()})
+    view = attention_view(model, tokenizer, text, pair)
+    args = tuple(view.batch[k] for k in ("input_ids", "attention_mask", "token_type_ids"))
+    words = {**view.cls_words, **{m: np.abs(v) for m, v in importance.scores.items()}}
     taus = {name: float(kendalltau(words[a], words[b]).statistic) if len(importance.words) > 1 else float("nan")
             for name, (a, b) in TAU_PAIRS.items()}
     label = model.spec.labels.index(importance.label)
