@@ -63,7 +63,8 @@ value. Attention rows (non-negative) show where [CLS] read from, not why the mod
 <table class="words" id="words"></table>
 <h2>Attention</h2>
 <p><label>layer <select id="layer"></select></label> <label>head <select id="head"></select></label>
-<span class="note">row: the token that attends; column: the token attended to</span></p>
+<span class="note">row: the token that attends; column: the token attended to; darkest: the largest weight
+shown (hover for values)</span></p>
 <table class="heat" id="heat"></table>
 <script>
 const D = __DATA__;
@@ -100,7 +101,7 @@ function matrix() {
 }
 function draw() {
   head.disabled = layer.value === "rollout";
-  const m = matrix(), table = document.getElementById("heat");
+  const m = matrix(), table = document.getElementById("heat"), top_value = Math.max(...m.flat()) || 1;
   table.innerHTML = "";
   const top = table.createTHead().insertRow();
   top.appendChild(document.createElement("th"));
@@ -110,7 +111,7 @@ function draw() {
     const row = body.insertRow(), th = document.createElement("th");
     th.textContent = D.tokens[i]; row.appendChild(th);
     r.forEach((v, j) => {
-      const c = row.insertCell(), g = Math.round(255 * (1 - v));
+      const c = row.insertCell(), g = Math.round(255 * (1 - v / top_value));
       c.style.background = `rgb(${g},${g},255)`; c.title = `${D.tokens[i]} -> ${D.tokens[j]}: ${v.toFixed(3)}`;
     });
   });
