@@ -14,6 +14,7 @@ Data sets without a ready split are split here, into runs/data/ (never into the 
 
     python benchmarks/finetune_runs.py [NAME ...]   # all runs by default (about an hour on 2 cores)
     python benchmarks/finetune_runs.py --table      # the README's table from benchmarks/results/
+    python benchmarks/finetune_runs.py --prepare    # only the splits in runs/data/
 """
 
 from __future__ import annotations
@@ -163,6 +164,9 @@ def table(results: dict) -> str:
 def main() -> None:
     if sys.argv[1:] == ["--table"]:
         print(table(json.loads(RESULTS.read_text())))
+        return
+    if sys.argv[1:] == ["--prepare"]:  # only write the splits (runs/data/), e.g. for a multi-task recipe
+        prepare()
         return
     names = sys.argv[1:] or list(RUNS_BY_NAME)
     unknown = [x for x in names if x not in RUNS_BY_NAME]

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from . import Tokenizer, embed, load_pretrained
 from .allocator import reuse_freed_memory
 from .bertscore import bertscore, compute_baseline, default_layer, load_baseline, save_baseline
-from .config import PRESETS, FinetuneConfig, PretrainConfig, TrainConfig, load_sections, read_recipe
+from .config import (PRESETS, FinetuneConfig, MultitaskConfig, PretrainConfig, TrainConfig, load_sections,
+                     read_recipe)
 from .data.examples import LabelSet, TextExample, unseen_labels
 from .explain import (attention_view, attention_vs_attribution, plot_attention_tests, summarize_attention_tests,
                       word_importance)
@@ -34,6 +35,7 @@ from .tasks.model import load_task_model
 from .textfiles import read_lines, read_texts, text_files
 from .train.finetune import finetune
 from .train.loop import NonFiniteLossError
+from .train.multitask import multitask
 from .train.pretrain import pretrain
 
 EPILOG = """examples:
@@ -47,6 +49,8 @@ EPILOG = """examples:
   bertkit finetune tag --model MODEL_DIR --train eng.train --dev eng.testa --out runs/ner --decoder crf
   bertkit finetune classify --model MODEL_DIR --train train.tsv --dev dev.tsv --text-column sentence --out runs/sst2
   bertkit predict --model runs/ner --input sentences.txt --output entities.jsonl
+  bertkit multitask --config configs/multitask/conll2003.yaml --model MODEL_DIR --out runs/ner-pos-chunk
+  bertkit predict --model runs/ner-pos-chunk --head pos --input sentences.txt --output pos.jsonl
   bertkit evaluate --model runs/ner --data eng.testa
   bertkit retrieve --method hybrid --model MODEL_DIR --documents docs.tsv --queries queries.tsv --output run.txt
   bertkit evaluate-run --qrels qrels.txt --run run.txt
@@ -200,8 +204,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
 
+    p = sub.add_parser("multitask", help="fine-tune one encoder on several tasks at once (a head each)",
+                       description="Multi-task fine-tuning from a YAML recipe (configs/multitask/*.yaml) that lists "
+                       "the tasks, each with its files, reader options and loss weight. Any field can be overridden "
+                       "as --section.field=value, e.g. --multitask.schedule=round_robin --train.lr=5e-5.")
+    p.add_argument("--config", required=True, help="YAML recipe with multitask: (its tasks:) and train: sections")
+    p.add_argument("--model", help="model directory to start from (default: the recipe's)")
+    p.add_argument("--out", help="output model directory: the encoder, heads/NAME/ per task, tasks.json")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
+
     p = sub.add_parser("predict", help="predict with a fine-tuned model: one JSON object per input")
     p.add_argument("--model", required=True, help="a directory written by bertkit finetune")
+    p.add_argument("--head", help="the task of a multi-task model (bertkit multitask) to predict")
     p.add_argument("--input", required=True, help="a file in the training format (labels not needed), or "
                    ".txt with one text per line")
     p.add_argument("--output", required=True, help="JSON lines: labels and probabilities, or entities with "
@@ -214,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file")
     p.add_argument("--model", required=True, help="a directory written by bertkit finetune")
+    p.add_argument("--head", help="the task of a multi-task model (bertkit multitask) to evaluate")
     p.add_argument("--data", required=True, help="labelled file in the training format")
     p.add_argument("--entity-mode", choices=["strict", "default"],
                    help="BIO entity matching: seqeval strict IOB2 or its default (conlleval) mode (default: "
@@ -462,13 +480,22 @@ def cmd_finetune(args, overrides: list[str]) -> None:
     print(f"saved the fine-tuned model to {config.out}", file=sys.stderr)
 
 
-def _task_model(path: str):
-    return load_task_model(path), Tokenizer.from_pretrained(path)
+def _task_model(path: str, head: str | None = None):
+    return load_task_model(path, head), Tokenizer.from_pretrained(path)
+
+
+def cmd_multitask(args, overrides: list[str]) -> None:
+    direct = {"multitask": {"model": args.model, "out": args.out}, "train": {"seed": args.seed, "precision": args.dtype}}
+    sections = load_sections(args.config, {"multitask": MultitaskConfig, "train": TrainConfig}, overrides, direct)
+    result = multitask(sections["multitask"], sections["train"], resume=args.resume, overwrite=args.overwrite)
+    print(json.dumps({name: {k: v for k, v in r.items() if k != "per_type"} for name, r in result.items()}),
+          file=sys.stderr)
+    print(f"saved the multi-task model to {sections['multitask'].out}", file=sys.stderr)
 
 
 def cmd_predict(args) -> None:
     _check_output(args.output, args.input)
-    model, tokenizer = _task_model(args.model)
+    model, tokenizer = _task_model(args.model, args.head)
     examples, pre_split = read_inputs(args.input, model.spec, tokenizer, args.input_format, args.encoding_errors)
     predictions = predict_examples(model, tokenizer, examples, args.batch_size, args.dtype, progress=True)
     with atomic_write(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
@@ -478,7 +505,7 @@ def cmd_predict(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    model, tokenizer = _task_model(args.model)
+    model, tokenizer = _task_model(args.model, args.head)
     examples = read_examples(args.data, model.spec.task, {**model.spec.reader, "encoding_errors": args.encoding_errors})
     unseen = unseen_labels(LabelSet(model.spec.labels), examples) if model.spec.labels else []
     if unseen:
@@ -669,7 +696,7 @@ COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, 
             "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
             "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity,
             "bertscore": cmd_bertscore, "analyze": cmd_analyze, "explain": cmd_explain, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}
-WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune}
+WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "multitask": cmd_multitask}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -296,11 +297,60 @@ class FinetuneConfig:
         _require(self, "must be in [0, 1)", "warmup_ratio")
 
 
+@dataclass(frozen=True)
+class MultitaskConfig:
+    """A multi-task run: one encoder, a head per entry of `tasks`. Each task is a mapping of
+    FinetuneConfig fields (task, train, dev, reader, labels, decoder, ...) plus its loss `weight`;
+    the fields below hold for every task (epochs, batch_size, max_length, eval_batch_size may also
+    be set per task) or for the shared encoder."""
+
+    model: str = ""
+    out: str = "runs/multitask"
+    tasks: dict = dataclasses.field(default_factory=dict)  # name -> {task, train, dev, weight, ...}
+    schedule: str = "proportional"  # which task each step trains: "proportional" | "temperature" | "round_robin"
+    alpha: float = 0.5  # temperature: task t is drawn with probability proportional to its batches^alpha
+    epochs: float = 3.0  # passes over each task's data, on average (as many steps in all as the tasks' epochs)
+    batch_size: int = 32
+    max_length: int = 512
+    eval_batch_size: int = 64
+    warmup_ratio: float = 0.0
+    layer_lr_decay: float = 1.0
+    head_lr_scale: float = 1.0
+    trainable_layers: int = -1
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("give a model directory (multitask.model, or --model)")
+        if not self.tasks:
+            raise ValueError("a multi-task recipe lists its tasks under multitask.tasks: {NAME: {task: KIND, "
+                             "train: FILE, dev: FILE, weight: 1.0, ...}}")
+        if self.schedule not in ("proportional", "temperature", "round_robin"):
+            raise ValueError(f"schedule must be proportional, temperature or round_robin, not {self.schedule!r}")
+        _require(self, "must be in (0, 1]", "alpha")
+        _require(self, "must be positive", "epochs")
+        for name, task in self.tasks.items():
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)):
+                raise ValueError(f"multitask.tasks: {name!r} is not a task name (letters, digits, _ and - only)")
+            if not isinstance(task, dict):
+                raise ValueError(f"multitask.tasks.{name}: expected a mapping of fields, got {task!r}")
+            shared = sorted(set(task) & {"model", "out", "layer_lr_decay", "head_lr_scale", "trainable_layers",
+                                         "warmup_ratio"})
+            if shared:
+                raise ValueError(f"multitask.tasks.{name}.{shared[0]}: set for every task (multitask.{shared[0]}), "
+                                 "not per task: the tasks share one encoder and one schedule")
+            weight = task.get("weight", 1.0)
+            if not isinstance(weight, (int, float)) or weight < 0 or not math.isfinite(weight):
+                raise ValueError(f"multitask.tasks.{name}.weight must be a number >= 0, not {weight!r}")
+        if all(task.get("weight", 1.0) == 0 for task in self.tasks.values()):
+            raise ValueError("every task has weight 0: nothing would train")
+
+
 # ------------------------------------------------------------------------------ YAML and flags
 
 
 # Recipe fields that name input files: a relative path in a YAML recipe is relative to the recipe.
-RECIPE_PATHS = {"pretrain": ("corpus", "eval_corpus", "tokenizer"), "finetune": ("model", "train", "dev")}
+RECIPE_PATHS = {"pretrain": ("corpus", "eval_corpus", "tokenizer"), "finetune": ("model", "train", "dev"),
+                "multitask": ("model", "tasks")}  # tasks: each task's train and dev
 
 
 def _coerce(value, hint, where: str):
@@ -384,7 +434,10 @@ def _recipe_relative(values: dict, fields: Sequence[str], folder: Path) -> dict:
     out = dict(values)
     for name in fields:
         value = out.get(name)
-        if isinstance(value, str):
+        if name == "tasks" and isinstance(value, dict):  # a multi-task recipe: {NAME: {train: ..., dev: ...}}
+            out[name] = {k: _recipe_relative(v, ("train", "dev"), folder) if isinstance(v, dict) else v
+                         for k, v in value.items()}
+        elif isinstance(value, str):
             out[name] = resolve(value)
         elif isinstance(value, list):
             out[name] = [resolve(v) if isinstance(v, str) else v for v in value]

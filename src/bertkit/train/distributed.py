@@ -60,7 +60,9 @@ def wrap(model: nn.Module, strategy: str = "ddp", extra_forward_methods: tuple[s
                 register_fsdp_forward_method(model, name)
         return model
     on_gpu = next(model.parameters()).is_cuda
-    return nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if on_gpu else None)
+    # a model whose steps leave some parameters unused (a multi-task model's other heads) says so
+    return nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if on_gpu else None,
+                                               find_unused_parameters=getattr(model, "leaves_parameters_unused", False))
 
 
 def gather_objects(obj) -> list:

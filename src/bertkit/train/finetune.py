@@ -164,6 +164,35 @@ class TaskSteps:
 
 
 @dataclass
+class TaskData:
+    """One task's files, read and encoded, and its step data."""
+
+    spec: TaskSpec
+    train_examples: list
+    features: object
+    class_weights: torch.Tensor | None
+    steps: TaskSteps
+    dev_examples: list
+    dev_features: object
+
+
+def task_data(config: FinetuneConfig, tokenizer: Tokenizer, seed: int) -> TaskData:
+    """Read the task's files, build its label set, encode, and batch."""
+    if config.class_weights == "balanced":
+        check_balanced(config)  # before any file is read
+    train_examples = read_examples(config.train, config.task, config.reader)
+    dev_examples = read_examples(config.dev, config.task, config.reader) if config.dev else []
+    spec = task_spec(config, train_examples, dev_examples)
+    features = encode_examples(train_examples, tokenizer, spec)
+    weights = balanced_weights(features, spec) if config.class_weights == "balanced" else None
+    batches = GroupedBatches(features.lengths, config.batch_size, seed, min_batch=distributed.world_size(),
+                             equal_tokens=config.batch_by == "tokens")
+    dev_features = encode_examples(dev_examples, tokenizer, spec) if dev_examples else None
+    return TaskData(spec, train_examples, features, weights, TaskSteps(features, spec, tokenizer.pad_id, batches),
+                    dev_examples, dev_features)
+
+
+@dataclass
 class Setup:
     tokenizer: Tokenizer
     model: TaskModel
@@ -173,35 +202,30 @@ class Setup:
     dev_features: object
 
 
-def setup(config: FinetuneConfig, train: TrainConfig) -> Setup:
-    """Read the files, build the label set, encode, load the model and decide what trains."""
+def check_derived(train: TrainConfig) -> None:
     if train.given(*DERIVED):
         raise ValueError(f"fine-tuning derives {sorted(train.given(*DERIVED))} from finetune.epochs and "
                          "finetune.warmup_ratio; set those instead")
+
+
+def setup(config: FinetuneConfig, train: TrainConfig) -> Setup:
+    """Read the files, build the label set, encode, load the model and decide what trains."""
+    check_derived(train)
     kind = kind_of(config.task)
-    if config.class_weights == "balanced":
-        check_balanced(config)  # before any file is read
     tokenizer = Tokenizer.from_pretrained(config.model)
-    train_examples = read_examples(config.train, config.task, config.reader)
-    dev_examples = read_examples(config.dev, config.task, config.reader) if config.dev else []
-    spec = task_spec(config, train_examples, dev_examples)
-    features = encode_examples(train_examples, tokenizer, spec)
-    weights = balanced_weights(features, spec) if config.class_weights == "balanced" else None
+    data = task_data(config, tokenizer, train.seed)
     torch.manual_seed(train.seed)
-    model = TaskModel(load_pretrained(config.model), spec, weights)
+    model = TaskModel(load_pretrained(config.model), data.spec, data.class_weights)
     if kind.init_head:
-        kind.init_head(model, features)
+        kind.init_head(model, data.features)
     freeze(model, config.trainable_layers)
-    batches = GroupedBatches(features.lengths, config.batch_size, train.seed, min_batch=distributed.world_size(),
-                             equal_tokens=config.batch_by == "tokens")
-    steps = max(1, round(config.epochs * batches.steps_per_epoch))
-    train = replace(train, max_steps=steps, eval_every=batches.steps_per_epoch, warmup_steps=round(config.warmup_ratio * steps),
-                    monitor=train.monitor or (kind.main_metric(spec) if dev_examples else None))
-    train = train.derive(checkpoint_every=batches.steps_per_epoch)  # a MiniLM checkpoint is ~260 MB
-    _report(spec, train_examples, features, steps, batches.steps_per_epoch)
-    dev_features = encode_examples(dev_examples, tokenizer, spec) if dev_examples else None
-    return Setup(tokenizer, model, TaskSteps(features, spec, tokenizer.pad_id, batches), train, dev_examples,
-                 dev_features)
+    per_epoch = data.steps.grouped.steps_per_epoch
+    steps = max(1, round(config.epochs * per_epoch))
+    train = replace(train, max_steps=steps, eval_every=per_epoch, warmup_steps=round(config.warmup_ratio * steps),
+                    monitor=train.monitor or (kind.main_metric(data.spec) if data.dev_examples else None))
+    train = train.derive(checkpoint_every=per_epoch)  # a MiniLM checkpoint is ~260 MB
+    report(data, steps, per_epoch)
+    return Setup(tokenizer, model, data.steps, train, data.dev_examples, data.dev_features)
 
 
 def finetune(config: FinetuneConfig, train: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
@@ -256,11 +280,13 @@ def _gathered(model: TaskModel) -> TaskModel | None:
     return full
 
 
-def _report(spec: TaskSpec, examples: list, features, steps: int, per_epoch: int) -> None:
+def report(data: TaskData, steps: int, per_epoch: int, name: str | None = None) -> None:
     if distributed.rank() != 0:
         return
+    spec, examples, features = data.spec, data.train_examples, data.features
     kind = kind_of(spec.task)
-    report = {"task": spec.task, "labels": len(spec.labels), "train_examples": len(examples), "rows": len(features),
-              "extra_windows": len(features) - len(examples), "steps": steps, "steps_per_epoch": per_epoch,
-              "truncated": features.encoded.num_truncated, **(kind.report(examples, features, spec) if kind.report else {})}
-    print(json.dumps(report), file=sys.stderr)
+    summary = {**({"name": name} if name else {}), "task": spec.task, "labels": len(spec.labels),
+               "train_examples": len(examples), "rows": len(features), "extra_windows": len(features) - len(examples),
+               "steps": steps, "steps_per_epoch": per_epoch, "truncated": features.encoded.num_truncated,
+               **(kind.report(examples, features, spec) if kind.report else {})}
+    print(json.dumps(summary), file=sys.stderr)
