@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .model import Encoder
 from .tokenizer import Tokenizer
@@ -45,7 +46,7 @@ def swap_words(words: Sequence[str], rng: np.random.Generator) -> list[str]:
 
 @torch.no_grad()
 def mask_and_fill(model: Encoder, tokenizer: Tokenizer, sentences: Sequence[str], generator: torch.Generator, *,
-                  max_span: int = 15, top_k: int = 20, batch_size: int = 64) -> list[str]:
+                  max_span: int = 15, top_k: int = 20, batch_size: int = 64, progress: bool = True) -> list[str]:
     """Each sentence with a random contiguous span of 1 .. max_span tokens (at most all but one of
     its tokens) masked and refilled left to right by sampling from the MLM's `top_k` tokens."""
     if model.mlm_head is None:
@@ -56,7 +57,8 @@ def mask_and_fill(model: Encoder, tokenizer: Tokenizer, sentences: Sequence[str]
     banned = sorted(tokenizer.special_ids | unused)
     was_training = model.training
     model.eval()
-    for first in range(0, len(encoded), batch_size):
+    for first in tqdm(range(0, len(encoded), batch_size), desc="mask and fill", unit="batch",
+                      disable=not progress or len(encoded) <= batch_size):
         rows = list(range(first, min(first + batch_size, len(encoded))))
         batch = encoded.tensors(rows, tokenizer.pad_id)
         ids, lengths = batch["input_ids"], batch["attention_mask"].sum(1)
