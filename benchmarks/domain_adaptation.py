@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, ROOT, machine, minilm_dir  # noqa: E402
+from splits import first_documents  # noqa: E402
 
 import bertkit  # noqa: E402
 from bertkit import precision  # noqa: E402
@@ -50,8 +51,7 @@ def genia_text() -> None:
     """runs/data/genia-{train,test}.txt: the sentences (tokens joined by spaces) of the GENIA documents,
     split as finetune_runs.py splits them (first 80% of documents train), a blank line between documents."""
     rows = [json.loads(line) for line in GENIA.read_text(encoding="utf-8").splitlines()]
-    docs = list(dict.fromkeys(r["doc_id"] for r in rows))
-    train = set(docs[:round(0.8 * len(docs))])
+    train = first_documents(rows, 0.8)
     SPLITS.mkdir(parents=True, exist_ok=True)
     for name, keep in (("train", True), ("test", False)):
         lines, last = [], None

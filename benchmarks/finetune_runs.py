@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, ROOT, minilm_dir  # noqa: E402
-from splits import pang_lee_fold, sample_lines, split_blocks, split_lines  # noqa: E402
+from splits import first_documents, pang_lee_fold, sample_lines, split_blocks, split_lines  # noqa: E402
 
 RUNS = ROOT / "runs" / "finetune"
 SPLITS = ROOT / "runs" / "data"
@@ -42,8 +42,7 @@ def prepare() -> None:
     split_lines(DATA / "movie_reviews" / "reviews.jsonl", SPLITS / "movies-train.jsonl", SPLITS / "movies-test.jsonl",
                 lambda r: pang_lee_fold(r["id"]) <= 8)
     genia = DATA / "genia_nested" / "dev.jsonlines"
-    docs = list(dict.fromkeys(json.loads(x)["doc_id"] for x in genia.read_text().splitlines()))
-    train_docs = set(docs[:round(0.8 * len(docs))])
+    train_docs = first_documents([json.loads(x) for x in genia.read_text().splitlines()], 0.8)
     split_lines(genia, SPLITS / "genia-train.jsonl", SPLITS / "genia-test.jsonl", lambda r: r["doc_id"] in train_docs)
     sample_lines(DATA / "stsb" / "sts-train.csv", SPLITS / "stsb-train-1000.csv", 1000)
     reuters = DATA / "reuters21578" / "training.jsonl"

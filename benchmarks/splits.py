@@ -40,3 +40,9 @@ def pang_lee_fold(review_id: str) -> int:
     if not m:
         raise ValueError(f"review id {review_id!r} has no cvNNN_ tag; expected e.g. 'neg/cv114_19501.txt'")
     return int(m.group(1)) // 100 + 1
+
+
+def first_documents(rows: list[dict], fraction: float) -> set[str]:
+    """The doc_id of the first `fraction` of the documents, in file order (GENIA's train split)."""
+    docs = list(dict.fromkeys(r["doc_id"] for r in rows))
+    return set(docs[:round(fraction * len(docs))])

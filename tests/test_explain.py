@@ -134,8 +134,47 @@ def test_word_importance_refuses_what_it_cannot_explain(classifier, minilm):
     with pytest.raises(ValueError, match="unknown attribution method 'attention'"):
         word_importance(classifier, tokenizer, TEXT, methods=["attention"])
     tagger = TaskModel(classifier.encoder, TaskSpec(task="tag", labels=("B-X", "I-X", "O")))
-    with pytest.raises(ValueError, match="this one is a tag model"):
+    with pytest.raises(ValueError, match="this is a tag model"):
         word_importance(tagger, tokenizer, TEXT)
+    regressor = TaskModel(classifier.encoder, TaskSpec(task="regress"))
+    with pytest.raises(ValueError, match="a regression model has one output"):
+        word_importance(regressor, tokenizer, TEXT, label="pos")
+
+
+def test_words_without_tokens_are_listed_not_scored_and_long_inputs_are_cut(classifier, minilm):
+    """A lone zero-width space stands for no token: it is listed as unscored, not ranked with a 0;
+    an input beyond the model's max_length is cut, and the words cut off are unscored too."""
+    from dataclasses import replace
+
+    from bertkit.explain import attention_vs_attribution, word_importance
+    from bertkit.tasks.model import TaskModel
+
+    tokenizer = minilm[1]
+    got = word_importance(classifier, tokenizer, "good \u200b film", steps=8)
+    assert got.words == ["good", "film"] and got.unscored == ["\u200b"]
+    assert all(len(v) == 2 for v in got.scores.values())
+    short = TaskModel(classifier.encoder, replace(classifier.spec, max_length=8), head=classifier.head)
+    with pytest.warns(UserWarning, match="truncated 1 of 1 inputs to 8 tokens"):
+        record = attention_vs_attribution(short, tokenizer, TEXT, permutations=3, steps=8)
+    assert record["truncated"] and record["words"] == ["An", "unbelievably"]  # 6 word tokens fit
+    assert record["unscored"] == TEXT.split()[2:]
+
+
+def test_pair_and_regression_models_are_explained(classifier, minilm):
+    from bertkit.explain import word_importance
+    from bertkit.tasks.kind import TaskSpec
+    from bertkit.tasks.model import TaskModel
+
+    tokenizer = minilm[1]
+    torch.manual_seed(0)
+    regressor = TaskModel(classifier.encoder, TaskSpec(task="regress", pair=True)).eval()
+    got = word_importance(regressor, tokenizer, "A man plays a guitar.", pair="Someone makes music.", steps=64)
+    assert got.label is None and got.words == ["A", "man", "plays", "a", "guitar.", "Someone", "makes", "music."]
+    with torch.no_grad():
+        score = float(regressor.scores(tokenizer.encode(["A man plays a guitar."], ["Someone makes music."]).tensors())[0, 0])
+    assert got.output == pytest.approx(score, abs=1e-6)
+    total = got.scores["integrated_gradients"].sum() + got.special
+    assert abs(total - (got.output - got.baseline_output) - got.delta) <= 1e-5
 
 
 def test_edit_attention_is_what_the_layer_attends_with(minilm, batch):

@@ -185,3 +185,26 @@ def test_continued_pretraining_refuses_a_disagreeing_tokenizer(minilm_dir, data_
     assert _continue_minilm(minilm_dir, data_dir, tmp_path, "--preset", "tiny", "--max-steps", "1",
                             "--overwrite") == 2
     assert "give --init or --preset, not both" in capsys.readouterr().err
+
+
+def test_continuing_a_model_with_an_nsp_head_without_nsp_keeps_that_head(minilm_dir, data_dir, tmp_path, capsys):
+    """A BERT checkpoint with both pretraining heads, continued with RoBERTa's objective (no NSP):
+    the run saves, and the NSP head and pooler it did not train are saved as they were."""
+    from bertkit import save_pretrained
+    from bertkit.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_pretrained(minilm_dir)
+    torch.manual_seed(0)
+    bert = add_pretraining_heads(Encoder(preset("tiny", vocab_size=tokenizer.vocab_size, pooler=True)), mlm=True, nsp=True)
+    save_pretrained(bert, tmp_path / "bert")
+    tokenizer.save(tmp_path / "bert")
+    books = data_dir / "gutenberg_nltk"
+    code = main(["pretrain", "--config", str(ROOT / "configs" / "adapt.yaml"), "--init", str(tmp_path / "bert"),
+                 "--corpus", str(books / "carroll-alice.txt"), "--out", str(tmp_path / "run"), "--max-steps", "2",
+                 f"--pretrain.cache={tmp_path / 'cache'}", "--pretrain.eval_corpus=", "--pretrain.batch_size=4",
+                 "--pretrain.max_length=64"])
+    assert code == 0, capsys.readouterr().err
+    saved = load_pretrained(tmp_path / "run")
+    for name in ("nsp_head", "pooler"):
+        before, after = getattr(bert, name).state_dict(), getattr(saved, name).state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)

@@ -20,8 +20,8 @@ from .bertscore import bertscore, compute_baseline, default_layer, load_baseline
 from .config import (PRESETS, FinetuneConfig, MultitaskConfig, PretrainConfig, TrainConfig, load_sections,
                      read_recipe)
 from .data.examples import LabelSet, TextExample, unseen_labels
-from .explain import (attention_view, attention_vs_attribution, plot_attention_tests, summarize_attention_tests,
-                      word_importance)
+from .explain import (ATTRIBUTIONS, attention_view, attention_vs_attribution, plot_attention_tests,
+                      summarize_attention_tests, word_importance)
 from .explain_page import coloured_words, page
 from .files import atomic_write, write_text
 from .fill_mask import fill_mask
@@ -323,11 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="which words a fine-tuned model's prediction rests on: attributions and "
                        "attention, in the terminal and as an HTML page")
     p.add_argument("--model", required=True, help="a fine-tuned classify, pair, multilabel or regress model directory")
+    p.add_argument("--head", help="the task of a multi-task model (bertkit multitask) to explain")
     p.add_argument("text")
     p.add_argument("--pair", help="the second text, for a pair model")
     p.add_argument("--label", help="the label to explain (default: the predicted one)")
-    p.add_argument("--method", default="integrated_gradients", choices=["integrated_gradients", "gradient_x_input",
-                                                                         "occlusion"], help="what colours the terminal")
+    p.add_argument("--method", default="integrated_gradients", choices=ATTRIBUTIONS, help="what colours the terminal")
     p.add_argument("--html", default="explanation.html", help="the page to write (default: explanation.html)")
     p.add_argument("--steps", type=_positive, default=50, help="integrated gradients' steps")
 
@@ -338,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "is permuted. Writes records.jsonl, summary.json, kendall-tau.png, permutation.png.")
     p.add_argument("analysis", choices=["attention-vs-attribution"])
     p.add_argument("--model", required=True, help="a fine-tuned classify or pair model directory")
+    p.add_argument("--head", help="the task of a multi-task model (bertkit multitask) to analyse")
     p.add_argument("--data", required=True, help="a file the model's reader reads (e.g. SST-2 dev); labels unused")
     p.add_argument("--out", required=True, help="folder for the records, the summary and the plots")
     p.add_argument("--limit", type=_positive, help="the first N inputs only")
@@ -621,7 +622,7 @@ def cmd_score(args) -> None:
 
 
 def cmd_explain(args) -> None:
-    model, tokenizer = _task_model(args.model)
+    model, tokenizer = _task_model(args.model, args.head)
     importance = word_importance(model, tokenizer, args.text, args.pair, args.label, steps=args.steps)
     view = attention_view(model, tokenizer, args.text, args.pair)
     what = f"a score of {importance.output:.3f}" if importance.label is None else \
@@ -629,21 +630,33 @@ def cmd_explain(args) -> None:
     colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     print(f"{what}; words by {args.method.replace('_', ' ')}:")
     print(coloured_words(importance.words, importance.scores[args.method], colour))
-    write_text(args.html, page(importance, view.tokens, view.attentions, view.rollout, view.cls_words))
-    print(f"wrote {args.html}: every method side by side, attention per layer and head, rollout", file=sys.stderr)
+    if importance.unscored:
+        print(f"not scored: {len(importance.unscored)} words no token stands for (cut at the model's "
+              f"{model.spec.max_length} tokens, or characters the tokenizer drops): {' '.join(importance.unscored[:10])}",
+              file=sys.stderr)
+    content = page(importance, view)
+    write_text(args.html, content)
+    print(f"wrote {args.html} ({len(content) / 1e6:.1f} MB): every method side by side, attention per layer and "
+          "head, rollout", file=sys.stderr)
 
 
 def cmd_analyze(args) -> None:
-    model, tokenizer = _task_model(args.model)
+    model, tokenizer = _task_model(args.model, args.head)
     examples = read_examples(args.data, model.spec.task, {**model.spec.reader, "encoding_errors": args.encoding_errors})
     examples = examples[:args.limit] if args.limit else examples
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = [attention_vs_attribution(model, tokenizer, e.text, e.pair, args.permutations, args.steps, args.seed + i)
-               for i, e in enumerate(tqdm(examples, desc=args.analysis, unit="input"))]
+    records = []
+    with open(out / "records.jsonl", "w", encoding="utf-8") as f:  # written as they come: a long run shows progress
+        for i, e in enumerate(tqdm(examples, desc=args.analysis, unit="input")):
+            with warnings.catch_warnings():  # a cut input is counted in the summary, not warned about each time
+                warnings.simplefilter("ignore")
+                records.append(attention_vs_attribution(model, tokenizer, e.text, e.pair, args.permutations,
+                                                        args.steps, args.seed + i))
+            f.write(json.dumps(records[-1]) + "\n")
+            f.flush()
     summary = {"model": args.model, "data": args.data, "permutations": args.permutations, "steps": args.steps,
-               **summarize_attention_tests(records)}
-    write_text(out / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+               "truncated_inputs": sum(r["truncated"] for r in records), **summarize_attention_tests(records)}
     write_text(out / "summary.json", json.dumps(summary, indent=1))
     plot_attention_tests(records, out)
     print(json.dumps(summary, indent=1))

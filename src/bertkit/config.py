@@ -349,7 +349,7 @@ class MultitaskConfig:
 
 
 # Recipe fields that name input files: a relative path in a YAML recipe is relative to the recipe.
-RECIPE_PATHS = {"pretrain": ("corpus", "eval_corpus", "tokenizer"), "finetune": ("model", "train", "dev"),
+RECIPE_PATHS = {"pretrain": ("corpus", "eval_corpus", "tokenizer", "init"), "finetune": ("model", "train", "dev"),
                 "multitask": ("model", "tasks")}  # tasks: each task's train and dev
 
 

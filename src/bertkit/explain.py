@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,6 @@ def attention_rollout(weights: Sequence[Tensor], attention_mask: Tensor | None =
 # ------------------------------------------------------------------------------- attribution
 
 ATTRIBUTIONS = ("integrated_gradients", "gradient_x_input", "occlusion")
-SEQUENCE_KINDS = ("classify", "pair", "multilabel", "regress")
 
 
 @dataclass
@@ -61,87 +60,115 @@ class WordImportance:
     `output` is what is explained: the label's probability (softmax; sigmoid for multilabel), or
     the score of a regression model. Integrated gradients are completeness-checked: their sum over
     all tokens (special tokens included, `special`) equals output minus the output at the
-    baseline (`baseline_output`) up to Captum's `delta`.
+    baseline (`baseline_output`) up to Captum's `delta` (these three are None without them).
     """
 
     words: list[str]
     scores: dict[str, np.ndarray]  # method -> (W,) per word
     label: str | None
     output: float
-    baseline_output: float
-    delta: float  # integrated gradients' convergence delta
-    special: float  # integrated gradients' share of the special tokens ([CLS], [SEP])
+    baseline_output: float | None = None
+    delta: float | None = None  # integrated gradients' convergence delta
+    special: float | None = None  # integrated gradients' share of the special tokens ([CLS], [SEP])
+    unscored: list[str] = field(default_factory=list)  # words no token stands for (cut, or dropped characters)
+
+
+@dataclass
+class Encoded1:
+    """One input, encoded (truncated to the model's max_length, and counted), and its words."""
+
+    batch: dict[str, Tensor]
+    tokens: list[str]
+    words: list[str]
+    groups: np.ndarray  # (T,) per token its word's index; -1 for special tokens
+    unscored: list[str]
+    truncated: bool
+
+
+def encode_one(model: TaskModel, tokenizer: Tokenizer, text: str, pair: str | None) -> Encoded1:
+    if model.kind.words:
+        raise ValueError(f"word importance explains one output per text; this is a {model.spec.task} model "
+                         "(one output per word or span)")
+    if model.spec.pair != (pair is not None):
+        raise ValueError("this model reads text pairs: give the second text" if model.spec.pair
+                         else "this model reads single texts, not pairs")
+    encoded = tokenizer.encode([text], None if pair is None else [pair], max_length=model.spec.max_length,
+                               overflow="truncate")
+    words, groups = _words(encoded.rows[0], [text] if pair is None else [text, pair])
+    kept = np.unique(groups[groups >= 0])  # words some token stands for
+    remap = np.full(len(words) + 1, -1)
+    remap[kept] = np.arange(len(kept))
+    return Encoded1(encoded.tensors(pad_id=tokenizer.pad_id), encoded.rows[0].tokens, [words[i] for i in kept],
+                    remap[groups], [w for i, w in enumerate(words) if i not in set(kept.tolist())],
+                    encoded.num_truncated > 0)
 
 
 def _explained(model: TaskModel, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor,
                **encoder_options) -> Tensor:
     """(B, L) what attribution explains: probabilities of a classifier, scores of a regressor.
     `encoder_options`: `word_vectors`, `edit_attention` (`Encoder.forward`)."""
-    hidden = model.encoder(input_ids, attention_mask, token_type_ids, **encoder_options).last_hidden_state
-    scores = model.kind.scores(model, hidden, {"attention_mask": attention_mask}).float()
-    if model.spec.task == "regress":
-        return scores
-    return scores.sigmoid() if model.spec.task == "multilabel" else scores.softmax(-1)
+    scores = model.scores({"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids},
+                          **encoder_options).float()
+    return {"score": scores, "multi": scores.sigmoid()}.get(model.kind.label_kind, scores.softmax(-1))
 
 
 def word_importance(model: TaskModel, tokenizer: Tokenizer, text: str, pair: str | None = None,
                     label: str | None = None, methods: Sequence[str] = ATTRIBUTIONS, steps: int = 50) -> WordImportance:
-    """Importance of each word of `text` (and `pair`) for `label` (default: the predicted one), by
-    Captum's integrated gradients (baseline: every non-special token's embedding replaced by
-    [PAD]'s), gradient x input (on the word embeddings), and occlusion (the output's fall when the
-    word's subwords are all replaced by [MASK], one word at a time). Subword scores are summed to
-    words; occlusion scores a whole word at once."""
+    """Importance of each word of `text` (and `pair`) for `label` (default: the predicted one).
+
+    Methods (Captum): "integrated_gradients" on the word embeddings (baseline: every word token's
+    embedding replaced by [PAD]'s, [CLS] and [SEP] kept; `steps` steps), "gradient_x_input" on
+    the word embeddings, and "occlusion" (the output's fall when all of a word's subwords become
+    [MASK], one word at a time). Words are runs of non-space characters; subword scores are summed
+    to them. An input longer than the model's max_length is cut (warned), and the words cut off
+    are listed in `unscored`.
+    """
     try:
         from captum.attr import FeatureAblation, InputXGradient, IntegratedGradients
     except ImportError as e:
         raise ImportError("word importance needs Captum: pip install 'bertkit[explain]' (or captum)") from e
-
-    if model.spec.task not in SEQUENCE_KINDS:
-        raise ValueError(f"word importance explains one output per text: a {', '.join(SEQUENCE_KINDS)} model; "
-                         f"this one is a {model.spec.task} model")
     unknown = sorted(set(methods) - set(ATTRIBUTIONS))
     if unknown:
         raise ValueError(f"unknown attribution method {unknown[0]!r}; choose from {', '.join(ATTRIBUTIONS)}")
-    if model.spec.pair != (pair is not None):
-        raise ValueError("this model reads text pairs: give the second text" if model.spec.pair
-                         else "this model reads single texts, not pairs")
-    encoded = tokenizer.encode([text], None if pair is None else [pair], max_length=model.spec.max_length)
-    batch = encoded.tensors(pad_id=tokenizer.pad_id)
-    args = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    x = encode_one(model, tokenizer, text, pair)
+    score = model.kind.label_kind == "score"
+    if score and label is not None:
+        raise ValueError("a regression model has one output, its score: there is no label to choose")
+    args = (x.batch["input_ids"], x.batch["attention_mask"], x.batch["token_type_ids"])
     model.eval()
     with torch.no_grad():
-        probabilities = _explained(model, *args)[0]
-    target = 0 if model.spec.task == "regress" else (
-        int(probabilities.argmax()) if label is None else _label_index(model, label))
-    words, groups = _words(encoded.rows[0], [text] if pair is None else [text, pair])
-    ids = batch["input_ids"]
-    special = torch.from_numpy(groups < 0)  # [CLS], [SEP]: kept in the baseline, in no word
-    vectors = model.encoder.embeddings.word(ids).detach()
+        outputs = _explained(model, *args)[0]
+    target = 0 if score else int(outputs.argmax()) if label is None else _label_index(model, label)
+    found = WordImportance(x.words, {}, None if score else model.spec.labels[target], float(outputs[target]),
+                           unscored=x.unscored)
+    special = torch.from_numpy(x.groups < 0)
+    vectors = model.encoder.embeddings.word(args[0]).detach()
     by_vectors = lambda v, *a: _explained(model, *a, word_vectors=v)  # noqa: E731
-    scores: dict[str, np.ndarray] = {}
-    baseline_ids = torch.where(special, ids[0], tokenizer.pad_id)[None]
-    ig, delta = IntegratedGradients(by_vectors).attribute(
-        vectors, model.encoder.embeddings.word(baseline_ids).detach(), target=target, additional_forward_args=args,
-        n_steps=steps, return_convergence_delta=True)
-    per_token = {"integrated_gradients": ig.sum(-1)[0]}
+    per_token = {}
+    if "integrated_gradients" in methods:
+        baseline_ids = torch.where(special, args[0][0], tokenizer.pad_id)[None]
+        ig, delta = IntegratedGradients(by_vectors).attribute(
+            vectors, model.encoder.embeddings.word(baseline_ids).detach(), target=target, additional_forward_args=args,
+            n_steps=steps, return_convergence_delta=True)
+        per_token["integrated_gradients"] = ig.sum(-1)[0].detach()
+        with torch.no_grad():
+            found.baseline_output = float(_explained(model, baseline_ids, *args[1:])[0, target])
+        found.delta, found.special = float(delta[0]), float(per_token["integrated_gradients"][special].sum())
     if "gradient_x_input" in methods:
         per_token["gradient_x_input"] = InputXGradient(by_vectors).attribute(
-            vectors.clone().requires_grad_(), target=target, additional_forward_args=args).sum(-1)[0]
-    for method in set(methods) & set(per_token):
-        scores[method] = np.bincount(groups[~special.numpy()], per_token[method][~special].detach().double().numpy(),
-                                     minlength=len(words))
+            vectors.clone().requires_grad_(), target=target, additional_forward_args=args).sum(-1)[0].detach()
+    for method, values in per_token.items():
+        found.scores[method] = np.bincount(x.groups[~special.numpy()], values[~special].double().numpy(),
+                                           minlength=len(x.words))
     if "occlusion" in methods:
-        feature = torch.from_numpy(np.where(special.numpy(), len(words), groups))[None]  # specials: one extra group
+        feature = torch.from_numpy(np.where(x.groups < 0, len(x.words), x.groups))[None]  # specials: one more group
         fall = FeatureAblation(lambda *a: _explained(model, *a)).attribute(
-            ids, baselines=tokenizer.mask_id, target=target, additional_forward_args=args[1:], feature_mask=feature,
-            perturbations_per_eval=len(words) + 1)[0]  # every word's copy in one batch
-        at = {int(w): t for t, w in reversed(list(enumerate(groups))) if w >= 0}  # a token of each word
-        scores["occlusion"] = np.array([float(fall[at[w]]) if w in at else 0.0 for w in range(len(words))])
-    with torch.no_grad():
-        at_baseline = float(_explained(model, baseline_ids, *args[1:])[0, target])
-    return WordImportance(words, {m: scores[m] for m in methods}, None if model.spec.task == "regress"
-                          else model.spec.labels[target], float(probabilities[target]), at_baseline,
-                          float(delta[0]), float(per_token["integrated_gradients"][special].sum()))
+            args[0], baselines=tokenizer.mask_id, target=target, additional_forward_args=args[1:], feature_mask=feature,
+            perturbations_per_eval=len(x.words) + 1)[0]  # every word's copy in one batch
+        first = [int(np.flatnonzero(x.groups == w)[0]) for w in range(len(x.words))]  # each word has a token
+        found.scores["occlusion"] = fall[first].double().numpy()
+    found.scores = {m: found.scores[m] for m in methods}
+    return found
 
 
 def _label_index(model: TaskModel, label: str) -> int:
@@ -180,60 +207,67 @@ TAU_PAIRS = {  # name -> (importance, importance)
 @dataclass
 class AttentionView:
     """One input's attention: `attentions` per layer (1, nh, T, T), `rollout` (1, T, T), and per word
-    (`words` of `word_importance`) [CLS]'s attention in the last layer, heads averaged, and its rollout."""
+    (`words` of `encode_one`) the attention the head reads, heads averaged, in the last layer and in
+    rollout: [CLS]'s row for a [CLS]-pooling model, the mean of the real tokens' rows for mean pooling."""
 
-    batch: dict[str, Tensor]
-    tokens: list[str]
+    input: Encoded1
     attentions: list[Tensor]
     rollout: Tensor
-    cls_words: dict[str, np.ndarray]  # "attention", "rollout" -> (W,)
+    head_words: dict[str, np.ndarray]  # "attention", "rollout" -> (W,)
 
 
 def attention_view(model: TaskModel, tokenizer: Tokenizer, text: str, pair: str | None = None) -> AttentionView:
-    encoded = tokenizer.encode([text], None if pair is None else [pair], max_length=model.spec.max_length)
-    batch = encoded.tensors(pad_id=tokenizer.pad_id)
-    words, groups = _words(encoded.rows[0], [text] if pair is None else [text, pair])
-    real = groups >= 0
+    x = encode_one(model, tokenizer, text, pair)
     with torch.no_grad():
-        weights = model.encoder(**batch, output_attentions=True).attentions
+        weights = model.encoder(**x.batch, output_attentions=True).attentions
     rollout = attention_rollout(weights)
-    cls_rows = {"attention": weights[-1][0].mean(0)[0], "rollout": rollout[0, 0]}
-    cls_words = {name: np.bincount(groups[real], row.double().numpy()[real], minlength=len(words))
-                 for name, row in cls_rows.items()}
-    return AttentionView(batch, encoded.rows[0].tokens, weights, rollout, cls_words)
+    read = (lambda m: m[0]) if model.spec.pooling == "cls" else (lambda m: m.mean(0))  # (T, T) -> (T,)
+    rows = {"attention": read(weights[-1][0].mean(0)), "rollout": read(rollout[0])}
+    real = x.groups >= 0
+    words = {name: np.bincount(x.groups[real], row.double().numpy()[real], minlength=len(x.words))
+             for name, row in rows.items()}
+    return AttentionView(x, weights, rollout, words)
 
 
 def attention_vs_attribution(model: TaskModel, tokenizer: Tokenizer, text: str, pair: str | None = None,
                              permutations: int = 20, steps: int = 50, seed: int = 0) -> dict:
     """Jain & Wallace's two tests on one input of a classifier.
 
-    Agreement: Kendall's tau-b between word rankings by attention ([CLS]'s row of the last layer,
-    heads averaged; and rollout's [CLS] row), subwords summed to words, and by the magnitude of
-    integrated gradients and of occlusion (`word_importance`, for the predicted label).
-    Permutation: the last layer's attention weights shuffled over the tokens (one random permutation
-    of the key positions per copy, `permutations` copies); the change of the predicted label's
-    probability and whether the label flips.
+    Agreement: Kendall's tau-b between word rankings by attention (what the head reads, heads
+    averaged, in the last layer and in rollout: `attention_view`), and by the magnitude of integrated
+    gradients and of occlusion (`word_importance`, for the predicted label).
+    Permutation: in the last layer, the attention weights of every head and query moved to other
+    real tokens by one random permutation of the real key positions ([CLS] and [SEP] stay), one
+    permutation per copy; the change of the predicted label's probability and whether it flips.
+
+    Departures from the paper, a BiLSTM with one attention layer: words are runs of non-space
+    characters with their subwords summed; occlusion masks a word rather than deleting it; the change
+    is |delta p| of the predicted label (their total variation distance, for two labels); 20
+    permutations by default rather than 100.
     """
     from scipy.stats import kendalltau
 
-    if model.spec.task not in ("classify", "pair"):
+    if model.kind.label_kind != "single":
         raise ValueError(f"the attention tests explain a classifier's label; this is a {model.spec.task} model")
     importance = word_importance(model, tokenizer, text, pair, methods=("integrated_gradients", "occlusion"),
                                  steps=steps)
     view = attention_view(model, tokenizer, text, pair)
-    args = tuple(view.batch[k] for k in ("input_ids", "attention_mask", "token_type_ids"))
-    words = {**view.cls_words, **{m: np.abs(v) for m, v in importance.scores.items()}}
+    words = {**view.head_words, **{m: np.abs(v) for m, v in importance.scores.items()}}
     taus = {name: float(kendalltau(words[a], words[b]).statistic) if len(importance.words) > 1 else float("nan")
             for name, (a, b) in TAU_PAIRS.items()}
     label = model.spec.labels.index(importance.label)
-    T = args[0].shape[1]
-    order = torch.argsort(torch.rand(permutations, T, generator=torch.Generator().manual_seed(seed)), dim=1)
+    args = [view.input.batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")]
+    T, real = args[0].shape[1], torch.from_numpy(np.flatnonzero(view.input.groups >= 0))
+    g = torch.Generator().manual_seed(seed)
+    keys = torch.arange(T).repeat(permutations, 1)  # (K, T): per copy, where each key position reads from
+    keys[:, real] = real[torch.argsort(torch.rand(permutations, len(real), generator=g), dim=1)]
     last = len(model.encoder.layers)
-    shuffle = lambda i, w: w.gather(-1, order[:, None, None, :].expand_as(w)) if i == last else w  # noqa: E731
+    shuffle = lambda i, w: w.gather(-1, keys[:, None, None, :].expand_as(w)) if i == last else w  # noqa: E731
     with torch.no_grad():
         shuffled = _explained(model, *(a.expand(permutations, T) for a in args), edit_attention=shuffle)
     change = (shuffled[:, label] - importance.output).abs()
-    return {"text": text, "words": importance.words, "label": importance.label, "probability": importance.output,
+    return {"text": text, "words": importance.words, "unscored": importance.unscored,
+            "truncated": view.input.truncated, "label": importance.label, "probability": importance.output,
             "tau": taus, "median_change": float(change.median()),
             "flip_share": float((shuffled.argmax(-1) != label).double().mean())}
 

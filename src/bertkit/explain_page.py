@@ -8,9 +8,7 @@ import json
 from collections.abc import Sequence
 
 import numpy as np
-from torch import Tensor
-
-from .explain import WordImportance
+from .explain import AttentionView, WordImportance
 
 
 def coloured_words(words: Sequence[str], scores: np.ndarray, colour: bool) -> str:
@@ -18,7 +16,7 @@ def coloured_words(words: Sequence[str], scores: np.ndarray, colour: bool) -> st
     score's share of the largest magnitude; without colour, each word followed by its score."""
     if not colour:
         return " ".join(f"{w}[{s:+.3f}]" for w, s in zip(words, scores))
-    scale = float(np.abs(scores).max()) or 1.0
+    scale = float(np.abs(scores).max(initial=0.0)) or 1.0
     out = []
     for word, score in zip(words, scores):
         strength = abs(float(score)) / scale
@@ -28,17 +26,15 @@ def coloured_words(words: Sequence[str], scores: np.ndarray, colour: bool) -> st
     return " ".join(out)
 
 
-def page(importance: WordImportance, tokens: Sequence[str], attentions: Sequence[Tensor], rollout: Tensor,
-         cls_words: dict[str, np.ndarray]) -> str:
+def page(importance: WordImportance, view: AttentionView) -> str:
     """A self-contained HTML page (no outside resources): the words coloured by each attribution and
-    by [CLS]'s attention, and a heat map of any layer's and head's attention (or rollout)."""
+    by the attention the head reads, and a heat map of any layer's and head's attention (or rollout)."""
     data = {
         "words": importance.words, "label": importance.label, "output": importance.output,
-        "rows": {**{name: np.round(v, 5).tolist() for name, v in importance.scores.items()},
-                 **{name: np.round(v, 5).tolist() for name, v in cls_words.items()}},
-        "tokens": list(tokens),
-        "attention": [np.round(a[0].numpy(), 4).tolist() for a in attentions],  # per layer (heads, T, T)
-        "rollout": np.round(rollout[0].numpy(), 4).tolist(),
+        "rows": {name: np.round(v, 5).tolist() for name, v in {**importance.scores, **view.head_words}.items()},
+        "tokens": list(view.input.tokens),
+        "attention": [np.round(a[0].numpy(), 4).tolist() for a in view.attentions],  # per layer (heads, T, T)
+        "rollout": np.round(view.rollout[0].numpy(), 4).tolist(),
     }
     title = html.escape(" ".join(importance.words)[:80])
     return PAGE.replace("__TITLE__", title).replace("__DATA__", json.dumps(data).replace("</", "<\\/"))
@@ -59,7 +55,8 @@ table.heat thead th { writing-mode: vertical-rl; transform: rotate(180deg); heig
 </style></head><body>
 <h1>Why <span id="label"></span>?</h1>
 <p class="note">Green: pushes towards the label, red: against it; strength relative to the row's largest
-value. Attention rows (non-negative) show where [CLS] read from, not why the model decided.</p>
+value. Attention rows (non-negative) show where the head's input read from ([CLS]'s row, or the
+tokens' mean for a mean-pooling model), not why the model decided.</p>
 <table class="words" id="words"></table>
 <h2>Attention</h2>
 <p><label>layer <select id="layer"></select></label> <label>head <select id="head"></select></label>
@@ -69,7 +66,8 @@ shown (hover for values)</span></p>
 <script>
 const D = __DATA__;
 const names = {integrated_gradients: "integrated gradients", gradient_x_input: "gradient x input",
-  occlusion: "occlusion ([MASK])", attention: "[CLS] attention, last layer", rollout: "[CLS] rollout"};
+  occlusion: "occlusion ([MASK])", attention: "attention the head reads, last layer",
+  rollout: "rollout the head reads"};
 document.getElementById("label").textContent = D.label === null
   ? "a score of " + D.output.toFixed(3) : D.label + " (" + D.output.toFixed(3) + ")";
 function colour(v, scale) {
@@ -78,7 +76,7 @@ function colour(v, scale) {
 }
 const words = document.getElementById("words");
 for (const [name, values] of Object.entries(D.rows)) {
-  const row = words.insertRow(), scale = Math.max(...values.map(Math.abs));
+  const row = words.insertRow(), scale = values.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
   row.insertCell().outerHTML = `<td class="name">${names[name] || name}</td>`;
   const cell = row.insertCell();
   D.words.forEach((w, i) => {
@@ -101,7 +99,8 @@ function matrix() {
 }
 function draw() {
   head.disabled = layer.value === "rollout";
-  const m = matrix(), table = document.getElementById("heat"), top_value = Math.max(...m.flat()) || 1;
+  const m = matrix(), table = document.getElementById("heat");
+  const top_value = m.reduce((a, r) => r.reduce((b, v) => Math.max(b, v), a), 0) || 1;
   table.innerHTML = "";
   const top = table.createTHead().insertRow();
   top.appendChild(document.createElement("th"));

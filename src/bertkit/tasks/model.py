@@ -33,10 +33,11 @@ class TaskModel(nn.Module):
         self.head = self.kind.head(encoder.config, spec) if head is None else head
         self.register_buffer("class_weights", class_weights, persistent=False)
 
-    def scores(self, batch: dict) -> Tensor:
-        """The head's scores: (B, L) per row, (B, W, L) per word, or (S, L + 1) per span."""
-        hidden = self.encoder(batch["input_ids"], batch["attention_mask"],
-                              batch.get("token_type_ids")).last_hidden_state  # (B, T, H)
+    def scores(self, batch: dict, **encoder_options) -> Tensor:
+        """The head's scores: (B, L) per row, (B, W, L) per word, or (S, L + 1) per span.
+        `encoder_options` go to `Encoder.forward` (`word_vectors`, `edit_attention`)."""
+        hidden = self.encoder(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                              **encoder_options).last_hidden_state  # (B, T, H)
         return self.kind.scores(self, hidden, batch)
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
@@ -115,7 +116,7 @@ def load_task_model(path: str | Path, head: str | None = None) -> TaskModel:
         raise ValueError(f"{path} is a single-task model: it has no heads to choose from (drop --head {head})")
     folder = path if head is None else path / "heads" / head
     if not (folder / "task.json").exists():
-        raise FileNotFoundError(f"{path}: no task.json; this is not a fine-tuned bertkit model directory "
+        raise FileNotFoundError(f"{folder}: no task.json; this is not a fine-tuned bertkit model directory "
                                 "(bertkit finetune writes one)")
     raw = json.loads((folder / "task.json").read_text())
     spec = TaskSpec(**{**raw, "labels": tuple(raw["labels"]), "thresholds": tuple(raw.get("thresholds", ()))})

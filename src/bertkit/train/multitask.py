@@ -8,9 +8,15 @@ a task takes that task's k-th batch, epoch after epoch. A task with loss weight 
 contributes nothing to the gradient, so its batches would be wasted work; its dev metrics are still
 reported (what the shared encoder does for it).
 
-The run's length is the tasks' epochs: `epochs` times the sum of their batches per epoch. Every
-`eval_every` steps (the mean of the tasks' batches per epoch) each task with a dev file is scored;
-the best weights are those of the best mean main metric over the trained tasks.
+The run's length is the tasks' epochs: the sum of each task's epochs times its batches per epoch,
+and the proportional schedule draws each task in that proportion. Every `eval_every` steps (the mean
+of the tasks' batches per epoch) each task with a dev file is scored; the best weights are those of
+the best mean main metric over the trained tasks.
+
+A loss weight scales a task's steps. Under Adam, whose update divides by a running scale of the
+gradients, a constant factor on the steps of one task acts only through that shared running scale:
+it is a weaker lever than it looks, and the schedule (how often a task trains) is the stronger one.
+Weight 0 takes a task out of training altogether.
 """
 
 from __future__ import annotations
@@ -50,8 +56,10 @@ def task_configs(config: MultitaskConfig) -> dict[str, FinetuneConfig]:
         unknown = sorted(set(task) - known - {"weight"})
         if unknown:
             raise ValueError(f"{where}.{unknown[0]}: not a fine-tuning field")
-        if "task" not in task:
-            raise ValueError(f"{where}: say its kind (task: one of {', '.join(TASKS)})")
+        for field in ("task", "train"):
+            if field not in task:
+                raise ValueError(f"{where}: no {field}: each task names its kind (task: one of {', '.join(TASKS)}) "
+                                 "and its training file (train: FILE)")
         if task["task"] not in TASKS:
             raise ValueError(f"{where}.task: unknown task kind {task['task']!r}; choose one of {', '.join(TASKS)}")
         for field in ("train", "dev"):
@@ -66,9 +74,9 @@ def task_configs(config: MultitaskConfig) -> dict[str, FinetuneConfig]:
     return out
 
 
-def schedule(sizes: list[int], kind: str, alpha: float, steps: int, seed: int) -> np.ndarray:
-    """(steps,) the index of the task each step trains. `sizes`: batches per epoch of each task
-    (0 for a task that never trains)."""
+def schedule(sizes: list[float], kind: str, alpha: float, steps: int, seed: int) -> np.ndarray:
+    """(steps,) the index of the task each step trains. `sizes`: each task's batches per epoch times
+    its epochs (0 for a task that never trains)."""
     trained = np.flatnonzero(np.array(sizes) > 0)
     if kind == "round_robin":
         return trained[np.arange(steps) % len(trained)]
@@ -128,9 +136,9 @@ def _multitask(config: MultitaskConfig, configs: dict[str, FinetuneConfig], trai
     freeze(model.task(next(iter(data))), config.trainable_layers)  # the shared encoder
     names = list(data)
     per_epoch = [d.steps.grouped.steps_per_epoch for d in data.values()]
-    sizes = [n if weights[name] > 0 else 0 for name, n in zip(names, per_epoch)]
-    steps = max(1, round(sum(configs[name].epochs * n for name, n in zip(names, sizes))))
-    every = max(1, round(np.mean([n for n in sizes if n])))
+    sizes = [configs[name].epochs * n if weights[name] > 0 else 0 for name, n in zip(names, per_epoch)]
+    steps = max(1, round(sum(sizes)))
+    every = max(1, round(np.mean([n for name, n in zip(names, per_epoch) if weights[name] > 0])))
     trained_dev = [name for name in names if weights[name] > 0 and data[name].dev_examples]
     train = replace(train, max_steps=steps, eval_every=every, warmup_steps=round(config.warmup_ratio * steps),
                     monitor=train.monitor or (MONITOR if trained_dev else None)).derive(checkpoint_every=every)
@@ -138,10 +146,13 @@ def _multitask(config: MultitaskConfig, configs: dict[str, FinetuneConfig], trai
     for name, d, n in zip(names, data.values(), per_epoch):
         report(d, int((order == names.index(name)).sum()), n, name)
 
+    def predictions(m: MultiTaskModel, name: str) -> list:
+        return predict_examples(m.task(name), tokenizer, data[name].dev_examples, configs[name].eval_batch_size,
+                                train.precision, data[name].dev_features)
+
     def scores(m: MultiTaskModel) -> dict[str, dict]:
-        return {name: task_metrics(d.spec, d.dev_examples, predict_examples(
-            m.task(name), tokenizer, d.dev_examples, configs[name].eval_batch_size, train.precision, d.dev_features))
-            for name, d in data.items() if d.dev_examples}
+        return {name: task_metrics(m.specs[name], d.dev_examples, predictions(m, name))
+                for name, d in data.items() if d.dev_examples}
 
     def evaluate(m: MultiTaskModel) -> dict[str, float]:
         metrics = scores(m)
@@ -155,6 +166,10 @@ def _multitask(config: MultitaskConfig, configs: dict[str, FinetuneConfig], trai
     fit(model, MultiTaskSteps(names, [d.steps for d in data.values()], order), train, out, resume=resume,
         evaluate=evaluate if any(d.dev_examples for d in data.values()) else None,
         lr_scale=layer_scale(len(model.encoder.layers), config.layer_lr_decay, config.head_lr_scale))
+    for name, d in data.items():  # a kind that tunes itself on dev (multi-label: each label's threshold)
+        tune = kind_of(d.spec.task).tune
+        if tune and d.dev_examples and configs[name].tune_thresholds:
+            model.specs[name], _ = tune(d.spec, d.dev_examples, predictions(model, name))
     result = scores(model)
     if distributed.rank() == 0:
         save_multitask_model(model, tokenizer, out)

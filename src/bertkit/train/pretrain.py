@@ -246,7 +246,7 @@ def _pretrain(config: PretrainConfig, train: TrainConfig, out: Path, resume: boo
                   evaluate=(lambda model: evaluate(model, held_out, dtype)) if held_out else None)
     if distributed.rank() == 0 and "languages" in report:
         report_sampling(report, data.sampler, 1 + max(r["step"] for r in records), out / "languages.json")
-    final = _gathered_encoder(pretrainer, model_config, nsp)  # a collective under torch.distributed
+    final = _gathered_encoder(pretrainer, model_config, encoder.nsp_head is not None)  # a collective under torch.distributed
     if distributed.rank() == 0:
         save_pretrained(final, out)
         tokenizer.save(out)
@@ -263,9 +263,13 @@ def _initial_encoder(config: PretrainConfig, tokenizer: Tokenizer) -> Encoder:
         return add_pretraining_heads(Encoder(model_config), mlm=True, nsp=nsp)
     encoder = load_pretrained(config.init)
     check_vocabulary(encoder, config.init, tokenizer, config.tokenizer)
-    if config.max_length > encoder.config.max_position_embeddings:
+    if config.max_length > encoder.config.max_length:
         raise ValueError(f"pretrain.max_length {config.max_length} is longer than the "
-                         f"{encoder.config.max_position_embeddings} positions of {config.init}")
+                         f"{encoder.config.max_length} positions of {config.init}")
+    if not nsp:  # an NSP head (and the pooler under it) the recipe does not train: kept as it is, untouched
+        for module in (encoder.pooler, encoder.nsp_head):
+            if module is not None:
+                module.requires_grad_(False)
     return add_pretraining_heads(encoder, mlm=encoder.mlm_head is None, nsp=nsp and encoder.nsp_head is None)
 
 
