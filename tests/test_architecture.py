@@ -14,11 +14,11 @@ LAYERS = [
     ["files", "textfiles", "precision", "allocator", "config"],  # import nothing from bertkit but config's own
     ["padding", "tags"],
     ["model", "tokenizer", "metrics"],
-    ["heads", "crf", "convert"],
+    ["heads", "crf", "convert", "postprocess"],
     ["data"],
     ["tasks"],
     ["embed", "predict", "fill_mask", "retrieval", "bertscore", "perplexity", "pseudo_perplexity", "perturb",
-     "explain", "explain_page"],
+     "explain", "explain_page", "analysis"],
     ["train"],
     ["cli"],
 ]

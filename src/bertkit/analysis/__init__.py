@@ -1,0 +1,1 @@
+"""What an encoder's vectors mean: word vectors in context, their geometry, and post-processing."""

@@ -1,0 +1,59 @@
+"""Word vectors in context against the encoder's own hidden states, streaming against in memory."""
+
+import numpy as np
+import pytest
+import torch
+
+from bertkit.analysis.vectors import word_vectors, write_word_vectors
+
+
+def hidden_states(model, tokenizer, text, split: bool, layers):
+    encoded = tokenizer.encode([text], split_into_words=split)
+    with torch.no_grad():
+        out = model(**encoded.tensors(), output_layers=layers).layers
+    return encoded.word_ids(0), [out[model.layer_index(i)][0].numpy() for i in layers]
+
+
+@pytest.mark.parametrize("subwords", ["mean", "first", "last"])
+@pytest.mark.parametrize("combine, layers", [("mean", [-1]), ("sum", [-4, -3, -2, -1]), ("concat", [2, 6])])
+def test_word_vectors_equal_the_hidden_states_of_their_subwords(minilm, sts_sentences, subwords, combine, layers):
+    model, tokenizer = minilm
+    raw = sts_sentences[:12]
+    split = [s.split() for s in sts_sentences[12:24]]
+    for texts, is_split in ((raw, False), (split, True)):
+        got = word_vectors(model, tokenizer, texts, layers=layers, combine=combine, subwords=subwords,
+                           precision="fp32", batch_size=5, progress=False)
+        for text, found in zip(texts, got):
+            word_ids, states = hidden_states(model, tokenizer, text, is_split, layers)
+            joined = {"mean": lambda xs: np.mean(xs, 0), "sum": lambda xs: np.sum(xs, 0),
+                      "concat": lambda xs: np.concatenate(xs, -1)}[combine](states)  # (T, D)
+            words = sorted({w for w in word_ids if w is not None})
+            assert len(found.words) == len(words) == found.vectors.shape[0]
+            for k, w in enumerate(words):
+                tokens = [t for t, x in enumerate(word_ids) if x == w]
+                pick = {"mean": tokens, "first": tokens[:1], "last": tokens[-1:]}[subwords]
+                np.testing.assert_allclose(found.vectors[k], joined[pick].mean(0), atol=2e-5)
+            if is_split:
+                assert found.words == text and found.offsets is None
+            else:
+                assert all(text[a:b] == w for w, (a, b) in zip(found.words, found.offsets))
+
+
+def test_a_word_without_subwords_is_counted_not_a_crash(minilm):
+    model, tokenizer = minilm
+    found = word_vectors(model, tokenizer, [["good", "\u200b", "film"]], precision="fp32", progress=False)[0]
+    assert found.words == ["good", "film"] and found.empty == 1 and found.vectors.shape == (2, 384)
+
+
+def test_streamed_vectors_equal_in_memory_ones(minilm, sts_sentences, tmp_path):
+    model, tokenizer = minilm
+    texts = sts_sentences[:40]
+    total = write_word_vectors(model, tokenizer, texts, tmp_path / "vectors", chunk=7, layers=[-2, -1],
+                               combine="sum", precision="fp32", progress=False)
+    matrix = np.load(tmp_path / "vectors.npy", mmap_mode="r")
+    index = (tmp_path / "vectors.tsv").read_text(encoding="utf-8").splitlines()
+    memory = word_vectors(model, tokenizer, texts, layers=[-2, -1], combine="sum", precision="fp32", progress=False)
+    assert total == matrix.shape[0] == len(index) - 1 == sum(len(f.words) for f in memory)
+    np.testing.assert_allclose(matrix, np.concatenate([f.vectors for f in memory]), atol=1e-5)  # other batches
+    assert index[0] == "text\tword\tword_text" and index[1].split("\t")[:2] == ["0", "0"]
+    assert index[-1].split("\t") == ["39", str(len(memory[-1].words) - 1), memory[-1].words[-1]]
