@@ -158,5 +158,18 @@ def test_window_options_are_checked(ours):
     with pytest.raises(ValueError, match="stride 200 must be >= 0 and less than max_length - 3"):
         ours.encode(["a b c"], overflow="window", max_length=128, stride=200)
     long_first = " ".join(["word"] * 300)
-    with pytest.raises(ValueError, match="cannot window these inputs to 128 tokens"):
+    with pytest.raises(ValueError, match="cannot window these inputs to 128 tokens: the first text of input 0 has 300"):
         ours.encode([long_first], ["short"], overflow="window", max_length=128, stride=16)
+
+
+def test_a_long_first_text_leaves_its_pair_windows_that_share_less(ours):
+    """100 first-text tokens leave the second 25 per window, fewer than the stride of 32 (the Rust
+    library panics there): those windows share 12 tokens, and together they hold every token."""
+    second = " ".join(f"w{i}" for i in range(60))
+    encoded = ours.encode([" ".join(["word"] * 100), "short"], [second, second], overflow="window", max_length=128,
+                          stride=32)
+    first_rows = [r for r in range(len(encoded)) if encoded.origin[r] == 0]
+    assert len(first_rows) > 1 and all(encoded.lengths[r] <= 128 for r in first_rows)
+    spans = [{o for o, s in zip(encoded.rows[r].offsets, encoded.rows[r].sequence_ids) if s == 1} for r in first_rows]
+    assert len(spans[0] & spans[1]) == 12  # the second text's tokens, by character offsets
+    assert set().union(*spans) == set(ours.encode([second]).rows[0].offsets[1:-1])

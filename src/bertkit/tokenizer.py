@@ -217,7 +217,8 @@ class Tokenizer:
             max_length: longest sequence in tokens, special tokens included.
             overflow: what to do with longer inputs: "error" (raise, naming the input), "truncate"
                 (cut and count, with a warning), or "window" (overlapping windows of `max_length`
-                sharing `stride` tokens; pairs window the second text).
+                sharing `stride` tokens; pairs window the second text, sharing half the room the
+                first text leaves where that is no more than `stride`).
         """
         if isinstance(texts, str):
             raise TypeError("encode takes a list of texts; wrap a single text in a list")
@@ -238,14 +239,11 @@ class Tokenizer:
         if overflow == "window" and not 0 <= stride < max_length - 3:
             raise ValueError(f"stride {stride} must be >= 0 and less than max_length - 3 "
                              f"({max_length - 3}): windows share `stride` tokens")
-        strategy = "only_second" if pairs is not None and overflow == "window" else "longest_first"
-        self.backend.enable_truncation(max_length, stride=stride if overflow == "window" else 0, strategy=strategy)
-        try:
-            rows = self.backend.encode_batch(batch, is_pretokenized=split_into_words)
-        except Exception as e:  # the Rust library raises plain Exception
-            raise ValueError(f"cannot {overflow} these inputs to {max_length} tokens: {e}") from e
-        finally:
-            self.backend.no_truncation()
+        if overflow == "window" and pairs is not None:
+            rows = self._window_pairs(batch, max_length, stride, split_into_words)
+        else:
+            rows = self._truncated(batch, max_length, 0 if overflow == "truncate" else stride, "longest_first",
+                                   split_into_words, overflow)
         cut = sum(1 for e in rows if e.overflowing)
         if overflow == "truncate":
             if cut:
@@ -254,6 +252,35 @@ class Tokenizer:
         windows = [[e, *e.overflowing] for e in rows]
         return Encoded([w for ws in windows for w in ws],
                        np.repeat(np.arange(len(rows), dtype=np.int64), [len(ws) for ws in windows]))
+
+    def _truncated(self, batch: list, max_length: int, stride: int, strategy: str, split: bool,
+                   overflow: str) -> list[tokenizers.Encoding]:
+        self.backend.enable_truncation(max_length, stride=stride, strategy=strategy)
+        try:
+            return self.backend.encode_batch(batch, is_pretokenized=split)
+        except Exception as e:  # the Rust library raises plain Exception
+            raise ValueError(f"cannot {overflow} these inputs to {max_length} tokens: {e}") from e
+        finally:
+            self.backend.no_truncation()
+
+    def _window_pairs(self, batch: list, max_length: int, stride: int, split: bool) -> list[tokenizers.Encoding]:
+        """Pairs with the second text in windows. Where the first text leaves the second `room` tokens
+        or fewer than `stride`, its windows share room // 2 tokens (the Rust library would panic)."""
+        firsts = self.backend.encode_batch([a for a, _ in batch], is_pretokenized=split, add_special_tokens=False)
+        room = np.array([max_length - 3 - len(e.ids) for e in firsts])
+        if (room <= 0).any():
+            i = int(np.flatnonzero(room <= 0)[0])
+            raise ValueError(f"cannot window these inputs to {max_length} tokens: the first text of input {i} has "
+                             f"{len(firsts[i].ids)} tokens, which leaves no room for the second; raise max_length "
+                             "or pass overflow='truncate'")
+        strides = np.where(room <= stride, room // 2, stride)
+        rows: list = [None] * len(batch)
+        for s in np.unique(strides):
+            picked = np.flatnonzero(strides == s)
+            for i, e in zip(picked, self._truncated([batch[i] for i in picked], max_length, int(s), "only_second",
+                                                    split, "window")):
+                rows[i] = e
+        return rows
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text without special tokens, encoded in parallel (corpus building)."""
