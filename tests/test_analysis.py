@@ -57,3 +57,73 @@ def test_streamed_vectors_equal_in_memory_ones(minilm, sts_sentences, tmp_path):
     np.testing.assert_allclose(matrix, np.concatenate([f.vectors for f in memory]), atol=1e-5)  # other batches
     assert index[0] == "text\tword\tword_text" and index[1].split("\t")[:2] == ["0", "0"]
     assert index[-1].split("\t") == ["39", str(len(memory[-1].words) - 1), memory[-1].words[-1]]
+
+
+# ------------------------------------------------------------------------------- post-processing
+
+
+@pytest.fixture(scope="module")
+def sample(minilm, sts_sentences):
+    import bertkit
+    return bertkit.embed(*minilm, sts_sentences[:600], precision="fp32", progress=False)
+
+
+def test_standardization_statistics_equal_numpys(sample):
+    from bertkit.postprocess import fit_postprocess
+
+    fitted = fit_postprocess(sample, "standardize")
+    np.testing.assert_allclose(fitted.mean, sample.astype(np.float64).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(1 / fitted.matrix, sample.astype(np.float64).std(0), rtol=1e-10)
+    z = fitted(sample).astype(np.float64)
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(0), 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("components", [None, 128])
+def test_whitening_makes_the_fitted_covariance_the_identity(sample, components):
+    from bertkit.postprocess import fit_postprocess
+
+    fitted = fit_postprocess(sample, "whiten", components)
+    white = fitted(sample).astype(np.float64)
+    assert white.shape == (600, components or fitted.info["components"])
+    assert components or 375 <= fitted.info["components"] < 384  # mean-pooled layer-normed vectors: a few empty
+    centred = white - white.mean(0)
+    np.testing.assert_allclose(centred.T @ centred / len(white), np.eye(white.shape[1]), atol=1e-4)
+
+
+def test_all_but_the_top_removes_the_mean_and_the_top_directions(sample):
+    from bertkit.postprocess import fit_postprocess
+
+    fitted = fit_postprocess(sample, "all_but_the_top")
+    assert fitted.matrix.shape == (384, 3) and fitted.info["components"] == 3  # dims / 100
+    out = fitted(sample).astype(np.float64)
+    np.testing.assert_allclose(out.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(out @ fitted.matrix, 0, atol=1e-4)  # nothing left along the removed directions
+
+
+def test_a_saved_postprocess_embeds_as_the_fitted_one(minilm, minilm_dir, sample, sts_sentences, tmp_path):
+    import bertkit
+    from bertkit.cli import main
+    from bertkit.postprocess import fit_postprocess, load_postprocess
+
+    fitted = fit_postprocess(sample, "whiten", 64, info={"layers": [-1]})
+    fitted.save(tmp_path / "white.safetensors")
+    loaded = load_postprocess(tmp_path / "white.safetensors")
+    assert loaded.method == "whiten" and loaded.info == {"layers": [-1], "fitted_on": 600, "components": 64}
+    texts = sts_sentences[600:620]
+    plain = bertkit.embed(*minilm, texts, precision="fp32", progress=False)
+    got = bertkit.embed(*minilm, texts, precision="fp32", progress=False, postprocess=tmp_path / "white.safetensors")
+    np.testing.assert_allclose(got, fitted(plain), atol=1e-5)
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    model_dir = str(minilm_dir)
+    assert main(["analyze", "postprocess-fit", "--model", model_dir, "--input", str(tmp_path / "in.txt"),
+                 "--method", "standardize", "--output", str(tmp_path / "z.safetensors"), "--dtype", "fp32"]) == 0
+    assert main(["embed", "--model", model_dir, "--input", str(tmp_path / "in.txt"), "--output",
+                 str(tmp_path / "z.npy"), "--postprocess", str(tmp_path / "z.safetensors"), "--dtype", "fp32"]) == 0
+    z = np.load(tmp_path / "z.npy").astype(np.float64)
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-4)  # fitted on these very texts
+    with pytest.raises(ValueError, match="fitted on 384-dimensional vectors; these have 3"):
+        loaded(np.zeros((2, 3), dtype=np.float32))
+    (tmp_path / "bad.safetensors").write_text("not safetensors")
+    with pytest.raises(ValueError, match="not a post-processing file written by bertkit"):
+        load_postprocess(tmp_path / "bad.safetensors")

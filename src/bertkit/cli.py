@@ -27,6 +27,7 @@ from .files import atomic_write, write_text
 from .fill_mask import fill_mask
 from .metrics.ranking import evaluate_run
 from .perplexity import load_causal_lm, text_perplexity, window_settings
+from .postprocess import METHODS as POSTPROCESS_METHODS, fit_postprocess
 from .pseudo_perplexity import corpus_pseudo_perplexity, pseudo_log_likelihoods
 from .predict import predict_examples, prediction_record, read_inputs, task_metrics
 from .retrieval import CRANFIELD_GRADES, bm25_run, dense_run, fuse, read_collection, read_qrels, read_run, write_run
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default="-1", help="hidden state(s) to pool, comma-separated, averaged "
                    "(-1 = last layer, 0 = embeddings; write negative lists with '=': --layers=-4,-3,-2,-1)")
     p.add_argument("--normalize", action="store_true", help="scale vectors to unit length")
+    p.add_argument("--postprocess", help="a fitted standardization / all-but-the-top / whitening (bertkit analyze "
+                   "postprocess-fit), applied before --normalize")
     p.add_argument("--batch-size", type=_positive, default=32)
     _precision_arg(p)
     _overflow_args(p)
@@ -331,12 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", default="explanation.html", help="the page to write (default: explanation.html)")
     p.add_argument("--steps", type=_positive, default=50, help="integrated gradients' steps")
 
-    p = sub.add_parser("analyze", help="attention-vs-attribution: is attention explanation? (Jain & Wallace, 2019)",
-                       description="Per input of a labelled file: Kendall tau between word rankings by attention "
-                       "([CLS] row of the last layer, heads averaged; rollout) and by attribution (integrated "
-                       "gradients, occlusion), and the change of the prediction when the last layer's attention "
-                       "is permuted. Writes records.jsonl, summary.json, kendall-tau.png, permutation.png.")
-    p.add_argument("analysis", choices=["attention-vs-attribution"])
+    analyze = sub.add_parser("analyze", help="analyses: attention-vs-attribution (Jain & Wallace), "
+                             "postprocess-fit (standardize, all-but-the-top, whiten)").add_subparsers(
+        dest="analysis", required=True, metavar="ANALYSIS")
+    p = analyze.add_parser("attention-vs-attribution", help="is attention explanation? (Jain & Wallace, 2019)",
+                           description="Per input of a labelled file: Kendall tau between word rankings by attention "
+                           "(what the head reads, last layer and rollout) and by attribution (integrated gradients, "
+                           "occlusion), and the change of the prediction when the last layer's attention is "
+                           "permuted. Writes records.jsonl, summary.json, kendall-tau.png, permutation.png.")
     p.add_argument("--model", required=True, help="a fine-tuned classify or pair model directory")
     p.add_argument("--head", help="the task of a multi-task model (bertkit multitask) to analyse")
     p.add_argument("--data", required=True, help="a file the model's reader reads (e.g. SST-2 dev); labels unused")
@@ -345,6 +350,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--permutations", type=_positive, default=20, help="random permutations per input")
     p.add_argument("--steps", type=_positive, default=50, help="integrated gradients' steps")
     p.add_argument("--seed", type=int, default=0)
+    _encoding_arg(p)
+    p = analyze.add_parser("postprocess-fit", help="fit standardization, all-but-the-top or whitening on a corpus's "
+                           "sentence embeddings, for bertkit embed --postprocess")
+    _model_args(p)
+    p.add_argument("--input", required=True, help="UTF-8 text file, one text per line: the vectors to fit on")
+    p.add_argument("--method", required=True, choices=POSTPROCESS_METHODS)
+    p.add_argument("--components", type=_positive, help="all_but_the_top: directions removed (default dims / 100); "
+                   "whiten: dimensions kept (default all)")
+    p.add_argument("--output", required=True, help="the fitted post-processing (.safetensors)")
+    p.add_argument("--pooling", default="mean", choices=["mean", "cls", "max"])
+    p.add_argument("--layers", default="-1", help="hidden state(s) pooled, as for bertkit embed")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    _precision_arg(p)
     _encoding_arg(p)
 
     p = sub.add_parser("bertscore-baseline", help="measure BERTScore baselines (random sentence pairs) for rescaling")
@@ -393,7 +411,7 @@ def cmd_embed(args) -> None:
     layers = [int(x) for x in args.layers.split(",")]
     vectors = embed(model, tokenizer, texts, pooling=args.pooling, layers=layers, normalize=args.normalize,
                     batch_size=args.batch_size, precision=args.dtype, max_length=args.max_length,
-                    overflow=args.overflow, stride=args.stride)
+                    overflow=args.overflow, stride=args.stride, postprocess=args.postprocess)
     with atomic_write(args.output) as tmp, open(tmp, "wb") as f:
         np.save(f, vectors)
     print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {args.output}", file=sys.stderr)
@@ -641,6 +659,24 @@ def cmd_explain(args) -> None:
 
 
 def cmd_analyze(args) -> None:
+    {"attention-vs-attribution": _attention_vs_attribution, "postprocess-fit": _postprocess_fit}[args.analysis](args)
+
+
+def _postprocess_fit(args) -> None:
+    _check_output(args.output, args.input)
+    texts = _text_lines(args.input, args.encoding_errors)
+    model, tokenizer = _load(args)
+    layers = [int(x) for x in args.layers.split(",")]
+    vectors = embed(model, tokenizer, texts, pooling=args.pooling, layers=layers, batch_size=args.batch_size,
+                    precision=args.dtype)
+    fitted = fit_postprocess(vectors, args.method, args.components, info={
+        "model": args.model, "layers": layers, "pooling": args.pooling, "input": args.input})
+    fitted.save(args.output)
+    print(f"fitted {args.method} on {len(texts)} texts ({vectors.shape[1]} dimensions); wrote {args.output}",
+          file=sys.stderr)
+
+
+def _attention_vs_attribution(args) -> None:
     model, tokenizer = _task_model(args.model, args.head)
     examples = read_examples(args.data, model.spec.task, {**model.spec.reader, "encoding_errors": args.encoding_errors})
     examples = examples[:args.limit] if args.limit else examples

@@ -9,6 +9,7 @@ by window length (max pooling takes the maximum over windows).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -21,13 +22,14 @@ from .data.alignment import combine_windows
 from .data.batches import in_length_order
 from .heads import Pooling, pool
 from .model import Encoder
+from .postprocess import PostProcess, load_postprocess
 from .tokenizer import Overflow, Tokenizer
 
 @torch.no_grad()  # not inference_mode: under it, autocast re-casts every weight on every call
 def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling: Pooling = "mean",
           layers: int | Sequence[int] = -1, normalize: bool = False, batch_size: int = 32,
           precision: str = "auto", max_length: int | None = None, overflow: Overflow = "error",
-          stride: int = 64, progress: bool = True) -> np.ndarray:
+          stride: int = 64, postprocess: PostProcess | str | None = None, progress: bool = True) -> np.ndarray:
     """Embed texts with an encoder.
 
     Args:
@@ -39,6 +41,8 @@ def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling
         max_length: window in tokens; default the model's maximum (512 for BERT).
         overflow: longer texts are an "error", cut ("truncate", counted), or split into
             overlapping "window"s whose vectors are combined.
+        postprocess: standardization, all-but-the-top or whitening fitted on a corpus
+            (`postprocess.fit_postprocess`, or the path of a saved one), applied before `normalize`.
 
     Returns:
         (len(texts), H) float32 array in the order of `texts`.
@@ -64,6 +68,8 @@ def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling
             bar.update(len(rows))
     model.train(was_training)
     vectors = combine_windows(vectors, encoded.origin, len(texts), lengths, how="max" if pooling == "max" else "mean")
+    if postprocess is not None:
+        vectors = (load_postprocess(postprocess) if isinstance(postprocess, (str, Path)) else postprocess)(vectors)
     if normalize:
         vectors = F.normalize(torch.from_numpy(vectors), dim=-1).numpy()
     return vectors
