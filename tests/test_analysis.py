@@ -127,3 +127,60 @@ def test_a_saved_postprocess_embeds_as_the_fitted_one(minilm, minilm_dir, sample
     (tmp_path / "bad.safetensors").write_text("not safetensors")
     with pytest.raises(ValueError, match="not a post-processing file written by bertkit"):
         load_postprocess(tmp_path / "bad.safetensors")
+
+
+# ------------------------------------------------------------------------------- geometry
+
+
+def test_anisotropy_measures_by_hand():
+    from bertkit.analysis.geometry import anisotropy
+
+    vectors = np.array([[1, 0], [0, 1], [1, 1], [1, 0.0]])  # rows: sentence 0: "bank", "river"; 1: "bank", "money"
+    sentence = np.array([0, 0, 1, 1])
+    got = anisotropy(vectors, sentence, ["bank", "river", "bank", "money"], pairs=2000, seed=0)
+    assert got["self_similarity"] == pytest.approx(1 / np.sqrt(2))  # "bank": [1, 0] against [1, 1]
+    assert got["word_types"] == 1  # only "bank" is in two contexts
+    mean0, mean1 = np.array([0.5, 0.5]), np.array([1, 0.5])
+    cos = lambda u, v: u @ v / np.linalg.norm(u) / np.linalg.norm(v)  # noqa: E731
+    intra = np.mean([np.mean([cos(vectors[0], mean0), cos(vectors[1], mean0)]),
+                     np.mean([cos(vectors[2], mean1), cos(vectors[3], mean1)])])
+    assert got["intra_sentence"] == pytest.approx(intra)
+    cross = np.mean([cos(vectors[i], vectors[j]) for i in (0, 1) for j in (2, 3)])  # every cross-sentence pair
+    assert got["anisotropy"] == pytest.approx(cross, abs=0.02)  # sampled pairs
+    assert got["self_similarity_adjusted"] == pytest.approx(got["self_similarity"] - got["anisotropy"])
+
+
+def test_a_rogue_dimension_is_found_and_standardization_removes_it():
+    from bertkit.analysis.geometry import anisotropy, rogue_dimensions
+    from bertkit.postprocess import fit_postprocess
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(4000, 64))
+    vectors[:, 17] += 12.0  # one dimension far from zero in every vector
+    sentence = np.arange(4000) // 10
+    rogue = rogue_dimensions(vectors, sentence, pairs=5000, top=1)
+    assert rogue["top"][0]["dimension"] == 17 and rogue["top_share"] > 0.95
+    expected = anisotropy(vectors, sentence, [str(i) for i in range(4000)], pairs=5000)["anisotropy"]
+    assert rogue["expected_cosine"] == pytest.approx(expected, abs=1e-9)  # the contributions sum to it
+    assert 0 < rogue["informativity"] < 0.9  # the cosines' ranking still comes mostly from the other dimensions
+    z = fit_postprocess(vectors, "standardize")(vectors)
+    assert abs(rogue_dimensions(z, sentence, pairs=5000)["expected_cosine"]) < 0.02
+
+
+def test_geometry_of_minilm_on_real_sentences(minilm, sts_sentences, tmp_path, minilm_dir, capsys):
+    import json
+
+    from bertkit.cli import main
+
+    (tmp_path / "s.txt").write_text("\n".join(sts_sentences[:150]) + "\n")
+    assert main(["analyze", "anisotropy", "--model", str(minilm_dir), "--input", str(tmp_path / "s.txt"),
+                 "--layers", "0,3,6", "--pairs", "3000", "--output", str(tmp_path / "geometry.json"),
+                 "--dtype", "fp32"]) == 0
+    got = {int(k): v for k, v in json.loads((tmp_path / "geometry.json").read_text())["layers"].items()}
+    assert sorted(got) == [0, 3, 6] and (tmp_path / "geometry.png").stat().st_size > 0
+    for layer in got.values():
+        assert -1 < layer["anisotropy"] < 1 and layer["pairs"] == 3000 and layer["word_types"] > 50
+        assert layer["self_similarity"] > layer["anisotropy"]  # a word is closer to itself than to a random word
+        assert len(layer["rogue"]["top"]) == 3
+    table = capsys.readouterr().out
+    assert "anisotropy" in table and "informativity" in table

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from . import Tokenizer, embed, load_pretrained
 from .allocator import reuse_freed_memory
+from .analysis.geometry import anisotropy, layer_vectors, plot_geometry, rogue_dimensions
 from .bertscore import bertscore, compute_baseline, default_layer, load_baseline, save_baseline
 from .config import (PRESETS, FinetuneConfig, MultitaskConfig, PretrainConfig, TrainConfig, load_sections,
                      read_recipe)
@@ -351,6 +352,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive, default=50, help="integrated gradients' steps")
     p.add_argument("--seed", type=int, default=0)
     _encoding_arg(p)
+    for name, what in (("anisotropy", "anisotropy, self- and intra-sentence similarity of word vectors per layer "
+                                      "(Ethayarajh, 2019), with the rogue dimensions"),
+                       ("dimensions", "rogue dimensions per layer: each dimension's share of the expected cosine, and "
+                                      "the cosines' informativity without the top ones (Timkey & van Schijndel, 2021)")):
+        p = analyze.add_parser(name, help=what)
+        _model_args(p)
+        p.add_argument("--input", required=True, help="UTF-8 text file, one sentence per line (e.g. WikiText-2 "
+                       "valid)")
+        p.add_argument("--sentences", type=_positive, default=2000, help="random sentences to sample (seeded)")
+        p.add_argument("--layers", help="hidden states, comma-separated (default: all, 0 = embeddings)")
+        p.add_argument("--pairs", type=_positive, default=10_000, help="random word pairs from different sentences")
+        p.add_argument("--top", type=_positive, default=3, help="rogue dimensions to report")
+        p.add_argument("--output", required=True, help="JSON of every figure; a PNG beside it")
+        p.add_argument("--seed", type=int, default=0)
+        _precision_arg(p)
+        _encoding_arg(p)
     p = analyze.add_parser("postprocess-fit", help="fit standardization, all-but-the-top or whitening on a corpus's "
                            "sentence embeddings, for bertkit embed --postprocess")
     _model_args(p)
@@ -659,7 +676,40 @@ def cmd_explain(args) -> None:
 
 
 def cmd_analyze(args) -> None:
-    {"attention-vs-attribution": _attention_vs_attribution, "postprocess-fit": _postprocess_fit}[args.analysis](args)
+    {"attention-vs-attribution": _attention_vs_attribution, "postprocess-fit": _postprocess_fit,
+     "anisotropy": _geometry, "dimensions": _geometry}[args.analysis](args)
+
+
+def _geometry(args) -> None:
+    _check_output(args.output, args.input)
+    lines = [t for t in _text_lines(args.input, args.encoding_errors) if t.strip()]
+    rng = np.random.default_rng(args.seed)
+    sentences = [lines[i] for i in sorted(rng.choice(len(lines), min(args.sentences, len(lines)), replace=False))]
+    model, tokenizer = _load(args)
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else list(range(len(model.layers) + 1))
+    vectors, sentence, words = layer_vectors(model, tokenizer, sentences, layers, args.dtype)
+    results = {layer: {**anisotropy(vectors[layer], sentence, words, args.pairs, seed=args.seed),
+                       "rogue": rogue_dimensions(vectors[layer], sentence, args.pairs, args.top, args.seed)}
+               for layer in layers}
+    for row in results.values():
+        row["top_share"] = row["rogue"]["top_share"]
+    write_text(args.output, json.dumps({"model": args.model, "input": args.input, "sentences": len(sentences),
+                                        "words": len(words), "layers": results}, indent=1))
+    plot_geometry(results, Path(args.output).with_suffix(".png"))
+    if args.analysis == "anisotropy":
+        def both(r: dict, name: str) -> str:  # "0.512 (+0.301)", or "-" where nothing was measured
+            return "-" if r[name] is None else f"{r[name]:.3f} ({r[name + '_adjusted']:+.3f})"
+        print("layer  anisotropy  self-sim (adj)   intra-sent (adj)  top-dims share  informativity")
+        for layer, r in results.items():
+            print(f"{layer:5d}  {r['anisotropy']:10.3f}  {both(r, 'self_similarity'):15}  "
+                  f"{both(r, 'intra_sentence'):16}  {r['top_share']:14.3f}  {r['rogue']['informativity']:13.3f}")
+    else:
+        print("layer  expected cosine  top dimensions (contribution)          share  informativity")
+        for layer, r in results.items():
+            top = ", ".join(f"{d['dimension']} ({d['contribution']:.3f})" for d in r["rogue"]["top"])
+            print(f"{layer:5d}  {r['rogue']['expected_cosine']:15.3f}  {top:38}  {r['top_share']:.3f}  "
+                  f"{r['rogue']['informativity']:13.3f}")
+    print(f"sampled {len(sentences)} sentences, {len(words)} words; wrote {args.output} and its .png", file=sys.stderr)
 
 
 def _postprocess_fit(args) -> None:
