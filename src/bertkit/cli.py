@@ -686,6 +686,11 @@ def _geometry(args) -> None:
     rng = np.random.default_rng(args.seed)
     sentences = [lines[i] for i in sorted(rng.choice(len(lines), min(args.sentences, len(lines)), replace=False))]
     model, tokenizer = _load(args)
+    fits = [len(ids) + 2 <= model.config.max_length for ids in tokenizer.token_ids(sentences)]
+    if not all(fits):
+        print(f"note: skipped {fits.count(False)} of {len(sentences)} sampled lines longer than the model's "
+              f"{model.config.max_length} tokens (split them into sentences to keep them)", file=sys.stderr)
+        sentences = [t for t, ok in zip(sentences, fits) if ok]
     layers = [int(x) for x in args.layers.split(",")] if args.layers else list(range(len(model.layers) + 1))
     vectors, sentence, words = layer_vectors(model, tokenizer, sentences, layers, args.dtype)
     results = {layer: {**anisotropy(vectors[layer], sentence, words, args.pairs, seed=args.seed),
