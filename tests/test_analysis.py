@@ -184,3 +184,67 @@ def test_geometry_of_minilm_on_real_sentences(minilm, sts_sentences, tmp_path, m
         assert len(layer["rogue"]["top"]) == 3
     table = capsys.readouterr().out
     assert "anisotropy" in table and "informativity" in table
+
+
+# ------------------------------------------------------------------------------- word sense disambiguation
+
+
+@pytest.fixture(scope="module")
+def wn(data_dir):
+    from bertkit.analysis.wsd import wordnet
+    return wordnet(data_dir / "wordnet3")
+
+
+@pytest.mark.parametrize("name, f1", [("senseval2", 66.8), ("semeval2007", 55.2)])
+def test_the_wordnet_first_sense_baseline_reproduces_the_published_f1(wn, data_dir, name, f1):
+    from bertkit.analysis.wsd import first_sense, read_instances, read_key, score
+
+    folder = data_dir / "wsd_raganato" / "Evaluation_Datasets" / name
+    instances = read_instances(folder / f"{name}.data.xml")
+    answers, unknown = first_sense(wn, instances)
+    result = score(answers, read_key(folder / f"{name}.gold.key.txt"))
+    assert round(100 * result["f1"], 1) == f1 and unknown == []  # Raganato et al. (2017), table 3
+
+
+def test_the_scorer_on_a_hand_worked_example():
+    from bertkit.analysis.wsd import score
+
+    gold = {"a": {"x%1"}, "b": {"y%1", "y%2"}, "c": {"z%1"}, "d": {"w%1"}}
+    got = score({"a": "x%1", "b": "y%2", "c": "z%9"}, gold)  # 2 right of 3 answered, of 4 instances
+    assert (got["precision"], got["recall"]) == (2 / 3, 2 / 4)
+    assert got["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+    with pytest.raises(ValueError, match="instance e is not in the gold key"):
+        score({"e": "x%1"}, gold)
+
+
+def test_bad_wsd_input(wn, tmp_path):
+    from bertkit.analysis.wsd import first_sense, read_instances, read_key
+
+    xml = tmp_path / "bad.data.xml"
+    xml.write_text('<corpus>\n<text id="d0">\n<sentence id="s0">\n<wf lemma="a">a</wf>\n</text>\n</corpus>\n')
+    with pytest.raises(ValueError, match=r"bad.data.xml:5: malformed XML"):
+        read_instances(xml)
+    key = tmp_path / "k.txt"
+    key.write_text("d0.s0.t0 art%1:09:00::\nd0.s0.t0 art%1:06:00::\n")
+    with pytest.raises(ValueError, match=r"k.txt:2: instance d0.s0.t0 is keyed twice"):
+        read_key(key)
+    xml.write_text('<corpus><text id="d0"><sentence id="s0"><instance id="i0" lemma="xyzzy" pos="NOUN">xyzzy'
+                   '</instance><instance id="i1" lemma="art" pos="NOUN">art</instance></sentence></text></corpus>')
+    answers, unknown = first_sense(wn, read_instances(xml))
+    assert unknown == ["i0"] and answers == {"i1": "art%1:06:00::"}  # the unknown lemma is counted, not guessed
+
+
+def test_analyze_wsd_from_the_command_line(data_dir, tmp_path, capsys):
+    import json
+
+    from bertkit.cli import main
+
+    folder = data_dir / "wsd_raganato" / "Evaluation_Datasets" / "semeval2007"
+    args = ["analyze", "wsd", "--data", str(folder / "semeval2007.data.xml"), "--wordnet", str(data_dir / "wordnet3")]
+    assert main([*args, "--gold", str(folder / "semeval2007.gold.key.txt"), "--output", str(tmp_path / "k.txt")]) == 0
+    assert round(100 * json.loads(capsys.readouterr().out)["f1"], 1) == 55.2
+    assert len((tmp_path / "k.txt").read_text().splitlines()) == 455
+    partial = tmp_path / "gold.txt"
+    partial.write_text("".join((folder / "semeval2007.gold.key.txt").read_text().splitlines(True)[1:]))
+    assert main([*args, "--gold", str(partial)]) == 2
+    assert "no gold key for instance d000.s000.t000" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from . import Tokenizer, embed, load_pretrained
 from .allocator import reuse_freed_memory
 from .analysis.geometry import anisotropy, layer_vectors, plot_geometry, rogue_dimensions
+from .analysis.wsd import first_sense, read_instances, read_key, score, wordnet, write_key
 from .bertscore import bertscore, compute_baseline, default_layer, load_baseline, save_baseline
 from .config import (PRESETS, FinetuneConfig, MultitaskConfig, PretrainConfig, TrainConfig, load_sections,
                      read_recipe)
@@ -368,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         _precision_arg(p)
         _encoding_arg(p)
+    p = analyze.add_parser("wsd", help="word sense disambiguation in Raganato et al.'s framework: score a method "
+                           "on a *.data.xml file against its gold key")
+    p.add_argument("--data", required=True, help="the framework's *.data.xml")
+    p.add_argument("--gold", required=True, help="its *.gold.key.txt")
+    p.add_argument("--wordnet", required=True, help="folder of the WordNet 3.0 database files (index.*, data.*, ...)")
+    p.add_argument("--method", default="first-sense", choices=["first-sense"],
+                   help="first-sense: WordNet's first sense of the lemma and part of speech")
+    p.add_argument("--output", help="the answers, in the key format")
     p = analyze.add_parser("postprocess-fit", help="fit standardization, all-but-the-top or whitening on a corpus's "
                            "sentence embeddings, for bertkit embed --postprocess")
     _model_args(p)
@@ -677,7 +686,23 @@ def cmd_explain(args) -> None:
 
 def cmd_analyze(args) -> None:
     {"attention-vs-attribution": _attention_vs_attribution, "postprocess-fit": _postprocess_fit,
-     "anisotropy": _geometry, "dimensions": _geometry}[args.analysis](args)
+     "anisotropy": _geometry, "dimensions": _geometry, "wsd": _wsd}[args.analysis](args)
+
+
+def _wsd(args) -> None:
+    if args.output:
+        _check_output(args.output, args.data, args.gold)
+    instances, gold = read_instances(args.data), read_key(args.gold)
+    missing = sorted({i.id for i in instances} - set(gold))
+    if missing:
+        raise ValueError(f"{args.gold}: no gold key for instance {missing[0]} of {args.data} ({len(missing)} missing)")
+    answers, unknown = first_sense(wordnet(args.wordnet), instances)
+    if unknown:
+        print(f"note: WordNet knows no sense of the lemma of {len(unknown)} instances (e.g. {unknown[0]}): "
+              "unanswered", file=sys.stderr)
+    if args.output:
+        write_key(args.output, answers)
+    print(json.dumps({"method": args.method, **score(answers, gold)}, indent=1))
 
 
 def _geometry(args) -> None:
