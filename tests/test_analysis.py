@@ -248,3 +248,36 @@ def test_analyze_wsd_from_the_command_line(data_dir, tmp_path, capsys):
     partial.write_text("".join((folder / "semeval2007.gold.key.txt").read_text().splitlines(True)[1:]))
     assert main([*args, "--gold", str(partial)]) == 2
     assert "no gold key for instance d000.s000.t000" in capsys.readouterr().err
+
+
+def test_gloss_embeddings_are_cached_and_reused(wn, minilm, tmp_path, monkeypatch):
+    from bertkit.analysis import wsd
+
+    words, n = wsd.gloss_words(wn, "change_ringing%1:04:00::")
+    assert words[:3] == ["change", "ringing", "-"] and n == 2 and "bells" in " ".join(words)
+    keys = ["art%1:06:00::", "art%1:09:00::", "bank%1:17:00::"]
+    first = wsd.SenseVectors(*minilm, wn, tmp_path, [-1], precision="fp32")(keys)
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1, atol=1e-6)
+    monkeypatch.setattr(wsd, "word_vectors", lambda *a, **k: pytest.fail("embedded again"))
+    again = wsd.SenseVectors(*minilm, wn, tmp_path, [-1], precision="fp32")(keys[::-1])
+    np.testing.assert_array_equal(again, first[::-1])
+
+
+def test_the_prior_and_one_sense_per_discourse_by_hand(wn):
+    from bertkit.analysis.wsd import Instance, candidates, disambiguate
+
+    keys = candidates(wn, "art", "NOUN")  # art%1:06:00:: (first), art%1:04:00::, ...
+    table = {k: np.eye(8)[i] for i, k in enumerate(keys)}
+    senses = lambda ks: np.stack([table[k] for k in ks])  # noqa: E731  (a fake gloss embedding per sense)
+    one = Instance("a", "art", "NOUN", ("art",), 0, "d0")
+    two = Instance("b", "art", "NOUN", ("art",), 0, "d0")
+    vectors = {"a": 0.9 * np.eye(8)[1] + 0.1 * np.eye(8)[0], "b": 0.6 * np.eye(8)[0] + 0.55 * np.eye(8)[2]}
+    answers, _ = disambiguate(wn, [one, two], vectors, senses)
+    assert answers == {"a": keys[1], "b": keys[0]}
+    answers, _ = disambiguate(wn, [one, two], vectors, senses, one_sense_per_discourse=True)
+    assert answers == {"a": keys[1], "b": keys[1]}  # summed: keys[1] 0.9 + 0 > keys[0] 0.1 + 0.6
+    counts = {keys[0]: 99}  # a strong prior for the first sense
+    answers, _ = disambiguate(wn, [one], vectors, senses, counts, prior=1.0)
+    assert answers == {"a": keys[0]}
+    backoff, tally = disambiguate(wn, [one], {}, senses)
+    assert backoff == {"a": keys[0]} and tally["first_sense_backoff"] == 1

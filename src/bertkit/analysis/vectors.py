@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ class WordVectors:
     offsets: list[tuple[int, int]] | None  # character offsets in raw text; None for pre-split words
     vectors: np.ndarray  # (W, D) float32
     empty: int = 0  # words with no subword (no vector; not in `words`)
+    positions: list[int] = field(default_factory=list)  # each word's index among the input's words
 
 
 def _slots(word_ids: list[int | None]) -> np.ndarray:
@@ -110,14 +111,15 @@ def _text_words(text, encoded, row: int, pooled: np.ndarray, split: bool) -> Wor
     present = sorted(set(word_ids))
     if split:
         return WordVectors([text[w] for w in present], None, pooled[present].astype(np.float32),
-                           empty=len(text) - len(present))
+                           empty=len(text) - len(present), positions=present)
     spans: dict[int, list[int]] = {}
     for w, (start, end) in zip(encoded.word_ids(row), encoded.offsets(row)):
         if w is not None:
             span = spans.setdefault(w, [start, end])
             span[1] = end
     offsets = [tuple(spans[w]) for w in present]
-    return WordVectors([text[a:b] for a, b in offsets], offsets, pooled[present].astype(np.float32))
+    return WordVectors([text[a:b] for a, b in offsets], offsets, pooled[present].astype(np.float32),
+                       positions=present)
 
 
 def write_word_vectors(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str] | Sequence[Sequence[str]],

@@ -14,8 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..files import atomic_write
+from ..model import Encoder, fingerprint
 from ..textfiles import read_lines
+from ..tokenizer import Tokenizer
+from .vectors import word_vectors
 
 UPOS_TO_WORDNET = {"NOUN": "n", "VERB": "v", "ADJ": "a", "ADV": "r"}
 CACHE = Path.home() / ".cache" / "bertkit" / "nltk_data"
@@ -129,3 +134,124 @@ def write_key(path: str | Path, predictions: dict[str, str]) -> None:
     """Predictions in the framework's key format, one `instance_id sense_key` a line."""
     with atomic_write(path) as tmp:
         tmp.write_text("".join(f"{i} {key}\n" for i, key in predictions.items()), encoding="utf-8")
+
+
+# ------------------------------------------------------------------------ sense embeddings from glosses
+
+
+def sense_counts(folder: str | Path) -> dict[str, int]:
+    """SemCor tag counts per sense key, from WordNet's cntlist.rev (`key sense_number count`)."""
+    counts = {}
+    for number, line in read_lines(Path(folder) / "cntlist.rev"):
+        fields = line.split()
+        if len(fields) != 3 or not fields[2].isdigit():
+            raise ValueError(f"{Path(folder) / 'cntlist.rev'}:{number}: expected `sense_key sense_number count`")
+        counts[fields[0]] = int(fields[2])
+    return counts
+
+
+def gloss_words(wn, key: str) -> tuple[list[str], int]:
+    """LMMS's gloss sentence of a sense, as words: "lemma - the synset's lemmas - gloss - examples",
+    and how many words the lemma takes at its start."""
+    lemma = wn.lemma_from_key(key)
+    synset = lemma.synset()
+    head = lemma.name().replace("_", " ").split()
+    text = " - ".join([", ".join(n.replace("_", " ") for n in synset.lemma_names()), synset.definition(),
+                       *synset.examples()])
+    return [*head, "-", *text.split()], len(head)
+
+
+class SenseVectors:
+    """Gloss embeddings of senses, built as they are first asked for and kept on disk per model and
+    layers (`folder`/keys.txt and vectors.npy, unit-length rows): a second run over the same senses
+    embeds nothing."""
+
+    def __init__(self, model: Encoder, tokenizer: Tokenizer, wn, folder: str | Path, layers: Sequence[int],
+                 batch_size: int = 64, precision: str = "auto"):
+        self.model, self.tokenizer, self.wn, self.layers = model, tokenizer, wn, list(layers)
+        self.batch_size, self.precision = batch_size, precision
+        self.folder = Path(folder) / f"{fingerprint(model)}-layers{'_'.join(map(str, self.layers))}"
+        keys_file = self.folder / "keys.txt"
+        self.keys = keys_file.read_text(encoding="utf-8").split() if keys_file.exists() else []
+        self.vectors = np.load(self.folder / "vectors.npy") if self.keys else np.zeros((0, model.config.hidden_size),
+                                                                                         np.float32)
+        self.row = {k: i for i, k in enumerate(self.keys)}
+
+    def __call__(self, keys: Sequence[str]) -> np.ndarray:
+        """(len(keys), D) unit-length sense embeddings."""
+        missing = [k for k in dict.fromkeys(keys) if k not in self.row]
+        if missing:
+            self._add(missing)
+        return self.vectors[[self.row[k] for k in keys]]
+
+    def _add(self, keys: list[str]) -> None:
+        glosses = [gloss_words(self.wn, k) for k in keys]
+        found = word_vectors(self.model, self.tokenizer, [words for words, _ in glosses], layers=self.layers,
+                             combine="sum", split_into_words=True, batch_size=self.batch_size,
+                             precision=self.precision, progress=len(keys) > 200)
+        new = np.stack([f.vectors[:n].mean(0) for f, (_, n) in zip(found, glosses)])
+        new /= np.linalg.norm(new, axis=1, keepdims=True)
+        self.vectors = np.concatenate([self.vectors, new.astype(np.float32)])
+        self.keys += keys
+        self.row.update({k: len(self.row) + i for i, k in enumerate(keys)})
+        with atomic_write(self.folder / "vectors.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, self.vectors)
+        with atomic_write(self.folder / "keys.txt") as tmp:  # written after the vectors it indexes
+            tmp.write_text("\n".join(self.keys) + "\n", encoding="utf-8")
+
+
+def instance_vectors(model: Encoder, tokenizer: Tokenizer, instances: Sequence[Instance], layers: Sequence[int],
+                     precision: str = "auto") -> dict[str, np.ndarray]:
+    """Each instance's contextual vector in its sentence (unit length); an instance whose word has
+    no subword is left out."""
+    sentences = list(dict.fromkeys(i.words for i in instances))
+    found = dict(zip(sentences, word_vectors(model, tokenizer, [list(s) for s in sentences], layers=layers,
+                                             combine="sum", split_into_words=True, precision=precision)))
+    out = {}
+    for instance in instances:
+        sentence = found[instance.words]
+        if instance.index in sentence.positions:
+            v = sentence.vectors[sentence.positions.index(instance.index)]
+            out[instance.id] = v / np.linalg.norm(v)
+    return out
+
+
+def disambiguate(wn, instances: Sequence[Instance], vectors: dict[str, np.ndarray], senses: SenseVectors,
+                 counts: dict[str, int] | None = None, prior: float = 0.0,
+                 one_sense_per_discourse: bool = False) -> tuple[dict[str, str], dict[str, int]]:
+    """Each instance's sense: argmax over its lemma's candidates of cosine(instance, gloss embedding)
+    + `prior` x the sense's share of its lemma's SemCor counts (add-one). With one sense per
+    discourse, every instance of one lemma and POS in a document takes the sense with the highest
+    summed score. Instances without a vector back off to WordNet's first sense. Returns the
+    answers and the counts of back-offs and unanswered instances."""
+    scored: dict[str, dict[str, float]] = {}
+    answers, tally = {}, {"first_sense_backoff": 0, "unanswered": 0}
+    for instance in instances:
+        keys = candidates(wn, instance.lemma, instance.pos)
+        if not keys:
+            tally["unanswered"] += 1
+            continue
+        if instance.id not in vectors:
+            answers[instance.id] = keys[0]
+            tally["first_sense_backoff"] += 1
+            continue
+        score_ = senses(keys) @ vectors[instance.id]
+        if prior:
+            c = np.array([(counts or {}).get(k, 0) + 1.0 for k in keys])
+            score_ = score_ + prior * c / c.sum()
+        scored[instance.id] = dict(zip(keys, score_.tolist()))
+    if one_sense_per_discourse:
+        groups: dict[tuple, list[str]] = {}
+        for instance in instances:
+            if instance.id in scored:
+                groups.setdefault((instance.document, instance.lemma, instance.pos), []).append(instance.id)
+        for ids in groups.values():
+            total: dict[str, float] = {}
+            for i in ids:
+                for key, value in scored[i].items():
+                    total[key] = total.get(key, 0.0) + value
+            best = max(total, key=total.get)
+            answers.update({i: best for i in ids})
+    else:
+        answers.update({i: max(s, key=s.get) for i, s in scored.items()})
+    return answers, tally
