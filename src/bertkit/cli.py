@@ -525,6 +525,11 @@ def cmd_finetune(args, overrides: list[str]) -> None:
     print(f"saved the fine-tuned model to {config.out}", file=sys.stderr)
 
 
+def _examples_for(model, path: str, errors: str) -> list:
+    """A labelled file read as the model's training file was (its reader options)."""
+    return read_examples(path, model.spec.task, {**model.spec.reader, "encoding_errors": errors})
+
+
 def _task_model(path: str, head: str | None = None):
     return load_task_model(path, head), Tokenizer.from_pretrained(path)
 
@@ -551,7 +556,7 @@ def cmd_predict(args) -> None:
 
 def cmd_evaluate(args) -> None:
     model, tokenizer = _task_model(args.model, args.head)
-    examples = read_examples(args.data, model.spec.task, {**model.spec.reader, "encoding_errors": args.encoding_errors})
+    examples = _examples_for(model, args.data, args.encoding_errors)
     unseen = unseen_labels(LabelSet(model.spec.labels), examples) if model.spec.labels else []
     if unseen:
         print(f"warning: {args.data}: labels {unseen} are not among the model's {len(model.spec.labels)}; it cannot "
@@ -758,7 +763,7 @@ def _postprocess_fit(args) -> None:
 
 def _attention_vs_attribution(args) -> None:
     model, tokenizer = _task_model(args.model, args.head)
-    examples = read_examples(args.data, model.spec.task, {**model.spec.reader, "encoding_errors": args.encoding_errors})
+    examples = _examples_for(model, args.data, args.encoding_errors)
     examples = examples[:args.limit] if args.limit else examples
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
