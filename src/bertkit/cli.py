@@ -434,7 +434,7 @@ def cmd_embed(args) -> None:
     if empty:
         print(f"note: {empty} empty lines embedded as empty texts, so rows match lines", file=sys.stderr)
     model, tokenizer = _load(args)
-    layers = [int(x) for x in args.layers.split(",")]
+    layers = _layer_list(args.layers)
     vectors = embed(model, tokenizer, texts, pooling=args.pooling, layers=layers, normalize=args.normalize,
                     batch_size=args.batch_size, precision=args.dtype, max_length=args.max_length,
                     overflow=args.overflow, stride=args.stride, postprocess=args.postprocess)
@@ -523,6 +523,11 @@ def cmd_finetune(args, overrides: list[str]) -> None:
     result = finetune(config, sections["train"], resume=args.resume, overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in result.items() if k != "per_type"}), file=sys.stderr)
     print(f"saved the fine-tuned model to {config.out}", file=sys.stderr)
+
+
+def _layer_list(text: str) -> list[int]:
+    """--layers "-4,-3,-2,-1" -> [-4, -3, -2, -1]."""
+    return [int(x) for x in text.split(",")]
 
 
 def _examples_for(model, path: str, errors: str) -> list:
@@ -721,7 +726,7 @@ def _geometry(args) -> None:
         print(f"note: skipped {fits.count(False)} of {len(sentences)} sampled lines longer than the model's "
               f"{model.config.max_length} tokens (split them into sentences to keep them)", file=sys.stderr)
         sentences = [t for t, ok in zip(sentences, fits) if ok]
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else list(range(len(model.layers) + 1))
+    layers = _layer_list(args.layers) if args.layers else list(range(len(model.layers) + 1))
     vectors, sentence, words = layer_vectors(model, tokenizer, sentences, layers, args.dtype)
     results = {layer: {**anisotropy(vectors[layer], sentence, words, args.pairs, seed=args.seed),
                        "rogue": rogue_dimensions(vectors[layer], sentence, args.pairs, args.top, args.seed)}
@@ -751,7 +756,7 @@ def _postprocess_fit(args) -> None:
     _check_output(args.output, args.input)
     texts = _text_lines(args.input, args.encoding_errors)
     model, tokenizer = _load(args)
-    layers = [int(x) for x in args.layers.split(",")]
+    layers = _layer_list(args.layers)
     vectors = embed(model, tokenizer, texts, pooling=args.pooling, layers=layers, batch_size=args.batch_size,
                     precision=args.dtype)
     fitted = fit_postprocess(vectors, args.method, args.components, info={
