@@ -17,7 +17,10 @@ from tqdm.auto import tqdm
 from . import Tokenizer, embed, load_pretrained
 from .allocator import reuse_freed_memory
 from .analysis.geometry import anisotropy, layer_vectors, plot_geometry, rogue_dimensions
-from .analysis.wsd import first_sense, read_instances, read_key, score, wordnet, write_key
+from .analysis.lexical import nearest_sense_folds, plot_senses, read_senseval
+from .analysis.wic import fit_threshold, layer_cosines, plot_wic, read_wic, threshold_accuracy, write_pair_file
+from .analysis.wsd import (SenseVectors, disambiguate, first_sense, instance_vectors, read_instances, read_key, score,
+                           sense_counts, wordnet, write_key)
 from .bertscore import bertscore, compute_baseline, default_layer, load_baseline, save_baseline
 from .config import (PRESETS, FinetuneConfig, MultitaskConfig, PretrainConfig, TrainConfig, load_sections,
                      read_recipe)
@@ -374,9 +377,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the framework's *.data.xml")
     p.add_argument("--gold", required=True, help="its *.gold.key.txt")
     p.add_argument("--wordnet", required=True, help="folder of the WordNet 3.0 database files (index.*, data.*, ...)")
-    p.add_argument("--method", default="first-sense", choices=["first-sense"],
-                   help="first-sense: WordNet's first sense of the lemma and part of speech")
+    p.add_argument("--method", default="first-sense", choices=["first-sense", "gloss"],
+                   help="first-sense: WordNet's first sense of the lemma and part of speech; gloss: the nearest "
+                   "sense by cosine to its gloss embedding (needs --model)")
+    p.add_argument("--model", help="the encoder of --method gloss")
+    p.add_argument("--tokenizer", help="tokenizer directory or file (default: the model directory)")
+    p.add_argument("--layers", default="-1", help="hidden states summed into word and sense vectors")
+    p.add_argument("--prior", type=float, default=0.0, help="weight of the SemCor sense-frequency prior "
+                   "(cntlist.rev) added to the cosine")
+    p.add_argument("--one-sense-per-discourse", action="store_true",
+                   help="one sense for every instance of a lemma and POS in a document")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "bertkit" / "sense-vectors"),
+                   help="folder of the gloss embeddings kept per model and layers")
     p.add_argument("--output", help="the answers, in the key format")
+    _precision_arg(p)
+    p = analyze.add_parser("lexical-sample", help="lexical-sample WSD (Senseval *.pos files): k-fold accuracy of "
+                           "the nearest sense centroid against the most frequent sense, and a PCA plot")
+    _model_args(p)
+    p.add_argument("--data", required=True, nargs="+", help="NLTK Senseval files (hard.pos, interest.pos)")
+    p.add_argument("--layers", default="-1", help="hidden states summed into the target word's vector")
+    p.add_argument("--folds", type=_positive, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", required=True, help="JSON of every figure; a PCA plot per file beside it "
+                   "(OUTPUT-hard.png, ...)")
+    _precision_arg(p)
+    p = analyze.add_parser("wic", help="Word-in-Context: cosine of the target word's two vectors against a "
+                           "threshold fitted on train, dev accuracy per layer")
+    _model_args(p)
+    p.add_argument("--train", required=True, help="WiC train.data.txt (its gold file: train.gold.txt beside it)")
+    p.add_argument("--dev", required=True, help="WiC dev.data.txt (dev.gold.txt beside it)")
+    p.add_argument("--layers", help="hidden states, comma-separated (default: all, 0 = embeddings)")
+    p.add_argument("--output", required=True, help="JSON of every figure; a PNG beside it")
+    p.add_argument("--pairs-out", help="also write train.tsv and dev.tsv here: the pairs with the target word "
+                   "marked, for bertkit finetune pair --config configs/finetune/wic.yaml")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    _precision_arg(p)
     p = analyze.add_parser("postprocess-fit", help="fit standardization, all-but-the-top or whitening on a corpus's "
                            "sentence embeddings, for bertkit embed --postprocess")
     _model_args(p)
@@ -696,23 +731,104 @@ def cmd_explain(args) -> None:
 
 def cmd_analyze(args) -> None:
     {"attention-vs-attribution": _attention_vs_attribution, "postprocess-fit": _postprocess_fit,
-     "anisotropy": _geometry, "dimensions": _geometry, "wsd": _wsd}[args.analysis](args)
+     "anisotropy": _geometry, "dimensions": _geometry, "wsd": _wsd, "lexical-sample": _lexical_sample,
+     "wic": _wic}[args.analysis](args)
 
 
 def _wsd(args) -> None:
     if args.output:
         _check_output(args.output, args.data, args.gold)
+    if args.method == "gloss" and not args.model:
+        raise ValueError("--method gloss needs --model, the encoder whose vectors it compares")
     instances, gold = read_instances(args.data), read_key(args.gold)
     missing = sorted({i.id for i in instances} - set(gold))
     if missing:
         raise ValueError(f"{args.gold}: no gold key for instance {missing[0]} of {args.data} ({len(missing)} missing)")
-    answers, unknown = first_sense(wordnet(args.wordnet), instances)
-    if unknown:
-        print(f"note: WordNet knows no sense of the lemma of {len(unknown)} instances (e.g. {unknown[0]}): "
-              "unanswered", file=sys.stderr)
+    wn = wordnet(args.wordnet)
+    if args.method == "first-sense":
+        answers, unknown = first_sense(wn, instances)
+        counts = {"unanswered": len(unknown)}
+    else:
+        model, tokenizer = _load(args)
+        layers = _layer_list(args.layers)
+        senses = SenseVectors(model, tokenizer, wn, args.cache, layers, precision=args.dtype)
+        vectors = instance_vectors(model, tokenizer, instances, layers, args.dtype)
+        answers, counts = disambiguate(wn, instances, vectors, senses, sense_counts(args.wordnet), args.prior,
+                                       args.one_sense_per_discourse)
+    if counts["unanswered"]:
+        print(f"note: WordNet knows no sense of the lemma of {counts['unanswered']} instances: unanswered",
+              file=sys.stderr)
     if args.output:
         write_key(args.output, answers)
-    print(json.dumps({"method": args.method, **score(answers, gold)}, indent=1))
+    print(json.dumps({"method": args.method, **score(answers, gold), **counts}, indent=1))
+
+
+def _lexical_sample(args) -> None:
+    _check_output(args.output, *args.data)
+    model, tokenizer = _load(args)
+    layers, results = _layer_list(args.layers), {}
+    print("file            contexts  senses  nearest sense  most frequent sense")
+    for path in args.data:
+        instances, senses = read_senseval(path)
+        vectors = instance_vectors(model, tokenizer, instances, layers, args.dtype)
+        kept = [(vectors[i.id], s) for i, s in zip(instances, senses) if i.id in vectors]
+        if len(kept) < len(instances):
+            print(f"note: {path}: {len(instances) - len(kept)} targets tokenize to no subword: left out",
+                  file=sys.stderr)
+        matrix, tags = np.stack([v for v, _ in kept]), [s for _, s in kept]
+        results[path] = {**nearest_sense_folds(matrix, tags, args.folds, args.seed), "no_vector": len(instances) - len(kept)}
+        plot_senses(matrix, tags, _beside(args.output, Path(path).stem),
+                    f"{Path(path).stem}: {len(tags)} contexts, layers {args.layers}")
+        r = results[path]
+        print(f"{Path(path).name:15} {r['contexts']:8d}  {len(r['senses']):6d}  {r['accuracy']:13.3f}  "
+              f"{r['most_frequent_sense']:19.3f}")
+    write_text(args.output, json.dumps({"model": args.model, "layers": layers, "results": results}, indent=1))
+    print(f"{args.folds}-fold cross-validated; wrote {args.output} and a PCA plot per file beside it", file=sys.stderr)
+
+
+def _beside(output: str, name: str) -> Path:
+    """OUTPUT.json -> OUTPUT-name.png."""
+    out = Path(output)
+    return out.with_name(f"{out.stem}-{name}.png")
+
+
+def _wic(args) -> None:
+    _check_output(args.output, args.train, args.dev)
+    sets = {name: read_wic(path, _wic_gold(path)) for name, path in (("train", args.train), ("dev", args.dev))}
+    if args.pairs_out:
+        for name, pairs in sets.items():
+            write_pair_file(pairs, Path(args.pairs_out) / f"{name}.tsv")
+    model, tokenizer = _load(args)
+    layers = _layer_list(args.layers) if args.layers else list(range(len(model.layers) + 1))
+    cosines, missing = {}, 0
+    for name, pairs in sets.items():
+        cosines[name], lost = layer_cosines(model, tokenizer, pairs, layers, args.batch_size, args.dtype)
+        missing += lost
+    truth = {name: [p.same for p in pairs] for name, pairs in sets.items()}
+    results = {}
+    print("layer  threshold  train accuracy  dev accuracy")
+    for layer in layers:
+        threshold = fit_threshold(cosines["train"][layer], truth["train"])
+        results[layer] = {"threshold": threshold, **{f"{name}_accuracy": threshold_accuracy(
+            cosines[name][layer], truth[name], threshold) for name in sets}}
+        r = results[layer]
+        print(f"{layer:5d}  {threshold:9.3f}  {r['train_accuracy']:14.3f}  {r['dev_accuracy']:12.3f}")
+    if missing:
+        print(f"note: {missing} pairs have a target that tokenizes to no subword: cosine 0, answered different",
+              file=sys.stderr)
+    write_text(args.output, json.dumps({"model": args.model, "pairs": {n: len(p) for n, p in sets.items()},
+                                        "no_vector": missing, "layers": results}, indent=1))
+    plot_wic(results, Path(args.output).with_suffix(".png"))
+    print(f"wrote {args.output} and its .png" + (f"; pair files in {args.pairs_out}" if args.pairs_out else ""),
+          file=sys.stderr)
+
+
+def _wic_gold(data: str) -> Path:
+    """WiC's gold file beside its data file: dev.data.txt -> dev.gold.txt."""
+    gold = Path(data).with_name(Path(data).name.replace(".data.", ".gold."))
+    if gold == Path(data) or not gold.exists():
+        raise FileNotFoundError(f"{data}: no gold file {gold.name} beside it (WiC names them NAME.gold.txt)")
+    return gold
 
 
 def _geometry(args) -> None:

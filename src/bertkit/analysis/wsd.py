@@ -2,7 +2,8 @@
 files, its scorer, and the WordNet first-sense baseline.
 
 WordNet 3.0 is read with NLTK's reader, which only opens folders on its data path: `wordnet()`
-copies the database once into bertkit's cache (~/.cache/bertkit/nltk_data/corpora/wordnet).
+copies the database once into bertkit's cache (~/.cache/bertkit/nltk_data/corpora/wordnet), as
+`nltk_corpus` does for any NLTK corpus (the lexical-sample files too).
 """
 
 from __future__ import annotations
@@ -26,16 +27,15 @@ UPOS_TO_WORDNET = {"NOUN": "n", "VERB": "v", "ADJ": "a", "ADV": "r"}
 CACHE = Path.home() / ".cache" / "bertkit" / "nltk_data"
 
 
-def wordnet(folder: str | Path):
-    """NLTK's WordNet reader over the WordNet 3.0 database files in `folder` (index.*, data.*,
-    *.exc, lexnames, ...), copied once into bertkit's cache, where NLTK agrees to read them."""
+def nltk_corpus(folder: str | Path, name: str, expected: str) -> Path:
+    """The corpus files in `folder` (which must hold `expected`), copied once into bertkit's cache as
+    NLTK corpus `name`, where NLTK's readers agree to open them; returns the copy's folder."""
     import nltk
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
     folder = Path(folder)
-    if not (folder / "index.noun").exists():
-        raise FileNotFoundError(f"{folder}: no index.noun; expected the WordNet 3.0 database files")
-    target = CACHE / "corpora" / "wordnet"
+    if not (folder / expected).exists():
+        raise FileNotFoundError(f"{folder}: no {expected}")
+    target = CACHE / "corpora" / name
     files = [f for f in folder.iterdir() if f.is_file()]
     if any(not (target / f.name).exists() or (target / f.name).stat().st_size != f.stat().st_size for f in files):
         target.mkdir(parents=True, exist_ok=True)
@@ -44,6 +44,18 @@ def wordnet(folder: str | Path):
                 shutil.copyfile(f, tmp)
     if str(CACHE) not in nltk.data.path:
         nltk.data.path.append(str(CACHE))
+    return target
+
+
+def wordnet(folder: str | Path):
+    """NLTK's WordNet reader over the WordNet 3.0 database files in `folder` (index.*, data.*,
+    *.exc, lexnames, ...)."""
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    try:
+        target = nltk_corpus(folder, "wordnet", "index.noun")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; expected the WordNet 3.0 database files") from None
     with warnings.catch_warnings():  # "multilingual functions are not available": bertkit uses none
         warnings.simplefilter("ignore")
         return WordNetCorpusReader(str(target), None)

@@ -1,0 +1,150 @@
+"""WiC, the Word-in-Context data set (Pilehvar & Camacho-Collados, 2019): does a word mean the same
+in two sentences? Two ways to answer:
+
+- without training the encoder: the cosine between the word's vectors in the two sentences, "same"
+  above a threshold fitted on the training pairs, per layer (`layer_cosines`, `fit_threshold`);
+- fine-tuned: a pair classifier (`bertkit finetune pair`) on the two sentences with the target
+  word marked (`write_pair_file`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..files import atomic_write
+from ..model import Encoder
+from ..textfiles import read_lines
+from ..tokenizer import Tokenizer
+from .vectors import word_vectors
+
+LABELS = {"T": True, "F": False}
+
+
+@dataclass(frozen=True)
+class WicPair:
+    """A target word in two tokenized sentences, at word positions `first_index` and `second_index`."""
+
+    word: str
+    pos: str
+    first: tuple[str, ...]
+    second: tuple[str, ...]
+    first_index: int
+    second_index: int
+    same: bool | None  # the gold label; None without a gold file
+
+
+def read_wic(data: str | Path, gold: str | Path | None = None) -> list[WicPair]:
+    """A WiC `*.data.txt` (word, PoS, index1-index2, sentence 1, sentence 2 per line) and, when
+    given, its `*.gold.txt` (T or F per line, the same number of lines)."""
+    labels = None
+    if gold is not None:
+        labels = []
+        for number, line in read_lines(gold):
+            if line.strip() not in LABELS:
+                raise ValueError(f"{gold}:{number}: expected T or F, got {line!r}")
+            labels.append(LABELS[line.strip()])
+    pairs = []
+    for number, line in read_lines(data):
+        fields = line.split("\t")
+        if len(fields) != 5:
+            raise ValueError(f"{data}:{number}: expected 5 tab-separated fields (word, PoS, index1-index2, "
+                             f"sentence 1, sentence 2), got {len(fields)}")
+        word, pos, indices, first, second = fields
+        first_words, second_words = tuple(first.split()), tuple(second.split())
+        try:
+            i, j = (int(x) for x in indices.split("-"))
+        except ValueError:
+            raise ValueError(f"{data}:{number}: expected word indices as index1-index2, got {indices!r}") from None
+        if not (0 <= i < len(first_words) and 0 <= j < len(second_words)):
+            raise ValueError(f"{data}:{number}: index {indices} is outside the sentences "
+                             f"({len(first_words)} and {len(second_words)} words)")
+        pairs.append(WicPair(word, pos, first_words, second_words, i, j, None))
+    if labels is None:
+        return pairs
+    if len(labels) != len(pairs):
+        raise ValueError(f"{gold} has {len(labels)} labels but {data} has {len(pairs)} pairs; line n labels line n")
+    return [replace(p, same=label) for p, label in zip(pairs, labels)]
+
+
+def layer_cosines(model: Encoder, tokenizer: Tokenizer, pairs: Sequence[WicPair], layers: Sequence[int],
+                  batch_size: int = 32, precision: str = "auto") -> tuple[dict[int, np.ndarray], int]:
+    """Per layer, the cosine between the target word's vectors in each pair's two sentences
+    (subwords averaged); and how many pairs have a target that tokenizes to no subword (cosine 0)."""
+    sentences = [list(p.first) for p in pairs] + [list(p.second) for p in pairs]
+    found = word_vectors(model, tokenizer, sentences, layers=list(layers), combine="concat", split_into_words=True,
+                         batch_size=batch_size, precision=precision)
+    hidden = model.config.hidden_size
+    targets = [p.first_index for p in pairs] + [p.second_index for p in pairs]
+    vectors = np.zeros((len(sentences), len(layers), hidden), np.float32)
+    for row, (words, index) in enumerate(zip(found, targets)):
+        if index in words.positions:
+            vectors[row] = words.vectors[words.positions.index(index)].reshape(len(layers), hidden)
+    norms = np.linalg.norm(vectors, axis=2, keepdims=True)
+    unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    a, b = unit[:len(pairs)], unit[len(pairs):]
+    missing = int(((norms[:len(pairs), 0, 0] == 0) | (norms[len(pairs):, 0, 0] == 0)).sum())
+    return {layer: (a[:, k] * b[:, k]).sum(1) for k, layer in enumerate(layers)}, missing
+
+
+def fit_threshold(cosines: np.ndarray, same: Sequence[bool]) -> float:
+    """The threshold that makes "same sense when cosine > threshold" most accurate on these pairs
+    (the midpoint between two neighbouring cosines)."""
+    same = np.asarray(same, bool)
+    order = np.argsort(cosines)
+    ranked, truth = cosines[order], same[order]
+    # Cutting after the k-th smallest cosine: k "different" answers below, the rest "same".
+    right = np.concatenate([[0], np.cumsum(~truth)]) + np.concatenate([np.cumsum(truth[::-1])[::-1], [0]])
+    k = int(right.argmax())
+    if k == 0:
+        return float(ranked[0] - 1e-6)
+    if k == len(ranked):
+        return float(ranked[-1])
+    return float((ranked[k - 1] + ranked[k]) / 2)
+
+
+def threshold_accuracy(cosines: np.ndarray, same: Sequence[bool], threshold: float) -> float:
+    """The share of pairs answered right by "same sense when cosine > threshold"."""
+    return float(((cosines > threshold) == np.asarray(same, bool)).mean())
+
+
+def marked(words: Sequence[str], index: int, mark: str = '"') -> str:
+    """The sentence with its target word between marks: `You must " carry " your gear .`"""
+    return " ".join([*words[:index], mark, words[index], mark, *words[index + 1:]])
+
+
+def write_pair_file(pairs: Sequence[WicPair], path: str | Path, mark: str = '"') -> None:
+    """The pairs as a TSV for `bertkit finetune pair` (columns sentence1, sentence2, label: T or F),
+    the target word marked in both sentences."""
+    rows = ["sentence1\tsentence2\tlabel"]
+    for p in pairs:
+        if p.same is None:
+            raise ValueError(f"pair {marked(p.first, p.first_index)!r} has no gold label; a training file needs them")
+        rows.append(f"{marked(p.first, p.first_index, mark)}\t{marked(p.second, p.second_index, mark)}\t"
+                    f"{'T' if p.same else 'F'}")
+    with atomic_write(path) as tmp:
+        tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def plot_wic(results: dict[int, dict], path: str | Path) -> None:
+    """Train and dev accuracy of the threshold method per layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = sorted(results)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name in ("train", "dev"):
+        ax.plot(layers, [results[layer][f"{name}_accuracy"] for layer in layers], marker="o", label=name)
+    ax.axhline(0.5, color="grey", linestyle=":", label="chance")
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("WiC: cosine of the target's two vectors > threshold (fitted on train)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,128 @@
+"""Lexical-sample WSD (NLTK's Senseval "hard" and "interest") and WiC: readers, the nearest-sense
+and threshold methods by hand, floors on real data, the commands."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bertkit.analysis.lexical import nearest_sense_folds, read_senseval, sense_centroids
+from bertkit.analysis.wic import fit_threshold, layer_cosines, read_wic, threshold_accuracy, write_pair_file
+from bertkit.analysis.wsd import instance_vectors
+
+
+def test_senseval_files_are_read_with_their_targets_and_senses(data_dir):
+    instances, senses = read_senseval(data_dir / "nltk_senseval" / "hard.pos")
+    assert len(instances) == len(senses) == 4333  # PROVENANCE.md
+    assert senses.count("HARD1") == 3455 and set(senses) == {"HARD1", "HARD2", "HARD3"}
+    assert all(i.words[i.index].lower().startswith("hard") for i in instances)  # hard, harder, hardest
+    assert {i.lemma for i in instances} == {"hard"} and instances[0].pos == "ADJ"
+    interest, _ = read_senseval(data_dir / "nltk_senseval" / "interest.pos")
+    assert len(interest) == 2368 and interest[0].words[interest[0].index] == "interest" and interest[0].pos == "NOUN"
+
+
+def test_nearest_sense_by_hand():
+    rng = np.random.default_rng(0)
+    centres = {"a": np.eye(4)[0], "b": np.eye(4)[1]}
+    senses = ["a"] * 30 + ["b"] * 10
+    vectors = np.stack([centres[s] + 0.1 * rng.standard_normal(4) for s in senses])
+    got = nearest_sense_folds(vectors, senses, folds=5)
+    assert got["accuracy"] == 1.0 and got["most_frequent_sense"] == pytest.approx(0.75)
+    assert got["senses"]["b"] == {"contexts": 10, "accuracy": 1.0}
+    unit = sense_centroids(np.array([[2.0, 0], [0, 3.0], [0, 1.0]]), ["x", "y", "y"])
+    np.testing.assert_allclose(unit["x"], [1, 0]) and np.testing.assert_allclose(unit["y"], [0, 1])
+    with pytest.raises(ValueError, match="folds must be between 2 and the 40 contexts"):
+        nearest_sense_folds(vectors, senses, folds=41)
+
+
+def test_nearest_sense_beats_the_most_frequent_sense_on_interest(minilm, data_dir):
+    """Contexts of "interest" (6 senses, the most frequent 53%): sense centroids of MiniLM's
+    last-layer vectors, 5-fold cross-validated, on the first 800 contexts."""
+    instances, senses = read_senseval(data_dir / "nltk_senseval" / "interest.pos")
+    vectors = instance_vectors(*minilm, instances[:800], [-1], precision="fp32")
+    got = nearest_sense_folds(np.stack([vectors[i.id] for i in instances[:800]]), senses[:800])
+    assert got["accuracy"] > got["most_frequent_sense"] + 0.2, got
+
+
+def test_wic_files_and_their_errors(data_dir, tmp_path):
+    folder = data_dir / "wic" / "dev"
+    pairs = read_wic(folder / "dev.data.txt", folder / "dev.gold.txt")
+    assert len(pairs) == 638 and sum(p.same for p in pairs) == 319
+    assert all(p.first[p.first_index].lower()[:3] == p.word.lower()[:3] or p.pos == "V" for p in pairs[:50])
+    data, gold = tmp_path / "x.data.txt", tmp_path / "x.gold.txt"
+    data.write_text("bank\tN\t0-1\tbank of a river\tthe bank rates\nbank\tN\t0-9\ta bank\tthe bank\n")
+    with pytest.raises(ValueError, match=r"x.data.txt:2: index 0-9 is outside the sentences \(2 and 2 words\)"):
+        read_wic(data)
+    data.write_text("bank\tN\t0-1\tbank of a river\n")
+    with pytest.raises(ValueError, match=r"x.data.txt:1: expected 5 tab-separated fields"):
+        read_wic(data)
+    data.write_text("bank\tN\t0-1\tbank of a river\tthe bank rates\n")
+    gold.write_text("T\nF\n")
+    with pytest.raises(ValueError, match="x.gold.txt has 2 labels but .*x.data.txt has 1 pairs"):
+        read_wic(data, gold)
+    gold.write_text("yes\n")
+    with pytest.raises(ValueError, match=r"x.gold.txt:1: expected T or F, got 'yes'"):
+        read_wic(data, gold)
+
+
+def test_the_threshold_by_hand():
+    cosines = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert fit_threshold(cosines, [False, False, True, True, True]) == pytest.approx(0.25)
+    assert threshold_accuracy(cosines, [False, False, True, True, True], 0.25) == 1.0
+    assert threshold_accuracy(cosines, [False, False, True, False, True], fit_threshold(
+        cosines, [False, False, True, False, True])) == 0.8  # the best any threshold does here
+    assert fit_threshold(cosines, [True] * 5) < 0.1 and fit_threshold(cosines, [False] * 5) == 0.5
+
+
+def test_the_pair_file_is_what_finetune_pair_reads(data_dir, tmp_path):
+    from bertkit.tasks import read_examples
+
+    pairs = read_wic(data_dir / "wic" / "dev" / "dev.data.txt", data_dir / "wic" / "dev" / "dev.gold.txt")[:20]
+    write_pair_file(pairs, tmp_path / "dev.tsv")
+    examples = read_examples(tmp_path / "dev.tsv", "pair",
+                             {"text_column": "sentence1", "pair_column": "sentence2", "label_column": "label"})
+    assert len(examples) == 20 and [e.label == "T" for e in examples] == [p.same for p in pairs]
+    first = pairs[0]
+    assert f'" {first.first[first.first_index]} "' in examples[0].text
+
+
+def test_wic_threshold_on_real_pairs_beats_chance(minilm, data_dir):
+    """1,000 training pairs fit the threshold of layer 3; the 638 dev pairs are scored."""
+    folder = data_dir / "wic"
+    train = read_wic(folder / "train" / "train.data.txt", folder / "train" / "train.gold.txt")[:1000]
+    dev = read_wic(folder / "dev" / "dev.data.txt", folder / "dev" / "dev.gold.txt")
+    (train_cos, lost), (dev_cos, _) = (layer_cosines(*minilm, pairs, [3], precision="fp32") for pairs in (train, dev))
+    threshold = fit_threshold(train_cos[3], [p.same for p in train])
+    assert lost == 0 and threshold_accuracy(dev_cos[3], [p.same for p in dev], threshold) > 0.55
+
+
+def test_the_lexical_sample_and_wic_commands(minilm_dir, data_dir, tmp_path, capsys):
+    from bertkit.cli import main
+
+    hard = tmp_path / "senseval" / "hard.pos"
+    hard.parent.mkdir()
+    text = (data_dir / "nltk_senseval" / "hard.pos").read_text()
+    hard.write_text(text[:text.index("<instance", 60_000)] + "</lexelt>\n</corpus>\n")  # the first ~150 contexts
+    out = tmp_path / "lexical.json"
+    assert main(["analyze", "lexical-sample", "--model", str(minilm_dir), "--data", str(hard), "--output",
+                 str(out), "--dtype", "fp32"]) == 0
+    got = json.loads(out.read_text())["results"][str(hard)]
+    assert got["contexts"] > 100 and 0 <= got["accuracy"] <= 1 and (tmp_path / "lexical-hard.png").stat().st_size
+    assert "most frequent sense" in capsys.readouterr().out
+
+    wic = tmp_path / "wic"
+    for name in ("train", "dev"):
+        (wic / name).mkdir(parents=True)
+        for kind in ("data", "gold"):
+            lines = (data_dir / "wic" / name / f"{name}.{kind}.txt").read_text().splitlines(True)[:40]
+            (wic / name / f"{name}.{kind}.txt").write_text("".join(lines))
+    args = ["analyze", "wic", "--model", str(minilm_dir), "--train", str(wic / "train" / "train.data.txt"),
+            "--dev", str(wic / "dev" / "dev.data.txt"), "--layers", "3,6", "--output", str(tmp_path / "wic.json"),
+            "--pairs-out", str(tmp_path / "pairs")]
+    assert main(args) == 0
+    got = json.loads((tmp_path / "wic.json").read_text())
+    assert sorted(got["layers"]) == ["3", "6"] and got["pairs"] == {"train": 40, "dev": 40}
+    assert len((tmp_path / "pairs" / "dev.tsv").read_text().splitlines()) == 41
+    (wic / "dev" / "dev.gold.txt").unlink()
+    assert main(args) == 2
+    assert "no gold file dev.gold.txt beside it" in capsys.readouterr().err
