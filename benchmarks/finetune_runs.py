@@ -8,6 +8,7 @@ Data sets without a ready split are split here, into runs/data/ (never into the 
 - PTB POS sample: sentences in file order, the first 90% train, the last 10% held out;
 - movie reviews: Pang & Lee's ten folds by review number: folds 1-8 train (1,600), 9-10 test (400);
 - GENIA (dev file only): by document, in file order, the first 80% of documents train, the rest test;
+- WiC: the pairs as TSV, the target word between square brackets in both sentences;
 - Reuters-21578 (ModApte train and test): the last 10% of the training articles, in file order, are the
   dev set that picks the checkpoint and tunes the per-label thresholds; the test set is scored once,
   afterwards, with `bertkit evaluate`.
@@ -28,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, ROOT, minilm_dir  # noqa: E402
+from bertkit.analysis.wic import read_wic, write_pair_file  # noqa: E402
 from splits import first_documents, pang_lee_fold, sample_lines, split_blocks, split_lines  # noqa: E402
 
 RUNS = ROOT / "runs" / "finetune"
@@ -50,6 +52,9 @@ def prepare() -> None:
     reuters_train = set(ids[:round(0.9 * len(ids))])
     split_lines(reuters, SPLITS / "reuters-train.jsonl", SPLITS / "reuters-dev.jsonl",
                 lambda r: r["id"] in reuters_train)
+    for name in ("train", "dev"):  # WiC, the target word marked in both sentences
+        folder = DATA / "wic" / name
+        write_pair_file(read_wic(folder / f"{name}.data.txt", folder / f"{name}.gold.txt"), SPLITS / f"wic-{name}.tsv")
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ RUNS_BY_NAME = {  # in the README's order; a run that starts from another comes 
     "rte-from-sick": Run("RTE, starting from the SICK model", "pair", "rte", RTE_TRAIN, D / "nltk_rte/rte2_dev.xml",
                          "RTE-2 dev", "accuracy", start="sick"),
     "mrpc": Run("MRPC", "pair", "mrpc", D / "msrp/msr-para-train.tsv", D / "msrp/msr-para-val.tsv", "val", "accuracy"),
+    "wic": Run("WiC, target word marked", "pair", "wic", SPLITS / "wic-train.tsv", SPLITS / "wic-dev.tsv", "dev",
+               "accuracy"),
     "stsb": Run("STS-B", "regress", "stsb", D / "stsb/sts-train.csv", D / "stsb/sts-dev.csv", "dev", "spearman"),
     "reuters": Run("Reuters-21578, 90 topics", "classify", "reuters", SPLITS / "reuters-train.jsonl",
                    SPLITS / "reuters-dev.jsonl", "test", "micro_f1", ("--multi-label",),

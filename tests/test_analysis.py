@@ -250,17 +250,50 @@ def test_analyze_wsd_from_the_command_line(data_dir, tmp_path, capsys):
     assert "no gold key for instance d000.s000.t000" in capsys.readouterr().err
 
 
+def test_analyze_wsd_with_gloss_embeddings_from_the_command_line(minilm_dir, data_dir, tmp_path, capsys):
+    import json
+
+    from bertkit.cli import main
+
+    xml, key = tmp_path / "two.data.xml", tmp_path / "two.gold.key.txt"
+    xml.write_text('<corpus><text id="d0"><sentence id="s0"><wf>She</wf><wf>deposited</wf><wf>her</wf>'
+                   '<wf>salary</wf><wf>at</wf><wf>the</wf><instance id="i0" lemma="bank" pos="NOUN">bank</instance>'
+                   '</sentence><sentence id="s1"><wf>He</wf><wf>paid</wf><wf>the</wf>'
+                   '<instance id="i1" lemma="fee" pos="NOUN">fee</instance></sentence></text></corpus>')
+    key.write_text("i0 bank%1:14:00::\ni1 fee%1:21:00::\n")
+    args = ["analyze", "wsd", "--data", str(xml), "--gold", str(key), "--wordnet", str(data_dir / "wordnet3"),
+            "--method", "gloss", "--cache", str(tmp_path / "cache"), "--dtype", "fp32", "--output", str(tmp_path / "k")]
+    assert main(args) == 2
+    assert "--method gloss needs --model" in capsys.readouterr().err
+    assert main([*args, "--model", str(minilm_dir), "--prior", "0.1", "--one-sense-per-discourse"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["instances"] == got["answered"] == 2 and got["first_sense_backoff"] == 0
+    answers = dict(line.split() for line in (tmp_path / "k").read_text().splitlines())
+    assert answers == {"i0": "bank%1:14:00::", "i1": "fee%1:21:00::"}  # the bank is not WordNet's first, the slope
+    assert any((tmp_path / "cache").rglob("vectors.npy"))
+
+
 def test_gloss_embeddings_are_cached_and_reused(wn, minilm, tmp_path, monkeypatch):
     from bertkit.analysis import wsd
 
     words, n = wsd.gloss_words(wn, "change_ringing%1:04:00::")
     assert words[:3] == ["change", "ringing", "-"] and n == 2 and "bells" in " ".join(words)
     keys = ["art%1:06:00::", "art%1:09:00::", "bank%1:17:00::"]
-    first = wsd.SenseVectors(*minilm, wn, tmp_path, [-1], precision="fp32")(keys)
+    first = wsd.SenseVectors(*minilm, wn, tmp_path, [-1], precision="fp32", chunk=2)(keys)  # two parts
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1, atol=1e-6)
+    at_once = wsd.SenseVectors(*minilm, wn, tmp_path / "one", [-1], precision="fp32")(keys)
+    np.testing.assert_allclose(first, at_once, atol=1e-5)
+    (folder,) = tmp_path.glob("*/part-00001.txt")
+    folder.unlink()  # killed after the second part's vectors, before its keys: that part is built again
+    assert wsd.SenseVectors(*minilm, wn, tmp_path, [-1], precision="fp32")(keys[2:]).shape == (1, 384)
     monkeypatch.setattr(wsd, "word_vectors", lambda *a, **k: pytest.fail("embedded again"))
     again = wsd.SenseVectors(*minilm, wn, tmp_path, [-1], precision="fp32")(keys[::-1])
-    np.testing.assert_array_equal(again, first[::-1])
+    np.testing.assert_allclose(again, first[::-1], atol=1e-6)
+    with pytest.raises(pytest.fail.Exception, match="embedded again"):  # another layer: another cache
+        wsd.SenseVectors(*minilm, wn, tmp_path, [-2], precision="fp32")(keys[:1])
+    (folder.parent / "part-00000.txt").write_text("\n".join(keys) + "\n")  # three keys for two vectors
+    with pytest.raises(ValueError, match=r"part-00000.txt: 3 sense keys for 2 vectors; delete"):
+        wsd.SenseVectors(*minilm, wn, tmp_path, [-1], precision="fp32")
 
 
 def test_the_prior_and_one_sense_per_discourse_by_hand(wn):

@@ -565,6 +565,11 @@ def _layer_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
 
+def _layers_or_all(text: str | None, model) -> list[int]:
+    """--layers as given, or every hidden state (0 = the embeddings)."""
+    return _layer_list(text) if text else list(range(len(model.layers) + 1))
+
+
 def _examples_for(model, path: str, errors: str) -> list:
     """A labelled file read as the model's training file was (its reader options)."""
     return read_examples(path, model.spec.task, {**model.spec.reader, "encoding_errors": errors})
@@ -740,6 +745,11 @@ def _wsd(args) -> None:
         _check_output(args.output, args.data, args.gold)
     if args.method == "gloss" and not args.model:
         raise ValueError("--method gloss needs --model, the encoder whose vectors it compares")
+    if args.method == "first-sense":
+        unused = [f"--{name.replace('_', '-')}" for name in ("model", "prior", "one_sense_per_discourse")
+                  if getattr(args, name)]
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: options of --method gloss; --method first-sense uses none")
     instances, gold = read_instances(args.data), read_key(args.gold)
     missing = sorted({i.id for i in instances} - set(gold))
     if missing:
@@ -753,7 +763,8 @@ def _wsd(args) -> None:
         layers = _layer_list(args.layers)
         senses = SenseVectors(model, tokenizer, wn, args.cache, layers, precision=args.dtype)
         vectors = instance_vectors(model, tokenizer, instances, layers, args.dtype)
-        answers, counts = disambiguate(wn, instances, vectors, senses, sense_counts(args.wordnet), args.prior,
+        prior = sense_counts(args.wordnet) if args.prior else None  # cntlist.rev, read only when weighed
+        answers, counts = disambiguate(wn, instances, vectors, senses, prior, args.prior,
                                        args.one_sense_per_discourse)
     if counts["unanswered"]:
         print(f"note: WordNet knows no sense of the lemma of {counts['unanswered']} instances: unanswered",
@@ -765,6 +776,9 @@ def _wsd(args) -> None:
 
 def _lexical_sample(args) -> None:
     _check_output(args.output, *args.data)
+    stems = [Path(p).stem for p in args.data]
+    if len(set(stems)) < len(stems):
+        raise ValueError(f"--data: two files named {max(stems, key=stems.count)}: their plots would share a name")
     model, tokenizer = _load(args)
     layers, results = _layer_list(args.layers), {}
     print("file            contexts  senses  nearest sense  most frequent sense")
@@ -775,6 +789,8 @@ def _lexical_sample(args) -> None:
         if len(kept) < len(instances):
             print(f"note: {path}: {len(instances) - len(kept)} targets tokenize to no subword: left out",
                   file=sys.stderr)
+        if len(kept) < args.folds:
+            raise ValueError(f"{path}: {len(kept)} contexts with a vector, fewer than the {args.folds} folds")
         matrix, tags = np.stack([v for v, _ in kept]), [s for _, s in kept]
         results[path] = {**nearest_sense_folds(matrix, tags, args.folds, args.seed), "no_vector": len(instances) - len(kept)}
         plot_senses(matrix, tags, _beside(args.output, Path(path).stem),
@@ -799,7 +815,7 @@ def _wic(args) -> None:
         for name, pairs in sets.items():
             write_pair_file(pairs, Path(args.pairs_out) / f"{name}.tsv")
     model, tokenizer = _load(args)
-    layers = _layer_list(args.layers) if args.layers else list(range(len(model.layers) + 1))
+    layers = _layers_or_all(args.layers, model)
     cosines, missing = {}, 0
     for name, pairs in sets.items():
         cosines[name], lost = layer_cosines(model, tokenizer, pairs, layers, args.batch_size, args.dtype)
@@ -842,7 +858,7 @@ def _geometry(args) -> None:
         print(f"note: skipped {fits.count(False)} of {len(sentences)} sampled lines longer than the model's "
               f"{model.config.max_length} tokens (split them into sentences to keep them)", file=sys.stderr)
         sentences = [t for t, ok in zip(sentences, fits) if ok]
-    layers = _layer_list(args.layers) if args.layers else list(range(len(model.layers) + 1))
+    layers = _layers_or_all(args.layers, model)
     vectors, sentence, words = layer_vectors(model, tokenizer, sentences, layers, args.dtype)
     results = {layer: {**anisotropy(vectors[layer], sentence, words, args.pairs, seed=args.seed),
                        "rogue": rogue_dimensions(vectors[layer], sentence, args.pairs, args.top, args.seed)}

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..model import Encoder
 from ..tokenizer import Tokenizer
-from .vectors import word_vectors
+from .vectors import unit_rows, word_vectors
 
 
 def layer_vectors(model: Encoder, tokenizer: Tokenizer, sentences: Sequence[str], layers: Sequence[int],
@@ -36,11 +36,6 @@ def layer_vectors(model: Encoder, tokenizer: Tokenizer, sentences: Sequence[str]
     return per_layer, sentence, [w.lower() for f in found for w in f.words]
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def random_pairs(sentence: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` pairs of rows from different sentences."""
     rng = np.random.default_rng(seed)
@@ -52,7 +47,7 @@ def random_pairs(sentence: np.ndarray, count: int, seed: int) -> tuple[np.ndarra
 def anisotropy(vectors: np.ndarray, sentence: np.ndarray, words: Sequence[str], pairs: int = 10_000,
                max_occurrences: int = 20, seed: int = 0) -> dict:
     """The three measures of one layer's (N, D) word vectors, with their sample sizes."""
-    unit = _unit(vectors)
+    unit = unit_rows(vectors, np.float64)
     a, b = random_pairs(sentence, pairs, seed)
     baseline = float((unit[a] * unit[b]).sum(1).mean())
     by_type: dict[str, list[int]] = defaultdict(list)
@@ -71,7 +66,7 @@ def anisotropy(vectors: np.ndarray, sentence: np.ndarray, words: Sequence[str], 
     for s in np.unique(sentence):
         rows = sentence == s
         if rows.sum() > 1:  # the sentence vector is the mean of its word vectors
-            intra.append(float((unit[rows] @ _unit(vectors[rows].mean(0))).mean()))
+            intra.append(float((unit[rows] @ unit_rows(vectors[rows].mean(0), np.float64)).mean()))
     self_similarity = float(np.mean(self_sims)) if self_sims else None  # None: no word in two contexts
     intra_sentence = float(np.mean(intra)) if intra else None
     return {"anisotropy": baseline, "pairs": len(a),
@@ -86,13 +81,13 @@ def rogue_dimensions(vectors: np.ndarray, sentence: np.ndarray, pairs: int = 10_
                      seed: int = 0) -> dict:
     """Each dimension's contribution to the expected cosine, the top ones, their share, and the
     informativity of the cosines without them."""
-    unit = _unit(vectors)
+    unit = unit_rows(vectors, np.float64)
     a, b = random_pairs(sentence, pairs, seed)
     contributions = (unit[a] * unit[b]).mean(0)  # (D,) CC_i; they sum to the expected cosine
     order = np.argsort(-contributions)[:top]
     cosine = (unit[a] * unit[b]).sum(1)
     rest = np.setdiff1d(np.arange(vectors.shape[1]), order)
-    without = (_unit(vectors[a][:, rest]) * _unit(vectors[b][:, rest])).sum(1)
+    without = (unit_rows(vectors[a][:, rest], np.float64) * unit_rows(vectors[b][:, rest], np.float64)).sum(1)
     return {"expected_cosine": float(contributions.sum()), "pairs": len(a),
             "top": [{"dimension": int(i), "contribution": float(contributions[i])} for i in order],
             "top_share": float(contributions[order].sum() / contributions.sum()),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .vectors import unit_rows
 from .wsd import Instance, nltk_corpus
 
 PENN_TO_UPOS = {"N": "NOUN", "V": "VERB", "J": "ADJ", "R": "ADV"}  # by the tag's first letter
@@ -25,17 +26,21 @@ def read_senseval(path: str | Path) -> tuple[list[Instance], list[str]]:
     from nltk.corpus.reader.senseval import SensevalCorpusReader
 
     path = Path(path)
-    folder = nltk_corpus(path.parent, "senseval", path.name)
+    folder = nltk_corpus(path.parent, "senseval", [path.name])
+    try:
+        found = list(SensevalCorpusReader(str(folder), [path.name]).instances(path.name))
+    except (AssertionError, ValueError) as e:  # NLTK's reader asserts on what it cannot parse
+        raise ValueError(f"{path}: not a Senseval lexical-sample file NLTK can read ({e or 'malformed'})") from None
     instances, senses = [], []
-    for n, found in enumerate(SensevalCorpusReader(str(folder), [path.name]).instances(path.name)):
-        words = tuple(w if isinstance(w, str) else w[0] for w in found.context)  # a few words come untagged
-        tag = found.context[found.position]
-        lemma = found.word.rsplit("-", 1)[0]
+    for n, context in enumerate(found):
+        if context.position is None or not context.senses:
+            raise ValueError(f"{path}: instance {n + 1} ({context.word}) has no <head> word or no sense tag")
+        words = tuple(w if isinstance(w, str) else w[0] for w in context.context)  # a few words come untagged
+        tag = context.context[context.position]
         pos = PENN_TO_UPOS.get(tag[1][:1], "X") if isinstance(tag, tuple) else "X"
-        if not found.senses:
-            raise ValueError(f"{path}: instance {n} ({found.word}) has no sense tag")
-        instances.append(Instance(f"{found.word}.{n}", lemma, pos, words, found.position, path.name))
-        senses.append(found.senses[0])
+        instances.append(Instance(f"{context.word}.{n}", context.word.rsplit("-", 1)[0], pos, words,
+                                  context.position, path.name))
+        senses.append(context.senses[0])
     if not instances:
         raise ValueError(f"{path}: no <instance> found; expected a Senseval lexical-sample file")
     return instances, senses
@@ -43,12 +48,8 @@ def read_senseval(path: str | Path) -> tuple[list[Instance], list[str]]:
 
 def sense_centroids(vectors: np.ndarray, senses: Sequence[str]) -> dict[str, np.ndarray]:
     """Sense embeddings from tagged contexts: the mean of each sense's unit vectors, unit length."""
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    out = {}
-    for sense in dict.fromkeys(senses):
-        mean = unit[[s == sense for s in senses]].mean(0)
-        out[sense] = mean / np.linalg.norm(mean)
-    return out
+    unit = unit_rows(vectors)
+    return {sense: unit_rows(unit[[s == sense for s in senses]].mean(0)) for sense in dict.fromkeys(senses)}
 
 
 def nearest_sense_folds(vectors: np.ndarray, senses: Sequence[str], folds: int = 5, seed: int = 0) -> dict:
@@ -59,7 +60,7 @@ def nearest_sense_folds(vectors: np.ndarray, senses: Sequence[str], folds: int =
     if not 2 <= folds <= len(senses):
         raise ValueError(f"folds must be between 2 and the {len(senses)} contexts, not {folds}")
     senses = np.asarray(senses)
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = unit_rows(vectors)
     order = np.random.default_rng(seed).permutation(len(senses))
     nearest, frequent = [], []
     correct_by_sense: Counter = Counter()

@@ -44,6 +44,12 @@ class WordVectors:
     positions: list[int] = field(default_factory=list)  # each word's index among the input's words
 
 
+def unit_rows(x: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Each row (the last axis) scaled to unit length, in `dtype`; a zero row stays zero."""
+    x = np.asarray(x, dtype=dtype)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def _slots(word_ids: list[int | None]) -> np.ndarray:
     return np.array([-1 if w is None else w for w in word_ids], dtype=np.int64)
 

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write
+from ..files import write_text
+from ..metrics.classification import accuracy
 from ..model import Encoder
 from ..textfiles import read_lines
 from ..tokenizer import Tokenizer
-from .vectors import word_vectors
+from .vectors import unit_rows, word_vectors
 
 LABELS = {"T": True, "F": False}
+MARKS = ("[", "]")  # around the target word in pair files
 
 
 @dataclass(frozen=True)
@@ -83,22 +85,23 @@ def layer_cosines(model: Encoder, tokenizer: Tokenizer, pairs: Sequence[WicPair]
     for row, (words, index) in enumerate(zip(found, targets)):
         if index in words.positions:
             vectors[row] = words.vectors[words.positions.index(index)].reshape(len(layers), hidden)
-    norms = np.linalg.norm(vectors, axis=2, keepdims=True)
-    unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    unit = unit_rows(vectors)
     a, b = unit[:len(pairs)], unit[len(pairs):]
-    missing = int(((norms[:len(pairs), 0, 0] == 0) | (norms[len(pairs):, 0, 0] == 0)).sum())
+    found_both = np.array([t in w.positions for w, t in zip(found, targets)]).reshape(2, len(pairs)).all(0)
+    missing = int((~found_both).sum())
     return {layer: (a[:, k] * b[:, k]).sum(1) for k, layer in enumerate(layers)}, missing
 
 
 def fit_threshold(cosines: np.ndarray, same: Sequence[bool]) -> float:
-    """The threshold that makes "same sense when cosine > threshold" most accurate on these pairs
-    (the midpoint between two neighbouring cosines)."""
+    """The threshold that makes "same sense when cosine > threshold" most accurate on these pairs:
+    the midpoint between two neighbouring distinct cosines (never between equal ones)."""
     same = np.asarray(same, bool)
-    order = np.argsort(cosines)
+    order = np.argsort(cosines, kind="stable")
     ranked, truth = cosines[order], same[order]
     # Cutting after the k-th smallest cosine: k "different" answers below, the rest "same".
     right = np.concatenate([[0], np.cumsum(~truth)]) + np.concatenate([np.cumsum(truth[::-1])[::-1], [0]])
-    k = int(right.argmax())
+    allowed = np.concatenate([[True], ranked[:-1] < ranked[1:], [True]])  # no cut inside a run of equal cosines
+    k = int(np.where(allowed, right, -1).argmax())
     if k == 0:
         return float(ranked[0] - 1e-6)
     if k == len(ranked):
@@ -108,25 +111,25 @@ def fit_threshold(cosines: np.ndarray, same: Sequence[bool]) -> float:
 
 def threshold_accuracy(cosines: np.ndarray, same: Sequence[bool], threshold: float) -> float:
     """The share of pairs answered right by "same sense when cosine > threshold"."""
-    return float(((cosines > threshold) == np.asarray(same, bool)).mean())
+    return accuracy(list(same), (np.asarray(cosines) > threshold).tolist())
 
 
-def marked(words: Sequence[str], index: int, mark: str = '"') -> str:
-    """The sentence with its target word between marks: `You must " carry " your gear .`"""
-    return " ".join([*words[:index], mark, words[index], mark, *words[index + 1:]])
+def marked(words: Sequence[str], index: int, marks: tuple[str, str] = MARKS) -> str:
+    """The sentence with its target word between marks: `You must [ carry ] your gear .`"""
+    return " ".join([*words[:index], marks[0], words[index], marks[1], *words[index + 1:]])
 
 
-def write_pair_file(pairs: Sequence[WicPair], path: str | Path, mark: str = '"') -> None:
+def write_pair_file(pairs: Sequence[WicPair], path: str | Path, marks: tuple[str, str] = MARKS) -> None:
     """The pairs as a TSV for `bertkit finetune pair` (columns sentence1, sentence2, label: T or F),
-    the target word marked in both sentences."""
+    the target word marked in both sentences (WiC's sentences hold no square bracket)."""
     rows = ["sentence1\tsentence2\tlabel"]
-    for p in pairs:
+    for n, p in enumerate(pairs, start=1):
         if p.same is None:
-            raise ValueError(f"pair {marked(p.first, p.first_index)!r} has no gold label; a training file needs them")
-        rows.append(f"{marked(p.first, p.first_index, mark)}\t{marked(p.second, p.second_index, mark)}\t"
+            raise ValueError(f"pair {n} ({marked(p.first, p.first_index, marks)!r}) has no gold label; a training "
+                             "file needs them")
+        rows.append(f"{marked(p.first, p.first_index, marks)}\t{marked(p.second, p.second_index, marks)}\t"
                     f"{'T' if p.same else 'F'}")
-    with atomic_write(path) as tmp:
-        tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(rows) + "\n")
 
 
 def plot_wic(results: dict[int, dict], path: str | Path) -> None:

@@ -8,6 +8,9 @@ copies the database once into bertkit's cache (~/.cache/bertkit/nltk_data/corpor
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import shutil
 import warnings
 import xml.etree.ElementTree as ET
@@ -16,32 +19,37 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from .. import precision as precision_
 from ..files import atomic_write
 from ..model import Encoder, fingerprint
 from ..textfiles import read_lines
 from ..tokenizer import Tokenizer
-from .vectors import word_vectors
+from .vectors import unit_rows, word_vectors
 
 UPOS_TO_WORDNET = {"NOUN": "n", "VERB": "v", "ADJ": "a", "ADV": "r"}
 CACHE = Path.home() / ".cache" / "bertkit" / "nltk_data"
 
 
-def nltk_corpus(folder: str | Path, name: str, expected: str) -> Path:
-    """The corpus files in `folder` (which must hold `expected`), copied once into bertkit's cache as
-    NLTK corpus `name`, where NLTK's readers agree to open them; returns the copy's folder."""
+def nltk_corpus(folder: str | Path, name: str, files: Sequence[str] | None = None) -> Path:
+    """`files` of `folder` (default: all), copied once into bertkit's cache as NLTK corpus `name`
+    (one copy per source folder), where NLTK's readers agree to open them; a file whose size or
+    modification time changed is copied again. Returns the copy's folder."""
     import nltk
 
-    folder = Path(folder)
-    if not (folder / expected).exists():
-        raise FileNotFoundError(f"{folder}: no {expected}")
-    target = CACHE / "corpora" / name
-    files = [f for f in folder.iterdir() if f.is_file()]
-    if any(not (target / f.name).exists() or (target / f.name).stat().st_size != f.stat().st_size for f in files):
-        target.mkdir(parents=True, exist_ok=True)
-        for f in files:  # each file atomically: a copy cut short is never read as whole
-            with atomic_write(target / f.name) as tmp:
-                shutil.copyfile(f, tmp)
+    folder = Path(folder).resolve()
+    sources = [folder / f for f in files] if files is not None else [f for f in folder.iterdir() if f.is_file()]
+    missing = [f for f in sources if not f.is_file()]
+    if missing or not sources:
+        raise FileNotFoundError(f"{missing[0] if missing else folder}: no such file")
+    target = CACHE / "corpora" / name / hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+    for f in sources:  # each file atomically: a copy cut short is never read as whole
+        copy = target / f.name
+        if not copy.exists() or (copy.stat().st_size, copy.stat().st_mtime) != (f.stat().st_size, f.stat().st_mtime):
+            target.mkdir(parents=True, exist_ok=True)
+            with atomic_write(copy) as tmp:
+                shutil.copy2(f, tmp)
     if str(CACHE) not in nltk.data.path:
         nltk.data.path.append(str(CACHE))
     return target
@@ -52,10 +60,9 @@ def wordnet(folder: str | Path):
     *.exc, lexnames, ...)."""
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    try:
-        target = nltk_corpus(folder, "wordnet", "index.noun")
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{e}; expected the WordNet 3.0 database files") from None
+    if not (Path(folder) / "index.noun").is_file():
+        raise FileNotFoundError(f"{folder}: no index.noun; expected the WordNet 3.0 database files")
+    target = nltk_corpus(folder, "wordnet")
     with warnings.catch_warnings():  # "multilingual functions are not available": bertkit uses none
         warnings.simplefilter("ignore")
         return WordNetCorpusReader(str(target), None)
@@ -173,43 +180,65 @@ def gloss_words(wn, key: str) -> tuple[list[str], int]:
     return [*head, "-", *text.split()], len(head)
 
 
+def all_sense_keys(wn) -> list[str]:
+    """Every sense key of WordNet (206,941 in WordNet 3.0, as index.sense lists), synset by synset
+    in NLTK's order (by part of speech, then offset)."""
+    return [lemma.key() for synset in wn.all_synsets() for lemma in synset.lemmas()]
+
+
 class SenseVectors:
-    """Gloss embeddings of senses, built as they are first asked for and kept on disk per model and
-    layers (`folder`/keys.txt and vectors.npy, unit-length rows): a second run over the same senses
-    embeds nothing."""
+    """Gloss embeddings of senses, built as they are first asked for and kept on disk: one folder
+    per model, tokenizer, precision and layers, holding parts (`part-N.npy`, unit-length rows,
+    memory-mapped when read, and `part-N.txt`, their sense keys), one part per `chunk` new senses.
+    A second run over the same senses embeds nothing; a run killed mid-build keeps its finished parts."""
 
     def __init__(self, model: Encoder, tokenizer: Tokenizer, wn, folder: str | Path, layers: Sequence[int],
-                 batch_size: int = 64, precision: str = "auto"):
+                 batch_size: int = 64, precision: str = "auto", chunk: int = 4096):
         self.model, self.tokenizer, self.wn, self.layers = model, tokenizer, wn, list(layers)
-        self.batch_size, self.precision = batch_size, precision
-        self.folder = Path(folder) / f"{fingerprint(model)}-layers{'_'.join(map(str, self.layers))}"
-        keys_file = self.folder / "keys.txt"
-        self.keys = keys_file.read_text(encoding="utf-8").split() if keys_file.exists() else []
-        self.vectors = np.load(self.folder / "vectors.npy") if self.keys else np.zeros((0, model.config.hidden_size),
-                                                                                         np.float32)
-        self.row = {k: i for i, k in enumerate(self.keys)}
+        self.batch_size, self.precision, self.chunk = batch_size, precision, chunk
+        dtype = str(precision_.resolve(precision, next(model.parameters()).device))
+        self.folder = Path(folder) / fingerprint(model, json.dumps([dataclasses.asdict(model.config), dtype,
+                                                                    tokenizer.to_json(), self.layers]))
+        self.parts: list[np.ndarray] = []
+        self.row: dict[str, tuple[int, int]] = {}  # sense key -> (part, row)
+        for keys_file in sorted(self.folder.glob("part-*.txt")):  # a part's keys are written after its rows
+            vectors = np.load(keys_file.with_suffix(".npy"), mmap_mode="r")
+            keys = keys_file.read_text(encoding="utf-8").split()
+            if len(keys) != len(vectors):
+                raise ValueError(f"{keys_file}: {len(keys)} sense keys for {len(vectors)} vectors; delete "
+                                 f"{self.folder} to rebuild the cache")
+            self._index(keys, vectors)
+
+    def _index(self, keys: list[str], vectors: np.ndarray) -> None:
+        self.row.update({k: (len(self.parts), i) for i, k in enumerate(keys)})
+        self.parts.append(vectors)
 
     def __call__(self, keys: Sequence[str]) -> np.ndarray:
         """(len(keys), D) unit-length sense embeddings."""
         missing = [k for k in dict.fromkeys(keys) if k not in self.row]
         if missing:
             self._add(missing)
-        return self.vectors[[self.row[k] for k in keys]]
+        if not keys:
+            return np.zeros((0, self.model.config.hidden_size), np.float32)
+        return np.stack([self.parts[part][row] for part, row in (self.row[k] for k in keys)])
 
     def _add(self, keys: list[str]) -> None:
-        glosses = [gloss_words(self.wn, k) for k in keys]
-        found = word_vectors(self.model, self.tokenizer, [words for words, _ in glosses], layers=self.layers,
-                             combine="sum", split_into_words=True, batch_size=self.batch_size,
-                             precision=self.precision, progress=len(keys) > 200)
-        new = np.stack([f.vectors[:n].mean(0) for f, (_, n) in zip(found, glosses)])
-        new /= np.linalg.norm(new, axis=1, keepdims=True)
-        self.vectors = np.concatenate([self.vectors, new.astype(np.float32)])
-        self.keys += keys
-        self.row.update({k: len(self.row) + i for i, k in enumerate(keys)})
-        with atomic_write(self.folder / "vectors.npy") as tmp, open(tmp, "wb") as f:
-            np.save(f, self.vectors)
-        with atomic_write(self.folder / "keys.txt") as tmp:  # written after the vectors it indexes
-            tmp.write_text("\n".join(self.keys) + "\n", encoding="utf-8")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with tqdm(total=len(keys), desc="gloss embeddings", unit="sense", disable=len(keys) <= 200) as bar:
+            for start in range(0, len(keys), self.chunk):  # a chunk's word vectors at a time, saved as it ends
+                chunk = keys[start:start + self.chunk]
+                glosses = [gloss_words(self.wn, k) for k in chunk]
+                found = word_vectors(self.model, self.tokenizer, [words for words, _ in glosses], layers=self.layers,
+                                     combine="sum", split_into_words=True, batch_size=self.batch_size,
+                                     precision=self.precision, progress=False)
+                vectors = unit_rows(np.stack([f.vectors[:n].mean(0) for f, (_, n) in zip(found, glosses)]))
+                name = self.folder / f"part-{len(self.parts):05d}"
+                with atomic_write(name.with_suffix(".npy")) as tmp, open(tmp, "wb") as f:
+                    np.save(f, vectors)
+                with atomic_write(name.with_suffix(".txt")) as tmp:
+                    tmp.write_text("\n".join(chunk) + "\n", encoding="utf-8")
+                self._index(chunk, vectors)
+                bar.update(len(chunk))
 
 
 def instance_vectors(model: Encoder, tokenizer: Tokenizer, instances: Sequence[Instance], layers: Sequence[int],
@@ -224,7 +253,7 @@ def instance_vectors(model: Encoder, tokenizer: Tokenizer, instances: Sequence[I
         sentence = found[instance.words]
         if instance.index in sentence.positions:
             v = sentence.vectors[sentence.positions.index(instance.index)]
-            out[instance.id] = v / np.linalg.norm(v)
+            out[instance.id] = unit_rows(v)
     return out
 
 

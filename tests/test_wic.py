@@ -1,47 +1,12 @@
-"""Lexical-sample WSD (NLTK's Senseval "hard" and "interest") and WiC: readers, the nearest-sense
-and threshold methods by hand, floors on real data, the commands."""
+"""WiC: the reader and its errors, the threshold by hand, the pair file finetune reads, a floor on
+real data, the command."""
 
 import json
 
 import numpy as np
 import pytest
 
-from bertkit.analysis.lexical import nearest_sense_folds, read_senseval, sense_centroids
 from bertkit.analysis.wic import fit_threshold, layer_cosines, read_wic, threshold_accuracy, write_pair_file
-from bertkit.analysis.wsd import instance_vectors
-
-
-def test_senseval_files_are_read_with_their_targets_and_senses(data_dir):
-    instances, senses = read_senseval(data_dir / "nltk_senseval" / "hard.pos")
-    assert len(instances) == len(senses) == 4333  # PROVENANCE.md
-    assert senses.count("HARD1") == 3455 and set(senses) == {"HARD1", "HARD2", "HARD3"}
-    assert all(i.words[i.index].lower().startswith("hard") for i in instances)  # hard, harder, hardest
-    assert {i.lemma for i in instances} == {"hard"} and instances[0].pos == "ADJ"
-    interest, _ = read_senseval(data_dir / "nltk_senseval" / "interest.pos")
-    assert len(interest) == 2368 and interest[0].words[interest[0].index] == "interest" and interest[0].pos == "NOUN"
-
-
-def test_nearest_sense_by_hand():
-    rng = np.random.default_rng(0)
-    centres = {"a": np.eye(4)[0], "b": np.eye(4)[1]}
-    senses = ["a"] * 30 + ["b"] * 10
-    vectors = np.stack([centres[s] + 0.1 * rng.standard_normal(4) for s in senses])
-    got = nearest_sense_folds(vectors, senses, folds=5)
-    assert got["accuracy"] == 1.0 and got["most_frequent_sense"] == pytest.approx(0.75)
-    assert got["senses"]["b"] == {"contexts": 10, "accuracy": 1.0}
-    unit = sense_centroids(np.array([[2.0, 0], [0, 3.0], [0, 1.0]]), ["x", "y", "y"])
-    np.testing.assert_allclose(unit["x"], [1, 0]) and np.testing.assert_allclose(unit["y"], [0, 1])
-    with pytest.raises(ValueError, match="folds must be between 2 and the 40 contexts"):
-        nearest_sense_folds(vectors, senses, folds=41)
-
-
-def test_nearest_sense_beats_the_most_frequent_sense_on_interest(minilm, data_dir):
-    """Contexts of "interest" (6 senses, the most frequent 53%): sense centroids of MiniLM's
-    last-layer vectors, 5-fold cross-validated, on the first 800 contexts."""
-    instances, senses = read_senseval(data_dir / "nltk_senseval" / "interest.pos")
-    vectors = instance_vectors(*minilm, instances[:800], [-1], precision="fp32")
-    got = nearest_sense_folds(np.stack([vectors[i.id] for i in instances[:800]]), senses[:800])
-    assert got["accuracy"] > got["most_frequent_sense"] + 0.2, got
 
 
 def test_wic_files_and_their_errors(data_dir, tmp_path):
@@ -72,6 +37,8 @@ def test_the_threshold_by_hand():
     assert threshold_accuracy(cosines, [False, False, True, False, True], fit_threshold(
         cosines, [False, False, True, False, True])) == 0.8  # the best any threshold does here
     assert fit_threshold(cosines, [True] * 5) < 0.1 and fit_threshold(cosines, [False] * 5) == 0.5
+    tied = np.array([0.0, 0.0, 0.0, 0.9])  # never a cut between equal cosines (pairs without a vector sit at 0)
+    assert fit_threshold(tied, [False, True, False, True]) == pytest.approx(0.45)
 
 
 def test_the_pair_file_is_what_finetune_pair_reads(data_dir, tmp_path):
@@ -83,7 +50,7 @@ def test_the_pair_file_is_what_finetune_pair_reads(data_dir, tmp_path):
                              {"text_column": "sentence1", "pair_column": "sentence2", "label_column": "label"})
     assert len(examples) == 20 and [e.label == "T" for e in examples] == [p.same for p in pairs]
     first = pairs[0]
-    assert f'" {first.first[first.first_index]} "' in examples[0].text
+    assert f"[ {first.first[first.first_index]} ]" in examples[0].text
 
 
 def test_wic_threshold_on_real_pairs_beats_chance(minilm, data_dir):
@@ -96,19 +63,8 @@ def test_wic_threshold_on_real_pairs_beats_chance(minilm, data_dir):
     assert lost == 0 and threshold_accuracy(dev_cos[3], [p.same for p in dev], threshold) > 0.55
 
 
-def test_the_lexical_sample_and_wic_commands(minilm_dir, data_dir, tmp_path, capsys):
+def test_the_wic_command(minilm_dir, data_dir, tmp_path, capsys):
     from bertkit.cli import main
-
-    hard = tmp_path / "senseval" / "hard.pos"
-    hard.parent.mkdir()
-    text = (data_dir / "nltk_senseval" / "hard.pos").read_text()
-    hard.write_text(text[:text.index("<instance", 60_000)] + "</lexelt>\n</corpus>\n")  # the first ~150 contexts
-    out = tmp_path / "lexical.json"
-    assert main(["analyze", "lexical-sample", "--model", str(minilm_dir), "--data", str(hard), "--output",
-                 str(out), "--dtype", "fp32"]) == 0
-    got = json.loads(out.read_text())["results"][str(hard)]
-    assert got["contexts"] > 100 and 0 <= got["accuracy"] <= 1 and (tmp_path / "lexical-hard.png").stat().st_size
-    assert "most frequent sense" in capsys.readouterr().out
 
     wic = tmp_path / "wic"
     for name in ("train", "dev"):
