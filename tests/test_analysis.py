@@ -215,6 +215,11 @@ def test_the_scorer_on_a_hand_worked_example():
     assert got["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
     with pytest.raises(ValueError, match="instance e is not in the gold key"):
         score({"e": "x%1"}, gold)
+    from bertkit.analysis.wsd import Instance, score_by_pos
+    pos = {"a": "NOUN", "b": "VERB", "c": "NOUN", "d": "NOUN"}
+    instances = [Instance(i, "x", p, ("x",), 0, "d0") for i, p in pos.items()]
+    parts = score_by_pos({"a": "x%1", "b": "y%2", "c": "z%9"}, gold, instances)
+    assert (parts["NOUN"]["precision"], parts["NOUN"]["recall"]) == (1 / 2, 1 / 3) and parts["VERB"]["f1"] == 1.0
 
 
 def test_bad_wsd_input(wn, tmp_path):
@@ -277,7 +282,7 @@ def test_analyze_wsd_with_gloss_embeddings_from_the_command_line(minilm_dir, dat
     expected, _ = disambiguate(wn, instances, instance_vectors(model, tokenizer, instances, [-1], "fp32"),
                                SenseVectors(model, tokenizer, wn, tmp_path / "lib", [-1], precision="fp32"),
                                sense_counts(data_dir / "wordnet3"), 0.1, True)
-    assert answers == expected and len(list((tmp_path / "cache").rglob("part-*.npy"))) == 1
+    assert answers == expected and len(list((tmp_path / "cache").rglob("part-*.npy"))) == 1  # one part: every candidate at once
 
 
 def test_gloss_embeddings_are_cached_and_reused(wn, minilm, tmp_path, monkeypatch):

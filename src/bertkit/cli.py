@@ -20,7 +20,7 @@ from .analysis.geometry import anisotropy, layer_vectors, plot_geometry, rogue_d
 from .analysis.lexical import nearest_sense_folds, plot_senses, read_senseval
 from .analysis.wic import fit_threshold, plot_wic, read_wic, target_vectors, threshold_accuracy, write_pair_file
 from .analysis.wsd import (SenseVectors, disambiguate, first_sense, instance_vectors, read_instances, read_key, score,
-                           sense_counts, wordnet, write_key)
+                           score_by_pos, sense_counts, wordnet, write_key)
 from .bertscore import bertscore, compute_baseline, default_layer, load_baseline, save_baseline
 from .config import (PRESETS, FinetuneConfig, MultitaskConfig, PretrainConfig, TrainConfig, load_sections,
                      read_recipe)
@@ -773,7 +773,8 @@ def _wsd(args) -> None:
               file=sys.stderr)
     if args.output:
         write_key(args.output, answers)
-    print(json.dumps({"method": args.method, **score(answers, gold), **counts}, indent=1))
+    by_pos = {pos: round(r["f1"], 4) for pos, r in score_by_pos(answers, gold, instances).items()}
+    print(json.dumps({"method": args.method, **score(answers, gold), **counts, "f1_by_pos": by_pos}, indent=1))
 
 
 def _lexical_sample(args) -> None:

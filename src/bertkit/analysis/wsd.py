@@ -127,6 +127,16 @@ def score(predictions: dict[str, str], gold: dict[str, set[str]]) -> dict[str, f
     return {"precision": precision, "recall": recall, "f1": f1, "answered": len(predictions), "instances": len(gold)}
 
 
+def score_by_pos(predictions: dict[str, str], gold: dict[str, set[str]],
+                 instances: Sequence[Instance]) -> dict[str, dict[str, float]]:
+    """`score` over each part of speech's instances apart."""
+    ids: dict[str, set[str]] = {}
+    for instance in instances:
+        ids.setdefault(instance.pos, set()).add(instance.id)
+    return {pos: score({i: k for i, k in predictions.items() if i in part}, {i: gold[i] for i in part})
+            for pos, part in sorted(ids.items())}
+
+
 def candidates(wn, lemma: str, pos: str) -> list[str]:
     """The sense keys of `lemma` with the universal POS `pos`, in WordNet's order (most frequent first)."""
     wn_pos = UPOS_TO_WORDNET.get(pos)
@@ -267,6 +277,9 @@ def disambiguate(wn, instances: Sequence[Instance], vectors: dict[str, np.ndarra
     answers and the counts of back-offs and unanswered instances."""
     scored: dict[str, dict[str, float]] = {}
     answers, tally = {}, {"first_sense_backoff": 0, "unanswered": 0}
+    wanted = [k for i in instances if i.id in vectors for k in candidates(wn, i.lemma, i.pos)]
+    if wanted:
+        senses(wanted)  # every candidate embedded in one go, not a lemma at a time
     for instance in instances:
         keys = candidates(wn, instance.lemma, instance.pos)
         if not keys:
