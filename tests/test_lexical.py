@@ -43,12 +43,14 @@ def test_nearest_sense_by_hand():
 
 
 def test_nearest_sense_beats_the_most_frequent_sense_on_interest(minilm, data_dir):
-    """Contexts of "interest" (6 senses, the most frequent 53%): sense centroids of MiniLM's
-    last-layer vectors, 5-fold cross-validated, on the first 800 contexts."""
+    """Contexts of "interest" (6 senses, the most frequent 53%): sense centroids and nearest tagged
+    contexts of MiniLM's last-layer vectors, 5-fold cross-validated, on the first 800 contexts."""
     instances, senses = read_senseval(data_dir / "nltk_senseval" / "interest.pos")
     vectors = instance_vectors(*minilm, instances[:800], [-1], precision="fp32")
-    got = nearest_sense_folds(np.stack([vectors[i.id] for i in instances[:800]]), senses[:800])
-    assert got["accuracy"] > got["most_frequent_sense"] + 0.2, got
+    matrix = np.stack([vectors[i.id] for i in instances[:800]])
+    centroid, example = (nearest_sense_folds(matrix, senses[:800], by=by) for by in ("centroid", "example"))
+    assert centroid["accuracy"] > centroid["most_frequent_sense"] + 0.1, centroid  # all contexts: 0.707 vs 0.529
+    assert example["accuracy"] > example["most_frequent_sense"] + 0.2, example  # all contexts: 0.891
 
 
 def test_a_senseval_file_without_a_head_word_is_an_error_naming_it(tmp_path):
@@ -66,11 +68,11 @@ def test_the_lexical_sample_command(minilm_dir, data_dir, tmp_path, capsys):
     hard = tmp_path / "senseval" / "hard.pos"
     hard.parent.mkdir()
     text = (data_dir / "nltk_senseval" / "hard.pos").read_text()
-    hard.write_text(text[:text.index("<instance", 60_000)] + "</lexelt>\n</corpus>\n")  # the first ~150 contexts
+    hard.write_text(text[:text.index("<instance", 40_000)] + "</lexelt>\n</corpus>\n")  # the first contexts
     out = tmp_path / "lexical.json"
     assert main(["analyze", "lexical-sample", "--model", str(minilm_dir), "--data", str(hard), "--output",
                  str(out), "--dtype", "fp32"]) == 0
     got = json.loads(out.read_text())["results"][str(hard)]
-    assert got["centroid"]["contexts"] > 100 and 0 <= got["example"]["accuracy"] <= 1
+    assert got["centroid"]["contexts"] == hard.read_text().count("<instance ") and 0 <= got["example"]["accuracy"] <= 1
     assert (tmp_path / "lexical-hard.png").stat().st_size
     assert "most frequent sense" in capsys.readouterr().out
