@@ -270,7 +270,8 @@ def test_analyze_wsd_with_gloss_embeddings_from_the_command_line(minilm_dir, dat
             "--method", "gloss", "--cache", str(tmp_path / "cache"), "--dtype", "fp32", "--output", str(tmp_path / "k")]
     assert main(args) == 2
     assert "--method gloss needs --model" in capsys.readouterr().err
-    assert main([*args, "--model", str(minilm_dir), "--prior", "0.1", "--one-sense-per-discourse"]) == 0
+    assert main([*args, "--model", str(minilm_dir), "--prior", "0.1", "--one-sense-per-discourse",
+                 "--standardize"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["instances"] == got["answered"] == 2 and got["first_sense_backoff"] == 0
     answers = dict(line.split() for line in (tmp_path / "k").read_text().splitlines())
@@ -281,7 +282,7 @@ def test_analyze_wsd_with_gloss_embeddings_from_the_command_line(minilm_dir, dat
     wn, instances = wordnet(data_dir / "wordnet3"), read_instances(xml)
     expected, _ = disambiguate(wn, instances, instance_vectors(model, tokenizer, instances, [-1], "fp32"),
                                SenseVectors(model, tokenizer, wn, tmp_path / "lib", [-1], precision="fp32"),
-                               sense_counts(data_dir / "wordnet3"), 0.1, True)
+                               sense_counts(data_dir / "wordnet3"), 0.1, True, standardize=True)
     assert answers == expected and len(list((tmp_path / "cache").rglob("part-*.npy"))) == 1  # one part: every candidate at once
 
 
@@ -313,7 +314,7 @@ def test_the_prior_and_one_sense_per_discourse_by_hand(wn):
 
     keys = candidates(wn, "art", "NOUN")  # art%1:06:00:: (first), art%1:04:00::, ...
     table = {k: np.eye(8)[i] for i, k in enumerate(keys)}
-    senses = lambda ks: np.stack([table[k] for k in ks])  # noqa: E731  (a fake gloss embedding per sense)
+    senses = lambda ks, unit=True: np.stack([table[k] for k in ks])  # noqa: E731  (a fake gloss embedding per sense)
     one = Instance("a", "art", "NOUN", ("art",), 0, "d0")
     two = Instance("b", "art", "NOUN", ("art",), 0, "d0")
     vectors = {"a": 0.9 * np.eye(8)[1] + 0.1 * np.eye(8)[0], "b": 0.6 * np.eye(8)[0] + 0.55 * np.eye(8)[2]}

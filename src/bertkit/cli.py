@@ -387,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(cntlist.rev) added to the cosine")
     p.add_argument("--one-sense-per-discourse", action="store_true",
                    help="one sense for every instance of a lemma and POS in a document")
+    p.add_argument("--standardize", action="store_true", help="z-score the instance vectors and the gloss "
+                   "embeddings first, each with its own statistics (the anisotropy fix)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "bertkit" / "sense-vectors"),
                    help="folder of the gloss embeddings kept per model and layers")
     p.add_argument("--output", help="the answers, in the key format")
@@ -748,8 +750,8 @@ def _wsd(args) -> None:
     if args.method == "gloss" and not args.model:
         raise ValueError("--method gloss needs --model, the encoder whose vectors it compares")
     if args.method == "first-sense":
-        unused = [f"--{name.replace('_', '-')}" for name in ("model", "prior", "one_sense_per_discourse")
-                  if getattr(args, name)]
+        unused = [f"--{name.replace('_', '-')}" for name in ("model", "prior", "one_sense_per_discourse",
+                                                            "standardize") if getattr(args, name)]
         if unused:
             raise ValueError(f"{', '.join(unused)}: options of --method gloss; --method first-sense uses none")
     instances, gold = read_instances(args.data), read_key(args.gold)
@@ -767,7 +769,7 @@ def _wsd(args) -> None:
         vectors = instance_vectors(model, tokenizer, instances, layers, args.dtype)
         prior = sense_counts(args.wordnet) if args.prior else None  # cntlist.rev, read only when weighed
         answers, counts = disambiguate(wn, instances, vectors, senses, prior, args.prior,
-                                       args.one_sense_per_discourse)
+                                       args.one_sense_per_discourse, args.standardize)
     if counts["unanswered"]:
         print(f"note: WordNet knows no sense of the lemma of {counts['unanswered']} instances: unanswered",
               file=sys.stderr)

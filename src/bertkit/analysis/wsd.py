@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .. import precision as precision_
 from ..files import atomic_write
 from ..model import Encoder, fingerprint
+from ..postprocess import fit_postprocess
 from ..textfiles import read_lines
 from ..tokenizer import Tokenizer
 from .vectors import unit_rows, word_vectors
@@ -198,8 +199,9 @@ def all_sense_keys(wn) -> list[str]:
 
 class SenseVectors:
     """Gloss embeddings of senses, built as they are first asked for and kept on disk: one folder
-    per model, tokenizer, precision and layers, holding parts (`part-N.npy`, unit-length rows,
-    memory-mapped when read, and `part-N.txt`, their sense keys), one part per `chunk` new senses.
+    per model, tokenizer, precision and layers, holding parts (`part-N.npy`, the vectors as summed
+    over the layers, memory-mapped when read, and `part-N.txt`, their sense keys), one part per
+    `chunk` new senses.
     A second run over the same senses embeds nothing; a run killed mid-build keeps its finished parts."""
 
     def __init__(self, model: Encoder, tokenizer: Tokenizer, wn, folder: str | Path, layers: Sequence[int],
@@ -208,7 +210,7 @@ class SenseVectors:
         self.batch_size, self.precision, self.chunk = batch_size, precision, chunk
         dtype = str(precision_.resolve(precision, next(model.parameters()).device))
         self.folder = Path(folder) / fingerprint(model, json.dumps([dataclasses.asdict(model.config), dtype,
-                                                                    tokenizer.to_json(), self.layers]))
+                                                                    tokenizer.to_json(), self.layers, "raw"]))
         self.parts: list[np.ndarray] = []
         self.row: dict[str, tuple[int, int]] = {}  # sense key -> (part, row)
         for keys_file in sorted(self.folder.glob("part-*.txt")):  # a part's keys are written after its rows
@@ -223,14 +225,15 @@ class SenseVectors:
         self.row.update({k: (len(self.parts), i) for i, k in enumerate(keys)})
         self.parts.append(vectors)
 
-    def __call__(self, keys: Sequence[str]) -> np.ndarray:
-        """(len(keys), D) unit-length sense embeddings."""
+    def __call__(self, keys: Sequence[str], unit: bool = True) -> np.ndarray:
+        """(len(keys), D) sense embeddings, unit length (or as built, `unit=False`)."""
         missing = [k for k in dict.fromkeys(keys) if k not in self.row]
         if missing:
             self._add(missing)
         if not keys:
             return np.zeros((0, self.model.config.hidden_size), np.float32)
-        return np.stack([self.parts[part][row] for part, row in (self.row[k] for k in keys)])
+        vectors = np.stack([self.parts[part][row] for part, row in (self.row[k] for k in keys)])
+        return unit_rows(vectors) if unit else vectors
 
     def _add(self, keys: list[str]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -241,7 +244,7 @@ class SenseVectors:
                 found = word_vectors(self.model, self.tokenizer, [words for words, _ in glosses], layers=self.layers,
                                      combine="sum", split_into_words=True, batch_size=self.batch_size,
                                      precision=self.precision, progress=False)
-                vectors = unit_rows(np.stack([f.vectors[:n].mean(0) for f, (_, n) in zip(found, glosses)]))
+                vectors = np.stack([f.vectors[:n].mean(0) for f, (_, n) in zip(found, glosses)]).astype(np.float32)
                 name = self.folder / f"part-{len(self.parts):05d}"
                 with atomic_write(name.with_suffix(".npy")) as tmp, open(tmp, "wb") as f:
                     np.save(f, vectors)
@@ -253,8 +256,8 @@ class SenseVectors:
 
 def instance_vectors(model: Encoder, tokenizer: Tokenizer, instances: Sequence[Instance], layers: Sequence[int],
                      precision: str = "auto") -> dict[str, np.ndarray]:
-    """Each instance's contextual vector in its sentence (unit length); an instance whose word has
-    no subword is left out."""
+    """Each instance's contextual vector in its sentence (the layers summed, not normalized); an
+    instance whose word has no subword is left out."""
     sentences = list(dict.fromkeys(i.words for i in instances))
     found = dict(zip(sentences, word_vectors(model, tokenizer, [list(s) for s in sentences], layers=layers,
                                              combine="sum", split_into_words=True, precision=precision)))
@@ -263,23 +266,33 @@ def instance_vectors(model: Encoder, tokenizer: Tokenizer, instances: Sequence[I
         sentence = found[instance.words]
         if instance.index in sentence.positions:
             v = sentence.vectors[sentence.positions.index(instance.index)]
-            out[instance.id] = unit_rows(v)
+            out[instance.id] = v
     return out
 
 
 def disambiguate(wn, instances: Sequence[Instance], vectors: dict[str, np.ndarray], senses: SenseVectors,
-                 counts: dict[str, int] | None = None, prior: float = 0.0,
-                 one_sense_per_discourse: bool = False) -> tuple[dict[str, str], dict[str, int]]:
+                 counts: dict[str, int] | None = None, prior: float = 0.0, one_sense_per_discourse: bool = False,
+                 standardize: bool = False) -> tuple[dict[str, str], dict[str, int]]:
     """Each instance's sense: argmax over its lemma's candidates of cosine(instance, gloss embedding)
-    + `prior` x the sense's share of its lemma's SemCor counts (add-one). With one sense per
+    + `prior` x the sense's share of its lemma's SemCor counts (add-one). With `standardize`, the
+    instance vectors and the candidates' gloss embeddings are z-scored first, each kind with its
+    own statistics (fitted on these instances and on all their candidates). With one sense per
     discourse, every instance of one lemma and POS in a document takes the sense with the highest
     summed score. Instances without a vector back off to WordNet's first sense. Returns the
     answers and the counts of back-offs and unanswered instances."""
     scored: dict[str, dict[str, float]] = {}
     answers, tally = {}, {"first_sense_backoff": 0, "unanswered": 0}
-    wanted = [k for i in instances if i.id in vectors for k in candidates(wn, i.lemma, i.pos)]
+    wanted = list(dict.fromkeys(k for i in instances if i.id in vectors for k in candidates(wn, i.lemma, i.pos)))
+    word, gloss = unit_rows, senses
     if wanted:
-        senses(wanted)  # every candidate embedded in one go, not a lemma at a time
+        found = senses(wanted, unit=False)  # every candidate embedded in one go, not a lemma at a time
+        if standardize:
+            if len(vectors) < 2:
+                raise ValueError("standardize fits z-scores on the instances: it needs at least 2 of them")
+            word_z = fit_postprocess(np.stack(list(vectors.values())), "standardize")
+            gloss_z = fit_postprocess(found, "standardize")
+            word = lambda v: unit_rows(word_z(v[None])[0])  # noqa: E731
+            gloss = lambda keys: unit_rows(gloss_z(senses(keys, unit=False)))  # noqa: E731
     for instance in instances:
         keys = candidates(wn, instance.lemma, instance.pos)
         if not keys:
@@ -289,7 +302,7 @@ def disambiguate(wn, instances: Sequence[Instance], vectors: dict[str, np.ndarra
             answers[instance.id] = keys[0]
             tally["first_sense_backoff"] += 1
             continue
-        score_ = senses(keys) @ vectors[instance.id]
+        score_ = gloss(keys) @ word(vectors[instance.id])
         if prior:
             c = np.array([(counts or {}).get(k, 0) + 1.0 for k in keys])
             score_ = score_ + prior * c / c.sum()
