@@ -9,6 +9,8 @@ by window length (max pooling takes the maximum over windows).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -21,9 +23,17 @@ from . import precision as precision_
 from .data.alignment import combine_windows
 from .data.batches import in_length_order
 from .heads import Pooling, pool
-from .model import Encoder
+from .model import Encoder, fingerprint
 from .postprocess import PostProcess, load_postprocess
 from .tokenizer import Overflow, Tokenizer
+
+def vectors_key(model: Encoder, tokenizer: Tokenizer, precision: str, *extra) -> str:
+    """A digest of what cached vectors depend on: the model (its config and every weight), the
+    tokenizer, the precision they are computed in, and `extra` (JSON-serializable: the texts, the
+    layers ...)."""
+    dtype = str(precision_.resolve(precision, next(model.parameters()).device))
+    return fingerprint(model, json.dumps([dataclasses.asdict(model.config), dtype, tokenizer.to_json(), *extra]))
+
 
 @torch.no_grad()  # not inference_mode: under it, autocast re-casts every weight on every call
 def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling: Pooling = "mean",

@@ -13,7 +13,6 @@ both fused; collections, qrels and runs read and written in the formats IR test 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -24,11 +23,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import precision as precision_
-from .embed import embed
+from .embed import embed, vectors_key
 from .files import atomic_write, write_text
 from .metrics.ranking import Qrels, Run, rank_documents
-from .model import Encoder, fingerprint
+from .model import Encoder
 from .textfiles import read_lines
 from .tokenizer import Tokenizer
 
@@ -169,9 +167,7 @@ def write_run(path: str | Path, run: Run, tag: str = "bertkit") -> None:
 def index_key(model: Encoder, tokenizer: Tokenizer, documents: Mapping[str, str], precision: str) -> str:
     """A digest of what an index's vectors depend on: the documents, the tokenizer, the model (its
     config and every weight) and the precision it computes in."""
-    dtype = str(precision_.resolve(precision, next(model.parameters()).device))
-    return fingerprint(model, json.dumps([dataclasses.asdict(model.config), dtype, tokenizer.to_json(),
-                                          list(documents.items())]))
+    return vectors_key(model, tokenizer, precision, list(documents.items()))
 
 
 def build_index(model: Encoder, tokenizer: Tokenizer, documents: Mapping[str, str], folder: str | Path, *,

@@ -94,9 +94,10 @@ def rogue_dimensions(vectors: np.ndarray, sentence: np.ndarray, pairs: int = 10_
             "informativity": float(np.corrcoef(cosine, without)[0, 1])}
 
 
-def plot_geometry(results: dict[int, dict], path) -> None:
-    """One PNG: per layer, the anisotropy baseline, self- and intra-sentence similarity, and the top
-    dimensions' share of the expected cosine (where measured)."""
+def plot_per_layer(results: dict[int, dict], series: Sequence[tuple[str, str]], ylabel: str, path,
+                   title: str | None = None, chance: float | None = None) -> None:
+    """One PNG: a line per (key, label) of `series` over the layers of `results`, drawn where every
+    layer has a value (z-scored series dashed); a dotted chance line when given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,14 +105,25 @@ def plot_geometry(results: dict[int, dict], path) -> None:
 
     layers = sorted(results)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for key, label in (("anisotropy", "anisotropy (random pairs)"), ("self_similarity", "self-similarity"),
-                       ("intra_sentence", "intra-sentence similarity"), ("top_share", "top dimensions' share")):
+    for key, label in series:
         values = [results[layer].get(key) for layer in layers]
         if all(v is not None for v in values):
-            ax.plot(layers, values, marker="o", label=label)
+            ax.plot(layers, values, marker="o", label=label, linestyle="--" if "zscored" in key else "-")
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", label="chance")
     ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel("cosine / share")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_geometry(results: dict[int, dict], path) -> None:
+    """One PNG: per layer, the anisotropy baseline, self- and intra-sentence similarity, and the top
+    dimensions' share of the expected cosine (where measured)."""
+    plot_per_layer(results, (("anisotropy", "anisotropy (random pairs)"), ("self_similarity", "self-similarity"),
+                             ("intra_sentence", "intra-sentence similarity"), ("top_share", "top dimensions' share")),
+                   "cosine / share", path)

@@ -3,7 +3,8 @@ in NLTK's Senseval files), sense embeddings averaged from tagged contexts, and t
 
 `nearest_sense_folds` measures it the usual way, k-fold cross-validated: each fold's contexts take
 the sense whose training centroid is the nearest by cosine (or the sense of the nearest training
-context), against the training folds' most frequent sense. `plot_senses` draws the contexts in 2-D (PCA), coloured by sense.
+context), against the training folds' most frequent sense. `plot_senses` draws the contexts in
+2-D (PCA), coloured by sense.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from ..model import Encoder
 from ..postprocess import PostProcess, fit_postprocess
 from ..textfiles import read_lines
 from ..tokenizer import Tokenizer
+from .geometry import plot_per_layer
 from .vectors import unit_rows, word_vectors
 
 LABELS = {"T": True, "F": False}
@@ -157,24 +158,8 @@ def write_pair_file(pairs: Sequence[WicPair], path: str | Path, marks: tuple[str
 
 
 def plot_wic(results: dict[int, dict], path: str | Path) -> None:
-    """Train and dev accuracy of the threshold method per layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layers = sorted(results)
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for key, label in (("train_accuracy", "train"), ("dev_accuracy", "dev"), ("zscored_train_accuracy", "train, z-scored"),
-                       ("zscored_dev_accuracy", "dev, z-scored")):
-        if all(key in results[layer] for layer in layers):
-            ax.plot(layers, [results[layer][key] for layer in layers], marker="o", label=label,
-                    linestyle="--" if "zscored" in key else "-")
-    ax.axhline(0.5, color="grey", linestyle=":", label="chance")
-    ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel("accuracy")
-    ax.set_title("WiC: cosine of the target's two vectors > threshold (fitted on train)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Train and dev accuracy of the threshold method per layer, as they are and z-scored."""
+    plot_per_layer(results, (("train_accuracy", "train"), ("dev_accuracy", "dev"),
+                             ("zscored_train_accuracy", "train, z-scored"), ("zscored_dev_accuracy", "dev, z-scored")),
+                   "accuracy", path, "WiC: cosine of the target's two vectors > threshold (fitted on train)",
+                   chance=0.5)

@@ -8,9 +8,7 @@ copies the database once into bertkit's cache (~/.cache/bertkit/nltk_data/corpor
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import shutil
 import warnings
 import xml.etree.ElementTree as ET
@@ -21,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import precision as precision_
+from ..embed import vectors_key
 from ..files import atomic_write
-from ..model import Encoder, fingerprint
+from ..model import Encoder
 from ..postprocess import fit_postprocess
 from ..textfiles import read_lines
 from ..tokenizer import Tokenizer
@@ -208,9 +206,7 @@ class SenseVectors:
                  batch_size: int = 64, precision: str = "auto", chunk: int = 4096):
         self.model, self.tokenizer, self.wn, self.layers = model, tokenizer, wn, list(layers)
         self.batch_size, self.precision, self.chunk = batch_size, precision, chunk
-        dtype = str(precision_.resolve(precision, next(model.parameters()).device))
-        self.folder = Path(folder) / fingerprint(model, json.dumps([dataclasses.asdict(model.config), dtype,
-                                                                    tokenizer.to_json(), self.layers, "raw"]))
+        self.folder = Path(folder) / vectors_key(model, tokenizer, precision, self.layers, "raw")
         self.parts: list[np.ndarray] = []
         self.row: dict[str, tuple[int, int]] = {}  # sense key -> (part, row)
         for keys_file in sorted(self.folder.glob("part-*.txt")):  # a part's keys are written after its rows
@@ -283,16 +279,16 @@ def disambiguate(wn, instances: Sequence[Instance], vectors: dict[str, np.ndarra
     scored: dict[str, dict[str, float]] = {}
     answers, tally = {}, {"first_sense_backoff": 0, "unanswered": 0}
     wanted = list(dict.fromkeys(k for i in instances if i.id in vectors for k in candidates(wn, i.lemma, i.pos)))
-    word, gloss = unit_rows, senses
+    word, gloss = unit_rows, {}
     if wanted:
-        found = senses(wanted, unit=False)  # every candidate embedded in one go, not a lemma at a time
+        glosses = senses(wanted, unit=False)  # every candidate embedded in one go, not a lemma at a time
         if standardize:
             if len(vectors) < 2:
                 raise ValueError("standardize fits z-scores on the instances: it needs at least 2 of them")
             word_z = fit_postprocess(np.stack(list(vectors.values())), "standardize")
-            gloss_z = fit_postprocess(found, "standardize")
+            glosses = fit_postprocess(glosses, "standardize")(glosses)
             word = lambda v: unit_rows(word_z(v[None])[0])  # noqa: E731
-            gloss = lambda keys: unit_rows(gloss_z(senses(keys, unit=False)))  # noqa: E731
+        gloss = dict(zip(wanted, unit_rows(glosses)))  # unit-length, (z-scored) gloss embedding per candidate
     for instance in instances:
         keys = candidates(wn, instance.lemma, instance.pos)
         if not keys:
@@ -302,7 +298,7 @@ def disambiguate(wn, instances: Sequence[Instance], vectors: dict[str, np.ndarra
             answers[instance.id] = keys[0]
             tally["first_sense_backoff"] += 1
             continue
-        score_ = gloss(keys) @ word(vectors[instance.id])
+        score_ = np.stack([gloss[k] for k in keys]) @ word(vectors[instance.id])
         if prior:
             c = np.array([(counts or {}).get(k, 0) + 1.0 for k in keys])
             score_ = score_ + prior * c / c.sum()
