@@ -18,9 +18,12 @@ from . import Tokenizer, embed, load_pretrained
 from .allocator import reuse_freed_memory
 from .analysis.geometry import anisotropy, layer_vectors, plot_geometry, rogue_dimensions
 from .analysis.lexical import nearest_sense_folds, plot_senses, read_senseval
-from .analysis.wic import fit_threshold, plot_wic, read_wic, target_vectors, threshold_accuracy, write_pair_file
-from .analysis.wsd import (SenseVectors, disambiguate, first_sense, instance_vectors, read_instances, read_key, score,
-                           score_by_pos, sense_counts, wordnet, write_key)
+from .analysis.sts import read_sts, sts_correlations
+from .analysis.wic import (fit_threshold, plot_wic, read_wic, static_target_vectors, target_vectors, threshold_accuracy,
+                          write_pair_file)
+from .analysis.wsd import (SenseVectors, StaticSenseVectors, disambiguate, first_sense, instance_vectors,
+                           read_instances, read_key, score, score_by_pos, sense_counts, static_instance_vectors,
+                           wordnet, write_key)
 from .bertscore import bertscore, compute_baseline, default_layer, load_baseline, save_baseline
 from .config import (PRESETS, FinetuneConfig, MultitaskConfig, PretrainConfig, TrainConfig, load_sections,
                      read_recipe)
@@ -35,6 +38,7 @@ from .perplexity import load_causal_lm, text_perplexity, window_settings
 from .postprocess import METHODS as POSTPROCESS_METHODS, fit_postprocess
 from .pseudo_perplexity import corpus_pseudo_perplexity, pseudo_log_likelihoods
 from .predict import predict_examples, prediction_record, read_inputs, task_metrics
+from .static import StaticVectors, is_static, train_static
 from .retrieval import CRANFIELD_GRADES, bm25_run, dense_run, fuse, read_collection, read_qrels, read_run, write_run
 from .tasks import TASKS, read_examples
 from .tasks.model import load_task_model
@@ -163,6 +167,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, default=30522)
     p.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case, strip accents)")
     p.add_argument("--min-frequency", type=int, default=2)
+    _encoding_arg(p)
+
+    p = sub.add_parser("train-static", help="train static word vectors (skip-gram, gensim): the baseline of the "
+                       "contextual-embedding analyses", description="Skip-gram with negative sampling on text files, "
+                       "read and split into sentences as pretraining reads them, words as BERT's basic tokenizer "
+                       "splits them. Writes vectors.bin (word2vec binary; --text: vectors.txt), counts.txt, static.json.")
+    p.add_argument("--corpus", required=True, action="append", help="text file or folder of .txt files (repeatable)")
+    p.add_argument("--out", required=True, help="folder for the vectors")
+    p.add_argument("--dim", type=_positive, default=300, help="vector size")
+    p.add_argument("--window", type=_positive, default=5, help="context words on each side")
+    p.add_argument("--negative", type=_positive, default=5, help="negative samples per positive one")
+    p.add_argument("--min-count", type=_positive, default=5, help="words seen fewer times are left out")
+    p.add_argument("--epochs", type=_positive, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=_positive, help="training threads (default: the CPU count; 1 repeats exactly)")
+    p.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case, strip accents)")
+    p.add_argument("--documents", default="file", choices=["file", "blank_line"],
+                   help="a document per file, or per blank-line separated block (sentence splitting only)")
+    p.add_argument("--text", action="store_true", help="word2vec text format instead of binary")
+    p.add_argument("--cache", default=".bertkit-cache", help="folder for the tokenized corpus, reused by the next run")
     _encoding_arg(p)
 
     p = sub.add_parser("pretrain", help="pretrain an encoder: bert (MLM+NSP), roberta, spanbert, mlm",
@@ -416,6 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "marked, for bertkit finetune pair --config configs/finetune/wic.yaml")
     p.add_argument("--batch-size", type=_positive, default=32)
     _precision_arg(p)
+    p = analyze.add_parser("sts", help="semantic textual similarity without training: Spearman and Pearson "
+                           "correlation of sentence-vector cosines with the gold scores (STS-B)")
+    _model_args(p)
+    p.add_argument("--data", required=True, help="an STS-B sts-*.csv (tab-separated: ..., score, sentence 1, "
+                   "sentence 2)")
+    p.add_argument("--pooling", default="mean", choices=["mean", "cls", "max"], help="an encoder's pooling")
+    p.add_argument("--layers", default="-1", help="an encoder's hidden state(s) pooled, as for bertkit embed")
+    p.add_argument("--weighting", default="mean", choices=["mean", "sif"], help="static vectors: averaged, or "
+                   "SIF-weighted with the common component removed (Arora et al., 2017)")
+    p.add_argument("--fit-on", help="static vectors, sif: an STS-B file whose sentences fit the common component "
+                   "(default: the evaluated sentences, as the paper does)")
+    p.add_argument("--output", help="JSON of the figures")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    _precision_arg(p)
     p = analyze.add_parser("postprocess-fit", help="fit standardization, all-but-the-top or whitening on a corpus's "
                            "sentence embeddings, for bertkit embed --postprocess")
     _model_args(p)
@@ -451,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
+    if is_static(args.model):
+        raise ValueError(f"{args.model}: static word vectors (bertkit train-static); bertkit {args.command}"
+                         f"{' ' + args.analysis if args.command == 'analyze' else ''} needs an encoder here")
     return load_pretrained(args.model), Tokenizer.from_pretrained(args.tokenizer or args.model)
 
 
@@ -514,6 +555,20 @@ def cmd_train_tokenizer(args) -> None:
     tokenizer.save(args.out)
     print(f"trained a vocabulary of {tokenizer.vocab_size} tokens on {len(files)} files; saved to {args.out}",
           file=sys.stderr)
+
+
+def cmd_train_static(args) -> None:
+    if Path(args.out).is_file():
+        raise NotADirectoryError(f"{args.out}: is a file; --out names the folder to write the vectors in")
+    static = train_static(args.corpus, dim=args.dim, window=args.window, negative=args.negative,
+                          min_count=args.min_count, epochs=args.epochs, seed=args.seed, workers=args.workers,
+                          lowercase=not args.cased, documents=args.documents, errors=args.encoding_errors,
+                          cache_dir=args.cache)
+    static.save(args.out, binary=not args.text)
+    info = static.info
+    print(f"{info['vocabulary']:,} words of {info['word_types']:,} types seen at least {args.min_count} times "
+          f"({info['words']:,} words in the corpus), {args.dim} dimensions, {info['train_seconds']} s; "
+          f"wrote {args.out}", file=sys.stderr)
 
 
 def cmd_fill_mask(args) -> None:
@@ -741,7 +796,30 @@ def cmd_explain(args) -> None:
 def cmd_analyze(args) -> None:
     {"attention-vs-attribution": _attention_vs_attribution, "postprocess-fit": _postprocess_fit,
      "anisotropy": _geometry, "dimensions": _geometry, "wsd": _wsd, "lexical-sample": _lexical_sample,
-     "wic": _wic}[args.analysis](args)
+     "wic": _wic, "sts": _sts}[args.analysis](args)
+
+
+def _sts(args) -> None:
+    if args.output:
+        _check_output(args.output, args.data)
+    first, second, gold = read_sts(args.data)
+    if is_static(args.model):
+        static = StaticVectors.load(args.model)
+        if args.fit_on and args.weighting != "sif":
+            raise ValueError("--fit-on fits SIF's common component: it goes with --weighting sif")
+        fit = list(dict.fromkeys(sum(read_sts(args.fit_on)[:2], []))) if args.fit_on else None
+        vectors, counts = static.sentence_vectors(first + second, args.weighting, fit_on=fit)
+        how = {"weighting": args.weighting, "fit_on": args.fit_on or "the evaluated sentences", **counts}
+    else:
+        model, tokenizer = _load(args)
+        vectors = embed(model, tokenizer, first + second, pooling=args.pooling, layers=_layer_list(args.layers),
+                        batch_size=args.batch_size, precision=args.dtype)
+        how = {"pooling": args.pooling, "layers": args.layers}
+    result = {"model": args.model, "data": args.data, **how, **sts_correlations(vectors[:len(first)],
+                                                                                 vectors[len(first):], gold)}
+    if args.output:
+        write_text(args.output, json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
 
 
 def _wsd(args) -> None:
@@ -763,10 +841,14 @@ def _wsd(args) -> None:
         answers, unknown = first_sense(wn, instances)
         counts = {"unanswered": len(unknown)}
     else:
-        model, tokenizer = _load(args)
-        layers = _layer_list(args.layers)
-        senses = SenseVectors(model, tokenizer, wn, args.cache, layers, precision=args.dtype)
-        vectors = instance_vectors(model, tokenizer, instances, layers, args.dtype)
+        if is_static(args.model):  # the word's one vector against SIF-averaged glosses
+            static = StaticVectors.load(args.model)
+            senses, vectors = StaticSenseVectors(static, wn), static_instance_vectors(static, instances)
+        else:
+            model, tokenizer = _load(args)
+            layers = _layer_list(args.layers)
+            senses = SenseVectors(model, tokenizer, wn, args.cache, layers, precision=args.dtype)
+            vectors = instance_vectors(model, tokenizer, instances, layers, args.dtype)
         prior = sense_counts(args.wordnet) if args.prior else None  # cntlist.rev, read only when weighed
         answers, counts = disambiguate(wn, instances, vectors, senses, prior, args.prior,
                                        args.one_sense_per_discourse, args.standardize)
@@ -821,10 +903,14 @@ def _wic(args) -> None:
     if args.pairs_out:
         for name, pairs in sets.items():
             write_pair_file(pairs, Path(args.pairs_out) / f"{name}.tsv")
-    model, tokenizer = _load(args)
-    layers = _layers_or_all(args.layers, model)
-    vectors = {name: target_vectors(model, tokenizer, pairs, layers, args.batch_size, args.dtype)
-               for name, pairs in sets.items()}
+    if is_static(args.model):  # one "layer": the word's one vector
+        static, layers = StaticVectors.load(args.model), [0]
+        vectors = {name: static_target_vectors(static, pairs) for name, pairs in sets.items()}
+    else:
+        model, tokenizer = _load(args)
+        layers = _layers_or_all(args.layers, model)
+        vectors = {name: target_vectors(model, tokenizer, pairs, layers, args.batch_size, args.dtype)
+                   for name, pairs in sets.items()}
     zscores = vectors["train"].fit_standardization()
     cosines = {(name, z): v.cosines(zscores if z else None) for name, v in vectors.items() for z in (False, True)}
     truth = {name: [p.same for p in pairs] for name, pairs in sets.items()}
@@ -841,10 +927,13 @@ def _wic(args) -> None:
               f"  {r['zscored_dev_accuracy']:.3f}")
     missing = sum(v.missing for v in vectors.values())
     if missing:
-        print(f"note: {missing} pairs have a target that tokenizes to no subword: cosine 0, answered different",
-              file=sys.stderr)
+        print(f"note: {missing} pairs have a target word without a vector (no subword; or out of a static model's "
+              "vocabulary): cosine 0, answered different", file=sys.stderr)
+    same_share = {name: float(np.mean(t)) for name, t in truth.items()}
+    print(f"same-sense pairs: {same_share['train']:.3f} of train, {same_share['dev']:.3f} of dev (what answering "
+          "'same' every time scores)", file=sys.stderr)
     write_text(args.output, json.dumps({"model": args.model, "pairs": {n: len(p) for n, p in sets.items()},
-                                        "no_vector": missing, "layers": results}, indent=1))
+                                        "same_share": same_share, "no_vector": missing, "layers": results}, indent=1))
     plot_wic(results, Path(args.output).with_suffix(".png"))
     print(f"wrote {args.output} and its .png" + (f"; pair files in {args.pairs_out}" if args.pairs_out else ""),
           file=sys.stderr)
@@ -863,14 +952,21 @@ def _geometry(args) -> None:
     lines = [t for t in _text_lines(args.input, args.encoding_errors) if t.strip()]
     rng = np.random.default_rng(args.seed)
     sentences = [lines[i] for i in sorted(rng.choice(len(lines), min(args.sentences, len(lines)), replace=False))]
-    model, tokenizer = _load(args)
-    fits = [len(ids) + 2 <= model.config.max_length for ids in tokenizer.token_ids(sentences)]
-    if not all(fits):
-        print(f"note: skipped {fits.count(False)} of {len(sentences)} sampled lines longer than the model's "
-              f"{model.config.max_length} tokens (split them into sentences to keep them)", file=sys.stderr)
-        sentences = [t for t, ok in zip(sentences, fits) if ok]
-    layers = _layers_or_all(args.layers, model)
-    vectors, sentence, words = layer_vectors(model, tokenizer, sentences, layers, args.dtype)
+    if is_static(args.model):  # one "layer", one context: the self-similarity is 1
+        static, layers = StaticVectors.load(args.model), [0]
+        vectors, sentence, words, unknown = static.text_vectors(sentences)
+        vectors = {0: vectors}
+        if unknown:
+            print(f"note: {unknown} words out of the vocabulary: left out", file=sys.stderr)
+    else:
+        model, tokenizer = _load(args)
+        fits = [len(ids) + 2 <= model.config.max_length for ids in tokenizer.token_ids(sentences)]
+        if not all(fits):
+            print(f"note: skipped {fits.count(False)} of {len(sentences)} sampled lines longer than the model's "
+                  f"{model.config.max_length} tokens (split them into sentences to keep them)", file=sys.stderr)
+            sentences = [t for t, ok in zip(sentences, fits) if ok]
+        layers = _layers_or_all(args.layers, model)
+        vectors, sentence, words = layer_vectors(model, tokenizer, sentences, layers, args.dtype)
     results = {layer: {**anisotropy(vectors[layer], sentence, words, args.pairs, seed=args.seed),
                        "rogue": rogue_dimensions(vectors[layer], sentence, args.pairs, args.top, args.seed)}
                for layer in layers}
@@ -974,7 +1070,7 @@ def cmd_bertscore_baseline(args) -> None:
 
 
 COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,
-            "train-tokenizer": cmd_train_tokenizer, "fill-mask": cmd_fill_mask, "predict": cmd_predict,
+            "train-tokenizer": cmd_train_tokenizer, "train-static": cmd_train_static, "fill-mask": cmd_fill_mask, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
             "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity,
             "bertscore": cmd_bertscore, "analyze": cmd_analyze, "explain": cmd_explain, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}

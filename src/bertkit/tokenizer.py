@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
@@ -311,6 +312,20 @@ class Tokenizer:
         if self.backend.pre_tokenizer is None:
             return text
         return " ".join(w for w, _ in self.backend.pre_tokenizer.pre_tokenize_str(text))
+
+
+def basic_words(text: str, lowercase: bool = True) -> list[str]:
+    """The words BERT's basic tokenizer makes of `text` before WordPiece: control characters
+    removed, lower-cased and accents stripped (with `lowercase`), split at white space and around
+    punctuation. The word units of a static (skip-gram) vocabulary."""
+    normalizer, splitter = _basic_pipeline(lowercase)
+    return [w for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text))]
+
+
+@lru_cache(maxsize=2)
+def _basic_pipeline(lowercase: bool) -> tuple[normalizers.Normalizer, pre_tokenizers.PreTokenizer]:
+    return (normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                       lowercase=lowercase), pre_tokenizers.BertPreTokenizer())
 
 
 def _lowercase_setting(folder: Path) -> bool:

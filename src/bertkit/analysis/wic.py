@@ -20,6 +20,7 @@ from ..files import write_text
 from ..metrics.classification import accuracy
 from ..model import Encoder
 from ..postprocess import PostProcess, fit_postprocess
+from ..static import StaticVectors
 from ..textfiles import read_lines
 from ..tokenizer import Tokenizer
 from .geometry import plot_per_layer
@@ -115,6 +116,20 @@ def target_vectors(model: Encoder, tokenizer: Tokenizer, pairs: Sequence[WicPair
             vectors[row] = words.vectors[words.positions.index(index)].reshape(len(layers), hidden)
     found_both = np.array([t in w.positions for w, t in zip(found, targets)]).reshape(2, len(pairs)).all(0)
     return TargetVectors(list(layers), vectors[:len(pairs)], vectors[len(pairs):], int((~found_both).sum()))
+
+
+def static_target_vectors(static: StaticVectors, pairs: Sequence[WicPair]) -> TargetVectors:
+    """The target word's static vector in each pair's two sentences, as layer 0 (a static model has
+    one): the same vector wherever the word form is the same, so the cosine is 1 unless the two forms
+    differ ("run" / "ran"). Zeros where the form is not in the vocabulary."""
+    vectors = np.zeros((2, len(pairs), 1, static.dim), np.float32)
+    found = np.zeros((2, len(pairs)), bool)
+    for k, p in enumerate(pairs):
+        for side, (words, index) in enumerate(((p.first, p.first_index), (p.second, p.second_index))):
+            v = static.word_vector(words[index])
+            if v is not None:
+                vectors[side, k, 0], found[side, k] = v, True
+    return TargetVectors([0], vectors[0], vectors[1], int((~found.all(0)).sum()))
 
 
 def fit_threshold(cosines: np.ndarray, same: Sequence[bool]) -> float:

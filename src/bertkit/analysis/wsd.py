@@ -23,6 +23,7 @@ from ..embed import vectors_key
 from ..files import atomic_write
 from ..model import Encoder
 from ..postprocess import fit_postprocess
+from ..static import StaticVectors
 from ..textfiles import read_lines
 from ..tokenizer import Tokenizer
 from .vectors import unit_rows, word_vectors
@@ -266,7 +267,35 @@ def instance_vectors(model: Encoder, tokenizer: Tokenizer, instances: Sequence[I
     return out
 
 
-def disambiguate(wn, instances: Sequence[Instance], vectors: dict[str, np.ndarray], senses: SenseVectors,
+class StaticSenseVectors:
+    """Gloss embeddings from static word vectors: each sense's gloss sentence (as `gloss_words` makes
+    it) averaged with SIF weights, its common component fitted on the senses asked for together. A
+    static model has no vector of the lemma *in* its gloss, so every word of the gloss counts."""
+
+    def __init__(self, static: StaticVectors, wn, weighting: str = "sif"):
+        self.static, self.wn, self.weighting = static, wn, weighting
+
+    def __call__(self, keys: Sequence[str], unit: bool = True) -> np.ndarray:
+        texts = [" ".join(gloss_words(self.wn, k)[0]) for k in keys]
+        vectors = self.static.sentence_vectors(texts, self.weighting)[0] if texts else np.zeros((0, self.static.dim))
+        return unit_rows(vectors) if unit else vectors
+
+
+def static_instance_vectors(static: StaticVectors, instances: Sequence[Instance]) -> dict[str, np.ndarray]:
+    """Each instance's static vector: its word form's, or its lemma's when the form is not in the
+    vocabulary; an instance with neither is left out (it backs off to the first sense). The same
+    vector for every context of a word: a static model picks by the gloss alone."""
+    out = {}
+    for instance in instances:
+        v = static.word_vector(instance.words[instance.index])
+        v = static.word_vector(instance.lemma) if v is None else v
+        if v is not None:
+            out[instance.id] = v
+    return out
+
+
+def disambiguate(wn, instances: Sequence[Instance], vectors: dict[str, np.ndarray],
+                 senses: SenseVectors | StaticSenseVectors,
                  counts: dict[str, int] | None = None, prior: float = 0.0, one_sense_per_discourse: bool = False,
                  standardize: bool = False) -> tuple[dict[str, str], dict[str, int]]:
     """Each instance's sense: argmax over its lemma's candidates of cosine(instance, gloss embedding)

@@ -125,23 +125,18 @@ def build_corpus(paths: list[str | Path], tokenizer: Tokenizer, cache_dir: str |
         return Corpus.open(folder)
     folder.mkdir(parents=True, exist_ok=True)
     writer = _ShardWriter(folder, np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
-    splitter = train_sentence_splitter(files, errors)
     pending: list[str] = []
     document_starts, empty_documents = [0], 0
-    total_bytes = sum(f.stat().st_size for f in files)
-    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenize corpus", disable=not progress) as bar:
-        for f in files:
-            for block in _documents(f, documents, errors):
-                for text in block:
-                    pending += splitter.tokenize(text)
-                    if len(pending) >= batch_sentences:
-                        writer.add(tokenizer, pending)
-                        pending = []
-                if writer.num_sentences + len(pending) == document_starts[-1]:  # no sentence since the last
-                    empty_documents += 1
-                else:
-                    document_starts.append(writer.num_sentences + len(pending))
-            bar.update(f.stat().st_size)
+    for document in document_sentences(files, documents, errors, progress, "tokenize corpus"):
+        for sentence in document:
+            pending.append(sentence)
+            if len(pending) >= batch_sentences:
+                writer.add(tokenizer, pending)
+                pending = []
+        if writer.num_sentences + len(pending) == document_starts[-1]:  # no sentence since the last
+            empty_documents += 1
+        else:
+            document_starts.append(writer.num_sentences + len(pending))
     writer.add(tokenizer, pending)
     if writer.num_tokens == 0:
         writer.file.close()
@@ -152,6 +147,19 @@ def build_corpus(paths: list[str | Path], tokenizer: Tokenizer, cache_dir: str |
              "dtype": np.dtype(writer.dtype).name, "documents_mode": documents}
     writer.close(np.asarray(document_starts, dtype=np.int64), stats)
     return Corpus.open(folder)
+
+
+def document_sentences(files: list[Path], documents: str = "file", errors: DecodeErrors = "strict",
+                       progress: bool = True, desc: str = "split sentences") -> Iterator[Iterator[str]]:
+    """Each document of the corpus as an iterator over its sentences, split by a Punkt splitter
+    trained on the corpus's start; a progress bar over the files' bytes."""
+    splitter = train_sentence_splitter(files, errors)
+    total_bytes = sum(f.stat().st_size for f in files)
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
+        for f in files:
+            for block in _documents(f, documents, errors):
+                yield (sentence for text in block for sentence in splitter.tokenize(text))
+            bar.update(f.stat().st_size)
 
 
 def _documents(path: Path, documents: str, errors: DecodeErrors) -> Iterator[Iterator[str]]:
