@@ -5,6 +5,7 @@ import json
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -70,6 +71,23 @@ def test_grouped_batches_weigh_every_word_alike(tiny, conll, tmp_path):
         rows = len(batch["input_ids"])
         assert batch["counts"] == {"loss": pytest.approx(per_row * rows)}
     assert int(short["word_mask"].sum()) != int(long["word_mask"].sum())  # batches of different lengths
+
+
+def test_random_batches_and_per_batch_loss_norm(tiny, conll, tmp_path):
+    """batching=random draws rows at random (as the Trainer does), loss_norm=batch divides a batch's
+    loss sum by its own word count (the Trainer's mean)."""
+    s = setup(tag_config(tiny, conll, tmp_path, batching="random", loss_norm="batch"), quiet())
+    lengths = s.data.grouped.lengths
+    for step in range(s.data.grouped.steps_per_epoch):
+        batch = s.data.batches(step, 0, 1)[0]
+        assert batch["counts"] == {"loss": int(batch["word_mask"].sum())}
+    rows = np.concatenate(s.data.grouped.epoch(0))
+    assert sorted(rows) == list(range(len(lengths)))
+    grouped = setup(tag_config(tiny, conll, tmp_path / "g"), quiet()).data.grouped.epoch(0)
+    spread = lambda batches: np.mean([np.ptp(lengths[b]) for b in batches])  # noqa: E731
+    assert spread(s.data.grouped.epoch(0)) > 2 * spread(grouped)  # random batches mix lengths
+    with pytest.raises(ValueError, match="batching must be 'grouped' or 'random', not 'sorted'"):
+        tag_config(tiny, conll, tmp_path, batching="sorted")
 
 
 def test_tag_metrics_equal_seqeval(two_epochs, conll):

@@ -262,6 +262,8 @@ class FinetuneConfig:
     epochs: float = 3.0
     batch_size: int = 32
     batch_by: str = "rows"  # "rows": batch_size rows a batch; "tokens": as many padded tokens each, as many batches
+    batching: str = "grouped"  # "grouped": rows of similar lengths together; "random": rows drawn at random (Trainer)
+    loss_norm: str = "dataset"  # a batch's loss sum / "dataset": its rows x mean items per row; "batch": its own items
     reader: dict = dataclasses.field(default_factory=dict)  # options for the file reader (columns, fields, scheme)
     labels: tuple[str, ...] = ()  # fixed label set; empty = the training file's labels
     alignment: str = "first"
@@ -285,8 +287,10 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check_task_settings(self)
-        if self.batch_by not in ("rows", "tokens"):
-            raise ValueError(f"batch_by must be 'rows' or 'tokens', not {self.batch_by!r}")
+        for name, allowed in (("batch_by", ("rows", "tokens")), ("batching", ("grouped", "random")),
+                              ("loss_norm", ("dataset", "batch"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be {' or '.join(map(repr, allowed))}, not {getattr(self, name)!r}")
         if not self.model or not self.train:
             raise ValueError("give a model directory (--model) and a training file (--train)")
         _require(self, "must be positive", "epochs", "batch_size", "eval_batch_size", "max_length")

@@ -155,7 +155,7 @@ class GroupedBatches:
 
     Each epoch draws a permutation (seeded by seed and epoch), cuts it into pools of 50 batches,
     sorts each pool by length and cuts it into batches, and shuffles the batches: padding stays
-    small while the order stays random.
+    small while the order stays random. A pool of one batch draws random batches.
     """
 
     lengths: np.ndarray
@@ -191,6 +191,8 @@ class GroupedBatches:
             if len(cuts) > 1 and len(chunk) - cuts[-1] < self.min_batch:
                 cuts.pop()
             batches += [chunk[a:b] for a, b in zip(cuts, cuts[1:] + [len(chunk)])]
+        if len(batches) > 1 and len(batches[-1]) < self.min_batch:  # pools of one batch: the last is the rest
+            batches[-2:] = [np.concatenate(batches[-2:])]
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def _token_cuts(self, lengths: np.ndarray) -> list[int]:

@@ -134,6 +134,7 @@ class TaskSteps:
     spec: TaskSpec
     pad_id: int
     grouped: GroupedBatches
+    loss_norm: str = "dataset"  # "batch": a batch's loss is divided by its own item count
 
     def batches(self, step: int, rank: int, world: int) -> list[dict]:
         per_epoch = self.grouped.steps_per_epoch
@@ -142,8 +143,9 @@ class TaskSteps:
             raise ValueError(f"a batch of {len(rows)} rows cannot be split over {world} processes")
         mine = rows[rank::world]
         batch = collate(self.features, mine, self.spec, self.pad_id)
-        rows_expected = self.grouped.batch_size / world if self.grouped.equal_tokens else len(mine)
-        batch["counts"] = {"loss": self.items_per_row * rows_expected}
+        if self.loss_norm == "dataset":
+            rows_expected = self.grouped.batch_size / world if self.grouped.equal_tokens else len(mine)
+            batch["counts"] = {"loss": self.items_per_row * rows_expected}
         return [batch]
 
     @functools.cached_property
@@ -185,11 +187,11 @@ def task_data(config: FinetuneConfig, tokenizer: Tokenizer, seed: int) -> TaskDa
     spec = task_spec(config, train_examples, dev_examples)
     features = encode_examples(train_examples, tokenizer, spec)
     weights = balanced_weights(features, spec) if config.class_weights == "balanced" else None
-    batches = GroupedBatches(features.lengths, config.batch_size, seed, min_batch=distributed.world_size(),
-                             equal_tokens=config.batch_by == "tokens")
+    batches = GroupedBatches(features.lengths, config.batch_size, seed, pool=50 if config.batching == "grouped" else 1,
+                             min_batch=distributed.world_size(), equal_tokens=config.batch_by == "tokens")
     dev_features = encode_examples(dev_examples, tokenizer, spec) if dev_examples else None
-    return TaskData(spec, train_examples, features, weights, TaskSteps(features, spec, tokenizer.pad_id, batches),
-                    dev_examples, dev_features)
+    steps = TaskSteps(features, spec, tokenizer.pad_id, batches, config.loss_norm)
+    return TaskData(spec, train_examples, features, weights, steps, dev_examples, dev_features)
 
 
 @dataclass
