@@ -71,7 +71,8 @@ def figures(model: Path, out: Path, static: bool) -> dict:
     wsd = json.loads(bertkit("analyze", "wsd", "--method", "gloss", "--model", str(model), "--data",
                              str(WSD / "senseval2.data.xml"), "--gold", str(WSD / "senseval2.gold.key.txt"),
                              "--wordnet", str(DATA / "wordnet3"), "--dtype", "fp32"))
-    row.update(senseval2_f1=wsd["f1"], senseval2_first_sense_backoff=wsd["first_sense_backoff"])
+    row.update(senseval2_f1=wsd["f1"], senseval2_first_sense_backoff=wsd["first_sense_backoff"],
+               senseval2_f1_own_answers=wsd.get("f1_own_answers", wsd["f1"]))
     bertkit("analyze", "anisotropy", "--model", str(model), "--input", str(wikitext_sentences()),
             "--output", str(out / "anisotropy.json"), "--dtype", "fp32")
     geometry = json.loads((out / "anisotropy.json").read_text())["layers"]
@@ -87,7 +88,9 @@ def table(rows: dict[str, dict], first_sense: float) -> str:
                                          f"on train)" if "stsb_sif" in r else "")
         best = f"{r['wic_best']:.3f} (layer {r['wic_best_layer']}{', z' if r['wic_best_zscored'] else ''})"
         lines.append(f"| {name} | {r['wic_last']:.3f} ({r['wic_last_zscored']:.3f}) | {best} | {sts} | "
-                     f"{100 * r['senseval2_f1']:.1f} ({r['senseval2_first_sense_backoff']} backed off) | "
+                     f"{100 * r['senseval2_f1']:.1f}" + (f" ({r['senseval2_first_sense_backoff']} backed off to the first "
+                     f"sense; {100 * r['senseval2_f1_own_answers']:.1f} on the rest)"
+                     if r["senseval2_first_sense_backoff"] else "") + " | "
                      f"{r['anisotropy_last']:.3f} |")
     share = next(iter(rows.values()))["wic_same_share"]
     lines.append(f"| answering \"same\" every time / WordNet's first sense | {share:.3f} | | | "

@@ -858,7 +858,11 @@ def _wsd(args) -> None:
     if args.output:
         write_key(args.output, answers)
     by_pos = {pos: round(r["f1"], 4) for pos, r in score_by_pos(answers, gold, instances).items()}
-    print(json.dumps({"method": args.method, **score(answers, gold), **counts, "f1_by_pos": by_pos}, indent=1))
+    result = {"method": args.method, **score(answers, gold), **counts, "f1_by_pos": by_pos}
+    if counts.get("first_sense_backoff"):  # what the method answers itself, without WordNet's first sense
+        own = {i: a for i, a in answers.items() if i in vectors}
+        result["f1_own_answers"] = score(own, {i: gold[i] for i in own})["f1"]
+    print(json.dumps(result, indent=1))
 
 
 def _lexical_sample(args) -> None:
