@@ -259,8 +259,7 @@ def instance_vectors(model: Encoder, tokenizer: Tokenizer, instances: Sequence[I
     for instance in instances:
         sentence = found[instance.words]
         if instance.index in sentence.positions:
-            v = sentence.vectors[sentence.positions.index(instance.index)]
-            out[instance.id] = v
+            out[instance.id] = sentence.vectors[sentence.positions.index(instance.index)]
     return out
 
 
