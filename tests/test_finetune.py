@@ -86,7 +86,7 @@ def test_random_batches_and_per_batch_loss_norm(tiny, conll, tmp_path):
     grouped = setup(tag_config(tiny, conll, tmp_path / "g"), quiet()).data.grouped.epoch(0)
     spread = lambda batches: np.mean([np.ptp(lengths[b]) for b in batches])  # noqa: E731
     assert spread(s.data.grouped.epoch(0)) > 2 * spread(grouped)  # random batches mix lengths
-    with pytest.raises(ValueError, match="batching must be 'grouped' or 'random', not 'sorted'"):
+    with pytest.raises(ValueError, match=r"batching must be one of \('grouped', 'random'\), not 'sorted'"):
         tag_config(tiny, conll, tmp_path, batching="sorted")
 
 

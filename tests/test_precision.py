@@ -19,3 +19,15 @@ def test_autocast_runs_matmuls_in_bf16_only_when_asked():
         assert (a @ a).dtype == torch.bfloat16
     with precision.autocast(torch.float32):
         assert (a @ a).dtype == torch.float32
+
+
+def test_evaluating_restores_the_training_mode():
+    model = torch.nn.Linear(2, 2)
+    with precision.evaluating(model) as device:
+        assert not model.training and device == torch.device("cpu")
+    assert model.training
+    model.eval()
+    with pytest.raises(RuntimeError), precision.evaluating(model):
+        model.train()
+        raise RuntimeError
+    assert not model.training

@@ -244,14 +244,10 @@ def token_vectors(model: Encoder, tokenizer: Tokenizer, ids: Sequence[np.ndarray
 def _encode(model: Encoder, sequences: list[np.ndarray], lengths: np.ndarray, layers: Sequence[int], pad_id: int,
             batch_size: int, precision: str, progress: bool) -> torch.Tensor:
     """(sum of lengths, len(layers), H) unit vectors of every position of every sequence, in order."""
-    device = next(model.parameters()).device
-    dtype = precision_.resolve(precision, device)
     out = torch.empty(int(lengths.sum()), len(layers), model.config.hidden_size)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    was_training = model.training
-    model.eval()
-    with precision_.autocast(dtype, device.type), tqdm(total=len(sequences), desc="bertscore", unit="seq",
-                                                        disable=not progress) as bar:
+    with precision_.evaluating(model, precision) as device, tqdm(total=len(sequences), desc="bertscore",
+                                                                 unit="seq", disable=not progress) as bar:
         for rows in in_length_order(lengths, batch_size, BATCH_TOKENS):  # longest first: a memory error shows at once
             width = int(lengths[rows].max())
             input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -264,7 +260,6 @@ def _encode(model: Encoder, sequences: list[np.ndarray], lengths: np.ndarray, la
             at = torch.from_numpy(np.concatenate([starts[r] + np.arange(lengths[r]) for r in rows]))
             out[at] = hidden
             bar.update(len(rows))
-    model.train(was_training)
     return out
 
 

@@ -98,8 +98,10 @@ def _encoding_arg(p: argparse.ArgumentParser, default: str | None = "strict") ->
                    help="invalid UTF-8: stop with file and line (default), or replace and report")
 
 
-def _check_output(output: str, *inputs: str | None) -> None:
-    """Refuse, before any work, an output path that is a folder or one of the inputs."""
+def _check_output(output: str | None, *inputs: str | None) -> None:
+    """Refuse, before any work, an output path that is a folder or one of the inputs (None: no output asked for)."""
+    if output is None:
+        return
     out = Path(output)
     if out.is_dir():
         raise IsADirectoryError(f"{output}: is a folder; --output names the file to write")
@@ -701,8 +703,7 @@ def cmd_evaluate_run(args) -> None:
 
 
 def cmd_perplexity(args) -> None:
-    if args.output:
-        _check_output(args.output, *args.input)
+    _check_output(args.output, *args.input)
     model = load_causal_lm(args.model, args.dtype, args.cache_dir)
     max_length, stride = window_settings(model, args.max_length, args.stride)
     files, total = {}, None
@@ -723,8 +724,7 @@ def cmd_perplexity(args) -> None:
 
 
 def cmd_pseudo_perplexity(args) -> None:
-    if args.output:
-        _check_output(args.output, args.input)
+    _check_output(args.output, args.input)
     texts = _text_lines(args.input, args.encoding_errors)
     model, tokenizer = _load(args)
     scores = pseudo_log_likelihoods(model, tokenizer, texts, variant=args.variant, batch_size=args.batch_size,
@@ -741,8 +741,7 @@ def cmd_pseudo_perplexity(args) -> None:
 
 def _candidates_and_references(args) -> tuple[list[str], list[str]]:
     """Line n of --candidates and line n of --references, checked before any work."""
-    if args.output:
-        _check_output(args.output, args.candidates, args.references)
+    _check_output(args.output, args.candidates, args.references)
     candidates = [line for _, line in read_lines(args.candidates, args.encoding_errors)]
     references = [line for _, line in read_lines(args.references, args.encoding_errors)]
     if len(candidates) != len(references):
@@ -800,8 +799,7 @@ def cmd_analyze(args) -> None:
 
 
 def _sts(args) -> None:
-    if args.output:
-        _check_output(args.output, args.data)
+    _check_output(args.output, args.data)
     first, second, gold = read_sts(args.data)
     if is_static(args.model):
         static = StaticVectors.load(args.model)
@@ -823,8 +821,7 @@ def _sts(args) -> None:
 
 
 def _wsd(args) -> None:
-    if args.output:
-        _check_output(args.output, args.data, args.gold)
+    _check_output(args.output, args.data, args.gold)
     if args.method == "gloss" and not args.model:
         raise ValueError("--method gloss needs --model, the encoder whose vectors it compares")
     if args.method == "first-sense":
@@ -1038,15 +1035,13 @@ def cmd_bertscore(args) -> None:
     baseline = load_baseline(args.baseline, model, tokenizer) if args.baseline else None
     scores = bertscore(model, tokenizer, candidates, references, layer=layer, idf=args.idf, baseline=baseline,
                        batch_size=args.batch_size, precision=args.dtype, stride=args.stride)
-    if scores.empty:
-        print(f"warning: {scores.empty} pairs have an empty candidate or reference; they score 0 before rescaling",
-              file=sys.stderr)
-    if scores.windowed:
-        print(f"warning: {scores.windowed} texts are longer than the model's {model.config.max_length} positions; "
-              "read in overlapping windows", file=sys.stderr)
-    if scores.unweighted:
-        print(f"warning: {scores.unweighted} texts have idf 0 for every token (each is in every reference); "
-              "their tokens weigh equally", file=sys.stderr)
+    for count, what in ((scores.empty, "pairs have an empty candidate or reference; they score 0 before rescaling"),
+                        (scores.windowed, f"texts are longer than the model's {model.config.max_length} positions; "
+                                          "read in overlapping windows"),
+                        (scores.unweighted, "texts have idf 0 for every token (each is in every reference); their "
+                                            "tokens weigh equally")):
+        if count:
+            print(f"warning: {count} {what}", file=sys.stderr)
     if args.output:
         with atomic_write(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
             for n, (p, r, f1) in enumerate(zip(scores.precision, scores.recall, scores.f1), start=1):

@@ -42,6 +42,13 @@ def _require(config, rule: str, *names: str, prefix: str = "") -> None:
             raise ValueError(f"{prefix}{name} {rule}, got {getattr(config, name)}")
 
 
+def _require_one_of(config, **allowed: Sequence[str]) -> None:
+    """Refuse the first field whose value is not among its allowed values."""
+    for name, values in allowed.items():
+        if getattr(config, name) not in values:
+            raise ValueError(f"{name} must be one of {tuple(values)}, not {getattr(config, name)!r}")
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     vocab_size: int = 30522
@@ -66,10 +73,7 @@ class EncoderConfig:
                  "intermediate_size", "max_position_embeddings", prefix="EncoderConfig.")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {ACTIVATIONS}")
-        if self.family not in FAMILIES:
-            raise ValueError(f"family {self.family!r} is not one of {FAMILIES}")
+        _require_one_of(self, hidden_act=ACTIVATIONS, family=FAMILIES)
         if self.type_vocab_size < 0 or self.position_offset < 0:
             raise ValueError("type_vocab_size and position_offset must be >= 0")
         if self.family == "distilbert" and (self.type_vocab_size or self.pooler):
@@ -148,8 +152,7 @@ class TrainConfig:
         _require(self, "must be >= 0", *self.given("warmup_steps", "eval_every"))
         if self.keep_checkpoints < 1:
             raise ValueError("keep_checkpoints must be at least 1")
-        if self.strategy not in ("ddp", "fsdp"):
-            raise ValueError(f"strategy must be 'ddp' or 'fsdp', not {self.strategy!r}")
+        _require_one_of(self, strategy=("ddp", "fsdp"))
         _require(self, "must be >= 0", "patience")
 
     def given(self, *names: str) -> list[str]:
@@ -213,9 +216,7 @@ class PretrainConfig:
         if self.batch_size % self.micro_batches:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of micro_batches {self.micro_batches}")
         _require(self, "must be in (0, 1]", "alpha")
-        for name, allowed in (("documents", ("file", "blank_line")), ("encoding_errors", ("strict", "replace"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        _require_one_of(self, documents=("file", "blank_line"), encoding_errors=("strict", "replace"))
 
     @property
     def objective(self) -> Recipe:
@@ -241,9 +242,7 @@ TASK_CHOICES = {"alignment": ("first", "mean", "every"), "decoder": ("greedy", "
 
 def check_task_settings(settings) -> None:
     """Refuse task settings (of a TaskSpec or a FinetuneConfig) that bertkit does not implement."""
-    for name, allowed in TASK_CHOICES.items():
-        if getattr(settings, name) not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}, not {getattr(settings, name)!r}")
+    _require_one_of(settings, **TASK_CHOICES)
     _require(settings, "must be in (0, 1)", "threshold")
     if settings.max_span_width < 1:
         raise ValueError(f"max_span_width must be at least 1 word, got {settings.max_span_width}")
@@ -287,15 +286,11 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check_task_settings(self)
-        for name, allowed in (("batch_by", ("rows", "tokens")), ("batching", ("grouped", "random")),
-                              ("loss_norm", ("dataset", "batch"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be {' or '.join(map(repr, allowed))}, not {getattr(self, name)!r}")
+        _require_one_of(self, batch_by=("rows", "tokens"), batching=("grouped", "random"),
+                        loss_norm=("dataset", "batch"), class_weights=("none", "balanced"))
         if not self.model or not self.train:
             raise ValueError("give a model directory (--model) and a training file (--train)")
         _require(self, "must be positive", "epochs", "batch_size", "eval_batch_size", "max_length")
-        if self.class_weights not in ("none", "balanced"):
-            raise ValueError(f"class_weights must be 'none' or 'balanced', not {self.class_weights!r}")
         _require(self, "must be in (0, 1]", "layer_lr_decay")
         _require(self, "must be positive", "head_lr_scale")
         _require(self, "must be in [0, 1)", "warmup_ratio")
@@ -328,8 +323,7 @@ class MultitaskConfig:
         if not self.tasks:
             raise ValueError("a multi-task recipe lists its tasks under multitask.tasks: {NAME: {task: KIND, "
                              "train: FILE, dev: FILE, weight: 1.0, ...}}")
-        if self.schedule not in ("proportional", "temperature", "round_robin"):
-            raise ValueError(f"schedule must be proportional, temperature or round_robin, not {self.schedule!r}")
+        _require_one_of(self, schedule=("proportional", "temperature", "round_robin"))
         _require(self, "must be in (0, 1]", "alpha")
         _require(self, "must be positive", "epochs")
         for name, task in self.tasks.items():

@@ -63,20 +63,15 @@ def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling
     max_length = max_length or model.config.max_length
     encoded = tokenizer.encode(list(texts), max_length=max_length, overflow=overflow, stride=stride)
     lengths = encoded.lengths
-    device = next(model.parameters()).device
-    dtype = precision_.resolve(precision, device)
     vectors = np.empty((len(encoded), model.config.hidden_size), dtype=np.float32)
-    was_training = model.training
-    model.eval()
-    with precision_.autocast(dtype, device.type), tqdm(total=len(encoded), desc="embed", unit="seq",
-                                                        disable=not progress) as bar:
+    with precision_.evaluating(model, precision) as device, tqdm(total=len(encoded), desc="embed", unit="seq",
+                                                                 disable=not progress) as bar:
         for rows in in_length_order(lengths, batch_size):  # longest first: a memory error shows at once
             batch = {k: v.to(device) for k, v in encoded.tensors(rows, tokenizer.pad_id).items()}
             out = model(**batch, output_layers=layer_list)
             hidden = torch.stack([out.layers[i] for i in layer_list]).mean(0)
             vectors[rows] = pool(hidden.float(), batch["attention_mask"], pooling).cpu().numpy()
             bar.update(len(rows))
-    model.train(was_training)
     vectors = combine_windows(vectors, encoded.origin, len(texts), lengths, how="max" if pooling == "max" else "mean")
     if postprocess is not None:
         vectors = (load_postprocess(postprocess) if isinstance(postprocess, (str, Path)) else postprocess)(vectors)

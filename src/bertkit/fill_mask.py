@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .model import Encoder
+from .precision import evaluating
 from .tokenizer import Tokenizer
 
 
@@ -30,11 +31,9 @@ def fill_mask(model: Encoder, tokenizer: Tokenizer, text: str, top_k: int = 5) -
     positions = (batch["input_ids"][0] == tokenizer.mask_id).nonzero().flatten()
     if positions.numel() == 0:
         raise ValueError(f"no [MASK] token in {text!r}; write [MASK] where a word should be predicted")
-    was_training = model.training
-    model.eval()
-    hidden = model(**batch).last_hidden_state[0, positions]  # (M, H)
-    probs = model.mlm_head(hidden).softmax(-1).cpu()  # (M, V)
-    model.train(was_training)
+    with evaluating(model):
+        hidden = model(**batch).last_hidden_state[0, positions]  # (M, H)
+        probs = model.mlm_head(hidden).softmax(-1).cpu()  # (M, V)
     top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
     return [[Candidate(tokenizer.id_to_token(int(i)), int(i), float(p)) for p, i in zip(ps, ids)]
             for ps, ids in zip(top.values, top.indices)]

@@ -8,7 +8,7 @@ norms, softmax and reductions in fp32 and runs matrix products in bf16.
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Literal
+from typing import ContextManager, Iterator, Literal
 
 import torch
 
@@ -41,3 +41,17 @@ def autocast(dtype: torch.dtype, device: torch.device | str = "cpu") -> ContextM
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module, precision: str = "fp32") -> Iterator[torch.device]:
+    """`model` in eval mode under `precision`'s autocast, its training mode restored on leaving;
+    yields the device of its parameters."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with autocast(resolve(precision, device), device):
+            yield device
+    finally:
+        model.train(was_training)

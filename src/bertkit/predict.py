@@ -34,18 +34,13 @@ def predict_examples(model: TaskModel, tokenizer: Tokenizer, examples: Sequence,
     if not examples:
         return []
     features = features or encode_examples(examples, tokenizer, spec)
-    device = next(model.parameters()).device
-    dtype = precision_.resolve(precision, device)
-    was_training = model.training
-    model.eval()
     per_row: list = [None] * len(features)
-    for rows in tqdm(in_length_order(features.lengths, batch_size), desc="predict", disable=not progress):
-        batch = collate(features, rows, spec, tokenizer.pad_id)
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        with precision_.autocast(dtype, device):
+    with precision_.evaluating(model, precision) as device:
+        for rows in tqdm(in_length_order(features.lengths, batch_size), desc="predict", disable=not progress):
+            batch = collate(features, rows, spec, tokenizer.pad_id)
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             for r, row_output in zip(rows, model.outputs(batch)):
                 per_row[r] = row_output
-    model.train(was_training)
     return model.kind.assemble(per_row, features, examples, spec)
 
 

@@ -87,13 +87,9 @@ def pseudo_log_likelihoods(model: Encoder, tokenizer: Tokenizer, sentences: Sequ
               for t, end in masked_copies(encoded.ids(row), encoded.word_ids(row), variant)]
     copy_rows = np.array([row for row, _, _ in copies], dtype=np.int64)
     lengths = encoded.lengths[copy_rows]
-    device = next(model.parameters()).device
-    dtype = precision_.resolve(precision, device)
     pll = np.zeros(len(encoded))
-    was_training = model.training
-    model.eval()
-    with precision_.autocast(dtype, device.type), tqdm(total=len(copies), desc="masked copies", unit="copy",
-                                                        disable=not progress) as bar:
+    with precision_.evaluating(model, precision) as device, tqdm(total=len(copies), desc="masked copies",
+                                                                 unit="copy", disable=not progress) as bar:
         for batch in in_length_order(lengths, batch_size):
             rows = copy_rows[batch]
             inputs = encoded.tensors(rows, tokenizer.pad_id)
@@ -108,6 +104,5 @@ def pseudo_log_likelihoods(model: Encoder, tokenizer: Tokenizer, sentences: Sequ
             token_ll = logits.log_softmax(-1).gather(1, targets.to(device)[:, None])[:, 0].cpu().numpy()
             np.add.at(pll, rows, token_ll)
             bar.update(len(batch))
-    model.train(was_training)
     counts = np.bincount(copy_rows, minlength=len(encoded))
     return [SentenceScore(float(p), int(n)) for p, n in zip(pll, counts)]

@@ -27,7 +27,7 @@ from .embed import embed, vectors_key
 from .files import atomic_write, write_text
 from .metrics.ranking import Qrels, Run, rank_documents
 from .model import Encoder
-from .textfiles import read_lines
+from .textfiles import read_fields, read_lines
 from .tokenizer import Tokenizer
 
 # Cranfield's relevance codes (1 most relevant ... 4 least, -1 no interest) as nDCG gains.
@@ -106,10 +106,7 @@ def read_qrels(path: str | Path, grades: Mapping[int, int] | None = None) -> Qre
         ValueError: a malformed line, a code outside `grades`, or a document judged twice (file:line).
     """
     qrels: dict[str, dict[str, int]] = {}
-    for n, line in read_lines(path):
-        fields = line.split()
-        if not fields:
-            continue
+    for n, line, fields in read_fields(path):
         if len(fields) not in (3, 4) or not re.fullmatch(r"-?\d+", fields[-1]):
             raise ValueError(f"{path}:{n}: expected 'query doc grade' or 'query iteration doc grade', got {line!r}")
         query, doc, code = fields[0], fields[-2], int(fields[-1])
@@ -133,10 +130,7 @@ def read_run(path: str | Path, queries: Sequence[str] | None = None,
     """
     known_queries, known_docs = (set(x) if x is not None else None for x in (queries, documents))
     run: dict[str, dict[str, float]] = {}
-    for n, line in read_lines(path):
-        fields = line.split()
-        if not fields:
-            continue
+    for n, line, fields in read_fields(path):
         try:
             query, _, doc, _, score = fields[:5]
             value = float(score)

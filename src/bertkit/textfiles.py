@@ -45,6 +45,11 @@ def read_lines(path: str | Path, errors: DecodeErrors = "strict") -> Iterator[tu
                       f"(first at line {bad_lines[0]})", stacklevel=2)
 
 
+def read_fields(path: str | Path, errors: DecodeErrors = "strict") -> Iterator[tuple[int, str, list[str]]]:
+    """(line number, line, its whitespace-separated fields) of each line that is not blank."""
+    return ((number, line, line.split()) for number, line in read_lines(path, errors) if line.strip())
+
+
 def check_text(path: str | Path) -> None:
     """Refuse a file that is UTF-16 (a byte-order mark) or binary (a NUL byte in its first 64 KiB),
     saying so, before anything else is asked of it.

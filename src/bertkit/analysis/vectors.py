@@ -82,13 +82,9 @@ def word_vectors(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str] | Se
     split = (len(texts) > 0 and not isinstance(texts[0], str)) if split_into_words is None else split_into_words
     layer_list = [model.layer_index(i) for i in ([layers] if isinstance(layers, int) else layers)]
     encoded = tokenizer.encode(list(texts), split_into_words=split, max_length=model.config.max_length)
-    device = next(model.parameters()).device
-    dtype = precision_.resolve(precision, device)
     out: list[WordVectors | None] = [None] * len(texts)
-    was_training = model.training
-    model.eval()
-    with precision_.autocast(dtype, device.type), tqdm(total=len(texts), desc="word vectors", unit="text",
-                                                        disable=not progress) as bar:
+    with precision_.evaluating(model, precision) as device, tqdm(total=len(texts), desc="word vectors",
+                                                                 unit="text", disable=not progress) as bar:
         for rows in in_length_order(encoded.lengths, batch_size):
             batch = {k: v.to(device) for k, v in encoded.tensors(rows, tokenizer.pad_id).items()}
             states = model(**batch, output_layers=layer_list).layers
@@ -107,7 +103,6 @@ def word_vectors(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str] | Se
             for b, row in enumerate(rows):
                 out[row] = _text_words(texts[row], encoded, row, pooled[b], split)
             bar.update(len(rows))
-    model.train(was_training)
     return out
 
 

@@ -24,7 +24,7 @@ from ..files import atomic_write
 from ..model import Encoder
 from ..postprocess import fit_postprocess
 from ..static import StaticVectors
-from ..textfiles import read_lines
+from ..textfiles import read_fields, read_lines
 from ..tokenizer import Tokenizer
 from .vectors import unit_rows, word_vectors
 
@@ -102,10 +102,7 @@ def read_instances(path: str | Path) -> list[Instance]:
 def read_key(path: str | Path) -> dict[str, set[str]]:
     """A key file: `instance_id sense_key [sense_key ...]` per line -> {id: keys}."""
     keys: dict[str, set[str]] = {}
-    for number, line in read_lines(path):
-        fields = line.split()
-        if not fields:
-            continue
+    for number, line, fields in read_fields(path):
         if len(fields) < 2:
             raise ValueError(f"{path}:{number}: expected an instance id and at least one sense key, got {line!r}")
         if fields[0] in keys:
@@ -262,8 +259,7 @@ def instance_vectors(model: Encoder, tokenizer: Tokenizer, instances: Sequence[I
     for instance in instances:
         sentence = found[instance.words]
         if instance.index in sentence.positions:
-            v = sentence.vectors[sentence.positions.index(instance.index)]
-            out[instance.id] = v
+            out[instance.id] = sentence.vectors[sentence.positions.index(instance.index)]
     return out
 
 
