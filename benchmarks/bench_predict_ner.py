@@ -4,7 +4,7 @@ The same weights on both sides: a bertkit tag model (greedy decoder, first-subwo
 e.g. the greedy model bench_finetune_ner.py leaves in /tmp/bertkit-bench-finetune-ner/greedy, or
 else fine-tuned here for `--steps` steps) is copied into `AutoModelForTokenClassification` (the
 encoder from the model directory, the classifier from bertkit's head). Batch 32, the same precision
-(bf16 autocast by default, or fp32), one process, 2 threads, alternating, median of the repeats.
+(`--dtype auto`: bf16 autocast where the CPU computes it natively, else fp32), one process, 2 threads, alternating, median of the repeats.
 
 Runs, all from the dev sentences (eng.testa, words joined by spaces) to entities with character
 offsets:
@@ -18,7 +18,7 @@ Reports sentences/s, the ratios, model FLOPs (`forward_flops` of the real tokens
 the matmul peak, and, as a check that both did the same work, the entity F1 of each against the
 gold entities (exact character spans) and how many sentences' entity sets agree with bertkit text.
 
-    python benchmarks/bench_predict_ner.py [--repeats 3] [--model DIR] [--dtype bf16|fp32] [--limit N]
+    python benchmarks/bench_predict_ner.py [--repeats 3] [--model DIR] [--dtype auto|bf16|fp32] [--limit N]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from bertkit import Tokenizer  # noqa: E402
 from bertkit.config import FinetuneConfig, TrainConfig  # noqa: E402
 from bertkit.metrics import span_scores  # noqa: E402
 from bertkit.model import forward_flops  # noqa: E402
+from bertkit.precision import resolve  # noqa: E402
 from bertkit.predict import predict_examples, prediction_record, read_inputs  # noqa: E402
 from bertkit.tags import entity_spans  # noqa: E402
 from bertkit.tasks import read_examples  # noqa: E402
@@ -85,9 +86,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default=None, help="a bertkit tag model directory (greedy decoder)")
     parser.add_argument("--steps", type=int, default=200, help="without --model: fine-tune this many steps first")
-    parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="auto: bf16 where the CPU computes it natively, else fp32 (emulated bf16 is many times slower)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N dev sentences (a quick check, not recorded)")
     args = parser.parse_args()
+    args.asked_dtype, args.dtype = args.dtype, "bf16" if resolve(args.dtype) == torch.bfloat16 else "fp32"
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     import transformers
@@ -156,7 +159,7 @@ def main() -> None:
                   rows["transformers pipeline"]["cpu_seconds"] / rows["bertkit text"]["cpu_seconds"]}
     command = ("python benchmarks/bench_predict_ner.py" + f" --repeats {args.repeats}"
                + (f" --model {args.model}" if args.model else f" --steps {args.steps}")
-               + (f" --dtype {args.dtype}" if args.dtype != "bf16" else ""))
+               + (f" --dtype {args.asked_dtype}" if args.asked_dtype != "auto" else ""))
     table = [f"CoNLL-2003 eng.testa, {len(sentences)} sentences, mean {lengths.mean():.1f} tokens, all-MiniLM-L6-v2 tag model "
              f"({'from ' + args.model if args.model else f'fine-tuned {args.steps} steps'}), batch {BATCH}, {args.dtype}, "
              f"median of {args.repeats}; matmul peak measured now: {args.dtype} {peak / 1e9:.0f} GFLOP/s. Entity F1: exact "

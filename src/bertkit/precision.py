@@ -8,6 +8,9 @@ norms, softmax and reductions in fp32 and runs matrix products in bf16.
 from __future__ import annotations
 
 import contextlib
+import functools
+import time
+import warnings
 from typing import ContextManager, Iterator, Literal
 
 import torch
@@ -32,8 +35,34 @@ def resolve(precision: str, device: torch.device | str = "cpu") -> torch.dtype:
     if precision in ("fp32", "float32"):
         return torch.float32
     if precision in ("bf16", "bfloat16"):
+        if torch.device(device).type == "cpu" and not bf16_is_fast(device):
+            _warn_emulated_bf16()
         return torch.bfloat16
     raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
+
+
+@functools.cache
+def _warn_emulated_bf16() -> None:
+    """Once per process: bf16 asked for on a CPU that emulates it, with the slowdown measured here."""
+    warnings.warn(f"this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX-512 BF16 or AMX) emulates bf16: a "
+                  f"matrix product runs {emulated_bf16_slowdown():.1f}x slower than in fp32 here; use precision "
+                  "'auto' (--dtype auto), which picks fp32 on this CPU", stacklevel=3)
+
+
+@functools.cache
+def emulated_bf16_slowdown(size: int = 512, repeats: int = 3) -> float:
+    """How many times longer a (size x size) bf16 matrix product takes than fp32 on this CPU (best of
+    `repeats`, measured once per process: about a tenth of a second)."""
+    def best(x: torch.Tensor) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            x @ x
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    a = torch.randn(size, size)
+    return best(a.bfloat16()) / best(a)
 
 
 def autocast(dtype: torch.dtype, device: torch.device | str = "cpu") -> ContextManager:
