@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from bertkit.analysis.geometry import anisotropy
-from bertkit.analysis.wic import read_wic, static_target_vectors
+from bertkit.analysis.wic import fit_threshold, read_wic, static_target_vectors
+from bertkit.analysis.wsd import Instance
 from bertkit.cli import main
 from bertkit.static import StaticVectors, remove_common_component, train_static
 
@@ -84,6 +85,10 @@ def test_sif_by_hand():
     assert np.abs(remove_common_component(x, x) @ np.linalg.svd(x)[2][0]).max() < 1e-6
     with pytest.raises(ValueError, match="fit_on fits SIF's common component"):
         static.sentence_vectors(texts, "mean", fit_on=texts)
+    with pytest.raises(ValueError, match="SIF fits its common component on at least 2 sentences, got 1"):
+        static.sentence_vectors(["the cat"], "sif")
+    one, _ = static.sentence_vectors(["the cat"], "sif", fit_on=texts)
+    assert one.any()
 
 
 def test_bad_corpora_are_clear_errors(tmp_path):
@@ -101,15 +106,42 @@ def test_bad_corpora_are_clear_errors(tmp_path):
 
 
 def test_a_static_model_in_wic_is_one_answer_per_word_form(gutenberg, data_dir):
-    folder = data_dir / "wic" / "dev"
-    pairs = read_wic(folder / "dev.data.txt", folder / "dev.gold.txt")
-    vectors = static_target_vectors(gutenberg, pairs)
-    cosines = vectors.cosines()[0]
+    """The same form twice: cosine 1 (float64, so rounding cannot split these pairs), hence one
+    answer for all of them, as they are and z-scored; a word without a vector stays at cosine 0."""
+    folder = data_dir / "wic"
+    train = read_wic(folder / "train" / "train.data.txt", folder / "train" / "train.gold.txt")
+    pairs = read_wic(folder / "dev" / "dev.data.txt", folder / "dev" / "dev.gold.txt")
+    train_vectors, vectors = static_target_vectors(gutenberg, train), static_target_vectors(gutenberg, pairs)
     same_form = np.array([p.first[p.first_index].lower() == p.second[p.second_index].lower() for p in pairs])
-    known = (np.abs(vectors.first).sum(-1) > 0).ravel() & (np.abs(vectors.second).sum(-1) > 0).ravel()
-    np.testing.assert_allclose(cosines[same_form & known], 1.0, atol=1e-5)
-    assert (cosines[~same_form & known] < 1 - 1e-4).all()
-    assert vectors.missing == int((~known).sum())
+    known = vectors.first[:, 0].any(-1) & vectors.second[:, 0].any(-1)
+    assert vectors.missing == int((~known).sum()) > 0
+    zscores = train_vectors.fit_standardization()
+    for fitted in (None, zscores):
+        cosines = vectors.cosines(fitted)[0]
+        np.testing.assert_allclose(cosines[same_form & known], 1.0, atol=1e-12)
+        assert (cosines[~same_form & known] < 1 - 1e-4).all() and not cosines[~known].any()
+        threshold = fit_threshold(train_vectors.cosines(fitted)[0], [p.same for p in train])
+        assert len(set(cosines[same_form & known] > threshold)) == 1
+
+
+def test_gloss_disambiguation_with_a_static_model(gutenberg, data_dir):
+    from bertkit.analysis.wsd import StaticSenseVectors, disambiguate, static_instance_vectors, wordnet
+
+    wn = wordnet(data_dir / "wordnet3")
+    words = ("He", "sat", "on", "the", "bank", "of", "the", "river")
+    instances = [Instance("i0", "bank", "NOUN", words, 4, "d0"), Instance("i1", "xyzzy", "NOUN", ("a", "xyzzy"), 1, "d0"),
+                 Instance("i2", "sit", "VERB", words, 1, "d0")]
+    vectors = static_instance_vectors(gutenberg, instances)
+    assert set(vectors) == {"i0", "i2"}  # "xyzzy": neither form nor lemma in the vocabulary
+    np.testing.assert_array_equal(vectors["i2"], gutenberg.word_vector("sat"))
+    senses = StaticSenseVectors(gutenberg, wn)
+    keys = [lemma.key() for lemma in wn.lemmas("bank", "n")]
+    assert senses(keys).shape == (len(keys), 100)
+    np.testing.assert_allclose(np.linalg.norm(senses(keys), axis=1), 1, atol=1e-5)
+    answers, tally = disambiguate(wn, instances, vectors, senses)
+    assert answers["i0"] in keys  # the word's one vector picks a sense of bank
+    assert tally == {"first_sense_backoff": 0, "unanswered": 1}  # xyzzy: WordNet knows no such noun
+    assert gutenberg.word_vector("belong_to") is not None  # WordNet lemmas: "_" is a space
 
 
 def test_a_static_model_has_one_context(gutenberg):
@@ -120,7 +152,7 @@ def test_a_static_model_has_one_context(gutenberg):
     assert 0 < result["anisotropy"] < 1 and unknown == 0 and len(words) == 21
 
 
-def test_commands_with_a_static_model(data_dir, tmp_path, capsys):
+def test_commands_with_a_static_model(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("A man is playing a guitar. A woman is slicing an onion. A man plays the bank of a river.\n"
                       "The bank of the river is green. A man is playing a flute.\n")
@@ -146,3 +178,16 @@ def test_commands_with_a_static_model(data_dir, tmp_path, capsys):
     assert "static word vectors (bertkit train-static); bertkit embed needs an encoder" in capsys.readouterr().err
     assert main(["analyze", "sts", "--model", str(out), "--data", str(sts), "--fit-on", str(sts)]) == 2
     assert "--fit-on fits SIF's common component" in capsys.readouterr().err
+    assert main(["analyze", "sts", "--model", str(out), "--data", str(sts), "--pooling", "cls"]) == 2
+    assert "--pooling: an option of encoders, not of" in capsys.readouterr().err
+    wic = tmp_path / "wic"
+    wic.mkdir()
+    for name in ("train", "dev"):
+        (wic / f"{name}.data.txt").write_text("bank\tN\t4-1\tA man plays the bank of a river .\tThe bank of the river .\n"
+                                             "play\tV\t2-2\tA man playing a guitar .\tA woman plays a flute .\n")
+        (wic / f"{name}.gold.txt").write_text("T\nF\n")
+    assert main(["analyze", "wic", "--model", str(out), "--train", str(wic / "train.data.txt"),
+                 "--dev", str(wic / "dev.data.txt"), "--output", str(tmp_path / "wic.json")]) == 0
+    result = json.loads((tmp_path / "wic.json").read_text())
+    assert list(result["layers"]) == ["0"] and result["same_share"] == {"train": 0.5, "dev": 0.5}
+    assert result["layers"]["0"]["train_accuracy"] == 1.0  # bank / bank (cosine 1): T; playing / plays: F

@@ -183,10 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-count", type=_positive, default=5, help="words seen fewer times are left out")
     p.add_argument("--epochs", type=_positive, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=_positive, help="training threads (default: the CPU count; 1 repeats exactly)")
+    p.add_argument("--workers", type=_positive, help="training threads (default: the CPU count, at most 8; 1 repeats "
+                   "exactly)")
     p.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case, strip accents)")
-    p.add_argument("--documents", default="file", choices=["file", "blank_line"],
-                   help="a document per file, or per blank-line separated block (sentence splitting only)")
     p.add_argument("--text", action="store_true", help="word2vec text format instead of binary")
     p.add_argument("--cache", default=".bertkit-cache", help="folder for the tokenized corpus, reused by the next run")
     _encoding_arg(p)
@@ -564,7 +563,7 @@ def cmd_train_static(args) -> None:
         raise NotADirectoryError(f"{args.out}: is a file; --out names the folder to write the vectors in")
     static = train_static(args.corpus, dim=args.dim, window=args.window, negative=args.negative,
                           min_count=args.min_count, epochs=args.epochs, seed=args.seed, workers=args.workers,
-                          lowercase=not args.cased, documents=args.documents, errors=args.encoding_errors,
+                          lowercase=not args.cased, errors=args.encoding_errors,
                           cache_dir=args.cache)
     static.save(args.out, binary=not args.text)
     info = static.info
@@ -801,6 +800,11 @@ def cmd_analyze(args) -> None:
 def _sts(args) -> None:
     _check_output(args.output, args.data)
     first, second, gold = read_sts(args.data)
+    static_only = [f for f, given in (("--weighting sif", args.weighting != "mean"), ("--fit-on", args.fit_on)) if given]
+    encoder_only = [f for f, given in (("--pooling", args.pooling != "mean"), ("--layers", args.layers != "-1")) if given]
+    if is_static(args.model) and encoder_only or not is_static(args.model) and static_only:
+        raise ValueError(f"{', '.join(encoder_only or static_only)}: an option of "
+                         f"{'encoders' if encoder_only else 'static word vectors'}, not of {args.model}")
     if is_static(args.model):
         static = StaticVectors.load(args.model)
         if args.fit_on and args.weighting != "sif":

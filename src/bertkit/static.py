@@ -20,11 +20,9 @@ sentences themselves unless others are given.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data.corpus import document_sentences
+from .data.corpus import document_sentences, files_key
 from .files import atomic_write, write_text
 from .textfiles import DecodeErrors, text_files
 from .tokenizer import basic_words
@@ -61,9 +59,11 @@ class StaticVectors:
         return basic_words(text, self.lowercase)
 
     def word_vector(self, word: str) -> np.ndarray | None:
-        """The vector of one word: the mean of its pieces' vectors where the basic tokenizer splits it
-        ("mother-in-law" -> mother, -, in, -, law), over the pieces in the vocabulary; None when none is."""
-        known = [w for w in self.words(word) if w in self]
+        """The vector of one word (or WordNet lemma: "belong_to"): the mean of its pieces' vectors
+        where the basic tokenizer splits it ("mother-in-law" -> mother, -, in, -, law), over the pieces
+        in the vocabulary, punctuation left out unless nothing else is; None when no piece is known."""
+        known = [w for w in self.words(word.replace("_", " ")) if w in self]
+        known = [w for w in known if any(c.isalnum() for c in w)] or known
         return self.keyed[known].mean(0) if known else None
 
     def text_vectors(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str], int]:
@@ -103,7 +103,11 @@ class StaticVectors:
             raise ValueError("fit_on fits SIF's common component: it goes with weighting='sif'")
         out, counts = self._averages(texts, weighting == "sif", a)
         if weighting == "sif":
-            out = remove_common_component(out, out if fit_on is None else self._averages(fit_on, True, a)[0])
+            fit = out if fit_on is None else self._averages(fit_on, True, a)[0]
+            if len(fit) < 2:  # one sentence's own direction would take the whole vector away
+                raise ValueError(f"SIF fits its common component on at least 2 sentences, got {len(fit)}; "
+                                 "give fit_on (e.g. a corpus's sentences) to embed fewer")
+            out = remove_common_component(out, fit)
         return out, counts
 
     def _averages(self, texts: Sequence[str], sif: bool, a: float) -> tuple[np.ndarray, dict]:
@@ -124,6 +128,7 @@ class StaticVectors:
         name = "vectors.bin" if binary else "vectors.txt"
         with atomic_write(folder / name) as vectors, atomic_write(folder / "counts.txt") as counts:
             self.keyed.save_word2vec_format(str(vectors), fvocab=str(counts), binary=binary)
+        (folder / ("vectors.txt" if binary else "vectors.bin")).unlink(missing_ok=True)  # never two formats
         write_text(folder / "static.json", json.dumps({**(self.info or {}), "lowercase": self.lowercase,
                                                         "vectors": name}, indent=1))
 
@@ -158,21 +163,12 @@ def remove_common_component(x: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ training
 
 
-def _stable_hash(text: str) -> int:
-    return zlib.crc32(text.encode("utf-8"))
-
-
 def tokenized_corpus(paths: Sequence[str | Path], cache_dir: str | Path, *, lowercase: bool = True,
-                     documents: str = "file", errors: DecodeErrors = "strict",
-                     progress: bool = True) -> tuple[Path, Counter]:
+                     errors: DecodeErrors = "strict", progress: bool = True) -> tuple[Path, Counter]:
     """The corpus as words, a sentence a line (cache_dir/<key>/words.txt, reused when the files and
     settings are the same), and each word's count."""
     files = [f for p in paths for f in text_files(p)]
-    h = hashlib.sha256(f"{WORDS_FORMAT}\0{lowercase}\0{documents}\0{errors}".encode())
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    path = Path(cache_dir) / h.hexdigest()[:16] / "words.txt"
+    path = Path(cache_dir) / files_key(files, WORDS_FORMAT, lowercase, errors) / "words.txt"
     counts: Counter = Counter()
     if path.exists():
         with open(path, encoding="utf-8") as f:
@@ -181,27 +177,26 @@ def tokenized_corpus(paths: Sequence[str | Path], cache_dir: str | Path, *, lowe
         return path, counts
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        for document in document_sentences(files, documents, errors, progress, "split and tokenize"):
+        for document in document_sentences(files, "file", errors, progress, "split and tokenize"):
             for sentence in document:
                 words = basic_words(sentence, lowercase)
                 if words:
                     counts.update(words)
                     out.write(" ".join(words) + "\n")
-    if not counts:
-        path.unlink()
-        raise ValueError(f"{', '.join(str(f) for f in files)}: no words in the corpus (every file is empty or blank)")
+        if not counts:  # raised inside the block: nothing is published
+            raise ValueError(f"{', '.join(str(f) for f in files)}: no words in the corpus (every file is empty or "
+                             "blank)")
     return path, counts
 
 
 def train_static(paths: Sequence[str | Path], *, dim: int = 300, window: int = 5, negative: int = 5,
                  min_count: int = 5, epochs: int = 5, seed: int = 0, workers: int | None = None,
-                 lowercase: bool = True, documents: str = "file", errors: DecodeErrors = "strict",
+                 lowercase: bool = True, errors: DecodeErrors = "strict",
                  cache_dir: str | Path = ".bertkit-cache", progress: bool = True) -> StaticVectors:
     """Skip-gram with negative sampling (gensim) on text files or folders of .txt files.
 
     With more than one worker gensim's threads race on shared weights, so two runs with the same seed
-    differ slightly; `workers=1` repeats exactly (the initial vectors are seeded by a string hash that
-    does not change between processes, unlike Python's `hash`).
+    differ slightly; `workers=1` repeats exactly.
     """
     from gensim.models import Word2Vec
     from gensim.models.callbacks import CallbackAny2Vec
@@ -210,8 +205,8 @@ def train_static(paths: Sequence[str | Path], *, dim: int = 300, window: int = 5
                         ("epochs", epochs)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, not {value}")
-    corpus, counts = tokenized_corpus(paths, Path(cache_dir) / "static-words", lowercase=lowercase,
-                                      documents=documents, errors=errors, progress=progress)
+    corpus, counts = tokenized_corpus(paths, Path(cache_dir) / "static-words", lowercase=lowercase, errors=errors,
+                                      progress=progress)
     kept = sum(1 for c in counts.values() if c >= min_count)
     if not kept:
         top, n = counts.most_common(1)[0]
@@ -229,10 +224,10 @@ def train_static(paths: Sequence[str | Path], *, dim: int = 300, window: int = 5
     bar = EpochBar()
     model = Word2Vec(corpus_file=str(corpus), vector_size=dim, window=window, negative=negative, min_count=min_count,
                      epochs=epochs, sg=1, seed=seed, workers=workers or min(os.cpu_count() or 1, 8),
-                     hashfxn=_stable_hash, callbacks=[bar])
+                     callbacks=[bar])
     bar.bar.close()
     info = {"corpus": [str(p) for p in paths], "words": sum(counts.values()), "word_types": len(counts),
             "vocabulary": len(model.wv), "dim": dim, "window": window, "negative": negative,
-            "min_count": min_count, "epochs": epochs, "seed": seed, "documents": documents,
+            "min_count": min_count, "epochs": epochs, "seed": seed,
             "train_seconds": round(time.perf_counter() - start, 1)}
     return StaticVectors(model.wv, lowercase, info)

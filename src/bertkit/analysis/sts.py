@@ -11,7 +11,7 @@ import numpy as np
 
 from ..data.readers import read_table
 from ..metrics.classification import pearson, spearman
-from .vectors import unit_rows
+from .vectors import row_cosines
 
 
 def read_sts(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -23,5 +23,5 @@ def read_sts(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
 
 def sts_correlations(first: np.ndarray, second: np.ndarray, gold: np.ndarray) -> dict:
     """Spearman and Pearson correlation between the pairs' cosines and the gold scores."""
-    cosines = (unit_rows(first, np.float64) * unit_rows(second, np.float64)).sum(1)
+    cosines = row_cosines(first, second)
     return {"spearman": spearman(cosines, gold), "pearson": pearson(cosines, gold), "pairs": len(gold)}

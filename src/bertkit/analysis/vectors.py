@@ -50,6 +50,12 @@ def unit_rows(x: np.ndarray, dtype=np.float32) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine of each row of `a` with the same row of `b`, in float64 (two float32 copies of one
+    vector give 1 to 1e-15, not float32's +-2e-7); 0 where a row is zero."""
+    return (unit_rows(a, np.float64) * unit_rows(b, np.float64)).sum(-1)
+
+
 def _slots(word_ids: list[int | None]) -> np.ndarray:
     return np.array([-1 if w is None else w for w in word_ids], dtype=np.int64)
 

@@ -24,10 +24,11 @@ from ..static import StaticVectors
 from ..textfiles import read_lines
 from ..tokenizer import Tokenizer
 from .geometry import plot_per_layer
-from .vectors import unit_rows, word_vectors
+from .vectors import row_cosines, word_vectors
 
 LABELS = {"T": True, "F": False}
 MARKS = ("[", "]")  # around the target word in pair files
+EQUAL_COSINE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -91,15 +92,19 @@ class TargetVectors:
         out = {}
         for k, layer in enumerate(self.layers):
             a, b = self.first[:, k], self.second[:, k]
-            if standardize:
-                a, b = standardize[layer](a), standardize[layer](b)
-            out[layer] = (unit_rows(a) * unit_rows(b)).sum(1)
+            if standardize:  # a missing vector stays zero (z-scored, it would become -mean/std for all alike)
+                a = np.where(a.any(-1, keepdims=True), standardize[layer](a), 0)
+                b = np.where(b.any(-1, keepdims=True), standardize[layer](b), 0)
+            out[layer] = row_cosines(a, b)
         return out
 
     def fit_standardization(self) -> dict[int, PostProcess]:
-        """Per layer, z-scores fitted on these pairs' target vectors (both sentences)."""
-        return {layer: fit_postprocess(np.concatenate([self.first[:, k], self.second[:, k]]), "standardize")
-                for k, layer in enumerate(self.layers)}
+        """Per layer, z-scores fitted on these pairs' target vectors (both sentences; missing ones left out)."""
+        fitted = {}
+        for k, layer in enumerate(self.layers):
+            vectors = np.concatenate([self.first[:, k], self.second[:, k]])
+            fitted[layer] = fit_postprocess(vectors[vectors.any(-1)], "standardize")
+        return fitted
 
 
 def target_vectors(model: Encoder, tokenizer: Tokenizer, pairs: Sequence[WicPair], layers: Sequence[int],
@@ -134,18 +139,20 @@ def static_target_vectors(static: StaticVectors, pairs: Sequence[WicPair]) -> Ta
 
 def fit_threshold(cosines: np.ndarray, same: Sequence[bool]) -> float:
     """The threshold that makes "same sense when cosine > threshold" most accurate on these pairs:
-    the midpoint between two neighbouring distinct cosines (never between equal ones)."""
+    the midpoint between two neighbouring distinct cosines, never between equal ones (cosines within
+    EQUAL_COSINE of each other count as equal: rounding must not decide an answer)."""
     same = np.asarray(same, bool)
+    cosines = np.asarray(cosines, np.float64)
     order = np.argsort(cosines, kind="stable")
     ranked, truth = cosines[order], same[order]
     # Cutting after the k-th smallest cosine: k "different" answers below, the rest "same".
     right = np.concatenate([[0], np.cumsum(~truth)]) + np.concatenate([np.cumsum(truth[::-1])[::-1], [0]])
-    allowed = np.concatenate([[True], ranked[:-1] < ranked[1:], [True]])  # no cut inside a run of equal cosines
+    allowed = np.concatenate([[True], ranked[1:] - ranked[:-1] > EQUAL_COSINE, [True]])  # not inside a run of equals
     k = int(np.where(allowed, right, -1).argmax())
     if k == 0:
-        return float(ranked[0] - 1e-6)
+        return float(ranked[0] - EQUAL_COSINE)
     if k == len(ranked):
-        return float(ranked[-1])
+        return float(ranked[-1] + EQUAL_COSINE)
     return float((ranked[k - 1] + ranked[k]) / 2)
 
 

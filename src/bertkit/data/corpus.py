@@ -33,8 +33,13 @@ PUNKT_TRAINING_CHARS = 2_000_000
 
 
 def corpus_key(files: list[Path], tokenizer: Tokenizer, documents: str) -> str:
-    h = hashlib.sha256(tokenizer.to_json().encode())
-    h.update(documents.encode())
+    return files_key(files, tokenizer.to_json(), documents)
+
+
+def files_key(files: list[Path], *settings: object) -> str:
+    """A cache key of files (path, size, modification time) and the settings that shape what is
+    made of them, including how sentences are split (PUNKT_TRAINING_CHARS)."""
+    h = hashlib.sha256("\0".join(map(str, (PUNKT_TRAINING_CHARS, *settings))).encode())
     for f in files:
         st = f.stat()
         h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
