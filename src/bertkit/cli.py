@@ -802,10 +802,11 @@ def _sts(args) -> None:
     first, second, gold = read_sts(args.data)
     static_only = [f for f, given in (("--weighting sif", args.weighting != "mean"), ("--fit-on", args.fit_on)) if given]
     encoder_only = [f for f, given in (("--pooling", args.pooling != "mean"), ("--layers", args.layers != "-1")) if given]
-    if is_static(args.model) and encoder_only or not is_static(args.model) and static_only:
+    static_model = is_static(args.model)
+    if static_model and encoder_only or not static_model and static_only:
         raise ValueError(f"{', '.join(encoder_only or static_only)}: an option of "
                          f"{'encoders' if encoder_only else 'static word vectors'}, not of {args.model}")
-    if is_static(args.model):
+    if static_model:
         static = StaticVectors.load(args.model)
         if args.fit_on and args.weighting != "sif":
             raise ValueError("--fit-on fits SIF's common component: it goes with --weighting sif")

@@ -20,6 +20,7 @@ sentences themselves unless others are given.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -82,10 +83,12 @@ class StaticVectors:
     def probability(self, words: Sequence[str]) -> np.ndarray:
         """Each word's unigram probability in the training corpus (its count / the counts' sum over
         the vocabulary)."""
-        if not hasattr(self, "_p"):
-            counts = np.asarray([self.keyed.get_vecattr(w, "count") for w in self.keyed.index_to_key], np.float64)
-            self._p = counts / counts.sum()
-        return self._p[[self.keyed.key_to_index[w] for w in words]]
+        return self._unigram[[self.keyed.key_to_index[w] for w in words]]
+
+    @functools.cached_property
+    def _unigram(self) -> np.ndarray:
+        counts = np.asarray([self.keyed.get_vecattr(w, "count") for w in self.keyed.index_to_key], np.float64)
+        return counts / counts.sum()
 
     def sentence_vectors(self, texts: Sequence[str], weighting: str = "mean", a: float = 1e-3,
                          fit_on: Sequence[str] | None = None) -> tuple[np.ndarray, dict]:
