@@ -32,7 +32,8 @@ def test_matching_equals_the_definition_pair_by_pair():
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 12, 9)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    vectors = torch.nn.functional.normalize(torch.randn(int(lengths.sum()), 2, 8, dtype=torch.float64), dim=-1).float()
+    vectors = torch.nn.functional.normalize(torch.randn(int(lengths.sum()), 2, 8, dtype=torch.float64,
+                                                        generator=torch.Generator().manual_seed(0)), dim=-1).float()
     weights = rng.random(int(lengths.sum()))
     cand, ref = rng.integers(0, 9, 20), rng.integers(0, 9, 20)
     P, R, F = match(vectors, offsets, weights, cand, ref)
