@@ -31,6 +31,24 @@ def test_unpadded_path_equals_padded_path(tiny):
         assert (fast[i][real] - plain[i][real]).abs().max() <= 1e-5
 
 
+def test_attention_in_groups_gives_the_same_outputs_and_gradients():
+    """Rows of mixed lengths attend in groups (padding.make_layout(group=True)); without dropout
+    the training step is the plain padded one: outputs and every gradient equal."""
+    torch.manual_seed(0)
+    model = Encoder(preset("tiny", vocab_size=500, hidden_dropout=0.0, attention_dropout=0.0)).train()
+    batch = random_batch(500, [17, 3, 9, 1, 17, 12])
+    target = torch.randn(*batch["input_ids"].shape, model.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    grads = {}
+    for unpad_tokens in (True, False):
+        model.zero_grad()
+        out = model(**batch, unpad_tokens=unpad_tokens).last_hidden_state
+        (out * target * batch["attention_mask"][..., None]).sum().backward()
+        grads[unpad_tokens] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys()
+    for name, g in grads[True].items():
+        assert (g - grads[False][name]).abs().max() <= 1e-4 * g.abs().max(), name
+
+
 def test_padding_does_not_change_a_sequence(tiny):
     """A sequence encodes the same alone and beside a longer one."""
     batch = random_batch(500, [5, 20], seed=1)

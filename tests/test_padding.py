@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -23,6 +24,33 @@ def test_unpad_then_repad_restores_real_tokens_and_zeros_padding(lengths):
     back = repad(flat, layout)
     assert torch.equal(back[mask.bool()], x[mask.bool()])
     assert torch.all(back[~mask.bool()] == 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=8))
+def test_grouped_layout_restores_rows_in_their_order_and_groups_cover_every_token(lengths):
+    mask = right_padded_mask(lengths)
+    B, T = mask.shape
+    x = torch.randn(B, T, 3)
+    layout = make_layout(mask, B, T, group=True)
+    flat = unpad(x, layout)
+    back = repad(flat, layout)
+    assert torch.equal(back[mask.bool()], x[mask.bool()]) and torch.all(back[~mask.bool()] == 0)
+    if layout.groups:  # consecutive, covering all N tokens, each padded to its own longest row
+        assert [g.start for g in layout.groups[1:]] == [g.end for g in layout.groups[:-1]]
+        assert layout.groups[0].start == 0 and layout.groups[-1].end == sum(lengths)
+        kept = sorted(lengths, reverse=True)
+        rows = [kept[i:i + g.layout.batch] for i, g in
+                zip(np.cumsum([0] + [g.layout.batch for g in layout.groups]), layout.groups)]
+        assert [g.layout.seqlen for g in layout.groups] == [r[0] for r in rows]
+    else:
+        assert layout.order is None
+
+
+def test_mixed_lengths_attend_in_groups_and_similar_ones_at_once():
+    assert len(make_layout(right_padded_mask([40, 3, 38, 12]), 4, 40, group=True).groups) == 3
+    assert make_layout(right_padded_mask([40, 30, 38]), 3, 40, group=True).groups == ()
+    assert make_layout(right_padded_mask([40, 3]), 2, 40).groups == ()  # only when asked
 
 
 def test_plain_layout_keeps_every_position():

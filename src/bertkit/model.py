@@ -142,9 +142,18 @@ class SelfAttention(nn.Module):
         """(N, H) -> (N, H): attention, then residual and post-layer-norm. With `look`, the weights
         are computed explicitly, (B, nh, T, T) in fp32 with rows of padded positions 0, and
         `look(weights)` is what attends (it may keep them, or change them)."""
-        qkv = repad(self.qkv(x), layout)  # (B, T, 3H)
+        qkv = self.qkv(x)  # (N, 3H)
+        if layout.groups:
+            y = torch.cat([self.attend(qkv[g.start:g.end], g.layout) for g in layout.groups])
+        else:
+            y = self.attend(qkv, layout, look)
+        return self.norm(x + self.dropout(self.out(y.to(x.dtype))))
+
+    def attend(self, qkv: Tensor, layout: TokenLayout, look: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """(N, 3H) -> (N, H): the attention of the layout's rows."""
         B, T = layout.batch, layout.seqlen
-        q, k, v = qkv.view(B, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # (B, nh, T, hs)
+        qkv = repad(qkv, layout).view(B, T, 3, self.num_heads, self.head_size)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, nh, T, hs)
         p = self.attention_dropout if self.training else 0.0
         if look is None:
             y = attention(q, k, v, layout.key_mask, p)
@@ -153,8 +162,7 @@ class SelfAttention(nn.Module):
             if layout.key_mask is not None:
                 w = w.masked_fill(~layout.key_mask.transpose(-1, -2), 0.0)  # (B, 1, T, 1): padded queries
             y = dropout(look(w), p, self.training) @ v.float()
-        y = unpad(y.transpose(1, 2), layout).reshape(-1, self.num_heads * self.head_size).to(x.dtype)  # (N, H)
-        return self.norm(x + self.dropout(self.out(y)))
+        return unpad(y.transpose(1, 2), layout).reshape(-1, self.num_heads * self.head_size)  # (N, H)
 
 
 class FeedForward(nn.Module):
@@ -261,7 +269,8 @@ class Encoder(nn.Module):
             raise ValueError(f"input has {T} tokens but the model's positions cover "
                              f"{self.config.max_length}; split it with the tokenizer's "
                              "overflow='window' or truncate it explicitly")
-        layout = make_layout(attention_mask, B, T, unpad=unpad_tokens)
+        explicit = output_attentions or edit_attention is not None  # the weights are kept (B, nh, T, T)
+        layout = make_layout(attention_mask, B, T, unpad=unpad_tokens, group=unpad_tokens and not explicit)
         positions = torch.arange(T, device=input_ids.device) + self.config.position_offset
         x = self.embeddings(unpad(input_ids, layout), unpad(positions.expand(B, T), layout),
                             None if token_type_ids is None else unpad(token_type_ids, layout),
@@ -278,7 +287,6 @@ class Encoder(nn.Module):
             weights.extend([w] if output_attentions else [])
             return w
 
-        explicit = output_attentions or edit_attention is not None
         for i, layer in enumerate(self.layers[:depth], start=1):
             x = layer(x, layout, partial(look, i) if explicit else None)
             if i in wanted:

@@ -8,6 +8,13 @@ it scatters its projections into a padded buffer and gathers the result, as Mosa
 
 `TokenLayout` records where the real tokens sit. With `unpad=False` it keeps every position
 (N = B * T): the plain padded path, the same code on more rows, which a test holds equal.
+
+Attention in groups: in a batch of texts of mixed lengths (randomly drawn training batches), padding
+every row to the longest made attention, its softmax and dropout over (B, nh, T, T), the larger
+part of a step (random CoNLL-2003 batches trained at 0.74x the speed of length-grouped ones). With
+`group=True` the rows are ordered longest first on entry, their tokens follow that order, and
+attention runs on groups of consecutive rows, each padded to its own longest row only; the exit
+restores the given row order. The result is the same function (a test holds it equal).
 """
 
 from __future__ import annotations
@@ -24,18 +31,35 @@ class TokenLayout:
     seqlen: int
     indices: Tensor | None  # (N,) flat positions of the kept tokens in B * T; None keeps all
     key_mask: Tensor | None  # (B, 1, 1, T) True where attention may look; None: no padding
+    order: Tensor | None = None  # (B,) the rows in the order their tokens follow; None: as given
+    groups: tuple[AttentionGroup, ...] = ()  # attention by groups of rows; () attends the batch at once
 
     @property
     def num_tokens(self) -> int:
         return self.batch * self.seqlen if self.indices is None else self.indices.numel()
 
 
-def make_layout(attention_mask: Tensor | None, batch: int, seqlen: int, unpad: bool = True) -> TokenLayout:
+@dataclass(frozen=True)
+class AttentionGroup:
+    start: int  # the group's tokens are rows start:end of the (N, ...) tokens
+    end: int
+    layout: TokenLayout  # of the group's rows, padded to the group's longest
+
+
+# A row joins the current group while its length is at least this share of the group's longest:
+# attention over a group costs about rows * longest^2, and each group adds a fixed cost per layer.
+GROUP_MIN_SHARE = 0.6
+
+
+def make_layout(attention_mask: Tensor | None, batch: int, seqlen: int, unpad: bool = True,
+                group: bool = False) -> TokenLayout:
     """Build the layout of a right-padded batch.
 
     Args:
         attention_mask: (B, T), 1 for real tokens and 0 for padding, or None for no padding.
         unpad: drop the padded positions (the fast path) or keep them (the plain path).
+        group: with `unpad`, attend by groups of rows of similar length (see the module docstring)
+            where that saves attention work; the layout's `order` and `groups` then say how.
     """
     if attention_mask is None:
         return TokenLayout(batch, seqlen, None, None)
@@ -51,12 +75,40 @@ def make_layout(attention_mask: Tensor | None, batch: int, seqlen: int, unpad: b
                          "padding (pad at the end of each row)")
     if mask.all():
         return TokenLayout(batch, seqlen, None, None)
+    if unpad and group:
+        lengths = mask.sum(1)
+        bounds = group_bounds(lengths.sort(descending=True).values.tolist())
+        if len(bounds) > 1:
+            return grouped_layout(mask, lengths, bounds)
     indices = torch.nonzero(mask.flatten()).flatten() if unpad else None
     return TokenLayout(batch, seqlen, indices, mask[:, None, None, :])
 
 
+def group_bounds(lengths: list[int]) -> list[tuple[int, int]]:
+    """Consecutive groups (first row, end row) of lengths sorted longest first."""
+    bounds, first = [], 0
+    for row, n in enumerate(lengths):
+        if n < GROUP_MIN_SHARE * lengths[first]:
+            bounds.append((first, row))
+            first = row
+    return bounds + [(first, len(lengths))]
+
+
+def grouped_layout(mask: Tensor, lengths: Tensor, bounds: list[tuple[int, int]]) -> TokenLayout:
+    """The layout whose rows run longest first, with one attention group per bound."""
+    order = lengths.argsort(descending=True, stable=True)
+    mask = mask[order]
+    starts = [0] + lengths[order].cumsum(0).tolist()
+    groups = tuple(AttentionGroup(starts[a], starts[b], make_layout(mask[a:b, :int(mask[a].sum())], b - a,
+                                                                    int(mask[a].sum())))
+                   for a, b in bounds)
+    B, T = mask.shape
+    return TokenLayout(B, T, torch.nonzero(mask.flatten()).flatten(), mask[:, None, None, :], order, groups)
+
+
 def unpad(x: Tensor, layout: TokenLayout) -> Tensor:
     """(B, T, ...) -> (N, ...) with the layout's kept tokens."""
+    x = x if layout.order is None else x.index_select(0, layout.order)
     flat = x.reshape(layout.batch * layout.seqlen, *x.shape[2:])
     return flat if layout.indices is None else flat.index_select(0, layout.indices)
 
@@ -67,4 +119,5 @@ def repad(x: Tensor, layout: TokenLayout) -> Tensor:
         return x.reshape(layout.batch, layout.seqlen, *x.shape[1:])
     out = x.new_zeros(layout.batch * layout.seqlen, *x.shape[1:])
     out.index_copy_(0, layout.indices, x)
-    return out.reshape(layout.batch, layout.seqlen, *x.shape[1:])
+    out = out.reshape(layout.batch, layout.seqlen, *x.shape[1:])
+    return out if layout.order is None else out.index_select(0, layout.order.argsort())
