@@ -18,7 +18,7 @@ LAYERS = [
     ["data"],
     ["tasks"],
     ["embed", "predict", "fill_mask", "retrieval", "bertscore", "perplexity", "pseudo_perplexity", "perturb",
-     "explain", "explain_page", "static", "analysis"],
+     "explain", "explain_page", "static", "analysis", "serve"],
     ["train"],
     ["cli"],
 ]

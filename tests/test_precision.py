@@ -52,3 +52,42 @@ def test_asking_for_bf16_where_the_cpu_emulates_it_warns_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # native bf16: nothing to say
         assert precision.resolve("bf16") == torch.bfloat16
+
+
+def test_int8_swaps_every_linear_layer_for_the_context_and_back():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
+    x = torch.randn(5, 8)
+    with torch.no_grad(), precision.evaluating(model, "int8"):
+        assert all(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in (model[0], model[2]))
+        got = model(x)
+    assert type(model[0]) is torch.nn.Linear and type(model[2]) is torch.nn.Linear
+    torch.testing.assert_close(got, model(x), atol=0.05, rtol=0.05)
+
+
+def test_int8_leaves_the_layers_marked_for_fp32():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
+    model[2].int8 = False
+    with torch.no_grad(), precision.evaluating(model, "int8"):
+        assert isinstance(model[0], torch.ao.nn.quantized.dynamic.Linear) and type(model[2]) is torch.nn.Linear
+
+
+def test_int8_copies_are_made_once_and_again_when_the_weights_change():
+    linear = torch.nn.Linear(4, 4)
+    first = precision.int8_linear(linear)
+    assert precision.int8_linear(linear) is first
+    with torch.no_grad():
+        linear.weight.mul_(2)  # as an optimizer step would
+    second = precision.int8_linear(linear)
+    assert second is not first
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(second(x), linear(x), atol=0.05, rtol=0.05)
+
+
+def test_int8_is_for_inference_on_the_cpu():
+    from bertkit.config import TrainConfig
+    assert precision.resolve("int8") == torch.qint8
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="int8")
+    with pytest.raises(ValueError, match="'int8' runs on the CPU only"):
+        precision.resolve("int8", "meta")
+

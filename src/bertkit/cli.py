@@ -24,6 +24,7 @@ from .analysis.wic import (fit_threshold, plot_wic, read_wic, static_target_vect
 from .analysis.wsd import (SenseVectors, StaticSenseVectors, disambiguate, first_sense, instance_vectors,
                            read_instances, read_key, score, score_by_pos, sense_counts, static_instance_vectors,
                            wordnet, write_key)
+from .embed import embed_file
 from .bertscore import bertscore, compute_baseline, default_layer, load_baseline, save_baseline
 from .config import (PRESETS, FinetuneConfig, MultitaskConfig, PretrainConfig, TrainConfig, load_sections,
                      read_recipe)
@@ -38,11 +39,13 @@ from .perplexity import load_causal_lm, text_perplexity, window_settings
 from .postprocess import METHODS as POSTPROCESS_METHODS, fit_postprocess
 from .pseudo_perplexity import corpus_pseudo_perplexity, pseudo_log_likelihoods
 from .predict import predict_examples, prediction_record, read_inputs, task_metrics
+from .serve import ServeConfig, load_service, serve
 from .static import StaticVectors, is_static, train_static
 from .retrieval import CRANFIELD_GRADES, bm25_run, dense_run, fuse, read_collection, read_qrels, read_run, write_run
 from .tasks import TASKS, read_examples
 from .tasks.model import load_task_model
 from .textfiles import read_lines, read_texts, text_files
+from .train import distributed
 from .train.finetune import finetune
 from .train.loop import NonFiniteLossError
 from .train.multitask import multitask
@@ -82,9 +85,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="tokenizer directory or file (default: the model directory)")
 
 
-def _precision_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="numeric precision; auto = bf16 where the CPU computes it natively (default)")
+def _precision_arg(p: argparse.ArgumentParser, int8: bool = True) -> None:
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"] + ["int8"] * int8,
+                   help="numeric precision; auto = bf16 where the CPU computes it natively (default)"
+                   + "; int8: dynamically quantized linear layers (CPU)" * int8)
 
 
 def _positive(text: str) -> int:
@@ -146,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--postprocess", help="a fitted standardization / all-but-the-top / whitening (bertkit analyze "
                    "postprocess-fit), applied before --normalize")
     p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--chunk-lines", type=_positive, default=8192,
+                   help="lines read, embedded and recorded together (what a kill can lose; memory grows with it)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run into --output")
     _precision_arg(p)
     _overflow_args(p)
     _encoding_arg(p)
@@ -310,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input tokens per forward pass: windows run together up to this many (at least one)")
     p.add_argument("--cache-dir", help="where converted GGUF models are kept (default: ~/.cache/bertkit/gguf)")
     p.add_argument("--output", help="also write the figures as JSON")
-    _precision_arg(p)
+    _precision_arg(p, int8=False)
     _encoding_arg(p)
 
     p = sub.add_parser("pseudo-perplexity", help="pseudo-perplexity of a masked LM (each token masked in turn; "
@@ -482,10 +489,25 @@ def build_parser() -> argparse.ArgumentParser:
     _precision_arg(p)
     _encoding_arg(p)
 
+    p = sub.add_parser("serve", help="an HTTP service with a page: /embed, /v1/embeddings, /predict, /fill-mask")
+    p.add_argument("--model", required=True, help="a model directory: an encoder, or a fine-tuned model")
+    p.add_argument("--head", help="the head to serve of a multi-task model")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=_positive, default=8080)
+    p.add_argument("--max-inputs", type=_positive, default=256, help="texts per request")
+    p.add_argument("--max-body-bytes", type=_positive, default=1_000_000)
+    p.add_argument("--truncate", action="store_true", help="cut inputs longer than the model takes (default: refuse "
+                   "them with 413) when a request does not say")
+    p.add_argument("--max-batch", type=_positive, default=128, help="texts of concurrent requests run together")
+    p.add_argument("--max-batch-tokens", type=_positive, default=16_384)
+    p.add_argument("--wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    _precision_arg(p)
+
     p = sub.add_parser("fill-mask", help="predict the words behind [MASK] (models with an MLM head)")
     _model_args(p)
     p.add_argument("text", help="text with one or more [MASK] tokens")
     p.add_argument("--top-k", type=int, default=5)
+    _precision_arg(p)
     return parser
 
 
@@ -510,18 +532,21 @@ def cmd_info(args) -> None:
 
 def cmd_embed(args) -> None:
     _check_output(args.output, args.input)
-    texts = _text_lines(args.input, args.encoding_errors)
-    empty = sum(1 for t in texts if not t.strip())
-    if empty:
-        print(f"note: {empty} empty lines embedded as empty texts, so rows match lines", file=sys.stderr)
+    distributed.init()  # under torchrun: each process embeds its share of the chunks
     model, tokenizer = _load(args)
-    layers = _layer_list(args.layers)
-    vectors = embed(model, tokenizer, texts, pooling=args.pooling, layers=layers, normalize=args.normalize,
-                    batch_size=args.batch_size, precision=args.dtype, max_length=args.max_length,
-                    overflow=args.overflow, stride=args.stride, postprocess=args.postprocess)
-    with atomic_write(args.output) as tmp, open(tmp, "wb") as f:
-        np.save(f, vectors)
-    print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {args.output}", file=sys.stderr)
+    lines, empty, embedded = embed_file(model.to(distributed.device()), tokenizer, args.input, args.output, resume=args.resume,
+                              chunk_lines=args.chunk_lines, rank=distributed.rank(),
+                              world_size=distributed.world_size(), barrier=distributed.barrier, errors=args.encoding_errors,
+                              pooling=args.pooling, layers=_layer_list(args.layers), normalize=args.normalize,
+                              batch_size=args.batch_size, precision=args.dtype, max_length=args.max_length,
+                              overflow=args.overflow, stride=args.stride, postprocess=args.postprocess)
+    if distributed.rank() == 0:
+        if empty:
+            print(f"note: {empty} empty lines embedded as empty texts, so rows match lines", file=sys.stderr)
+        if args.resume:
+            print(f"resumed: embedded {embedded} lines{' in this process' * (distributed.world_size() > 1)}, "
+                  "the rest were done before", file=sys.stderr)
+        print(f"wrote {lines} x {model.config.hidden_size} embeddings to {args.output}", file=sys.stderr)
 
 
 def cmd_similarity(args) -> None:
@@ -572,9 +597,18 @@ def cmd_train_static(args) -> None:
           f"wrote {args.out}", file=sys.stderr)
 
 
+def cmd_serve(args) -> None:
+    config = ServeConfig(precision=args.dtype, max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs,
+                         truncate=args.truncate, max_batch=args.max_batch, max_batch_tokens=args.max_batch_tokens,
+                         wait_ms=args.wait_ms)
+    service = load_service(args.model, args.head, config)
+    print(f"serving {args.model} ({', '.join(service.abilities)}) on http://{args.host}:{args.port}/", file=sys.stderr)
+    serve(service, args.host, args.port)
+
+
 def cmd_fill_mask(args) -> None:
     model, tokenizer = _load(args)
-    for n, candidates in enumerate(fill_mask(model, tokenizer, args.text, args.top_k), start=1):
+    for n, candidates in enumerate(fill_mask(model, tokenizer, args.text, args.top_k, args.dtype), start=1):
         print(f"[MASK] #{n}: " + ", ".join(f"{c.token} ({c.probability:.3f})" for c in candidates))
 
 
@@ -1074,7 +1108,7 @@ def cmd_bertscore_baseline(args) -> None:
 
 
 COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,
-            "train-tokenizer": cmd_train_tokenizer, "train-static": cmd_train_static, "fill-mask": cmd_fill_mask, "predict": cmd_predict,
+            "train-tokenizer": cmd_train_tokenizer, "train-static": cmd_train_static, "fill-mask": cmd_fill_mask, "serve": cmd_serve, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
             "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity,
             "bertscore": cmd_bertscore, "analyze": cmd_analyze, "explain": cmd_explain, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}

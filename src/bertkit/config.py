@@ -152,7 +152,8 @@ class TrainConfig:
         _require(self, "must be >= 0", *self.given("warmup_steps", "eval_every"))
         if self.keep_checkpoints < 1:
             raise ValueError("keep_checkpoints must be at least 1")
-        _require_one_of(self, strategy=("ddp", "fsdp"))
+        # int8 (precision.py) is for inference only
+        _require_one_of(self, strategy=("ddp", "fsdp"), precision=("auto", "fp32", "bf16", "float32", "bfloat16"))
         _require(self, "must be >= 0", "patience")
 
     def given(self, *names: str) -> list[str]:

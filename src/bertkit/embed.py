@@ -5,14 +5,22 @@ similar length (little padding, and the encoder drops what remains), and returne
 Mean pooling averages every token of the text, [CLS] and [SEP] included, as sentence-transformers
 does; texts split into windows (overflow="window") average their windows' pooled vectors weighted
 by window length (max pooling takes the maximum over windows).
+
+`embed_file` embeds a text file of any size: it reads the file in chunks of lines (never the whole
+file), writes each chunk's vectors into a memory-mapped `.npy` beside the output and records the
+chunks it completed, so that a killed run resumes without recomputing a finished chunk; under
+torchrun each process embeds every world_size-th chunk into the same file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
 import json
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,11 +28,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import precision as precision_
+from .files import atomic_write
 from .data.alignment import combine_windows
 from .data.batches import in_length_order
 from .heads import Pooling, pool
 from .model import Encoder, fingerprint
 from .postprocess import PostProcess, load_postprocess
+from .textfiles import DecodeErrors, read_lines
 from .tokenizer import Overflow, Tokenizer
 
 def vectors_key(model: Encoder, tokenizer: Tokenizer, precision: str, *extra) -> str:
@@ -78,3 +88,114 @@ def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling
     if normalize:
         vectors = F.normalize(torch.from_numpy(vectors), dim=-1).numpy()
     return vectors
+
+
+@dataclasses.dataclass(frozen=True)
+class FileRun:
+    """Where `embed_file` keeps a run's state: the vectors being written and one progress file per
+    process (the chunks it completed)."""
+    output: Path
+
+    @property
+    def partial(self) -> Path:
+        return self.output.with_name(self.output.name + ".partial.npy")
+
+    def progress(self, rank: int) -> Path:
+        return self.output.with_name(f"{self.output.name}.progress-{rank}.json")
+
+    def progress_files(self) -> list[Path]:
+        return sorted(self.output.parent.glob(f"{self.output.name}.progress-*.json"))
+
+
+def embed_file(model: Encoder, tokenizer: Tokenizer, input: str | Path, output: str | Path, *,
+               resume: bool = False, chunk_lines: int = 8192, rank: int = 0, world_size: int = 1,
+               barrier: Callable[[], None] = lambda: None, errors: DecodeErrors = "strict",
+               progress: bool = True, **options) -> tuple[int, int, int]:
+    """Embed every line of a UTF-8 file into `output`, a (lines, H) float32 .npy, in bounded memory.
+
+    Args:
+        resume: continue the interrupted run of the same input, model and options (its
+            `OUTPUT.partial.npy` and progress files); without it such leftovers are an error.
+        chunk_lines: lines embedded and recorded together: the work a kill can lose.
+        rank, world_size, barrier: this process's share under torchrun (chunks rank, rank +
+            world_size, ...) and a function that waits for every process.
+        options: `embed`'s keyword options (pooling, layers, normalize, batch_size, precision, ...).
+
+    Returns:
+        (lines of the input, its empty lines (embedded as empty texts), lines this call embedded:
+        in this process's share, less those an interrupted run had finished).
+    """
+    input, run = Path(input), FileRun(Path(output))
+    lines = empty = 0
+    for _, line in read_lines(input, errors):  # validates every line before any work
+        lines, empty = lines + 1, empty + (not line.strip())
+    if lines == 0:
+        raise ValueError(f"{input}: the file is empty")
+    key = file_run_key(model, tokenizer, input, lines, chunk_lines, options)
+    done = resumed_chunks(run, key, resume)
+    if rank == 0 and not done:
+        run.output.parent.mkdir(parents=True, exist_ok=True)
+        np.lib.format.open_memmap(run.partial, mode="w+", dtype=np.float32, shape=(lines, model.config.hidden_size))
+    barrier()
+    vectors = np.load(run.partial, mmap_mode="r+")
+    chunks = -(-lines // chunk_lines)
+    mine = [c for c in range(rank, chunks, world_size) if c not in done]
+    finished = sorted(c for c in done if c % world_size == rank)
+    rows = sum(min(chunk_lines, lines - c * chunk_lines) for c in mine)
+    with tqdm(total=rows, desc=f"embed {input.name}", unit="line", disable=not progress) as bar:
+        for c, texts in chunks_of(input, errors, chunk_lines, set(mine)):
+            vectors[c * chunk_lines:c * chunk_lines + len(texts)] = embed(model, tokenizer, texts, progress=False,
+                                                                          **options)
+            vectors.flush()  # the rows are on disk before the progress file counts them
+            finished.append(c)
+            with atomic_write(run.progress(rank)) as tmp:
+                tmp.write_text(json.dumps({"key": key, "done": finished}))
+            bar.update(len(texts))
+    del vectors
+    barrier()
+    if rank == 0:
+        os.replace(run.partial, run.output)
+        for path in run.progress_files():
+            path.unlink()
+    return lines, empty, rows
+
+
+def file_run_key(model: Encoder, tokenizer: Tokenizer, input: Path, lines: int, chunk_lines: int,
+                 options: dict) -> str:
+    """What an interrupted run must share with the one resuming it: the model, tokenizer and
+    precision (`vectors_key`), the input file (size, modification time, lines) and the options."""
+    stat = input.stat()
+    about = json.dumps([str(input.resolve()), stat.st_size, stat.st_mtime_ns, lines, chunk_lines,
+                        sorted((k, str(v)) for k, v in options.items())])
+    return hashlib.sha256((vectors_key(model, tokenizer, options.get("precision", "auto")) + about).encode()).hexdigest()
+
+
+def resumed_chunks(run: FileRun, key: str, resume: bool) -> set[int]:
+    """The chunks an interrupted run completed (empty for a new run)."""
+    leftovers = [p for p in (run.partial, *run.progress_files()) if p.exists()]
+    if not resume:
+        if leftovers:
+            raise ValueError(f"{leftovers[0]} is left from an interrupted run: pass --resume (resume=True) to "
+                             f"continue it, or delete {', '.join(map(str, leftovers))} to start again")
+        return set()
+    if not run.partial.exists():
+        return set()  # nothing was started: a new run
+    done: set[int] = set()
+    for path in run.progress_files():
+        record = json.loads(path.read_text())
+        if record["key"] != key:
+            raise ValueError(f"{path} belongs to a run with another input, model or options than this one; "
+                             "resume with the same ones, or delete the leftovers to start again")
+        done.update(record["done"])
+    return done
+
+
+def chunks_of(path: Path, errors: DecodeErrors, chunk_lines: int, wanted: set[int]) -> Iterator[tuple[int, list[str]]]:
+    """(chunk index, its lines) for the wanted chunks of the file, reading one chunk at a time."""
+    lines = (line for _, line in read_lines(path, errors))
+    for c in itertools.count():
+        texts = list(itertools.islice(lines, chunk_lines))
+        if not texts:
+            return
+        if c in wanted:
+            yield c, texts

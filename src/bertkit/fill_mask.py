@@ -19,9 +19,10 @@ class Candidate:
 
 
 @torch.no_grad()
-def fill_mask(model: Encoder, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[list[Candidate]]:
+def fill_mask(model: Encoder, tokenizer: Tokenizer, text: str, top_k: int = 5,
+              precision: str = "fp32") -> list[list[Candidate]]:
     """One list per [MASK] in `text`, in text order: its `top_k` most probable tokens, most probable
-    first."""
+    first. `precision` as in `precision.evaluating` ("auto", "fp32", "bf16", "int8")."""
     if model.mlm_head is None:
         raise ValueError("this model has no MLM head (its checkpoint holds no cls.predictions / lm_head "
                          "weights); fill-mask needs a masked-language model")
@@ -31,7 +32,7 @@ def fill_mask(model: Encoder, tokenizer: Tokenizer, text: str, top_k: int = 5) -
     positions = (batch["input_ids"][0] == tokenizer.mask_id).nonzero().flatten()
     if positions.numel() == 0:
         raise ValueError(f"no [MASK] token in {text!r}; write [MASK] where a word should be predicted")
-    with evaluating(model):
+    with evaluating(model, precision):
         hidden = model(**batch).last_hidden_state[0, positions]  # (M, H)
         probs = model.mlm_head(hidden).softmax(-1).cpu()  # (M, V)
     top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)

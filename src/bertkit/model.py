@@ -171,6 +171,10 @@ class FeedForward(nn.Module):
         self.act = config.hidden_act
         self.up = nn.Linear(config.hidden_size, config.intermediate_size)
         self.down = nn.Linear(config.intermediate_size, config.hidden_size)
+        # Stays fp32 under precision "int8": its inputs, the activation's outputs, carry outliers that one
+        # 7-bit scale per batch flattens (all-MiniLM-L6-v2, STS-B dev Spearman: 0.8672 fp32, 0.8616 with
+        # this layer in int8, 0.8655 without it; Bondarenko et al., 2021, find the same in BERT).
+        self.down.int8 = False
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout)
 

@@ -1,8 +1,16 @@
-"""Choosing the numeric precision: bf16 autocast where the processor computes it natively.
+"""Choosing the numeric precision: bf16 autocast where the processor computes it natively, int8
+for inference on any CPU.
 
 On CPUs with AVX-512 BF16 (or AMX) a bf16 matrix product runs about 2.7x faster than fp32; on
 CPUs without it, bf16 is emulated and slower, so "auto" picks fp32 there. Autocast keeps layer
 norms, softmax and reductions in fp32 and runs matrix products in bf16.
+
+"int8" (inference only, CPU) is PyTorch's dynamic quantization: each `nn.Linear` runs as a
+`torch.ao.nn.quantized.dynamic.Linear`, its weights quantized once per output channel (`int8_copy`),
+each batch of activations quantized on the fly, the product in int8 with fp32 results; attention,
+layer norms, the rest and linear layers marked `int8 = False` (model.py says which, and why) stay
+fp32. `evaluating(model, "int8")` swaps the linear layers in for its duration
+and keeps the quantized copies until the weights change.
 """
 
 from __future__ import annotations
@@ -11,11 +19,13 @@ import contextlib
 import functools
 import time
 import warnings
+import weakref
 from typing import ContextManager, Iterator, Literal
 
 import torch
+from torch import nn
 
-Precision = Literal["auto", "fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16", "int8"]
 
 
 def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
@@ -29,7 +39,13 @@ def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
 
 
 def resolve(precision: str, device: torch.device | str = "cpu") -> torch.dtype:
-    """"auto" -> bf16 where it is fast, else fp32; "fp32" / "bf16" as asked."""
+    """"auto" -> bf16 where it is fast, else fp32; "fp32" / "bf16" as asked; "int8" -> torch.qint8
+    (the linear layers' products; see the module docstring)."""
+    if precision == "int8":
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"precision 'int8' runs on the CPU only (PyTorch's quantized kernels), not on "
+                             f"{torch.device(device)}; use 'auto' there")
+        return torch.qint8
     if precision == "auto":
         return torch.bfloat16 if bf16_is_fast(device) else torch.float32
     if precision in ("fp32", "float32"):
@@ -38,7 +54,7 @@ def resolve(precision: str, device: torch.device | str = "cpu") -> torch.dtype:
         if torch.device(device).type == "cpu" and not bf16_is_fast(device):
             _warn_emulated_bf16()
         return torch.bfloat16
-    raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
+    raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'int8' (inference only), not {precision!r}")
 
 
 @functools.cache
@@ -66,8 +82,8 @@ def emulated_bf16_slowdown(size: int = 512, repeats: int = 3) -> float:
 
 
 def autocast(dtype: torch.dtype, device: torch.device | str = "cpu") -> ContextManager:
-    """bf16 autocast for `dtype == torch.bfloat16`, a no-op for fp32."""
-    if dtype == torch.float32:
+    """bf16 autocast for `dtype == torch.bfloat16`, a no-op for fp32 and int8 (fp32 activations)."""
+    if dtype != torch.bfloat16:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
@@ -77,10 +93,58 @@ def evaluating(model: torch.nn.Module, precision: str = "fp32") -> Iterator[torc
     """`model` in eval mode under `precision`'s autocast, its training mode restored on leaving;
     yields the device of its parameters."""
     device = next(model.parameters()).device
+    dtype = resolve(precision, device)
     was_training = model.training
     model.eval()
     try:
-        with autocast(resolve(precision, device), device):
+        with autocast(dtype, device), int8_linears(model) if dtype == torch.qint8 else contextlib.nullcontext():
             yield device
     finally:
         model.train(was_training)
+
+
+# linear layer -> (the versions of its weights when quantized, its int8 copy)
+_INT8_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def int8_copy(linear: nn.Linear) -> nn.Module:
+    """`linear` as PyTorch's dynamically quantized linear layer, its weights quantized symmetrically
+    per output channel. Activations keep PyTorch's x86 default of 7 bits (`reduce_range`): with all 8,
+    the u8 x s8 products saturate int16 on CPUs without VNNI (a 2-layer test model's outputs were
+    then off by 0.5 where 7 bits gave 0.01)."""
+    weight = linear.weight.detach().float()
+    observer = torch.ao.quantization.default_per_channel_weight_observer()
+    observer(weight)
+    scales, zero_points = observer.calculate_qparams()
+    with warnings.catch_warnings():  # quantized tensors are announced to move to torchao
+        warnings.filterwarnings("ignore", "torch.quantize_per")
+        quantized = torch.quantize_per_channel(weight, scales.double(), zero_points.long(), 0, torch.qint8)
+        layer = torch.ao.nn.quantized.dynamic.Linear(linear.in_features, linear.out_features,
+                                                     bias_=linear.bias is not None)
+        layer.set_weight_bias(quantized, None if linear.bias is None else linear.bias.detach().float())
+    return layer
+
+
+def int8_linear(linear: nn.Linear) -> nn.Module:
+    """The int8 copy of `linear`, made once and again only when its weights change (their autograd
+    version counters move with every in-place update: an optimizer step, a load)."""
+    versions = tuple(p._version for p in linear.parameters())
+    cached = _INT8_COPIES.get(linear)
+    if cached is None or cached[0] != versions:
+        cached = _INT8_COPIES[linear] = (versions, int8_copy(linear))
+    return cached[1]
+
+
+@contextlib.contextmanager
+def int8_linears(model: nn.Module) -> Iterator[None]:
+    """Every `nn.Linear` of `model` replaced by its int8 copy while the context lasts, but those
+    marked `layer.int8 = False` (the model knows which layers int8 harms)."""
+    swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+             if type(child) is nn.Linear and getattr(child, "int8", True)]
+    for parent, name, child in swaps:
+        setattr(parent, name, int8_linear(child))
+    try:
+        yield
+    finally:
+        for parent, name, child in swaps:
+            setattr(parent, name, child)

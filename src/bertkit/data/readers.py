@@ -552,9 +552,10 @@ def read_word_lines(path: str | Path, split: Callable[[str], list[tuple[str, tup
                     errors: DecodeErrors = "strict") -> list[WordExample]:
     """One text a line, split into words with their character offsets by `split` (a tokenizer's
     `pre_tokenize`), so predicted entities map back onto the text."""
-    examples = []
-    for n, line in read_lines(path, errors):
-        pieces = split(line)
-        examples.append(WordExample(tuple(w for w, _ in pieces), text=line, word_offsets=tuple(o for _, o in pieces),
-                                    source=f"{path}:{n}"))
-    return examples
+    return [word_example(line, split, f"{path}:{n}") for n, line in read_lines(path, errors)]
+
+
+def word_example(text: str, split: Callable[[str], list[tuple[str, tuple[int, int]]]], source: str = "") -> WordExample:
+    """An unlabelled text as words with their character offsets, found by `split`."""
+    pieces = split(text)
+    return WordExample(tuple(w for w, _ in pieces), text=text, word_offsets=tuple(o for _, o in pieces), source=source)

@@ -1,0 +1,195 @@
+"""`bertkit serve`: real HTTP on 127.0.0.1 against a running uvicorn server, and the page in a real
+headless Chromium (Playwright)."""
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi", reason="bertkit serve needs fastapi and uvicorn: pip install 'bertkit[serve]'")
+import uvicorn  # noqa: E402
+
+from bertkit import Encoder, Tokenizer, add_pretraining_heads, embed, preset, save_pretrained  # noqa: E402
+from bertkit.serve import ServeConfig, Service, build_app, load_service  # noqa: E402
+from bertkit.tasks import TaskSpec  # noqa: E402
+from bertkit.tasks.model import TaskModel, save_task_model  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+class Server:
+    """The app of `service` served by uvicorn in a thread, on a free port."""
+
+    def __init__(self, service: Service):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(build_app(service), host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.02)
+        assert self.server.started, "the server did not start"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def call(self, path: str, body=None, raw: bytes | None = None) -> tuple[int, object]:
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def minilm_server(minilm_dir):
+    server = Server(load_service(minilm_dir, config=ServeConfig(precision="fp32", max_inputs=8, max_body_bytes=20_000)))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory, minilm_dir):
+    """A tiny encoder with an MLM head, and a tiny NER tagger (untrained: the shapes are what is tested)."""
+    out = tmp_path_factory.mktemp("serve-models")
+    tokenizer = Tokenizer.from_pretrained(minilm_dir)
+    torch.manual_seed(0)
+    config = preset("tiny", vocab_size=tokenizer.vocab_size)
+    save_pretrained(add_pretraining_heads(Encoder(config), mlm=True), out / "mlm")
+    tokenizer.save(out / "mlm")
+    spec = TaskSpec("tag", ("B-LOC", "B-PER", "I-LOC", "I-PER", "O"))
+    save_task_model(TaskModel(Encoder(config), spec), tokenizer, out / "tagger")
+    spec = TaskSpec("classify", ("negative", "positive"))
+    save_task_model(TaskModel(Encoder(config), spec), tokenizer, out / "classifier")
+    return out
+
+
+def test_health_info_and_the_page(minilm_server):
+    assert minilm_server.call("/health") == (200, {"status": "ok"})
+    status, info = minilm_server.call("/info")
+    assert status == 200 and info["abilities"] == ["embed"] and info["hidden_size"] == 384
+    with urllib.request.urlopen(minilm_server.url + "/") as response:
+        assert response.status == 200 and "Compare sentences" in response.read().decode()
+
+
+def test_embed_answers_as_text_embeddings_inference_and_openai_do(minilm_server, minilm, sts_sentences):
+    texts = sts_sentences[:5]
+    expected = embed(*minilm, texts, precision="fp32", normalize=True, progress=False)
+    status, vectors = minilm_server.call("/embed", {"inputs": texts})
+    assert status == 200 and np.allclose(vectors, expected, atol=1e-5)
+    status, one = minilm_server.call("/embed", {"inputs": texts[0], "normalize": False})
+    raw = embed(*minilm, texts[:1], precision="fp32", progress=False)
+    assert status == 200 and np.allclose(one, raw, atol=1e-5)
+    status, reply = minilm_server.call("/v1/embeddings", {"input": texts, "model": "minilm"})
+    assert status == 200 and reply["object"] == "list" and reply["model"] == "minilm"
+    assert [d["index"] for d in reply["data"]] == list(range(5)) and reply["data"][0]["object"] == "embedding"
+    assert np.allclose([d["embedding"] for d in reply["data"]], expected, atol=1e-5)
+    tokens = sum(len(e.ids) for e in minilm[1].encode(texts).rows)
+    assert reply["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(minilm_server, minilm, sts_sentences):
+    requests = [sts_sentences[i * 3:i * 3 + 1 + i % 3] for i in range(32)]
+    expected = [embed(*minilm, texts, precision="fp32", normalize=True, progress=False) for texts in requests]
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(lambda texts: minilm_server.call("/embed", {"inputs": texts}), requests))
+    for (status, vectors), want in zip(replies, expected):
+        assert status == 200 and np.allclose(vectors, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("body, raw, status, message", [
+    (None, b"{not json", 400, "not JSON"),
+    (None, b'{"inputs": "caf\xe9"}', 400, "not valid UTF-8"),
+    (None, b'{"inputs": "' + b"a" * 30_000 + b'"}', 413, "larger than|at most"),
+    ({"inputs": ["a"] * 9}, None, 413, "9 inputs in one request; this server takes at most 8"),
+    ({"inputs": 3}, None, 422, "must be a string or a non-empty list"),
+    ({"inputs": ["ok", 7]}, None, 422, r"inputs\[1\] must be a string"),
+    ({"inputs": []}, None, 422, "non-empty list"),
+    ({"text": "a"}, None, 422, "the body needs 'inputs'"),
+    ({"inputs": "a", "normalize": "yes"}, None, 422, "'normalize' must be true or false"),
+    ({"inputs": ["fine", "word " * 600]}, None, 413, "input 1 has 602 tokens, more than the model's 512"),
+])
+def test_bad_requests_get_a_clear_4xx_and_the_server_goes_on(minilm_server, body, raw, status, message):
+    import re
+    got, reply = minilm_server.call("/embed", body, raw)
+    assert got == status and re.search(message, reply["error"]), reply
+    assert minilm_server.call("/embed", {"inputs": ["still serving"]})[0] == 200
+
+
+def test_long_inputs_are_cut_when_asked_and_openai_errors_have_openai_shape(minilm_server):
+    status, vectors = minilm_server.call("/embed", {"inputs": ["word " * 600], "truncate": True})
+    assert status == 200 and len(vectors) == 1
+    status, reply = minilm_server.call("/v1/embeddings", {"input": 5})
+    assert status == 422 and "must be a string" in reply["error"]["message"]
+    status, reply = minilm_server.call("/predict", {"inputs": ["a"]})
+    assert status == 404 and "cannot predict" in reply["error"]
+
+
+def test_fill_mask_predict_and_explain(tiny_models):
+    mlm = Server(load_service(tiny_models / "mlm"))
+    try:
+        status, masks = mlm.call("/fill-mask", {"inputs": "Paris is the [MASK] of France.", "top_k": 3})
+        assert status == 200 and len(masks) == 1 and len(masks[0]) == 3 and {"token", "probability"} <= set(masks[0][0])
+        assert mlm.call("/fill-mask", {"inputs": "no mask here"})[0] == 422
+    finally:
+        mlm.stop()
+    tagger = Server(load_service(tiny_models / "tagger"))
+    try:
+        status, [prediction] = tagger.call("/predict", {"inputs": "Angela Merkel visited Paris."})
+        assert status == 200 and len(prediction["tags"]) == 5
+        for entity in prediction["entities"]:
+            assert "Angela Merkel visited Paris."[entity["start"]:entity["end"]] == entity["text"]
+        assert tagger.call("/predict", {"inputs": [["a", "b"]]})[0] == 422  # not a pair model
+    finally:
+        tagger.stop()
+
+
+def test_the_page_in_a_real_browser_compares_sentences(minilm_server, tmp_path):
+    if not os.path.exists(CHROMIUM) or not shutil.which("chromium"):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium")
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(minilm_server.url + "/")
+        page.fill("#compare-input", "A man is playing a guitar.\nSomeone is playing an instrument.\n"
+                                    "A woman is slicing an onion.")
+        page.click("#compare-button")
+        page.wait_for_selector("#similarity")
+        cells = page.locator("#similarity tr").nth(1).locator("td").all_inner_texts()
+        assert [float(c) for c in cells][0] == pytest.approx(1.0, abs=1e-3)
+        assert float(cells[1]) > float(cells[2])  # guitar ~ instrument, more than ~ onion
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        browser.close()
+
+
+def test_shutdown_finishes_the_requests_in_flight(minilm_dir, sts_sentences):
+    server = Server(load_service(minilm_dir, config=ServeConfig(precision="fp32")))
+    with ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(server.call, "/embed", {"inputs": sts_sentences[:256]})
+        time.sleep(0.3)  # the request is in the model
+        server.server.should_exit = True  # what SIGTERM / Ctrl-C set
+        status, vectors = reply.result(timeout=120)
+    server.thread.join(timeout=60)
+    assert status == 200 and len(vectors) == 256 and not server.thread.is_alive()
