@@ -18,7 +18,7 @@ other. all-MiniLM-L6-v2, precision `auto`.
     python benchmarks/bench_serve.py [--seconds 60] [--clients 16]
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: FastAPI reads the naive app's annotations at run time
 
 import argparse
 import http.client
