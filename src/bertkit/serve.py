@@ -89,18 +89,19 @@ class Batcher:
         first = self.carried or await self.queue.get()
         self.carried, batch = None, [first]
         texts, tokens, deadline = len(first.texts), first.tokens, loop.time() + self.config.wait_ms / 1000
-        while (left := deadline - loop.time()) > 0:
-            try:
-                job = await asyncio.wait_for(self.queue.get(), left)
-            except TimeoutError:
-                break
-            if (job.truncate != first.truncate or texts + len(job.texts) > self.config.max_batch
-                    or tokens + job.tokens > self.config.max_batch_tokens):
-                self.carried = job
-                break
-            batch.append(job)
-            texts, tokens = texts + len(job.texts), tokens + job.tokens
-        return batch
+        while True:
+            while not self.queue.empty():  # get_nowait, not wait_for(get()): a timeout never loses a job
+                job = self.queue.get_nowait()
+                if (job.truncate != first.truncate or texts + len(job.texts) > self.config.max_batch
+                        or tokens + job.tokens > self.config.max_batch_tokens):
+                    self.carried = job
+                    return batch
+                batch.append(job)
+                texts, tokens = texts + len(job.texts), tokens + job.tokens
+            left = deadline - loop.time()
+            if left <= 0:
+                return batch
+            await asyncio.sleep(min(left, 0.001))
 
     async def serve_forever(self) -> None:
         loop = asyncio.get_running_loop()
