@@ -309,7 +309,7 @@ def build_app(service: Service):
     @app.post("/embed")
     async def embed_route(request: Request):
         vectors, _ = await embed_request(await read_body(request), "inputs")
-        return vectors.tolist()
+        return JSONResponse(vectors.tolist())  # a Response skips FastAPI's per-float jsonable_encoder
 
     @app.post("/v1/embeddings")
     async def openai_embeddings(request: Request):
@@ -317,9 +317,10 @@ def build_app(service: Service):
         if body.get("encoding_format", "float") != "float":
             raise RequestError(422, "encoding_format: this server returns \"float\" vectors only")
         vectors, tokens = await embed_request(body, "input")
-        return {"object": "list", "model": body.get("model") or service.name,
-                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors.tolist())],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return JSONResponse({"object": "list", "model": body.get("model") or service.name,
+                             "data": [{"object": "embedding", "index": i, "embedding": v}
+                                      for i, v in enumerate(vectors.tolist())],
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     @app.post("/predict")
     async def predict_route(request: Request):
