@@ -118,6 +118,17 @@ def test_embed_file_streams_chunks_into_the_same_vectors_as_embed(minilm, sts_se
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.npy"]  # no leftovers
 
 
+def test_embed_file_names_the_line_that_is_too_long_before_any_work(minilm, tmp_path):
+    from bertkit.embed import embed_file
+    path = tmp_path / "in.txt"
+    path.write_text("short\n" * 5 + "word " * 600 + "\nshort\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"in.txt:6: 602 tokens, more than max_length=512; pass --overflow truncate"):
+        embed_file(*minilm, path, tmp_path / "out.npy", chunk_lines=4, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+    embed_file(*minilm, path, tmp_path / "out.npy", chunk_lines=4, progress=False, overflow="truncate")
+    assert np.load(tmp_path / "out.npy").shape == (7, 384)
+
+
 def _embed_command(model_dir, lines_path, out, *extra) -> list[str]:
     return ["-m", "bertkit.cli", "embed", "--model", str(model_dir), "--input", str(lines_path), "--output", str(out),
             "--chunk-lines", "250", "--dtype", "fp32", *extra]

@@ -126,11 +126,8 @@ def embed_file(model: Encoder, tokenizer: Tokenizer, input: str | Path, output: 
         in this process's share, less those an interrupted run had finished).
     """
     input, run = Path(input), FileRun(Path(output))
-    lines = empty = 0
-    for _, line in read_lines(input, errors):  # validates every line before any work
-        lines, empty = lines + 1, empty + (not line.strip())
-    if lines == 0:
-        raise ValueError(f"{input}: the file is empty")
+    lines, empty = check_lines(tokenizer, input, errors, chunk_lines, options.get("overflow", "error"),
+                               options.get("max_length") or model.config.max_length)
     key = file_run_key(model, tokenizer, input, lines, chunk_lines, options)
     done = resumed_chunks(run, key, resume)
     if rank == 0 and not done:
@@ -158,6 +155,27 @@ def embed_file(model: Encoder, tokenizer: Tokenizer, input: str | Path, output: 
         for path in run.progress_files():
             path.unlink()
     return lines, empty, rows
+
+
+def check_lines(tokenizer: Tokenizer, input: Path, errors: DecodeErrors, chunk_lines: int, overflow: str,
+                max_length: int) -> tuple[int, int]:
+    """(lines, empty lines) of the file, read chunk by chunk before any work: invalid UTF-8, an empty
+    file and (with overflow="error") a line longer than `max_length` tokens are errors naming the line."""
+    lines = empty = 0
+    numbered = read_lines(input, errors)
+    while chunk := list(itertools.islice(numbered, chunk_lines)):
+        lines, empty = lines + len(chunk), empty + sum(not line.strip() for _, line in chunk)
+        if overflow == "error":
+            encoded = tokenizer.backend.encode_batch([line for _, line in chunk])
+            too_long = [(n, len(e.ids)) for (n, _), e in zip(chunk, encoded) if len(e.ids) > max_length]
+            if too_long:
+                n, count = too_long[0]
+                raise ValueError(f"{input}:{n}: {count} tokens, more than max_length={max_length}; pass "
+                                 "--overflow truncate to cut such lines or --overflow window to split them "
+                                 "(overflow= in Python)")
+    if lines == 0:
+        raise ValueError(f"{input}: the file is empty")
+    return lines, empty
 
 
 def file_run_key(model: Encoder, tokenizer: Tokenizer, input: Path, lines: int, chunk_lines: int,
