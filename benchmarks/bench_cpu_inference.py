@@ -47,10 +47,22 @@ def export_onnx(path: Path) -> Path:
     """all-MiniLM-L6-v2 (transformers) as an fp32 ONNX file with dynamic batch and length."""
     from transformers import AutoModel
     model = AutoModel.from_pretrained(minilm_dir()).eval()
-    example = {k: torch.ones(2, 8, dtype=torch.long) for k in ("input_ids", "attention_mask", "token_type_ids")}
-    axes = {name: {0: "batch", 1: "sequence"} for name in (*example, "last_hidden_state")}
-    torch.onnx.export(model, (), str(path), kwargs=example, input_names=list(example),
-                      output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
+
+    class LastHiddenState(torch.nn.Module):  # positional inputs, one output, as the ONNX graph takes them
+        def __init__(self):
+            super().__init__()
+            self.bert = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
+
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    axes = {name: {0: "batch", 1: "sequence"} for name in (*names, "last_hidden_state")}
+    with torch.no_grad():
+        torch.onnx.export(LastHiddenState(), tuple(torch.ones(2, 8, dtype=torch.long) for _ in names), str(path),
+                          input_names=list(names), output_names=["last_hidden_state"], dynamic_axes=axes,
+                          opset_version=17, dynamo=False)
     return path
 
 

@@ -159,8 +159,19 @@ def test_fill_mask_predict_and_explain(tiny_models):
         for entity in prediction["entities"]:
             assert "Angela Merkel visited Paris."[entity["start"]:entity["end"]] == entity["text"]
         assert tagger.call("/predict", {"inputs": [["a", "b"]]})[0] == 422  # not a pair model
+        assert tagger.call("/explain", {"inputs": "a"})[0] == 404  # word importances are for classifiers
     finally:
         tagger.stop()
+    pytest.importorskip("captum")
+    classifier = Server(load_service(tiny_models / "classifier"))
+    try:
+        status, [prediction] = classifier.call("/predict", {"inputs": "A tedious film."})
+        assert status == 200 and set(prediction["probabilities"]) == {"negative", "positive"}
+        status, found = classifier.call("/explain", {"inputs": "A tedious film."})
+        assert status == 200 and found["words"] == ["A", "tedious", "film."] and len(found["scores"]) == 3
+        assert found["label"] == prediction["label"]
+    finally:
+        classifier.stop()
 
 
 def test_the_page_in_a_real_browser_compares_sentences(minilm_server, tmp_path):
