@@ -134,21 +134,23 @@ def embed_file(model: Encoder, tokenizer: Tokenizer, input: str | Path, output: 
         run.output.parent.mkdir(parents=True, exist_ok=True)
         np.lib.format.open_memmap(run.partial, mode="w+", dtype=np.float32, shape=(lines, model.config.hidden_size))
     barrier()
-    vectors = np.load(run.partial, mmap_mode="r+")
     chunks = -(-lines // chunk_lines)
     mine = [c for c in range(rank, chunks, world_size) if c not in done]
     finished = sorted(c for c in done if c % world_size == rank)
     rows = sum(min(chunk_lines, lines - c * chunk_lines) for c in mine)
     with tqdm(total=rows, desc=f"embed {input.name}", unit="line", disable=not progress) as bar:
         for c, texts in chunks_of(input, errors, chunk_lines, set(mine)):
-            vectors[c * chunk_lines:c * chunk_lines + len(texts)] = embed(model, tokenizer, texts, progress=False,
-                                                                          **options)
-            vectors.flush()  # the rows are on disk before the progress file counts them
+            vectors = embed(model, tokenizer, texts, progress=False, **options)
+            # mapped for this chunk only: pages of the output stay mapped, and counted as the process's
+            # memory, for as long as the map lives
+            out = np.load(run.partial, mmap_mode="r+")
+            out[c * chunk_lines:c * chunk_lines + len(texts)] = vectors
+            out.flush()  # the rows are on disk before the progress file counts them
+            del out
             finished.append(c)
             with atomic_write(run.progress(rank)) as tmp:
                 tmp.write_text(json.dumps({"key": key, "done": finished}))
             bar.update(len(texts))
-    del vectors
     barrier()
     if rank == 0:
         os.replace(run.partial, run.output)

@@ -9,7 +9,10 @@ which changes the function computed:
   conversion from Hugging Face checkpoints concatenates the three;
 - padding is removed once on entry and restored once on exit (see `padding.py`), so every
   token-wise layer runs on real tokens only, as a flat (N, H) tensor;
-- attention is `torch.nn.functional.scaled_dot_product_attention`;
+- attention is `torch.nn.functional.scaled_dot_product_attention`; rows of very different lengths
+  attend in groups of similar length, each padded to its own longest (`padding.make_layout(group=True)`):
+  random batches of CoNLL-2003 sentences trained at 0.74x the speed of length-sorted ones when every
+  row's attention was padded to the batch's longest, at 0.98x with groups;
 - dropout (`Dropout`) draws one 16-bit random number per element (64 random bits serve four
   elements) instead of a Bernoulli draw each, about 5x faster on a CPU, where PyTorch's Bernoulli
   sampler took a tenth of a bert-mini training step. The drop probability is thereby rounded to a
