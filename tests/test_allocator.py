@@ -1,5 +1,6 @@
 """reuse_freed_memory: a freed large tensor's memory is reused instead of faulted in again."""
 
+import os
 import platform
 import subprocess
 import sys
@@ -55,3 +56,21 @@ def test_opting_out_leaves_malloc_alone(monkeypatch):
         assert allocator.reuse_freed_memory() is False
     finally:
         allocator.reuse_freed_memory.cache_clear()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
+def test_released_memory_leaves_the_process():
+    """Blocks freed below a live one stay with the process until they are released."""
+    import numpy as np
+    from bertkit.allocator import release_freed_memory
+
+    def resident_mib() -> float:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    blocks = [np.ones(100_000 // 8) for _ in range(2000)]  # 200 MB in blocks under the mmap threshold
+    pin = np.ones(100_000 // 8)  # above them on the heap
+    del blocks
+    before = resident_mib()
+    assert release_freed_memory()
+    assert before - resident_mib() > 100, (before, resident_mib())
+    del pin

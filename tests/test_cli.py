@@ -96,7 +96,7 @@ def test_embed_with_layers_windows_and_cls(capsys, minilm_dir, tmp_path):
     assert np.isfinite(np.load(tmp_path / "out.npy")).all()
     code, _, err = run(capsys, "embed", "--model", minilm_dir, "--input", tmp_path / "in.txt", "--output",
                        tmp_path / "out2.npy")
-    assert code == 2 and "more than max_length=512" in err and "--overflow" not in err
+    assert code == 2 and "in.txt:2: 1602 tokens, more than max_length=512; pass --overflow truncate" in err
 
 
 def test_embed_checks_its_output_before_any_work(capsys, tmp_path):

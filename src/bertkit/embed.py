@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import precision as precision_
+from .allocator import release_freed_memory
 from .files import atomic_write
 from .data.alignment import combine_windows
 from .data.batches import in_length_order
@@ -130,6 +131,7 @@ def embed_file(model: Encoder, tokenizer: Tokenizer, input: str | Path, output: 
                                options.get("max_length") or model.config.max_length)
     key = file_run_key(model, tokenizer, input, lines, chunk_lines, options)
     done = resumed_chunks(run, key, resume)
+    barrier()  # every process has looked for leftovers before the first starts a new file
     if rank == 0 and not done:
         run.output.parent.mkdir(parents=True, exist_ok=True)
         np.lib.format.open_memmap(run.partial, mode="w+", dtype=np.float32, shape=(lines, model.config.hidden_size))
@@ -146,7 +148,8 @@ def embed_file(model: Encoder, tokenizer: Tokenizer, input: str | Path, output: 
             out = np.load(run.partial, mmap_mode="r+")
             out[c * chunk_lines:c * chunk_lines + len(texts)] = vectors
             out.flush()  # the rows are on disk before the progress file counts them
-            del out
+            del out, vectors
+            release_freed_memory()
             finished.append(c)
             with atomic_write(run.progress(rank)) as tmp:
                 tmp.write_text(json.dumps({"key": key, "done": finished}))
