@@ -139,10 +139,17 @@ def load(port: int, sentences: list[str], clients: int, seconds: float, seed: in
             "p99_ms": float(np.percentile(latencies, 99) * 1000) if latencies.size else None}
 
 
-def serve_process(command: list[str], port: int) -> subprocess.Popen:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_healthy(port, process)
-    return process
+def load_server(command: list[str], sentences: list[str], clients: int, seconds: float) -> dict:
+    """Start the server `command` (which takes the port as its last argument), put it under `load`,
+    stop it."""
+    port = free_port()
+    process = subprocess.Popen(command + [str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(port, process)
+        return load(port, sentences, clients, seconds)
+    finally:
+        process.terminate()
+        process.wait()
 
 
 def main() -> None:
@@ -159,14 +166,8 @@ def main() -> None:
     sentences = [line.split("\t")[5] for line in open(DATA / "stsb" / "sts-dev.csv", encoding="utf-8")]
     dtype = "bf16" if resolve("auto") == torch.bfloat16 else "fp32"
     rows = {}
-    port = free_port()
-    server = serve_process([sys.executable, "-m", "bertkit.cli", "serve", "--model", str(minilm_dir()),
-                            "--port", str(port), "--dtype", "auto"], port)
-    try:
-        rows["bertkit serve"] = load(port, sentences, args.clients, args.seconds)
-    finally:
-        server.terminate()
-        server.wait()
+    rows["bertkit serve"] = load_server([sys.executable, "-m", "bertkit.cli", "serve", "--model", str(minilm_dir()),
+                                         "--dtype", "auto", "--port"], sentences, args.clients, args.seconds)
     served = rows["bertkit serve"]["sentences"]
     model, tokenizer = bertkit.load_pretrained(minilm_dir()), bertkit.Tokenizer.from_pretrained(minilm_dir())
     offline_texts = (sentences * (served // len(sentences) + 1))[:served]
@@ -178,13 +179,8 @@ def main() -> None:
         times.append(time.perf_counter() - began)
     rows["offline bertkit.embed"] = {"sentences": served, "seconds": median(times),
                                      "sentences_per_s": served / median(times)}
-    port = free_port()
-    naive = serve_process([sys.executable, __file__, "--naive-app", str(port)], port)
-    try:
-        rows["FastAPI + sentence-transformers encode per request"] = load(port, sentences, args.clients, args.seconds)
-    finally:
-        naive.terminate()
-        naive.wait()
+    rows["FastAPI + sentence-transformers encode per request"] = load_server(
+        [sys.executable, __file__, "--naive-app"], sentences, args.clients, args.seconds)
     ours = rows["bertkit serve"]["sentences_per_s"]
     ratios = {"bertkit serve / offline embed": (ours / rows["offline bertkit.embed"]["sentences_per_s"], ">= 0.7"),
               "bertkit serve / FastAPI + sentence-transformers": (

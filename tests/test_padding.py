@@ -15,27 +15,28 @@ def right_padded_mask(lengths: list[int]) -> torch.Tensor:
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=6))
 def test_unpad_then_repad_restores_real_tokens_and_zeros_padding(lengths):
+    assert_round_trip(lengths, group=False)
+
+
+def assert_round_trip(lengths: list[int], group: bool):
+    """unpad keeps exactly the real tokens; repad puts them back in their rows, zeros elsewhere.
+    Returns the layout."""
     mask = right_padded_mask(lengths)
     B, T = mask.shape
     x = torch.randn(B, T, 3)
-    layout = make_layout(mask, B, T)
+    layout = make_layout(mask, B, T, group=group)
     flat = unpad(x, layout)
     assert flat.shape == (sum(lengths), 3)
     back = repad(flat, layout)
     assert torch.equal(back[mask.bool()], x[mask.bool()])
     assert torch.all(back[~mask.bool()] == 0)
+    return layout
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=8))
 def test_grouped_layout_restores_rows_in_their_order_and_groups_cover_every_token(lengths):
-    mask = right_padded_mask(lengths)
-    B, T = mask.shape
-    x = torch.randn(B, T, 3)
-    layout = make_layout(mask, B, T, group=True)
-    flat = unpad(x, layout)
-    back = repad(flat, layout)
-    assert torch.equal(back[mask.bool()], x[mask.bool()]) and torch.all(back[~mask.bool()] == 0)
+    layout = assert_round_trip(lengths, group=True)
     if layout.groups:  # consecutive, covering all N tokens, each padded to its own longest row
         assert [g.start for g in layout.groups[1:]] == [g.end for g in layout.groups[:-1]]
         assert layout.groups[0].start == 0 and layout.groups[-1].end == sum(lengths)

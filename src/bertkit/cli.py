@@ -534,12 +534,12 @@ def cmd_embed(args) -> None:
     _check_output(args.output, args.input)
     distributed.init()  # under torchrun: each process embeds its share of the chunks
     model, tokenizer = _load(args)
-    lines, empty, embedded = embed_file(model.to(distributed.device()), tokenizer, args.input, args.output, resume=args.resume,
-                              chunk_lines=args.chunk_lines, rank=distributed.rank(),
-                              world_size=distributed.world_size(), barrier=distributed.barrier, errors=args.encoding_errors,
-                              pooling=args.pooling, layers=_layer_list(args.layers), normalize=args.normalize,
-                              batch_size=args.batch_size, precision=args.dtype, max_length=args.max_length,
-                              overflow=args.overflow, stride=args.stride, postprocess=args.postprocess)
+    lines, empty, embedded = embed_file(
+        model.to(distributed.device()), tokenizer, args.input, args.output, resume=args.resume,
+        chunk_lines=args.chunk_lines, rank=distributed.rank(), world_size=distributed.world_size(),
+        barrier=distributed.barrier, errors=args.encoding_errors, pooling=args.pooling, layers=_layer_list(args.layers),
+        normalize=args.normalize, batch_size=args.batch_size, precision=args.dtype, max_length=args.max_length,
+        overflow=args.overflow, stride=args.stride, postprocess=args.postprocess)
     if distributed.rank() == 0:
         if empty:
             print(f"note: {empty} empty lines embedded as empty texts, so rows match lines", file=sys.stderr)
@@ -1108,7 +1108,8 @@ def cmd_bertscore_baseline(args) -> None:
 
 
 COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,
-            "train-tokenizer": cmd_train_tokenizer, "train-static": cmd_train_static, "fill-mask": cmd_fill_mask, "serve": cmd_serve, "predict": cmd_predict,
+            "train-tokenizer": cmd_train_tokenizer, "train-static": cmd_train_static, "fill-mask": cmd_fill_mask,
+            "serve": cmd_serve, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
             "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity,
             "bertscore": cmd_bertscore, "analyze": cmd_analyze, "explain": cmd_explain, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}

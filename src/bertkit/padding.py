@@ -19,6 +19,7 @@ restores the given row order. The result is the same function (a test holds it e
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -73,15 +74,23 @@ def make_layout(attention_mask: Tensor | None, batch: int, seqlen: int, unpad: b
     if (mask[:, 1:] & ~mask[:, :-1]).any():
         raise ValueError("attention_mask has a real token after padding; bertkit expects right "
                          "padding (pad at the end of each row)")
-    if mask.all():
-        return TokenLayout(batch, seqlen, None, None)
     if unpad and group:
-        lengths = mask.sum(1)
-        bounds = group_bounds(lengths.sort(descending=True).values.tolist())
+        row_lengths = mask.sum(1)
+        order = row_lengths.argsort(descending=True, stable=True)
+        lengths = row_lengths[order].tolist()  # longest first
+        bounds = group_bounds(lengths)
         if len(bounds) > 1:
-            return grouped_layout(mask, lengths, bounds)
+            return grouped_layout(mask[order], order, lengths, bounds)
+    return checked_layout(mask, unpad)
+
+
+def checked_layout(mask: Tensor, unpad: bool = True) -> TokenLayout:
+    """The layout of a (B, T) boolean mask already known to be right-padded with no empty row."""
+    B, T = mask.shape
+    if mask.all():
+        return TokenLayout(B, T, None, None)
     indices = torch.nonzero(mask.flatten()).flatten() if unpad else None
-    return TokenLayout(batch, seqlen, indices, mask[:, None, None, :])
+    return TokenLayout(B, T, indices, mask[:, None, None, :])
 
 
 def group_bounds(lengths: list[int]) -> list[tuple[int, int]]:
@@ -94,14 +103,11 @@ def group_bounds(lengths: list[int]) -> list[tuple[int, int]]:
     return bounds + [(first, len(lengths))]
 
 
-def grouped_layout(mask: Tensor, lengths: Tensor, bounds: list[tuple[int, int]]) -> TokenLayout:
-    """The layout whose rows run longest first, with one attention group per bound."""
-    order = lengths.argsort(descending=True, stable=True)
-    mask = mask[order]
-    starts = [0] + lengths[order].cumsum(0).tolist()
-    groups = tuple(AttentionGroup(starts[a], starts[b], make_layout(mask[a:b, :int(mask[a].sum())], b - a,
-                                                                    int(mask[a].sum())))
-                   for a, b in bounds)
+def grouped_layout(mask: Tensor, order: Tensor, lengths: list[int], bounds: list[tuple[int, int]]) -> TokenLayout:
+    """The layout of `mask`'s rows in `order` (longest first; `mask` and `lengths` already in it),
+    with one attention group per bound, each padded to its first row's length."""
+    starts = [0] + list(itertools.accumulate(lengths))
+    groups = tuple(AttentionGroup(starts[a], starts[b], checked_layout(mask[a:b, :lengths[a]])) for a, b in bounds)
     B, T = mask.shape
     return TokenLayout(B, T, torch.nonzero(mask.flatten()).flatten(), mask[:, None, None, :], order, groups)
 
