@@ -17,7 +17,7 @@ LAYERS = [
     ["heads", "crf", "convert", "postprocess"],
     ["data"],
     ["tasks"],
-    ["embed", "predict", "fill_mask", "retrieval", "bertscore", "perplexity", "pseudo_perplexity", "perturb",
+    ["embed", "predict", "fill_mask", "generate", "retrieval", "bertscore", "perplexity", "pseudo_perplexity", "perturb",
      "explain", "explain_page", "static", "analysis", "serve"],
     ["train"],
     ["cli"],

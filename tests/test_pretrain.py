@@ -106,7 +106,7 @@ def test_exponent_floats_without_a_decimal_point(tmp_path):
         load_sections(None, {"train": TrainConfig}, ["--train.eps=small"])
 
 
-@pytest.mark.parametrize("recipe", ["bert", "roberta", "spanbert", "mlm"])
+@pytest.mark.parametrize("recipe", ["bert", "roberta", "spanbert", "mlm", "arlm"])
 def test_every_recipe_runs_two_steps_and_saves_a_transformers_model(recipe, data_dir, minilm_dir, tmp_path, capsys):
     out = tmp_path / recipe
     books = [data_dir / "gutenberg_nltk" / name for name in ("carroll-alice.txt", "blake-poems.txt")]
@@ -118,11 +118,14 @@ def test_every_recipe_runs_two_steps_and_saves_a_transformers_model(recipe, data
     assert code == 0, capsys.readouterr().err
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [0, 1]
-    assert "eval_mlm_accuracy" in log[-1]
+    objective = "lm" if recipe == "arlm" else "mlm"
+    assert f"eval_{objective}_accuracy" in log[-1] and objective in log[0]
     assert (recipe == "bert") == ("nsp" in log[0]) and (recipe == "spanbert") == ("sbo" in log[0])
     assert (out / "loss.png").exists() and (out / "vocab.txt").exists()
-    auto = transformers.AutoModelForPreTraining if recipe == "bert" else transformers.AutoModelForMaskedLM
-    assert auto.from_pretrained(out) is not None
+    auto = {"bert": transformers.AutoModelForPreTraining, "arlm": transformers.AutoModelForCausalLM}.get(
+        recipe, transformers.AutoModelForMaskedLM)
+    assert type(auto.from_pretrained(out)).__name__ == {"bert": "BertForPreTraining", "arlm": "BertLMHeadModel"}.get(
+        recipe, "BertForMaskedLM")
 
 
 # ------------------------------------------------------------------ continued pretraining (--init)

@@ -34,6 +34,7 @@ from .explain import (ATTRIBUTIONS, attention_view, attention_vs_attribution, pl
 from .explain_page import coloured_words, page
 from .files import atomic_write, write_text
 from .fill_mask import fill_mask
+from .generate import Sampling, generate
 from .metrics.ranking import evaluate_run
 from .perplexity import load_causal_lm, text_perplexity, window_settings
 from .postprocess import METHODS as POSTPROCESS_METHODS, fit_postprocess
@@ -508,6 +509,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", help="text with one or more [MASK] tokens")
     p.add_argument("--top-k", type=int, default=5)
     _precision_arg(p)
+    p = sub.add_parser("generate", help="continue a prompt with a causal LM (a model pretrained with "
+                       "configs/arlm.yaml): greedy, or sampled with --temperature, --top-k, --top-p")
+    _model_args(p)
+    p.add_argument("prompt", help="the text to continue")
+    p.add_argument("--max-new-tokens", type=_positive, default=50)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; else sample")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k most probable tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="sample from the nucleus of this probability mass")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
+    p.add_argument("--no-stop", action="store_true", help="do not stop at the first [SEP] (end of sentence)")
+    _precision_arg(p)
     return parser
 
 
@@ -610,6 +622,13 @@ def cmd_fill_mask(args) -> None:
     model, tokenizer = _load(args)
     for n, candidates in enumerate(fill_mask(model, tokenizer, args.text, args.top_k, args.dtype), start=1):
         print(f"[MASK] #{n}: " + ", ".join(f"{c.token} ({c.probability:.3f})" for c in candidates))
+
+
+def cmd_generate(args) -> None:
+    model, tokenizer = _load(args)
+    sampling = Sampling(args.temperature, args.top_k, args.top_p)
+    print(generate(model, tokenizer, args.prompt, args.max_new_tokens, sampling, args.seed, not args.no_stop,
+                   args.dtype))
 
 
 def cmd_pretrain(args, overrides: list[str]) -> None:
@@ -1109,6 +1128,7 @@ def cmd_bertscore_baseline(args) -> None:
 
 COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,
             "train-tokenizer": cmd_train_tokenizer, "train-static": cmd_train_static, "fill-mask": cmd_fill_mask,
+            "generate": cmd_generate,
             "serve": cmd_serve, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
             "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity,

@@ -12,6 +12,9 @@ architecture with small differences, each an `EncoderConfig` field rather than a
 
 - RoBERTa numbers positions from `pad_token_id + 1` (`position_offset`) and has one segment type;
 - DistilBERT has no segment embeddings (`type_vocab_size = 0`) and no pooler.
+
+`causal` makes the encoder a left-to-right language model (each token attends to itself and the
+tokens before it): Hugging Face's `is_decoder`, saved as `BertLMHeadModel` with its LM head.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class EncoderConfig:
     position_offset: int = 0
     pooler: bool = True
     family: str = "bert"
+    causal: bool = False  # attention sees only the past (Hugging Face is_decoder)
 
     def __post_init__(self) -> None:
         _require(self, "must be positive", "vocab_size", "hidden_size", "num_layers", "num_heads",
@@ -83,6 +87,8 @@ class EncoderConfig:
             raise ValueError("a RoBERTa model numbers positions from pad_token_id + 1: set "
                              f"position_offset={self.pad_token_id + 1}")
         _require(self, "must be in [0, 1)", "hidden_dropout", "attention_dropout")
+        if self.causal and self.family == "distilbert":
+            raise ValueError("DistilBERT has no causal (decoder) variant; use family 'bert' or 'roberta'")
 
     @property
     def head_size(self) -> int:
@@ -173,9 +179,14 @@ class Recipe:
     """A pretraining objective: what instances it trains on, how it masks, which extra losses."""
 
     instances: str  # "pairs": BERT's sentence pairs; "packed": RoBERTa's FULL-SENTENCES blocks
-    masking: str  # "token" (or whole-word with pretrain.whole_word) | "span" (SpanBERT)
+    masking: str  # "token" (or whole-word with pretrain.whole_word) | "span" (SpanBERT) | "causal" (next token)
     nsp: bool = False  # next-sentence prediction
     sbo: bool = False  # SpanBERT's span boundary objective
+
+    @property
+    def causal(self) -> bool:
+        """A left-to-right language model: causal attention, every next token predicted."""
+        return self.masking == "causal"
 
 
 RECIPES = {
@@ -183,6 +194,7 @@ RECIPES = {
     "roberta": Recipe("packed", "token"),  # its YAML: beta2 0.98, big batches
     "spanbert": Recipe("packed", "span", sbo=True),
     "mlm": Recipe("pairs", "token"),  # BERT's instances and masking, MLM loss alone
+    "arlm": Recipe("packed", "causal"),  # autoregressive LM: the encoder with causal attention
 }
 
 

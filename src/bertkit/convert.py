@@ -36,7 +36,7 @@ CONFIG_FIELDS = {
                  max_position_embeddings="max_position_embeddings", type_vocab_size="type_vocab_size",
                  hidden_act="hidden_act", layer_norm_eps="layer_norm_eps", hidden_dropout="hidden_dropout_prob",
                  attention_dropout="attention_probs_dropout_prob", initializer_range="initializer_range",
-                 pad_token_id="pad_token_id"),
+                 pad_token_id="pad_token_id", causal="is_decoder"),
     "distilbert": dict(vocab_size="vocab_size", hidden_size="dim", num_layers="n_layers", num_heads="n_heads",
                        intermediate_size="hidden_dim", max_position_embeddings="max_position_embeddings",
                        hidden_act="activation", hidden_dropout="dropout", attention_dropout="attention_dropout",
@@ -48,6 +48,7 @@ ARCHITECTURES = {  # (has MLM head, has NSP head) -> class name
     "roberta": {(False, False): "RobertaModel", (True, False): "RobertaForMaskedLM"},
     "distilbert": {(False, False): "DistilBertModel", (True, False): "DistilBertForMaskedLM"},
 }
+CAUSAL_ARCHITECTURES = {"bert": "BertLMHeadModel", "roberta": "RobertaForCausalLM"}  # with the (LM) head
 IGNORED_KEYS = ("position_ids", "token_type_ids")  # buffers some checkpoints store
 # Per family: the Hugging Face prefix of layer i's tensors, and its names for each tensor in the layer.
 LAYER_KEYS = {
@@ -247,7 +248,10 @@ def save_pretrained(encoder: Encoder, path: str | Path) -> None:
     state = encoder.state_dict()
     tensors = {name: part.detach().float().contiguous() for ours, theirs in key_map
                for name, part in zip(theirs, state[ours].chunk(len(theirs)))}
-    hf_config = json.dumps(config_to_hf(config, ARCHITECTURES[config.family][with_heads]), indent=2)
+    architecture = ARCHITECTURES[config.family][with_heads]
+    if config.causal and with_heads[0]:  # the same tensors; the class transformers builds differs
+        architecture = CAUSAL_ARCHITECTURES[config.family]
+    hf_config = json.dumps(config_to_hf(config, architecture), indent=2)
     path.mkdir(parents=True, exist_ok=True)
     write_safetensors(path / "model.safetensors", tensors, metadata={"format": "pt"})
     write_text(path / "config.json", hf_config)

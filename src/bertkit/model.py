@@ -87,27 +87,34 @@ class Dropout(nn.Dropout):
         return dropout(x, self.p, self.training)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, p: float) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, p: float, causal: bool = False) -> Tensor:
     """Scaled dot-product attention with dropout `p` on its weights, (B, nh, T, hs) each -> (B, nh, T, hs).
+    `causal`: query i sees keys 0..i only (rows are right-padded, so no real query sees padding).
 
     For short bf16 inputs on CPU the result comes back in fp32; the caller casts it to the
     residual stream's dtype (a no-op under autocast, where that stream is fp32).
     """
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[2] < CPU_BF16_ATTENTION_MIN_LENGTH:
         with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
-            return attention(q.float(), k.float(), v.float(), key_mask, p)
+            return attention(q.float(), k.float(), v.float(), key_mask, p, causal)
     if p == 0.0:
+        if causal:  # the causal mask hides every padded key from the real queries
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
     # With dropout, PyTorch's CPU kernel computes this same sequence (its math path); written out
     # here so the weights take the fast dropout mask.
-    return dropout(attention_weights(q, k, key_mask), p, True) @ v
+    return dropout(attention_weights(q, k, key_mask, causal), p, True) @ v
 
 
-def attention_weights(q: Tensor, k: Tensor, key_mask: Tensor | None) -> Tensor:
-    """softmax(q k^T / sqrt(hs)) over the keys: (B, nh, T, hs) each -> (B, nh, T, T), 0 for padded keys."""
+def attention_weights(q: Tensor, k: Tensor, key_mask: Tensor | None, causal: bool = False) -> Tensor:
+    """softmax(q k^T / sqrt(hs)) over the keys: (B, nh, T, hs) each -> (B, nh, T, T), 0 for padded
+    keys (and, if `causal`, for keys after the query)."""
     scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
     if key_mask is not None:
         scores = scores.masked_fill(~key_mask, float("-inf"))
+    if causal:
+        T = q.shape[2]
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
     return scores.softmax(-1)
 
 
@@ -140,6 +147,7 @@ class SelfAttention(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout)
         self.attention_dropout = config.attention_dropout
+        self.causal = config.causal
 
     def forward(self, x: Tensor, layout: TokenLayout, look: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """(N, H) -> (N, H): attention, then residual and post-layer-norm. With `look`, the weights
@@ -159,9 +167,9 @@ class SelfAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, nh, T, hs)
         p = self.attention_dropout if self.training else 0.0
         if look is None:
-            y = attention(q, k, v, layout.key_mask, p)
+            y = attention(q, k, v, layout.key_mask, p, self.causal)
         else:
-            w = attention_weights(q.float(), k.float(), layout.key_mask)
+            w = attention_weights(q.float(), k.float(), layout.key_mask, self.causal)
             if layout.key_mask is not None:
                 w = w.masked_fill(~layout.key_mask.transpose(-1, -2), 0.0)  # (B, 1, T, 1): padded queries
             y = dropout(look(w), p, self.training) @ v.float()
@@ -300,6 +308,14 @@ class Encoder(nn.Module):
                 kept[i] = x
         last = repad(x, layout)
         return EncoderOutput(last, {i: last if h is x else repad(h, layout) for i, h in kept.items()}, weights)
+
+    def set_causal(self, causal: bool) -> "Encoder":
+        """This encoder with causal attention switched on or off (the weights stay; what each token
+        sees changes): a bidirectional encoder continued as a left-to-right LM, or back. Returns self."""
+        self.config = self.config.replace(causal=causal)
+        for layer in self.layers:
+            layer.attention.causal = causal
+        return self
 
     def layer_index(self, i: int) -> int:
         """Hidden-state index i (0 = embeddings, negative from the end) as 0..num_layers."""

@@ -22,9 +22,9 @@ from torch import Tensor
 
 from ..heads import IGNORE_INDEX
 from .instances import SentencePairs
-from .masking import Masked, mask_spans, mask_tokens, mask_whole_words
+from .masking import Masked, mask_spans, mask_tokens, mask_whole_words, next_token_labels
 
-MaskingKind = Literal["token", "whole_word", "span"]
+MaskingKind = Literal["token", "whole_word", "span", "causal"]
 
 
 @dataclass
@@ -35,8 +35,16 @@ class MaskingSpec:
     random_ids: Tensor | None = None  # ids a random replacement is drawn from
     special_ids: Tensor | None = None  # never masked
     continuation: Tensor | None = None  # (V,) bool, True for '##' tokens (word and span masking)
+    pad_id: int = 0
+
+    @property
+    def objective(self) -> str:
+        """The name of the loss this masking trains: "lm" (next token) or "mlm"."""
+        return "lm" if self.kind == "causal" else "mlm"
 
     def apply(self, input_ids: Tensor, generator: torch.Generator) -> Masked:
+        if self.kind == "causal":
+            return next_token_labels(input_ids, input_ids != self.pad_id)
         maskable = ~torch.isin(input_ids, self.special_ids)  # special_ids include [PAD]
         common = dict(mask_id=self.mask_id, random_ids=self.random_ids, rate=self.rate)
         if self.kind == "token":
@@ -132,13 +140,13 @@ class MaskedSteps:
         if masked.span_starts is not None:
             fields.update(span_starts=masked.span_starts, span_ends=masked.span_ends)
         mine = np.array_split(np.arange(batch_size), world)[rank]
-        return [_with_counts({k: v[rows] for k, v in fields.items()})
+        return [_with_counts({k: v[rows] for k, v in fields.items()}, self.masking.objective)
                 for rows in np.array_split(mine, self.micro_batches)]
 
 
-def _with_counts(batch: dict) -> dict:
+def _with_counts(batch: dict, objective: str) -> dict:
     chosen = int((batch["labels"] != IGNORE_INDEX).sum())
-    batch["counts"] = {"mlm": chosen}
+    batch["counts"] = {objective: chosen}
     if "span_starts" in batch:
         batch["counts"]["sbo"] = chosen
     if "next_sentence_label" in batch:

@@ -13,6 +13,8 @@ tokens (special tokens are never chosen):
   10), spans starting at word boundaries and never covering a special token, until the budget is
   reached.
 
+A causal LM predicts every next token instead (`next_token_labels`): nothing is masked.
+
 Chosen tokens are then corrupted 80/10/10: replaced by [MASK], by a random token, or kept. Token
 and whole-word masking decide per token (as BERT's create_pretraining_data does); span masking
 decides per span, as SpanBERT does. Labels are the original ids at chosen positions and
@@ -35,6 +37,14 @@ class Masked:
     labels: Tensor  # (B, T) original ids at chosen positions, IGNORE_INDEX elsewhere
     span_starts: Tensor | None = None  # (B, T) for span masking: first position of the token's span
     span_ends: Tensor | None = None  # (B, T) last position of the token's span (inclusive)
+
+
+def next_token_labels(input_ids: Tensor, real: Tensor) -> Masked:
+    """Causal LM targets: position t predicts token t + 1 (the inputs stay as they are); the last
+    position and positions followed by padding predict nothing. (B, T) ids and bool real-token mask."""
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    labels[:, :-1] = torch.where(real[:, 1:], input_ids[:, 1:], IGNORE_INDEX)
+    return Masked(input_ids, labels)
 
 
 def budget(maskable: Tensor, rate: float) -> Tensor:

@@ -1,7 +1,10 @@
-"""Pretraining objectives -> loss sums for the loop: MLM, + NSP (BERT), + SBO (SpanBERT).
+"""Pretraining objectives -> loss sums for the loop: MLM, + NSP (BERT), + SBO (SpanBERT), or the
+next-token LM of a causal encoder (ARLM).
 
 `Pretrainer` holds the encoder (with its MLM and NSP heads) and the span boundary head, and turns a
-masked batch into loss sums. Only the chosen positions reach the vocabulary projection.
+masked batch into loss sums. Only the chosen positions reach the vocabulary projection. A causal
+encoder's LM head is the MLM head's layout (`BertLMHeadModel` has the same `cls.predictions`); its
+loss is named "lm".
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class Pretrainer(nn.Module):
                               batch.get("token_type_ids")).last_hidden_state  # (B, T, H)
         labels = batch["labels"]
         chosen = labels != IGNORE_INDEX
-        out = {"mlm": (self.encoder.mlm_head.transform(hidden[chosen]), labels[chosen])}  # (M, H): chosen only
+        out = {self.objective: (self.encoder.mlm_head.transform(hidden[chosen]), labels[chosen])}  # (M, H): chosen only
         if self.encoder.nsp_head is not None and "next_sentence_label" in batch:
             out["nsp"] = (self.encoder.nsp_head(self.encoder.pooler(hidden)), batch["next_sentence_label"])
         if self.sbo is not None and "span_starts" in batch:  # held-out batches use token masking
@@ -57,8 +60,13 @@ class Pretrainer(nn.Module):
                           labels[chosen])
         return out
 
+    @property
+    def objective(self) -> str:
+        """The vocabulary loss: "lm" (next token) for a causal encoder, else "mlm"."""
+        return "lm" if self.encoder.config.causal else "mlm"
+
     def outputs(self, batch: dict) -> dict[str, Tensor]:
-        """Logits and their targets: "mlm" (M, V) at the chosen positions, "nsp" (B, 2), "sbo" (M, V)."""
+        """Logits and their targets: "mlm" or "lm" (M, V) at the chosen positions, "nsp" (B, 2), "sbo" (M, V)."""
         decoder = self.encoder.mlm_head.decoder
         out = {}
         for name, (scores, labels) in self.scored(batch).items():
@@ -75,7 +83,7 @@ class Pretrainer(nn.Module):
                 for name, (scores, labels) in self.scored(batch).items()}
 
 
-VOCABULARY_OBJECTIVES = ("mlm", "sbo")
+VOCABULARY_OBJECTIVES = ("mlm", "lm", "sbo")
 
 
 def span_boundary_vectors(pretrainer: Pretrainer, hidden: Tensor, labels: Tensor, starts: Tensor,
@@ -98,7 +106,7 @@ def masking_for(tokenizer: Tokenizer, kind: str, rate: float) -> MaskingSpec:
     special = torch.tensor(sorted(tokenizer.special_ids))
     random_ids = torch.tensor([i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids])
     return MaskingSpec(kind=kind, rate=rate, mask_id=tokenizer.mask_id, random_ids=random_ids,
-                       special_ids=special, continuation=continuation)
+                       special_ids=special, continuation=continuation, pad_id=tokenizer.pad_id)
 
 
 def _tokenizer(config: PretrainConfig, out: Path, resume: bool) -> Tokenizer:
@@ -176,19 +184,20 @@ def held_out_batches(config: PretrainConfig, tokenizer: Tokenizer) -> list[dict]
 
 @torch.no_grad()
 def evaluate(pretrainer: Pretrainer, batches: list[dict], dtype: torch.dtype) -> dict[str, float]:
-    """Held-out MLM loss and accuracy (and NSP accuracy for pairs)."""
+    """Held-out MLM (or a causal encoder's next-token LM) loss and accuracy, and NSP accuracy for pairs."""
     device = next(pretrainer.parameters()).device
+    name = pretrainer.objective
     loss, correct, n, nsp_correct, nsp_n = 0.0, 0, 0, 0, 0
     for batch in batches:
         with precision.autocast(dtype, device):
             out = pretrainer.outputs(to_device(batch, device))
-        loss += float(F.cross_entropy(out["mlm"].float(), out["mlm_labels"], reduction="sum"))
-        correct += int((out["mlm"].argmax(-1) == out["mlm_labels"]).sum())
-        n += len(out["mlm_labels"])
+        loss += float(F.cross_entropy(out[name].float(), out[f"{name}_labels"], reduction="sum"))
+        correct += int((out[name].argmax(-1) == out[f"{name}_labels"]).sum())
+        n += len(out[f"{name}_labels"])
         if "nsp" in out:
             nsp_correct += int((out["nsp"].argmax(-1) == out["nsp_labels"]).sum())
             nsp_n += len(out["nsp_labels"])
-    result = {"mlm_loss": loss / max(1, n), "mlm_accuracy": correct / max(1, n)}
+    result = {f"{name}_loss": loss / max(1, n), f"{name}_accuracy": correct / max(1, n)}
     if nsp_n:
         result["nsp_accuracy"] = nsp_correct / nsp_n
     return result
@@ -256,12 +265,12 @@ def _pretrain(config: PretrainConfig, train: TrainConfig, out: Path, resume: boo
 def _initial_encoder(config: PretrainConfig, tokenizer: Tokenizer) -> Encoder:
     """A new encoder of `config.preset`, or the pretrained one in `config.init` with its weights as
     saved; either way with the MLM (and, for NSP recipes, NSP) heads, new ones where it has none."""
-    nsp = config.objective.nsp
+    nsp, causal = config.objective.nsp, config.objective.causal
     if not config.init:
         model_config = preset(config.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
-                              max_position_embeddings=max(512, config.max_length), pooler=nsp)
+                              max_position_embeddings=max(512, config.max_length), pooler=nsp, causal=causal)
         return add_pretraining_heads(Encoder(model_config), mlm=True, nsp=nsp)
-    encoder = load_pretrained(config.init)
+    encoder = load_pretrained(config.init).set_causal(causal)
     check_vocabulary(encoder, config.init, tokenizer, config.tokenizer)
     if config.max_length > encoder.config.max_length:
         raise ValueError(f"pretrain.max_length {config.max_length} is longer than the "
