@@ -1,0 +1,61 @@
+"""A bertkit fine-tuning step is the transformers Trainer's step: from the same weights, on the same
+batches, with dropout off (the one random part), the CoNLL-2003 tagger's losses, gradient norms and
+weights follow `BertForTokenClassification` + AdamW + the linear schedule + clipping step by step."""
+
+from __future__ import annotations
+
+import torch
+import transformers
+from tiny_task_data import conll_head
+
+from bertkit.config import FinetuneConfig, TrainConfig
+from bertkit.train.finetune import setup
+from bertkit.train.loop import make_optimizer, train_step
+
+
+def first_subword_labels(batch: dict) -> torch.Tensor:
+    """(B, T) token labels as the run_ner recipe writes them: each word's label at its first
+    subword, -100 everywhere else."""
+    slots, words = batch["slots"], batch["labels"]
+    labels = torch.full(slots.shape, -100, dtype=torch.long)
+    for row in range(slots.shape[0]):
+        previous = -1
+        for t, slot in enumerate(slots[row].tolist()):
+            if slot >= 0 and slot != previous:
+                labels[row, t] = words[row, slot]
+            previous = slot if slot >= 0 else previous
+    return labels
+
+
+def test_a_tagging_step_equals_the_trainers(data_dir, minilm_dir, tmp_path):
+    train = conll_head(data_dir / "conll2003" / "eng.train", tmp_path / "train.conll", 200)
+    config = FinetuneConfig(task="tag", model=str(minilm_dir), train=str(train), out=str(tmp_path / "out"),
+                            epochs=1, batch_size=16, batching="random", loss_norm="batch")
+    run = setup(config, TrainConfig(lr=5e-5, eps=1e-8, weight_decay=0.0, seed=0))  # the Trainer's AdamW
+    ours, data = run.model, run.data
+    theirs = transformers.AutoModelForTokenClassification.from_pretrained(
+        minilm_dir, num_labels=len(ours.spec.labels), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    with torch.no_grad():
+        theirs.classifier.weight.copy_(ours.head.out.weight)
+        theirs.classifier.bias.copy_(ours.head.out.bias)
+    for module in ours.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = 0.0
+    ours.train(), theirs.train()
+    optimizer, scheduler = make_optimizer(ours, run.train)
+    their_optimizer = torch.optim.AdamW(theirs.parameters(), lr=5e-5, eps=1e-8, weight_decay=0.0)
+    their_scheduler = transformers.get_linear_schedule_with_warmup(their_optimizer, 0, run.train.max_steps)
+    for step in range(4):
+        batch = data.batches(step, 0, 1)[0]
+        losses, norm = train_step(ours, ours, [batch], optimizer, scheduler, run.train.clip_norm, torch.float32)
+        loss = theirs(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      labels=first_subword_labels(batch)).loss
+        loss.backward()
+        their_norm = torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+        their_optimizer.step(), their_scheduler.step(), their_optimizer.zero_grad()
+        assert abs(losses["loss"] - loss.item()) < 1e-5 and abs(norm - their_norm.item()) < 1e-4 * their_norm.item()
+    ours_up = ours.encoder.layers[0].feed_forward.up.weight
+    assert torch.allclose(ours_up, theirs.bert.encoder.layer[0].intermediate.dense.weight, atol=1e-6)
+    assert torch.allclose(ours.head.out.weight, theirs.classifier.weight, atol=1e-6)
