@@ -108,3 +108,19 @@ def test_generation_refuses_a_bidirectional_model(minilm):
     model, tokenizer = minilm
     with pytest.raises(ValueError, match="not a causal LM"):
         generate(model, tokenizer, "hello")
+
+
+def test_perplexity_of_a_bertkit_causal_lm_equals_the_transformers_path(tmp_path, minilm_dir, data_dir):
+    from bertkit.perplexity import hf_causal_lm, load_causal_lm, text_perplexity
+
+    tokenizer = Tokenizer.from_pretrained(minilm_dir)
+    save_pretrained(causal_model(vocab_size=tokenizer.vocab_size), tmp_path)
+    tokenizer.save(tmp_path)
+    text = (data_dir / "wikitext2" / "raw" / "wiki.valid.raw").read_text(encoding="utf-8")[:3000]
+    ours = load_causal_lm(tmp_path, precision="fp32")  # read natively: no transformers model inside
+    theirs = hf_causal_lm(transformers.AutoModelForCausalLM.from_pretrained(tmp_path),
+                          transformers.AutoTokenizer.from_pretrained(tmp_path), "fp32")
+    assert ours.encode(text)[0] == theirs.encode(text)[0] and len(ours.encode(text)[0]) > 64
+    a = text_perplexity(ours, text, max_length=48, stride=16)
+    b = text_perplexity(theirs, text, max_length=48, stride=16)
+    assert a.predicted == b.predicted and a.perplexity == pytest.approx(b.perplexity, rel=1e-5)

@@ -18,12 +18,16 @@ departure held by a test:
   window) or trg_len - 1 (one too few for the others, whose first label is already ignored);
 - the mean is per token over the whole text, not a mean of per-window means.
 Windows of the same length run in one forward pass, and logits are computed only where scored.
+
+Models: bertkit's own causal encoders (`configs/arlm.yaml`; a config with is_decoder true), read
+natively, and any transformers `AutoModelForCausalLM` directory or GGUF file through the `hf` extra.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import math
 import os
 import shutil
@@ -37,7 +41,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .precision import autocast, resolve
+from .convert import load_pretrained
+from .model import Encoder
+from .precision import autocast, evaluating, resolve
+from .tokenizer import Tokenizer
 
 # logits(input_ids (B, T), keep) -> (B, keep, V): the next-token logits at the last `keep` positions
 LogitsFn = Callable[[torch.Tensor, int], torch.Tensor]
@@ -169,18 +176,48 @@ def text_perplexity(model: CausalLM, text: str, *, max_length: int | None = None
     return Perplexity(nll, predicted, len(scored_text.encode("utf-8")))
 
 
+# ------------------------------------------------------------------ bertkit causal encoders
+
+def bertkit_causal_lm(model: Encoder, tokenizer: Tokenizer, precision: str = "auto", name: str = "model") -> CausalLM:
+    """A causal bertkit encoder with its LM head (recipe arlm) as a `CausalLM`. Texts are read as
+    training read them: [CLS] first (never predicted), [SEP] last."""
+    if not model.config.causal or model.mlm_head is None:
+        raise ValueError(f"{name}: not a causal LM with an LM head (bertkit pretrain --config configs/arlm.yaml "
+                         "makes one); perplexity needs one")
+
+    @torch.inference_mode()
+    def logits(input_ids: torch.Tensor, keep: int) -> torch.Tensor:
+        with evaluating(model, precision):
+            return model.mlm_head(model(input_ids).last_hidden_state[:, -keep:])
+
+    def encode(text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        encoded = tokenizer.encode([text], max_length=2**31 - 1)
+        return encoded.ids(0), encoded.offsets(0)
+
+    return CausalLM(logits, encode, model.config.max_length, name)
+
+
+def _is_bertkit_causal(path: Path) -> bool:
+    """A model directory bertkit reads natively as a causal LM: a BERT or RoBERTa decoder."""
+    config = json.loads((path / "config.json").read_text())
+    return config.get("model_type") in ("bert", "roberta") and bool(config.get("is_decoder"))
+
+
 # ------------------------------------------------------------------ transformers causal models
 
 def load_causal_lm(path: str | Path, precision: str = "auto", cache_dir: str | Path | None = None) -> CausalLM:
-    """Any transformers `AutoModelForCausalLM` directory, or a GGUF file (converted once to a
-    de-quantized fp32 directory under `cache_dir`, default ~/.cache/bertkit/gguf, and loaded from
-    there afterwards). Needs the `hf` extra: pip install 'bertkit[hf]' (and `gguf` for GGUF files).
+    """A bertkit causal encoder (read natively), any transformers `AutoModelForCausalLM` directory, or
+    a GGUF file (converted once to a de-quantized fp32 directory under `cache_dir`, default
+    ~/.cache/bertkit/gguf, and loaded from there afterwards). All but the first need the `hf` extra:
+    pip install 'bertkit[hf]' (and `gguf` for GGUF files).
     """
+    path = Path(path)
+    if (path / "config.json").is_file() and _is_bertkit_causal(path):
+        return bertkit_causal_lm(load_pretrained(path), Tokenizer.from_pretrained(path), precision, str(path))
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
         raise ImportError("perplexity of transformers models needs the hf extra: pip install 'bertkit[hf]'") from e
-    path = Path(path)
     if path.suffix == ".gguf":
         path = _converted_gguf(path, Path(cache_dir or Path.home() / ".cache" / "bertkit" / "gguf"))
     elif not (path / "config.json").is_file():
