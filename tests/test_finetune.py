@@ -62,7 +62,7 @@ def test_two_epochs_log_dev_metrics_and_save_a_loadable_model(two_epochs, conll)
 def test_grouped_batches_weigh_every_word_alike(tiny, conll, tmp_path):
     """A batch's loss sum is divided by the mean word count per training sentence times its rows,
     not by its own word count: a batch of short sentences does not weigh its words up."""
-    s = setup(tag_config(tiny, conll, tmp_path), quiet())
+    s = setup(tag_config(tiny, conll, tmp_path, batching="grouped", loss_norm="dataset"), quiet())
     train = read_examples(str(conll[0]), "tag", {})
     per_row = sum(len(x.words) for x in train) / len(train)
     assert s.data.items_per_row == pytest.approx(per_row)
@@ -73,17 +73,18 @@ def test_grouped_batches_weigh_every_word_alike(tiny, conll, tmp_path):
     assert int(short["word_mask"].sum()) != int(long["word_mask"].sum())  # batches of different lengths
 
 
-def test_random_batches_and_per_batch_loss_norm(tiny, conll, tmp_path):
+def test_random_batches_and_per_batch_loss_norm_are_the_defaults(tiny, conll, tmp_path):
     """batching=random draws rows at random (as the Trainer does), loss_norm=batch divides a batch's
-    loss sum by its own word count (the Trainer's mean)."""
-    s = setup(tag_config(tiny, conll, tmp_path, batching="random", loss_norm="batch"), quiet())
+    loss sum by its own word count (the Trainer's mean); AdamW's epsilon is the Trainer's 1e-8."""
+    s = setup(tag_config(tiny, conll, tmp_path), quiet())
+    assert s.train.eps == 1e-8 and setup(tag_config(tiny, conll, tmp_path), quiet(eps=1e-6)).train.eps == 1e-6
     lengths = s.data.grouped.lengths
     for step in range(s.data.grouped.steps_per_epoch):
         batch = s.data.batches(step, 0, 1)[0]
         assert batch["counts"] == {"loss": int(batch["word_mask"].sum())}
     rows = np.concatenate(s.data.grouped.epoch(0))
     assert sorted(rows) == list(range(len(lengths)))
-    grouped = setup(tag_config(tiny, conll, tmp_path / "g"), quiet()).data.grouped.epoch(0)
+    grouped = setup(tag_config(tiny, conll, tmp_path / "g", batching="grouped"), quiet()).data.grouped.epoch(0)
     spread = lambda batches: np.mean([np.ptp(lengths[b]) for b in batches])  # noqa: E731
     assert spread(s.data.grouped.epoch(0)) > 2 * spread(grouped)  # random batches mix lengths
     with pytest.raises(ValueError, match=r"batching must be one of \('grouped', 'random'\), not 'sorted'"):

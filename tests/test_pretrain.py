@@ -102,7 +102,7 @@ def test_exponent_floats_without_a_decimal_point(tmp_path):
     path.write_text("train: {lr: 5e-5}\n")
     got = load_sections(path, {"train": TrainConfig}, ["--train.eps=1e-8"])["train"]
     assert (got.lr, got.eps) == (5e-5, 1e-8)
-    with pytest.raises(ValueError, match="train.eps: expected a number, got 'small'"):
+    with pytest.raises(ValueError, match="train.eps: expected a number or null, got 'small'"):
         load_sections(None, {"train": TrainConfig}, ["--train.eps=small"])
 
 

@@ -26,7 +26,7 @@ from .analysis.wsd import (SenseVectors, StaticSenseVectors, disambiguate, first
                            wordnet, write_key)
 from .embed import embed_file
 from .bertscore import bertscore, compute_baseline, default_layer, load_baseline, save_baseline
-from .config import (PRESETS, FinetuneConfig, MultitaskConfig, PretrainConfig, TrainConfig, load_sections,
+from .config import (PRESETS, DistillConfig, FinetuneConfig, MultitaskConfig, PretrainConfig, TrainConfig, load_sections,
                      read_recipe)
 from .data.examples import LabelSet, TextExample, unseen_labels
 from .explain import (ATTRIBUTIONS, attention_view, attention_vs_attribution, plot_attention_tests,
@@ -47,6 +47,7 @@ from .tasks import TASKS, read_examples
 from .tasks.model import load_task_model
 from .textfiles import read_lines, read_texts, text_files
 from .train import distributed
+from .train.distill import distill
 from .train.finetune import finetune
 from .train.loop import NonFiniteLossError
 from .train.multitask import multitask
@@ -90,6 +91,17 @@ def _precision_arg(p: argparse.ArgumentParser, int8: bool = True) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"] + ["int8"] * int8,
                    help="numeric precision; auto = bf16 where the CPU computes it natively (default)"
                    + "; int8: dynamically quantized linear layers (CPU)" * int8)
+
+
+def _run_args(p: argparse.ArgumentParser, out: str) -> None:
+    """The flags of a training run driven by steps or minutes, resumable in its --out folder."""
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall-clock time")
+    p.add_argument("--out", help=f"output directory: {out}")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
 
 
 def _positive(text: str) -> int:
@@ -208,15 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="continue pretraining this model directory (domain-adaptive pretraining): its "
                    "weights, size and tokenizer; an MLM head tied to the word embeddings is added if it has none")
     p.add_argument("--preset", choices=sorted(PRESETS), help="model size (not with --init)")
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall-clock time")
-    p.add_argument("--out", help="output directory: model, tokenizer, log.jsonl, loss.png, checkpoints/")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
+    _run_args(p, "model, tokenizer, log.jsonl, loss.png, checkpoints/")
     p.add_argument("--encoding-errors", choices=["strict", "replace"],
                    help="invalid UTF-8 in the corpus: stop with file and line, or replace and report")
+
+    p = sub.add_parser("distill", help="distil a teacher into a student with a subset of its layers (sentence vectors)",
+                       description="Distil on unlabelled text (configs/distill.yaml). Any field can be overridden "
+                       "as --section.field=value, e.g. --distill.layers=[0,3] --train.lr=5e-5.")
+    p.add_argument("--config", help="YAML recipe with distill: and train: sections")
+    p.add_argument("--teacher", help="the teacher model directory")
+    p.add_argument("--corpus", action="append", help="text file or folder of .txt, one text per line (repeatable)")
+    p.add_argument("--layers", help="teacher layers the student keeps, 0-based, comma-separated (default: every other)")
+    p.add_argument("--epochs", type=float)
+    _run_args(p, "the student, its tokenizer, log.jsonl, checkpoints/")
 
     p = sub.add_parser("finetune", help=f"fine-tune on a task: {', '.join(TASKS)}",
                        description="Fine-tune a model on a labelled file. Options of a YAML recipe "
@@ -629,6 +645,17 @@ def cmd_generate(args) -> None:
     sampling = Sampling(args.temperature, args.top_k, args.top_p)
     print(generate(model, tokenizer, args.prompt, args.max_new_tokens, sampling, args.seed, not args.no_stop,
                    args.dtype))
+
+
+def cmd_distill(args, overrides: list[str]) -> None:
+    layers = tuple(_layer_list(args.layers)) if args.layers else None
+    direct = {"distill": {"teacher": args.teacher, "corpus": tuple(args.corpus) if args.corpus else None,
+                          "layers": layers, "epochs": args.epochs, "out": args.out},
+              "train": {"max_steps": args.max_steps, "max_minutes": args.max_minutes, "seed": args.seed,
+                        "precision": args.dtype}}
+    sections = load_sections(args.config, {"distill": DistillConfig, "train": TrainConfig}, overrides, direct)
+    out = distill(sections["distill"], sections["train"], resume=args.resume, overwrite=args.overwrite)
+    print(f"saved the student and its tokenizer to {out}", file=sys.stderr)
 
 
 def cmd_pretrain(args, overrides: list[str]) -> None:
@@ -1133,7 +1160,8 @@ COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, 
             "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
             "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity,
             "bertscore": cmd_bertscore, "analyze": cmd_analyze, "explain": cmd_explain, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}
-WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "multitask": cmd_multitask}
+WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "multitask": cmd_multitask,
+                  "distill": cmd_distill}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,7 +128,7 @@ def preset(name: str, **changes) -> EncoderConfig:
 # ------------------------------------------------------------------------------ training loop
 
 # What the loop uses for a field that is None and that no run derived.
-LOOP_DEFAULTS = {"max_steps": 1000, "warmup_steps": 100, "eval_every": 0, "checkpoint_every": 100}
+LOOP_DEFAULTS = {"max_steps": 1000, "warmup_steps": 100, "eval_every": 0, "checkpoint_every": 100, "eps": 1e-6}
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class TrainConfig:
     warmup_steps: int | None = None  # None: derived (fine-tuning: warmup_ratio), else LOOP_DEFAULTS
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-6
+    eps: float | None = None  # AdamW's; None: derived (fine-tuning: 1e-8, the Trainer's), else LOOP_DEFAULTS (BERT's 1e-6)
     clip_norm: float = 1.0
     precision: str = "fp32"
     compile: bool = False
@@ -274,8 +274,8 @@ class FinetuneConfig:
     epochs: float = 3.0
     batch_size: int = 32
     batch_by: str = "rows"  # "rows": batch_size rows a batch; "tokens": as many padded tokens each, as many batches
-    batching: str = "grouped"  # "grouped": rows of similar lengths together; "random": rows drawn at random (Trainer)
-    loss_norm: str = "dataset"  # a batch's loss sum / "dataset": its rows x mean items per row; "batch": its own items
+    batching: str = "random"  # "random": rows drawn at random (as the Trainer does); "grouped": similar lengths together
+    loss_norm: str = "batch"  # a batch's loss sum / "batch": its own items; "dataset": its rows x mean items per row
     reader: dict = dataclasses.field(default_factory=dict)  # options for the file reader (columns, fields, scheme)
     labels: tuple[str, ...] = ()  # fixed label set; empty = the training file's labels
     alignment: str = "first"
@@ -360,8 +360,37 @@ class MultitaskConfig:
 
 
 # Recipe fields that name input files: a relative path in a YAML recipe is relative to the recipe.
+# ------------------------------------------------------------------------------ distillation
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """A distillation run (`train.distill`): a student built from the teacher's layers learns to
+    reproduce the teacher's outputs on unlabelled text."""
+
+    teacher: str = ""  # a model directory
+    objective: str = "embedding"  # "embedding": sentence vectors, by mean squared error
+    layers: tuple[int, ...] = ()  # the teacher's layers (0-based) the student starts from; () = every other
+    corpus: tuple[str, ...] = ()  # text files (or folders of .txt), one text per line
+    pooling: str = "mean"
+    max_length: int = 128  # longer texts are cut (counted)
+    batch_size: int = 64
+    epochs: float = 1.0
+    warmup_ratio: float = 0.05
+    encoding_errors: str = "strict"
+    out: str = "runs/distill"
+
+    def __post_init__(self) -> None:
+        _require_one_of(self, objective=("embedding",), pooling=("mean", "cls", "max"),
+                        encoding_errors=("strict", "replace"))
+        if not self.teacher or not self.corpus:
+            raise ValueError("give a teacher model directory (--teacher) and unlabelled text (--corpus)")
+        _require(self, "must be positive", "max_length", "batch_size", "epochs")
+        _require(self, "must be in [0, 1)", "warmup_ratio")
+
+
 RECIPE_PATHS = {"pretrain": ("corpus", "eval_corpus", "tokenizer", "init"), "finetune": ("model", "train", "dev"),
-                "multitask": ("model", "tasks")}  # tasks: each task's train and dev
+                "multitask": ("model", "tasks"), "distill": ("teacher", "corpus")}  # tasks: each task's train and dev
 
 
 def _coerce(value, hint, where: str):

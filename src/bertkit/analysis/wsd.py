@@ -62,10 +62,16 @@ def wordnet(folder: str | Path):
 
     if not (Path(folder) / "index.noun").is_file():
         raise FileNotFoundError(f"{folder}: no index.noun; expected the WordNet 3.0 database files")
+    class WordNet30(WordNetCorpusReader):
+        def map_wn(self, version="wordnet"):
+            """No mapping: NLTK >= 3.9 maps its own "wordnet" corpus (looked up on nltk.data.path, absent
+            here) onto the loaded one when opening it, for multilingual data that bertkit does not use."""
+            return None
+
     target = nltk_corpus(folder, "wordnet")
     with warnings.catch_warnings():  # "multilingual functions are not available": bertkit uses none
         warnings.simplefilter("ignore")
-        return WordNetCorpusReader(str(target), None)
+        return WordNet30(str(target), None)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,14 @@ What differs between task kinds is looked up once in `bertkit.tasks.TASKS`.
 Departures from the common recipes, each for a reason:
 - a text longer than the window is split into overlapping windows for training and prediction
   rather than truncated (truncation only when asked for, and counted);
-- batches group similar lengths (no padding waste), with the order still shuffled every epoch, and
-  their loss is normalised by the expected item count of a batch, not by their own (`TaskSteps`);
 - a kind may tune itself on the dev set after training (multi-label: each label's threshold).
+
+A step learns as the transformers Trainer's does: with the defaults (random batches, each batch's
+loss over its own items, AdamW's epsilon 1e-8) the two agree to 1e-5 from the same weights and
+batches (tests/test_finetune_parity.py). The encoder removes padding and attends in groups of
+similar lengths, so random batches cost little. `batching="grouped"` (similar lengths together,
+the order still shuffled) with `loss_norm="dataset"` is the other choice: it learned less per epoch
+on CoNLL-2003 for about the same speed (README, "Training choices").
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from .loop import fit
 from .runs import run_folder
 
 DERIVED = ("max_steps", "eval_every", "warmup_steps")  # from finetune.epochs and finetune.warmup_ratio
+FINETUNE_EPS = 1e-8  # AdamW's epsilon unless train.eps is given: the transformers Trainer's
 
 
 def spec_settings(config: FinetuneConfig) -> TaskSpec:
@@ -128,13 +134,14 @@ def layer_scale(num_layers: int, decay: float, head: float = 1.0):
 
 @dataclass
 class TaskSteps:
-    """The loop's step data: length-grouped batches, epoch after epoch; each rank its share of rows."""
+    """The loop's step data: random (or length-grouped) batches, epoch after epoch; each rank its
+    share of rows."""
 
     features: object
     spec: TaskSpec
     pad_id: int
     grouped: GroupedBatches
-    loss_norm: str = "dataset"  # "batch": a batch's loss is divided by its own item count
+    loss_norm: str = "batch"  # a batch's loss over its own item count; "dataset": see items_per_row
 
     def batches(self, step: int, rank: int, world: int) -> list[dict]:
         per_epoch = self.grouped.steps_per_epoch
@@ -225,7 +232,7 @@ def setup(config: FinetuneConfig, train: TrainConfig) -> Setup:
     steps = max(1, round(config.epochs * per_epoch))
     train = replace(train, max_steps=steps, eval_every=per_epoch, warmup_steps=round(config.warmup_ratio * steps),
                     monitor=train.monitor or (kind.main_metric(data.spec) if data.dev_examples else None))
-    train = train.derive(checkpoint_every=per_epoch)  # a MiniLM checkpoint is ~260 MB
+    train = train.derive(checkpoint_every=per_epoch, eps=FINETUNE_EPS)  # a MiniLM checkpoint is ~260 MB
     report(data, steps, per_epoch)
     return Setup(tokenizer, model, data.steps, train, data.dev_examples, data.dev_features)
 

@@ -36,7 +36,7 @@ from ..tasks import TASKS, kind_of
 from ..tasks.model import MultiTaskModel, save_multitask_model
 from ..tokenizer import Tokenizer
 from . import distributed
-from .finetune import TaskData, TaskSteps, check_derived, freeze, layer_scale, report, task_data
+from .finetune import FINETUNE_EPS, TaskData, TaskSteps, check_derived, freeze, layer_scale, report, task_data
 from .loop import fit
 from .runs import run_folder
 
@@ -141,7 +141,8 @@ def _multitask(config: MultitaskConfig, configs: dict[str, FinetuneConfig], trai
     every = max(1, round(np.mean([n for name, n in zip(names, per_epoch) if weights[name] > 0])))
     trained_dev = [name for name in names if weights[name] > 0 and data[name].dev_examples]
     train = replace(train, max_steps=steps, eval_every=every, warmup_steps=round(config.warmup_ratio * steps),
-                    monitor=train.monitor or (MONITOR if trained_dev else None)).derive(checkpoint_every=every)
+                    monitor=train.monitor or (MONITOR if trained_dev else None)).derive(checkpoint_every=every,
+                                                                                     eps=FINETUNE_EPS)
     order = schedule(sizes, config.schedule, config.alpha, steps, train.seed)
     for name, d, n in zip(names, data.values(), per_epoch):
         report(d, int((order == names.index(name)).sum()), n, name)

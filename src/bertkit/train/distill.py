@@ -1,0 +1,141 @@
+"""Distillation (DistilBERT, Sanh et al., 2019): a smaller student learns to reproduce a teacher.
+
+The student is built from the teacher: the same widths, a subset of its layers (every other by
+default, as DistilBERT did; or a list such as 0,2,4), each initialised from the teacher's layer,
+with the teacher's embeddings. It trains through the one loop (`train.loop.fit`) on unlabelled text.
+
+Objective "embedding" (the way sentence encoders are compressed, Reimers & Gurevych 2020): the
+student's pooled sentence vector regresses the teacher's by mean squared error over every
+dimension. It needs no MLM head, so any sentence encoder can teach.
+
+The teacher runs in eval mode without autograd state. It is not a submodule of the trained module:
+checkpoints hold the student alone, and a resumed run loads the teacher again from its directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..config import DistillConfig, TrainConfig
+from ..convert import load_pretrained, save_pretrained
+from ..data.batches import EpochSampler
+from ..files import write_text
+from ..heads import pool
+from ..model import Encoder
+from ..textfiles import read_texts, text_files
+from ..tokenizer import Encoded, Tokenizer
+from . import distributed
+from .checkpoint import full_model_state
+from .loop import fit
+from .runs import run_folder
+
+
+def student_layers(num_layers: int, layers: Sequence[int] = ()) -> list[int]:
+    """The teacher layers (0-based) a student keeps: `layers` as given (checked), or every other one."""
+    keep = list(layers) if layers else list(range(0, num_layers, 2))
+    if sorted(set(keep)) != keep or not all(0 <= i < num_layers for i in keep):
+        raise ValueError(f"student layers must be distinct, increasing and within the teacher's 0..{num_layers - 1}; "
+                         f"got {keep}")
+    return keep
+
+
+def student_from_teacher(teacher: Encoder, layers: Sequence[int] = ()) -> Encoder:
+    """A new encoder with the teacher's widths, embeddings, pooler and the chosen layers' weights."""
+    keep = student_layers(len(teacher.layers), layers)
+    student = Encoder(teacher.config.replace(num_layers=len(keep)))
+    student.embeddings.load_state_dict(teacher.embeddings.state_dict())
+    for mine, theirs in zip(student.layers, keep):
+        mine.load_state_dict(teacher.layers[theirs].state_dict())
+    if teacher.pooler is not None:
+        student.pooler.load_state_dict(teacher.pooler.state_dict())
+    return student
+
+
+class EmbeddingDistiller(nn.Module):
+    """The student (the only submodule) and, beside it, the teacher whose sentence vectors it learns."""
+
+    def __init__(self, student: Encoder, teacher: Encoder, pooling: str = "mean"):
+        super().__init__()
+        self.student, self.pooling = student, pooling
+        object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))  # not a submodule
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        """{"embedding": the squared error summed over the batch's vectors and dimensions}."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        with torch.no_grad():
+            target = pool(self.teacher(ids, mask).last_hidden_state, mask, self.pooling).float()
+        vectors = pool(self.student(ids, mask).last_hidden_state, mask, self.pooling).float()
+        return {"embedding": (vectors - target).pow(2).sum()}
+
+
+class TextSteps:
+    """The loop's step data: batches of encoded texts, a fresh permutation each epoch."""
+
+    def __init__(self, encoded: Encoded, batch_size: int, pad_id: int, hidden_size: int, seed: int):
+        self.encoded, self.pad_id, self.hidden_size = encoded, pad_id, hidden_size
+        self.sampler = EpochSampler(len(encoded), batch_size, seed)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.encoded) // self.sampler.batch_size
+
+    def batches(self, step: int, rank: int, world: int) -> list[dict]:
+        rows = np.sort(self.sampler.indices(step))
+        mine = np.array_split(rows, world)[rank]
+        batch = self.encoded.tensors(mine, self.pad_id)
+        batch["counts"] = {"embedding": len(mine) * self.hidden_size}  # a mean over vectors and dimensions
+        return [batch]
+
+
+def unlabelled_texts(corpus: Sequence[str], errors: str = "strict") -> list[str]:
+    """Every non-empty line of the corpus files, each distinct text once (first occurrence kept)."""
+    files = [f for path in corpus for f in text_files(path)]
+    texts = list(dict.fromkeys(t.strip() for t in read_texts(files, errors) if t.strip()))
+    if not texts:
+        raise ValueError(f"{', '.join(map(str, corpus))}: no text to distil on")
+    return texts
+
+
+def distill(config: DistillConfig, train: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """Build the student, train it on the corpus, save it (Hugging Face layout, with the teacher's
+    tokenizer) in `config.out`; returns that folder."""
+    distributed.init()
+    with run_folder(config.out, {"distill": asdict(config), "train": asdict(train)}, resume=resume,
+                    overwrite=overwrite) as out:
+        return _distill(config, train, out, resume)
+
+
+def _distill(config: DistillConfig, train: TrainConfig, out: Path, resume: bool) -> Path:
+    teacher = load_pretrained(config.teacher).to(distributed.device())
+    tokenizer = Tokenizer.from_pretrained(config.teacher)
+    texts = unlabelled_texts(config.corpus, config.encoding_errors)
+    encoded = tokenizer.encode(texts, max_length=config.max_length, overflow="truncate")
+    data = TextSteps(encoded, config.batch_size, tokenizer.pad_id, teacher.config.hidden_size, train.seed)
+    steps = max(1, round(config.epochs * data.steps_per_epoch))
+    train = replace(train, max_steps=train.max_steps or steps,
+                    warmup_steps=train.warmup_steps if train.warmup_steps is not None
+                    else round(config.warmup_ratio * steps))
+    torch.manual_seed(train.seed)
+    student = student_from_teacher(teacher, config.layers)
+    if distributed.rank() == 0:
+        print(json.dumps({"teacher_layers": len(teacher.layers), "student_layers": student_layers(
+            len(teacher.layers), config.layers), "texts": len(texts), "truncated": encoded.num_truncated,
+            "steps": train.max_steps, "steps_per_epoch": data.steps_per_epoch}), file=sys.stderr)
+        write_text(out / "distill_config.json", json.dumps({"distill": asdict(config), "train": asdict(train)}, indent=2))
+    distiller = EmbeddingDistiller(student, teacher, config.pooling)
+    fit(distiller, data, train, out, resume=resume)
+    state = full_model_state(distiller)  # a collective under torch.distributed (FSDP shards gathered)
+    if distributed.rank() == 0:
+        final = Encoder(student.config)
+        final.load_state_dict({k.removeprefix("student."): v for k, v in state.items()})
+        save_pretrained(final, out)
+        tokenizer.save(out)
+    return out

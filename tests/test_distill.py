@@ -1,0 +1,80 @@
+"""Distillation: the student built from the teacher's layers, the embedding loss, a short run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers
+
+from bertkit import load_pretrained
+from bertkit.cli import main
+from bertkit.heads import pool
+from bertkit.tokenizer import Tokenizer
+from bertkit.train.checkpoint import full_model_state
+from bertkit.train.distill import EmbeddingDistiller, student_from_teacher, student_layers
+
+
+def test_student_layers_default_to_every_other_and_are_checked():
+    assert student_layers(6) == [0, 2, 4] and student_layers(12) == [0, 2, 4, 6, 8, 10]
+    assert student_layers(12, (0, 2, 4, 7, 9, 11)) == [0, 2, 4, 7, 9, 11]  # DistilBERT's choice
+    for bad in ((2, 0), (0, 0), (0, 6)):
+        with pytest.raises(ValueError, match="distinct, increasing and within the teacher's 0..5"):
+            student_layers(6, bad)
+
+
+def test_a_student_of_every_layer_is_the_teacher_and_a_subset_runs_those_layers(minilm, sts_sentences):
+    teacher, tokenizer = minilm
+    batch = tokenizer.encode(sts_sentences[:8]).tensors(pad_id=tokenizer.pad_id)
+    with torch.no_grad():
+        same = student_from_teacher(teacher, range(6)).eval()(**batch).last_hidden_state
+        assert torch.equal(same, teacher(**batch).last_hidden_state)
+        student = student_from_teacher(teacher, (0, 2, 4)).eval()
+        assert len(student.layers) == 3
+        for mine, theirs in zip(student.layers, (0, 2, 4)):
+            assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(),
+                                                         teacher.layers[theirs].state_dict().values()))
+        assert torch.equal(student.embeddings.word.weight, teacher.embeddings.word.weight)
+        assert student.embeddings.word.weight is not teacher.embeddings.word.weight  # a copy: the teacher stays
+
+
+def test_the_embedding_loss_is_the_squared_error_of_pooled_vectors_and_only_the_student_trains(minilm, sts_sentences):
+    teacher, tokenizer = minilm
+    batch = tokenizer.encode(sts_sentences[:8]).tensors(pad_id=tokenizer.pad_id)
+    distiller = EmbeddingDistiller(student_from_teacher(teacher, (0, 2, 4)), teacher).eval()
+    loss = distiller(batch)["embedding"]
+    mask = batch["attention_mask"]
+    with torch.no_grad():
+        expected = (pool(distiller.student(**batch).last_hidden_state, mask, "mean")
+                    - pool(teacher(**batch).last_hidden_state, mask, "mean")).pow(2).sum()
+    assert torch.allclose(loss, expected, rtol=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters()) and not any(p.requires_grad for p in teacher.parameters())
+    assert distiller.student.layers[0].attention.qkv.weight.grad is not None
+    assert all(k.startswith("student.") for k in full_model_state(distiller))  # checkpoints hold the student alone
+    teacher.requires_grad_(True)  # the session's shared fixture
+
+
+def test_a_short_run_saves_a_student_that_transformers_loads(minilm_dir, sts_sentences, tmp_path, capsys):
+    corpus = tmp_path / "sentences.txt"
+    corpus.write_text("\n".join(sts_sentences[:96] + ["", sts_sentences[0]]) + "\n", encoding="utf-8")
+    out = tmp_path / "student"
+    code = main(["distill", "--teacher", str(minilm_dir), "--corpus", str(corpus), "--out", str(out),
+                 "--max-steps", "4", "--dtype", "fp32", "--distill.batch_size=16", "--train.log_every=1",
+                 "--train.lr=1e-3", "--train.warmup_steps=0"])
+    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    distinct = len(dict.fromkeys(sts_sentences[:96]))  # the empty line and repeated sentences are dropped
+    assert '"student_layers": [0, 2, 4]' in err and f'"texts": {distinct},' in err
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "embedding" in r] == [0, 1, 2, 3]
+    assert log[-1]["embedding"] < log[0]["embedding"]
+    hf = transformers.AutoModel.from_pretrained(out)
+    assert hf.config.num_hidden_layers == 3
+    assert load_pretrained(out).config.num_layers == 3 and Tokenizer.from_pretrained(out).vocab_size == 30522
+
+
+def test_distill_refuses_a_missing_corpus(minilm_dir, tmp_path, capsys):
+    assert main(["distill", "--teacher", str(minilm_dir), "--out", str(tmp_path / "s")]) != 0
+    assert "give a teacher model directory (--teacher) and unlabelled text (--corpus)" in capsys.readouterr().err
