@@ -78,3 +78,47 @@ def test_a_short_run_saves_a_student_that_transformers_loads(minilm_dir, sts_sen
 def test_distill_refuses_a_missing_corpus(minilm_dir, tmp_path, capsys):
     assert main(["distill", "--teacher", str(minilm_dir), "--out", str(tmp_path / "s")]) != 0
     assert "give a teacher model directory (--teacher) and unlabelled text (--corpus)" in capsys.readouterr().err
+
+
+def test_a_killed_distillation_resumes_to_the_same_losses(minilm_dir, sts_sentences, tmp_path, capsys):
+    """The teacher is not in the checkpoints: a resumed run loads it again and continues exactly."""
+    import subprocess
+    import sys
+    import time
+
+    from bertkit import Encoder, preset, save_pretrained
+
+    tokenizer = Tokenizer.from_pretrained(minilm_dir)
+    teacher_dir = tmp_path / "teacher"
+    torch.manual_seed(0)
+    save_pretrained(Encoder(preset("tiny", vocab_size=tokenizer.vocab_size, num_layers=4, hidden_size=32, num_heads=2,
+                                   intermediate_size=64)), teacher_dir)
+    tokenizer.save(teacher_dir)
+    corpus = tmp_path / "sentences.txt"
+    corpus.write_text("\n".join(sts_sentences[:400]) + "\n", encoding="utf-8")
+
+    def args(out, *extra):
+        return ["distill", "--teacher", str(teacher_dir), "--corpus", str(corpus), "--out", str(out), "--max-steps",
+                "16", "--dtype", "fp32", "--distill.batch_size=8", "--train.log_every=1", "--train.checkpoint_every=1",
+                "--train.lr=1e-3", *extra]
+
+    def losses(out):
+        return {r["step"]: r["embedding"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())}
+
+    assert main(args(tmp_path / "reference")) == 0
+    out = tmp_path / "killed"
+    for _ in range(2):
+        resume = ["--resume"] if list((out / "checkpoints").glob("step-*")) else []
+        job = subprocess.Popen([sys.executable, "-m", "bertkit.cli", *args(out, *resume)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        start = len(losses(out)) if (out / "log.jsonl").exists() else 0
+        while time.time() < deadline and job.poll() is None and (
+                not (out / "log.jsonl").exists() or len(losses(out)) < start + 3):
+            time.sleep(0.01)
+        job.kill()
+        job.wait()
+    assert list((out / "checkpoints").glob("step-*")), "no checkpoint was written before the kills"
+    assert main(args(out, "--resume")) == 0
+    assert sorted(losses(out)) == list(range(16))
+    assert losses(out) == pytest.approx(losses(tmp_path / "reference"), abs=1e-6)

@@ -65,6 +65,8 @@ class EmbeddingDistiller(nn.Module):
     def __init__(self, student: Encoder, teacher: Encoder, pooling: str = "mean"):
         super().__init__()
         self.student, self.pooling = student, pooling
+        if student.pooler is not None:  # carried along unchanged: pooled sentence vectors do not use it
+            student.pooler.requires_grad_(False)
         object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))  # not a submodule
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
