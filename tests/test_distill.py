@@ -77,7 +77,7 @@ def test_a_short_run_saves_a_student_that_transformers_loads(minilm_dir, sts_sen
 
 def test_distill_refuses_a_missing_corpus(minilm_dir, tmp_path, capsys):
     assert main(["distill", "--teacher", str(minilm_dir), "--out", str(tmp_path / "s")]) != 0
-    assert "give a teacher model directory (--teacher) and unlabelled text (--corpus)" in capsys.readouterr().err
+    assert "give unlabelled text (--corpus) for the embedding objective" in capsys.readouterr().err
 
 
 def test_a_killed_distillation_resumes_to_the_same_losses(minilm_dir, sts_sentences, tmp_path, capsys):
@@ -122,3 +122,44 @@ def test_a_killed_distillation_resumes_to_the_same_losses(minilm_dir, sts_senten
     assert main(args(out, "--resume")) == 0
     assert sorted(losses(out)) == list(range(16))
     assert losses(out) == pytest.approx(losses(tmp_path / "reference"), abs=1e-6)
+
+
+def test_task_distillation_matches_the_definition_and_saves_a_task_model(minilm_dir, data_dir, tmp_path, capsys):
+    """A tiny SST-2 teacher, fine-tuned here, taught to a 1-layer student: the loss is
+    w T^2 KL(teacher || student) + (1 - w) CE per labelled text, and the student is a fine-tuned model."""
+    import torch.nn.functional as F
+    from tiny_task_data import lines_head, tiny_model_dir
+
+    from bertkit.config import DistillConfig
+    from bertkit.tasks.model import TaskModel, load_task_model
+    from bertkit.train.distill import TaskDistiller
+    from bertkit.train.finetune import spec_config, task_data
+
+    train = lines_head(data_dir / "sst2" / "train.tsv", tmp_path / "train.tsv", 201)
+    dev = lines_head(data_dir / "sst2" / "dev.tsv", tmp_path / "dev.tsv", 101)
+    teacher_dir = tmp_path / "teacher"
+    common = ["--dtype", "fp32", "--train.log_every=1", "--finetune.reader={text_column: sentence, label_column: label}"]
+    assert main(["finetune", "classify", "--model", str(tiny_model_dir(tmp_path / "tiny", minilm_dir)), "--train",
+                 str(train), "--out", str(teacher_dir), "--epochs", "1", "--batch-size", "16", *common]) == 0
+    teacher = load_task_model(teacher_dir)
+    student = TaskModel(student_from_teacher(teacher.encoder, (1,)), teacher.spec)
+    data = task_data(spec_config(teacher.spec, model=str(teacher_dir), train=str(train), batch_size=16),
+                     Tokenizer.from_pretrained(teacher_dir), 0)
+    batch = data.steps.batches(0, 0, 1)[0]
+    student.eval()
+    loss = TaskDistiller(student, teacher, temperature=2.0, soft_weight=0.3)(batch)["loss"]
+    with torch.no_grad():
+        s, t = student.scores(batch), teacher.scores(batch)
+    soft = sum(float((F.softmax(t[i] / 2, -1) * (F.log_softmax(t[i] / 2, -1) - F.log_softmax(s[i] / 2, -1))).sum())
+               for i in range(len(s))) * 4
+    hard = float(F.cross_entropy(s, batch["labels"], reduction="sum"))
+    assert float(loss.detach()) == pytest.approx(0.3 * soft + 0.7 * hard, rel=1e-5)
+    with pytest.raises(ValueError, match="give the task's training file"):
+        DistillConfig(teacher=str(teacher_dir), objective="task")
+
+    out = tmp_path / "student"
+    assert main(["distill", "--objective", "task", "--teacher", str(teacher_dir), "--train", str(train), "--dev",
+                 str(dev), "--layers", "1", "--out", str(out), "--max-steps", "3", "--distill.batch_size=16", *common[:-1]]) == 0
+    trained = load_task_model(out)
+    assert len(trained.encoder.layers) == 1 and trained.spec == teacher.spec
+    assert "accuracy" in json.loads((out / "dev_metrics.json").read_text())

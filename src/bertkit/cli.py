@@ -228,8 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Distil on unlabelled text (configs/distill.yaml). Any field can be overridden "
                        "as --section.field=value, e.g. --distill.layers=[0,3] --train.lr=5e-5.")
     p.add_argument("--config", help="YAML recipe with distill: and train: sections")
-    p.add_argument("--teacher", help="the teacher model directory")
+    p.add_argument("--teacher", help="the teacher model directory (--objective task: a fine-tuned model)")
+    p.add_argument("--objective", choices=["embedding", "task"], help="embedding (default): sentence vectors; task: "
+                   "a fine-tuned model's scores on its training file")
     p.add_argument("--corpus", action="append", help="text file or folder of .txt, one text per line (repeatable)")
+    p.add_argument("--train", help="--objective task: the task's training file")
+    p.add_argument("--dev", help="--objective task: a labelled file scored at the end")
     p.add_argument("--layers", help="teacher layers the student keeps, 0-based, comma-separated (default: every other)")
     p.add_argument("--epochs", type=float)
     _run_args(p, "the student, its tokenizer, log.jsonl, checkpoints/")
@@ -650,6 +654,7 @@ def cmd_generate(args) -> None:
 def cmd_distill(args, overrides: list[str]) -> None:
     layers = tuple(_layer_list(args.layers)) if args.layers else None
     direct = {"distill": {"teacher": args.teacher, "corpus": tuple(args.corpus) if args.corpus else None,
+                          "objective": args.objective, "train": args.train, "dev": args.dev,
                           "layers": layers, "epochs": args.epochs, "out": args.out},
               "train": {"max_steps": args.max_steps, "max_minutes": args.max_minutes, "seed": args.seed,
                         "precision": args.dtype}}

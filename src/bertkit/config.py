@@ -368,10 +368,14 @@ class DistillConfig:
     """A distillation run (`train.distill`): a student built from the teacher's layers learns to
     reproduce the teacher's outputs on unlabelled text."""
 
-    teacher: str = ""  # a model directory
-    objective: str = "embedding"  # "embedding": sentence vectors, by mean squared error
+    teacher: str = ""  # a model directory (objective "task": a fine-tuned one)
+    objective: str = "embedding"  # "embedding": sentence vectors by mean squared error; "task": a task model's scores
     layers: tuple[int, ...] = ()  # the teacher's layers (0-based) the student starts from; () = every other
-    corpus: tuple[str, ...] = ()  # text files (or folders of .txt), one text per line
+    corpus: tuple[str, ...] = ()  # "embedding": text files (or folders of .txt), one text per line
+    train: str | None = None  # "task": the task's training file (labels used by the hard loss)
+    dev: str | None = None  # "task": a labelled file scored after training
+    temperature: float = 2.0  # "task": softmax temperature of the soft targets (their loss scaled by T^2)
+    soft_weight: float = 0.5  # "task": the soft (teacher) loss's share; the hard (label) loss has the rest
     pooling: str = "mean"
     max_length: int = 128  # longer texts are cut (counted)
     batch_size: int = 64
@@ -381,16 +385,23 @@ class DistillConfig:
     out: str = "runs/distill"
 
     def __post_init__(self) -> None:
-        _require_one_of(self, objective=("embedding",), pooling=("mean", "cls", "max"),
+        _require_one_of(self, objective=("embedding", "task"), pooling=("mean", "cls", "max"),
                         encoding_errors=("strict", "replace"))
-        if not self.teacher or not self.corpus:
-            raise ValueError("give a teacher model directory (--teacher) and unlabelled text (--corpus)")
+        if not self.teacher:
+            raise ValueError("give a teacher model directory (--teacher)")
+        if self.objective == "embedding" and not self.corpus:
+            raise ValueError("give unlabelled text (--corpus) for the embedding objective")
+        if self.objective == "task" and not self.train:
+            raise ValueError("give the task's training file (--train) for the task objective")
+        _require(self, "must be positive", "temperature")
+        if not 0 <= self.soft_weight <= 1:
+            raise ValueError(f"soft_weight must be in [0, 1], got {self.soft_weight}")
         _require(self, "must be positive", "max_length", "batch_size", "epochs")
         _require(self, "must be in [0, 1)", "warmup_ratio")
 
 
 RECIPE_PATHS = {"pretrain": ("corpus", "eval_corpus", "tokenizer", "init"), "finetune": ("model", "train", "dev"),
-                "multitask": ("model", "tasks"), "distill": ("teacher", "corpus")}  # tasks: each task's train and dev
+                "multitask": ("model", "tasks"), "distill": ("teacher", "corpus", "train", "dev")}  # tasks: each task's train and dev
 
 
 def _coerce(value, hint, where: str):

@@ -8,6 +8,12 @@ Objective "embedding" (the way sentence encoders are compressed, Reimers & Gurev
 student's pooled sentence vector regresses the teacher's by mean squared error over every
 dimension. It needs no MLM head, so any sentence encoder can teach.
 
+Objective "task" (Hinton et al., 2015; DistilBERT's task-specific variant): a fine-tuned teacher's
+scores on the task's training data are soft targets. Per labelled item, loss = w * T^2 *
+KL(softmax(teacher / T) || softmax(student / T)) + (1 - w) * cross-entropy with the label; the
+student starts from the teacher's layers and its head. Single-label kinds (classify, pair, tag with
+the greedy decoder).
+
 The teacher runs in eval mode without autograd state. It is not a submodule of the trained module:
 checkpoints hold the student alone, and a resumed run loads the teacher again from its directory.
 """
@@ -24,16 +30,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import DistillConfig, TrainConfig
+from ..config import DistillConfig, FinetuneConfig, TrainConfig
 from ..convert import load_pretrained, save_pretrained
 from ..data.batches import EpochSampler
 from ..files import write_text
-from ..heads import pool
+from ..heads import IGNORE_INDEX, pool
 from ..model import Encoder
+from ..predict import predict_examples, task_metrics
+from ..tasks.model import TaskModel, load_task_model, save_task_model
 from ..textfiles import read_texts, text_files
 from ..tokenizer import Encoded, Tokenizer
 from . import distributed
 from .checkpoint import full_model_state
+from .finetune import FINETUNE_EPS, freeze, spec_config, task_data
 from .loop import fit
 from .runs import run_folder
 
@@ -78,6 +87,32 @@ class EmbeddingDistiller(nn.Module):
         return {"embedding": (vectors - target).pow(2).sum()}
 
 
+class TaskDistiller(nn.Module):
+    """The student task model (the only submodule) and, beside it, the fine-tuned teacher."""
+
+    def __init__(self, student: TaskModel, teacher: TaskModel, temperature: float = 2.0, soft_weight: float = 0.5):
+        super().__init__()
+        if student.kind.label_kind != "single" or getattr(student.head, "crf", None) is not None:
+            raise ValueError(f"task distillation takes single-label tasks with a softmax over labels; "
+                             f"{student.spec.task} ({student.spec.decoder}) is not one")
+        self.student, self.temperature, self.soft_weight = student, temperature, soft_weight
+        object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))  # not a submodule
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        """{"loss": the weighted soft and hard losses summed over the batch's labelled items}."""
+        scores = self.student.scores(batch).float()  # (..., L): per row or per word
+        hard = self.student.kind.loss(self.student, scores, batch)
+        if self.soft_weight == 0:
+            return {"loss": hard}
+        with torch.no_grad():
+            target = self.teacher.scores(batch).float()
+        labelled = batch["labels"] != IGNORE_INDEX  # the items the hard loss counts
+        T = self.temperature
+        soft = torch.nn.functional.kl_div((scores[labelled] / T).log_softmax(-1), (target[labelled] / T).log_softmax(-1),
+                                          reduction="sum", log_target=True) * T * T
+        return {"loss": self.soft_weight * soft + (1 - self.soft_weight) * hard}
+
+
 class TextSteps:
     """The loop's step data: batches of encoded texts, a fresh permutation each epoch."""
 
@@ -107,12 +142,36 @@ def unlabelled_texts(corpus: Sequence[str], errors: str = "strict") -> list[str]
 
 
 def distill(config: DistillConfig, train: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
-    """Build the student, train it on the corpus, save it (Hugging Face layout, with the teacher's
-    tokenizer) in `config.out`; returns that folder."""
+    """Build the student, train it, save it in `config.out` (Hugging Face layout with the teacher's
+    tokenizer; for "task", a fine-tuned model directory and its dev metrics); returns that folder."""
     distributed.init()
     with run_folder(config.out, {"distill": asdict(config), "train": asdict(train)}, resume=resume,
                     overwrite=overwrite) as out:
-        return _distill(config, train, out, resume)
+        return (_distill_task if config.objective == "task" else _distill)(config, train, out, resume)
+
+
+def _distill_task(config: DistillConfig, train: TrainConfig, out: Path, resume: bool) -> Path:
+    teacher = load_task_model(config.teacher).to(distributed.device())
+    tokenizer = Tokenizer.from_pretrained(config.teacher)
+    settings = spec_config(teacher.spec, model=config.teacher, train=config.train, dev=config.dev, out=str(out),
+                           epochs=config.epochs, batch_size=config.batch_size)
+    data = task_data(settings, tokenizer, train.seed)
+    steps = max(1, round(config.epochs * data.steps.grouped.steps_per_epoch))
+    train = replace(train, max_steps=train.max_steps or steps,
+                    warmup_steps=train.warmup_steps if train.warmup_steps is not None
+                    else round(config.warmup_ratio * steps)).derive(eps=FINETUNE_EPS)
+    student = TaskModel(student_from_teacher(teacher.encoder, config.layers), teacher.spec)
+    student.head.load_state_dict(teacher.head.state_dict())
+    freeze(student, trainable_layers=-1)  # as fine-tuning: the pooler and pretraining heads stay as they are
+    fit(TaskDistiller(student, teacher, config.temperature, config.soft_weight), data.steps, train, out, resume=resume)
+    result = {}
+    if data.dev_examples:
+        result = task_metrics(student.spec, data.dev_examples, predict_examples(
+            student, tokenizer, data.dev_examples, 64, train.precision, data.dev_features))
+    if distributed.rank() == 0:
+        save_task_model(student, tokenizer, out)
+        write_text(out / "dev_metrics.json", json.dumps(result, indent=2))
+    return out
 
 
 def _distill(config: DistillConfig, train: TrainConfig, out: Path, resume: bool) -> Path:

@@ -57,6 +57,13 @@ def spec_settings(config: FinetuneConfig) -> TaskSpec:
                        "reader": dict(config.reader)})
 
 
+def spec_config(spec: TaskSpec, **run) -> FinetuneConfig:
+    """A FinetuneConfig that reads, encodes and batches a task's data as `spec` says, its label set
+    fixed (the inverse of `spec_settings`); `run` holds the run's own fields (model, train, dev ...)."""
+    shared = {f.name: getattr(spec, f.name) for f in fields(FinetuneConfig) if hasattr(spec, f.name)}
+    return FinetuneConfig(**{**shared, **run})
+
+
 def task_spec(config: FinetuneConfig, train_examples: list, dev_examples: list) -> TaskSpec:
     """The spec of the model to train: the label set from the training data (or `config.labels`,
     which must then hold every training label), checked against dev."""
