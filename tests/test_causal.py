@@ -73,6 +73,27 @@ def test_next_token_loss_equals_shifted_cross_entropy():
     assert torch.allclose(loss["lm"], expected, rtol=1e-5)
 
 
+def test_the_closing_sep_of_a_packed_block_is_not_a_target():
+    ids = torch.tensor([[2, 11, 12, 13, 3], [2, 11, 3, 0, 0]])  # [CLS] ... [SEP], the second padded
+    labels = MaskingSpec(kind="causal", pad_id=0, sep_id=3).apply(ids, torch.Generator()).labels
+    assert labels.tolist() == [[11, 12, 13, -100, -100], [11, -100, -100, -100, -100]]
+
+
+def test_generate_on_the_command_line(tmp_path, minilm_dir, capsys):
+    from bertkit.cli import main
+
+    tokenizer = Tokenizer.from_pretrained(minilm_dir)
+    save_pretrained(causal_model(vocab_size=tokenizer.vocab_size), tmp_path)
+    tokenizer.save(tmp_path)
+    args = ["generate", "--model", str(tmp_path), "the river", "--max-new-tokens", "5", "--dtype", "fp32"]
+    assert main(args + ["--temperature", "1", "--top-k", "20", "--seed", "3"]) == 0
+    first = capsys.readouterr().out
+    assert main(args + ["--temperature", "1", "--top-k", "20", "--seed", "3"]) == 0
+    assert capsys.readouterr().out == first and first.strip()
+    assert main(args + ["--top-k", "20"]) != 0
+    assert "give a temperature > 0 with them" in capsys.readouterr().err
+
+
 def test_top_k_and_top_p_keep_what_they_say():
     logits = torch.tensor([0.5, 0.1, 0.25, 0.15]).log()
     assert torch.allclose(next_token_probabilities(logits, Sampling(1.0)), torch.tensor([0.5, 0.1, 0.25, 0.15]))
@@ -80,6 +101,8 @@ def test_top_k_and_top_p_keep_what_they_say():
     # nucleus 0.7: 0.5 alone falls short, 0.5 + 0.25 reaches it: the two are kept
     assert torch.allclose(next_token_probabilities(logits, Sampling(1.0, top_p=0.7)), torch.tensor([2 / 3, 0, 1 / 3, 0]))
     assert torch.allclose(next_token_probabilities(logits, Sampling(1.0, top_p=0.5)), torch.tensor([1.0, 0, 0, 0]))
+    # top-p reads the top-k distribution renormalised (transformers' order): 0.5 / 0.75 = 0.67 >= 0.6
+    assert torch.allclose(next_token_probabilities(logits, Sampling(1.0, top_k=2, top_p=0.6)), torch.tensor([1.0, 0, 0, 0]))
     with pytest.raises(ValueError, match="top_p must be in"):
         Sampling(1.0, top_p=0.0)
 
@@ -110,14 +133,18 @@ def test_generation_refuses_a_bidirectional_model(minilm):
         generate(model, tokenizer, "hello")
 
 
-def test_perplexity_of_a_bertkit_causal_lm_equals_the_transformers_path(tmp_path, minilm_dir, data_dir):
+def test_perplexity_of_a_bertkit_causal_lm_equals_the_transformers_path(tmp_path, minilm_dir, data_dir, monkeypatch):
+    import sys
+
     from bertkit.perplexity import hf_causal_lm, load_causal_lm, text_perplexity
 
     tokenizer = Tokenizer.from_pretrained(minilm_dir)
     save_pretrained(causal_model(vocab_size=tokenizer.vocab_size), tmp_path)
     tokenizer.save(tmp_path)
     text = (data_dir / "wikitext2" / "raw" / "wiki.valid.raw").read_text(encoding="utf-8")[:3000]
-    ours = load_causal_lm(tmp_path, precision="fp32")  # read natively: no transformers model inside
+    with monkeypatch.context() as patch:  # read natively: transformers is not needed
+        patch.setitem(sys.modules, "transformers", None)
+        ours = load_causal_lm(tmp_path, precision="fp32")
     theirs = hf_causal_lm(transformers.AutoModelForCausalLM.from_pretrained(tmp_path),
                           transformers.AutoTokenizer.from_pretrained(tmp_path), "fp32")
     assert ours.encode(text)[0] == theirs.encode(text)[0] and len(ours.encode(text)[0]) > 64

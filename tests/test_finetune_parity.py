@@ -1,6 +1,7 @@
-"""A bertkit fine-tuning step is the transformers Trainer's step: from the same weights, on the same
-batches, with dropout off (the one random part), the CoNLL-2003 tagger's losses, gradient norms and
-weights follow `BertForTokenClassification` + AdamW + the linear schedule + clipping step by step."""
+"""A bertkit fine-tuning step with the default settings is the transformers Trainer's step: from the
+same weights, on the same batches, with dropout off (the one random part) and the Trainer's weight
+decay of 0 (bertkit's default is 0.01), the CoNLL-2003 tagger's losses, gradient norms and weights
+follow `BertForTokenClassification` + AdamW + the linear schedule + clipping step by step."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ def first_subword_labels(batch: dict) -> torch.Tensor:
 def test_a_tagging_step_equals_the_trainers(data_dir, minilm_dir, tmp_path):
     train = conll_head(data_dir / "conll2003" / "eng.train", tmp_path / "train.conll", 200)
     config = FinetuneConfig(task="tag", model=str(minilm_dir), train=str(train), out=str(tmp_path / "out"),
-                            epochs=1, batch_size=16, batching="random", loss_norm="batch")
-    run = setup(config, TrainConfig(lr=5e-5, eps=1e-8, weight_decay=0.0, seed=0))  # the Trainer's AdamW
+                            epochs=1, batch_size=16)  # the default batches and loss normalisation
+    run = setup(config, TrainConfig(lr=5e-5, weight_decay=0.0, seed=0))  # eps: the default; decay: the Trainer's 0
     ours, data = run.model, run.data
     theirs = transformers.AutoModelForTokenClassification.from_pretrained(
         minilm_dir, num_labels=len(ours.spec.labels), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

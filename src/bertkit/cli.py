@@ -538,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=0, help="sample from the k most probable tokens (0: all)")
     p.add_argument("--top-p", type=float, default=1.0, help="sample from the nucleus of this probability mass")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
-    p.add_argument("--no-stop", action="store_true", help="do not stop at the first [SEP] (end of sentence)")
+    p.add_argument("--no-stop", action="store_true", help="do not stop at the first [SEP] (in training: a document's end)")
     _precision_arg(p)
     return parser
 

@@ -356,17 +356,14 @@ class MultitaskConfig:
             raise ValueError("every task has weight 0: nothing would train")
 
 
-# ------------------------------------------------------------------------------ YAML and flags
-
-
-# Recipe fields that name input files: a relative path in a YAML recipe is relative to the recipe.
 # ------------------------------------------------------------------------------ distillation
 
 
 @dataclass(frozen=True)
 class DistillConfig:
     """A distillation run (`train.distill`): a student built from the teacher's layers learns to
-    reproduce the teacher's outputs on unlabelled text."""
+    reproduce the teacher's outputs: sentence vectors on unlabelled text, or a fine-tuned model's
+    scores on its task's training file."""
 
     teacher: str = ""  # a model directory (objective "task": a fine-tuned one)
     objective: str = "embedding"  # "embedding": sentence vectors by mean squared error; "task": a task model's scores
@@ -400,6 +397,10 @@ class DistillConfig:
         _require(self, "must be in [0, 1)", "warmup_ratio")
 
 
+# ------------------------------------------------------------------------------ YAML and flags
+
+
+# Recipe fields that name input files: a relative path in a YAML recipe is relative to the recipe.
 RECIPE_PATHS = {"pretrain": ("corpus", "eval_corpus", "tokenizer", "init"), "finetune": ("model", "train", "dev"),
                 "multitask": ("model", "tasks"), "distill": ("teacher", "corpus", "train", "dev")}  # tasks: each task's train and dev
 

@@ -29,6 +29,9 @@ class Sampling:
     def __post_init__(self) -> None:
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if self.temperature == 0 and (self.top_k or self.top_p < 1):
+            raise ValueError("top_k and top_p choose among sampled tokens: give a temperature > 0 with them "
+                             "(temperature 0 is greedy)")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 keeps every token), got {self.top_k}")
         if not 0 < self.top_p <= 1:
@@ -36,17 +39,18 @@ class Sampling:
 
 
 def next_token_probabilities(logits: Tensor, sampling: Sampling) -> Tensor:
-    """(V,) logits -> (V,) probabilities to draw from: the temperature's softmax with every token
-    outside the top k and outside the top-p nucleus (the smallest set of most probable tokens whose
-    mass reaches top_p; the token that crosses it is kept) set to 0 and the rest renormalised."""
+    """(V,) logits -> (V,) probabilities to draw from, in transformers' order: the temperature's
+    softmax; then only the top k tokens, renormalised; then only the top-p nucleus of those (the
+    smallest set of most probable tokens whose mass reaches top_p; the token that crosses it is
+    kept), renormalised."""
     probs = (logits.float() / sampling.temperature).softmax(-1)
     ranked, order = probs.sort(descending=True)
-    keep = torch.ones_like(ranked, dtype=torch.bool)
     if sampling.top_k:
-        keep[sampling.top_k:] = False
+        ranked = torch.where(torch.arange(len(ranked)) < sampling.top_k, ranked, 0.0)
+        ranked = ranked / ranked.sum()
     if sampling.top_p < 1:
-        keep &= ranked.cumsum(0) - ranked < sampling.top_p  # the mass before each token is short of top_p
-    kept = torch.zeros_like(probs).scatter_(0, order, torch.where(keep, ranked, 0.0))
+        ranked = torch.where(ranked.cumsum(0) - ranked < sampling.top_p, ranked, 0.0)  # mass before it short of top_p
+    kept = torch.zeros_like(probs).scatter_(0, order, ranked)
     return kept / kept.sum()
 
 
@@ -84,7 +88,8 @@ def generate(model: Encoder, tokenizer: Tokenizer, prompt: str, max_new_tokens: 
              sampling: Sampling = Sampling(), seed: int = 0, stop_at_sep: bool = True,
              precision: str = "fp32") -> str:
     """The prompt's continuation as text. The prompt is read as training saw text: [CLS] first, no
-    [SEP] after it (a [SEP] ends a sentence); with `stop_at_sep`, generation ends at the first [SEP]."""
+    [SEP] after it (in the training stream a [SEP] ends a document); with `stop_at_sep`, generation
+    ends at the first [SEP] the model writes."""
     ids = tokenizer.encode([prompt], max_length=model.config.max_length).ids(0)
     sep = tokenizer.role_id("sep")
     prompt_ids = ids[:-1] if ids and ids[-1] == sep else ids

@@ -18,6 +18,9 @@ which changes the function computed:
   sampler took a tenth of a bert-mini training step. The drop probability is thereby rounded to a
   multiple of 1/65536 (0.1 becomes 0.100006).
 
+With `EncoderConfig.causal` the same encoder is a left-to-right language model: each token attends
+to itself and the tokens before it (Hugging Face's `is_decoder`; recipe arlm).
+
 The encoder returns hidden states; task heads live in `heads.py`. An encoder may carry the
 pretraining heads of its checkpoint (`mlm_head`, `nsp_head`) so that one directory holds both.
 """

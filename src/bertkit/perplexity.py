@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .convert import load_pretrained
+from .convert import MODEL_TYPES, load_pretrained
 from .model import Encoder
 from .precision import autocast, evaluating, resolve
 from .tokenizer import Tokenizer
@@ -187,20 +187,24 @@ def bertkit_causal_lm(model: Encoder, tokenizer: Tokenizer, precision: str = "au
 
     @torch.inference_mode()
     def logits(input_ids: torch.Tensor, keep: int) -> torch.Tensor:
-        with evaluating(model, precision):
-            return model.mlm_head(model(input_ids).last_hidden_state[:, -keep:])
+        with evaluating(model, precision) as device:
+            return model.mlm_head(model(input_ids.to(device)).last_hidden_state[:, -keep:]).cpu()
 
     def encode(text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        encoded = tokenizer.encode([text], max_length=2**31 - 1)
+        encoded = tokenizer.encode([text], max_length=len(text) + 2)  # a token holds at least one character
         return encoded.ids(0), encoded.offsets(0)
 
     return CausalLM(logits, encode, model.config.max_length, name)
 
 
 def _is_bertkit_causal(path: Path) -> bool:
-    """A model directory bertkit reads natively as a causal LM: a BERT or RoBERTa decoder."""
-    config = json.loads((path / "config.json").read_text())
-    return config.get("model_type") in ("bert", "roberta") and bool(config.get("is_decoder"))
+    """A model directory bertkit reads natively as a causal LM: a decoder of a family it reads."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path / 'config.json'}: not JSON ({e})") from None
+    families = {t for types in MODEL_TYPES.values() for t in types}
+    return config.get("model_type") in families and bool(config.get("is_decoder"))
 
 
 # ------------------------------------------------------------------ transformers causal models

@@ -36,6 +36,7 @@ class MaskingSpec:
     special_ids: Tensor | None = None  # never masked
     continuation: Tensor | None = None  # (V,) bool, True for '##' tokens (word and span masking)
     pad_id: int = 0
+    sep_id: int | None = None  # causal: a row's closing [SEP] (packing's block end) is not a target
 
     @property
     def objective(self) -> str:
@@ -44,7 +45,7 @@ class MaskingSpec:
 
     def apply(self, input_ids: Tensor, generator: torch.Generator) -> Masked:
         if self.kind == "causal":
-            return next_token_labels(input_ids, input_ids != self.pad_id)
+            return next_token_labels(input_ids, input_ids != self.pad_id, self.sep_id)
         maskable = ~torch.isin(input_ids, self.special_ids)  # special_ids include [PAD]
         common = dict(mask_id=self.mask_id, random_ids=self.random_ids, rate=self.rate)
         if self.kind == "token":

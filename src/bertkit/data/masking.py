@@ -39,11 +39,18 @@ class Masked:
     span_ends: Tensor | None = None  # (B, T) last position of the token's span (inclusive)
 
 
-def next_token_labels(input_ids: Tensor, real: Tensor) -> Masked:
+def next_token_labels(input_ids: Tensor, real: Tensor, closing_id: int | None = None) -> Masked:
     """Causal LM targets: position t predicts token t + 1 (the inputs stay as they are); the last
-    position and positions followed by padding predict nothing. (B, T) ids and bool real-token mask."""
+    position and positions followed by padding predict nothing, nor does the token before a row's
+    closing `closing_id` (the [SEP] that packing puts at every block's end is not text).
+    (B, T) ids and bool real-token mask."""
     labels = torch.full_like(input_ids, IGNORE_INDEX)
     labels[:, :-1] = torch.where(real[:, 1:], input_ids[:, 1:], IGNORE_INDEX)
+    if closing_id is not None:
+        last = real.sum(1) - 1  # (B,) the last real position
+        rows = torch.arange(len(input_ids))
+        closes = (last >= 1) & (input_ids[rows, last.clamp(min=0)] == closing_id)
+        labels[rows[closes], last[closes] - 1] = IGNORE_INDEX
     return Masked(input_ids, labels)
 
 

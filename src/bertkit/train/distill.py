@@ -24,7 +24,7 @@ import json
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -72,6 +72,7 @@ class EmbeddingDistiller(nn.Module):
     """The student (the only submodule) and, beside it, the teacher whose sentence vectors it learns."""
 
     def __init__(self, student: Encoder, teacher: Encoder, pooling: str = "mean"):
+        """Puts `teacher` in eval mode and stops its gradients (in place)."""
         super().__init__()
         self.student, self.pooling = student, pooling
         if student.pooler is not None:  # carried along unchanged: pooled sentence vectors do not use it
@@ -91,6 +92,7 @@ class TaskDistiller(nn.Module):
     """The student task model (the only submodule) and, beside it, the fine-tuned teacher."""
 
     def __init__(self, student: TaskModel, teacher: TaskModel, temperature: float = 2.0, soft_weight: float = 0.5):
+        """Puts `teacher` in eval mode and stops its gradients (in place)."""
         super().__init__()
         if student.kind.label_kind != "single" or getattr(student.head, "crf", None) is not None:
             raise ValueError(f"task distillation takes single-label tasks with a softmax over labels; "
@@ -132,13 +134,16 @@ class TextSteps:
         return [batch]
 
 
-def unlabelled_texts(corpus: Sequence[str], errors: str = "strict") -> list[str]:
-    """Every non-empty line of the corpus files, each distinct text once (first occurrence kept)."""
+def unlabelled_texts(corpus: Sequence[str], errors: str = "strict") -> tuple[list[str], dict[str, int]]:
+    """Every non-empty line of the corpus files, each distinct text once (first occurrence kept),
+    and the count of lines left out: {"empty_lines": ..., "repeated_lines": ...}."""
     files = [f for path in corpus for f in text_files(path)]
-    texts = list(dict.fromkeys(t.strip() for t in read_texts(files, errors) if t.strip()))
+    lines = [t.strip() for t in read_texts(files, errors)]
+    texts = list(dict.fromkeys(t for t in lines if t))
     if not texts:
         raise ValueError(f"{', '.join(map(str, corpus))}: no text to distil on")
-    return texts
+    empty = sum(not t for t in lines)
+    return texts, {"empty_lines": empty, "repeated_lines": len(lines) - empty - len(texts)}
 
 
 def distill(config: DistillConfig, train: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
@@ -163,21 +168,32 @@ def _distill_task(config: DistillConfig, train: TrainConfig, out: Path, resume: 
     student = TaskModel(student_from_teacher(teacher.encoder, config.layers), teacher.spec)
     student.head.load_state_dict(teacher.head.state_dict())
     freeze(student, trainable_layers=-1)  # as fine-tuning: the pooler and pretraining heads stay as they are
-    fit(TaskDistiller(student, teacher, config.temperature, config.soft_weight), data.steps, train, out, resume=resume)
-    result = {}
-    if data.dev_examples:
-        result = task_metrics(student.spec, data.dev_examples, predict_examples(
-            student, tokenizer, data.dev_examples, 64, train.precision, data.dev_features))
-    if distributed.rank() == 0:
-        save_task_model(student, tokenizer, out)
+    distiller = TaskDistiller(student, teacher, config.temperature, config.soft_weight)
+    fit(distiller, data.steps, train, out, resume=resume)
+    final = _gathered_student(distiller, lambda: TaskModel(Encoder(student.encoder.config), student.spec))
+    if final is not None:
+        result = task_metrics(final.spec, data.dev_examples, predict_examples(
+            final, tokenizer, data.dev_examples, 64, train.precision, data.dev_features)) if data.dev_examples else {}
+        save_task_model(final, tokenizer, out)
         write_text(out / "dev_metrics.json", json.dumps(result, indent=2))
     return out
+
+
+def _gathered_student(distiller: nn.Module, empty: Callable[[], nn.Module]) -> nn.Module | None:
+    """The trained student, whole, on rank 0 (FSDP shards gathered: a collective, every rank calls
+    it), loaded into `empty()`, a new module of its shape; None on the other ranks."""
+    state = full_model_state(distiller)
+    if distributed.rank() != 0:
+        return None
+    student = empty()
+    student.load_state_dict({k.removeprefix("student."): v for k, v in state.items()})
+    return student
 
 
 def _distill(config: DistillConfig, train: TrainConfig, out: Path, resume: bool) -> Path:
     teacher = load_pretrained(config.teacher).to(distributed.device())
     tokenizer = Tokenizer.from_pretrained(config.teacher)
-    texts = unlabelled_texts(config.corpus, config.encoding_errors)
+    texts, skipped = unlabelled_texts(config.corpus, config.encoding_errors)
     encoded = tokenizer.encode(texts, max_length=config.max_length, overflow="truncate")
     data = TextSteps(encoded, config.batch_size, tokenizer.pad_id, teacher.config.hidden_size, train.seed)
     steps = max(1, round(config.epochs * data.steps_per_epoch))
@@ -188,15 +204,13 @@ def _distill(config: DistillConfig, train: TrainConfig, out: Path, resume: bool)
     student = student_from_teacher(teacher, config.layers)
     if distributed.rank() == 0:
         print(json.dumps({"teacher_layers": len(teacher.layers), "student_layers": student_layers(
-            len(teacher.layers), config.layers), "texts": len(texts), "truncated": encoded.num_truncated,
+            len(teacher.layers), config.layers), "texts": len(texts), **skipped, "truncated": encoded.num_truncated,
             "steps": train.max_steps, "steps_per_epoch": data.steps_per_epoch}), file=sys.stderr)
         write_text(out / "distill_config.json", json.dumps({"distill": asdict(config), "train": asdict(train)}, indent=2))
     distiller = EmbeddingDistiller(student, teacher, config.pooling)
     fit(distiller, data, train, out, resume=resume)
-    state = full_model_state(distiller)  # a collective under torch.distributed (FSDP shards gathered)
-    if distributed.rank() == 0:
-        final = Encoder(student.config)
-        final.load_state_dict({k.removeprefix("student."): v for k, v in state.items()})
+    final = _gathered_student(distiller, lambda: Encoder(student.config))
+    if final is not None:
         save_pretrained(final, out)
         tokenizer.save(out)
     return out

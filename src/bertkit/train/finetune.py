@@ -11,7 +11,8 @@ Departures from the common recipes, each for a reason:
 
 A step learns as the transformers Trainer's does: with the defaults (random batches, each batch's
 loss over its own items, AdamW's epsilon 1e-8) the two agree to 1e-5 from the same weights and
-batches (tests/test_finetune_parity.py). The encoder removes padding and attends in groups of
+batches, weight decay set alike (tests/test_finetune_parity.py; bertkit decays by 0.01, the Trainer
+by 0). The encoder removes padding and attends in groups of
 similar lengths, so random batches cost little. `batching="grouped"` (similar lengths together,
 the order still shuffled) with `loss_norm="dataset"` is the other choice: it learned less per epoch
 on CoNLL-2003 for about the same speed (README, "Training choices").

@@ -106,7 +106,8 @@ def masking_for(tokenizer: Tokenizer, kind: str, rate: float) -> MaskingSpec:
     special = torch.tensor(sorted(tokenizer.special_ids))
     random_ids = torch.tensor([i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids])
     return MaskingSpec(kind=kind, rate=rate, mask_id=tokenizer.mask_id, random_ids=random_ids,
-                       special_ids=special, continuation=continuation, pad_id=tokenizer.pad_id)
+                       special_ids=special, continuation=continuation, pad_id=tokenizer.pad_id,
+                       sep_id=tokenizer.role_id("sep"))
 
 
 def _tokenizer(config: PretrainConfig, out: Path, resume: bool) -> Tokenizer:
@@ -267,8 +268,10 @@ def _initial_encoder(config: PretrainConfig, tokenizer: Tokenizer) -> Encoder:
     saved; either way with the MLM (and, for NSP recipes, NSP) heads, new ones where it has none."""
     nsp, causal = config.objective.nsp, config.objective.causal
     if not config.init:
+        # a causal LM's windows (generation, perplexity) reach every position: only the trained ones exist
+        positions = config.max_length if causal else max(512, config.max_length)
         model_config = preset(config.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
-                              max_position_embeddings=max(512, config.max_length), pooler=nsp, causal=causal)
+                              max_position_embeddings=positions, pooler=nsp, causal=causal)
         return add_pretraining_heads(Encoder(model_config), mlm=True, nsp=nsp)
     encoder = load_pretrained(config.init).set_causal(causal)
     check_vocabulary(encoder, config.init, tokenizer, config.tokenizer)

@@ -29,10 +29,11 @@ from ..files import write_text
 from . import distributed
 from .checkpoint import checkpoints
 
-NOT_COMPARED = ("train.max_steps", "train.max_minutes", "finetune.epochs",  # the step budget may change on
-                "pretrain.out", "finetune.out")  # --resume; the folder is the folder however it is spelt
+NOT_COMPARED = ("train.max_steps", "train.max_minutes", "finetune.epochs", "distill.epochs",  # the step budget
+                "pretrain.out", "finetune.out", "distill.out")  # may change on --resume; the folder is the folder
+                                                                # however it is spelt
 RUN_FILES = ("run.json", "log.jsonl", "loss.png", "best.safetensors", "best.pt", "dev_metrics.json",
-             "finetune_config.json", "pretrain_config.json", "languages.json", "config.json", "model.safetensors",
+             "finetune_config.json", "pretrain_config.json", "distill_config.json", "languages.json", "config.json", "model.safetensors",
              "task.json", "task_head.safetensors", "tokenizer.json", "vocab.txt", "tokenizer_config.json")
 RUN_FOLDERS = ("checkpoints", "tensorboard")
 
