@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs}
 UDHR=../shared/data/udhr/txt
 BIN=${BIN:-.venv/bin}
-for recipe in bert roberta spanbert mlm; do
+for recipe in bert roberta spanbert mlm arlm; do
   "$BIN/bertkit" pretrain --config "configs/$recipe.yaml" --corpus ../shared/data/gutenberg_nltk --preset mini \
     --max-steps 1300 --max-minutes 15 --out "$OUT/$recipe-mini" --overwrite --train.warmup_steps=100 \
     --train.eval_every=250 --train.checkpoint_every=250

@@ -328,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relevance-threshold", type=int, default=1, help="lowest grade that counts as relevant")
 
     p = sub.add_parser("perplexity", help="perplexity of a causal LM over text files, by a sliding window")
-    p.add_argument("--model", required=True, help="a transformers AutoModelForCausalLM directory or a .gguf file "
-                   "(converted once and cached)")
+    p.add_argument("--model", required=True, help="a bertkit causal LM (configs/arlm.yaml), a transformers "
+                   "AutoModelForCausalLM directory or a .gguf file (converted once and cached)")
     p.add_argument("--input", required=True, nargs="+", help="text files, each scored as one text")
     p.add_argument("--max-length", type=_positive, help="window length in tokens (default: the model's)")
     p.add_argument("--stride", type=_positive, help="tokens the window moves by (default: max-length / 2)")
