@@ -151,3 +151,14 @@ def test_perplexity_of_a_bertkit_causal_lm_equals_the_transformers_path(tmp_path
     a = text_perplexity(ours, text, max_length=48, stride=16)
     b = text_perplexity(theirs, text, max_length=48, stride=16)
     assert a.predicted == b.predicted and a.perplexity == pytest.approx(b.perplexity, rel=1e-5)
+
+
+def test_generation_stops_at_a_stop_token_and_at_the_last_position():
+    model = causal_model()  # 64 positions
+    prompt = [2, 17, 45, 99]
+    first = generate_ids(model, prompt, 1)[-1]
+    assert generate_ids(model, prompt, 10, stop_ids=frozenset({first})) == prompt + [first]  # kept, then stopped
+    near = list(range(5, 5 + 63))  # one position left
+    assert len(generate_ids(model, near, 10)) == 64
+    with pytest.raises(ValueError, match="the prompt has 64 tokens, the model's positions end at 64"):
+        generate_ids(model, near + [7], 10)
