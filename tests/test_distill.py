@@ -167,3 +167,54 @@ def test_task_distillation_matches_the_definition_and_saves_a_task_model(minilm_
     trained = load_task_model(out)
     assert len(trained.encoder.layers) == 1 and trained.spec == teacher.spec
     assert "accuracy" in json.loads((out / "dev_metrics.json").read_text())
+
+
+def test_the_mlm_triple_loss_matches_its_definition_and_a_run_saves_a_masked_lm(minilm_dir, data_dir, tmp_path, capsys):
+    """DistilBERT's loss: 5 x T^2 KL over masked tokens + 2 x MLM + 1 x (1 - cos) over real tokens."""
+    import torch.nn.functional as F
+
+    from bertkit import Encoder, add_pretraining_heads, preset, save_pretrained
+    from bertkit.train.distill import MLMDistiller
+
+    tokenizer = Tokenizer.from_pretrained(minilm_dir)
+    torch.manual_seed(0)
+    teacher = add_pretraining_heads(Encoder(preset("tiny", vocab_size=tokenizer.vocab_size, num_layers=4, hidden_size=32,
+                                                   num_heads=2, intermediate_size=64)), mlm=True).eval()
+    student = student_from_teacher(teacher, (1, 3)).eval()
+    assert torch.equal(student.mlm_head.dense.weight, teacher.mlm_head.dense.weight)
+    assert student.mlm_head.decoder.weight is student.embeddings.word.weight  # tied to its own embeddings
+    with torch.no_grad():  # a random tiny teacher's distributions are near uniform: make the two differ
+        student.mlm_head.decoder.bias.add_(3 * torch.randn(tokenizer.vocab_size))
+    ids = torch.randint(5, 1000, (3, 10))
+    mask = torch.ones_like(ids)
+    mask[2, 6:] = 0
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 5], labels[2, 3] = 11, 12, 13
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    loss = MLMDistiller(student, teacher, temperature=2.0)(batch)
+    with torch.no_grad():
+        t, s = teacher(ids, mask).last_hidden_state, student(ids, mask).last_hidden_state
+        chosen, real = labels != -100, mask.bool()
+        tl, sl = teacher.mlm_head(t[chosen]), student.mlm_head(s[chosen])
+        p = F.softmax(tl / 2, -1)
+        soft = float((p * (p.log() - F.log_softmax(sl / 2, -1))).sum()) * 4
+        mlm = float(F.cross_entropy(sl, labels[chosen], reduction="sum"))
+        cosine = float((1 - F.cosine_similarity(s[real], t[real], dim=-1)).sum())
+    assert float(loss["soft"].detach()) == pytest.approx(5 * soft, rel=1e-4)
+    assert float(loss["mlm"].detach()) == pytest.approx(2 * mlm, rel=1e-5)
+    assert float(loss["cosine"].detach()) == pytest.approx(cosine, rel=1e-5)
+
+    teacher_dir = tmp_path / "teacher"
+    save_pretrained(teacher, teacher_dir)
+    tokenizer.save(teacher_dir)
+    corpus = tmp_path / "book.txt"
+    with open(data_dir / "gutenberg_nltk" / "austen-emma.txt", encoding="utf-8") as f:
+        corpus.write_text("".join(next(f) for _ in range(300)), encoding="utf-8")
+    out = tmp_path / "student"
+    assert main(["distill", "--objective", "mlm", "--teacher", str(teacher_dir), "--corpus", str(corpus), "--out",
+                 str(out), "--max-steps", "2", "--dtype", "fp32", "--distill.batch_size=4", "--distill.max_length=32",
+                 f"--distill.cache={tmp_path / 'cache'}", "--train.log_every=1"]) == 0, capsys.readouterr().err
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert {"soft", "mlm", "cosine"} <= set(log[0])
+    assert type(transformers.AutoModelForMaskedLM.from_pretrained(out)).__name__ == "BertForMaskedLM"
+    assert load_pretrained(out).config.num_layers == 2

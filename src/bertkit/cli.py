@@ -229,8 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "as --section.field=value, e.g. --distill.layers=[0,3] --train.lr=5e-5.")
     p.add_argument("--config", help="YAML recipe with distill: and train: sections")
     p.add_argument("--teacher", help="the teacher model directory (--objective task: a fine-tuned model)")
-    p.add_argument("--objective", choices=["embedding", "task"], help="embedding (default): sentence vectors; task: "
-                   "a fine-tuned model's scores on its training file")
+    p.add_argument("--objective", choices=["embedding", "task", "mlm"], help="embedding (default): sentence vectors; "
+                   "task: a fine-tuned model's scores on its training file; mlm: DistilBERT's triple loss on masked text "
+                   "(teachers with an MLM head)")
     p.add_argument("--corpus", action="append", help="text file or folder of .txt, one text per line (repeatable)")
     p.add_argument("--train", help="--objective task: the task's training file")
     p.add_argument("--dev", help="--objective task: a labelled file scored at the end")

@@ -366,28 +366,31 @@ class DistillConfig:
     scores on its task's training file."""
 
     teacher: str = ""  # a model directory (objective "task": a fine-tuned one)
-    objective: str = "embedding"  # "embedding": sentence vectors by mean squared error; "task": a task model's scores
+    objective: str = "embedding"  # "embedding": sentence vectors (MSE); "task": a task model's scores; "mlm": DistilBERT's
+    #   triple loss on masked text (soft targets, MLM, hidden-state cosine; teachers with an MLM head)
     layers: tuple[int, ...] = ()  # the teacher's layers (0-based) the student starts from; () = every other
     corpus: tuple[str, ...] = ()  # "embedding": text files (or folders of .txt), one text per line
     train: str | None = None  # "task": the task's training file (labels used by the hard loss)
     dev: str | None = None  # "task": a labelled file scored after training
-    temperature: float = 2.0  # "task": softmax temperature of the soft targets (their loss scaled by T^2)
+    temperature: float = 2.0  # "task", "mlm": softmax temperature of the soft targets (their loss scaled by T^2)
     soft_weight: float = 0.5  # "task": the soft (teacher) loss's share; the hard (label) loss has the rest
+    loss_weights: tuple[float, float, float] = (5.0, 2.0, 1.0)  # "mlm": soft targets, MLM, cosine (DistilBERT's)
     pooling: str = "mean"
     max_length: int = 128  # longer texts are cut (counted)
     batch_size: int = 64
     epochs: float = 1.0
     warmup_ratio: float = 0.05
     encoding_errors: str = "strict"
+    cache: str = ".bertkit-cache"  # "mlm": where the tokenized corpus is kept (as pretraining keeps it)
     out: str = "runs/distill"
 
     def __post_init__(self) -> None:
-        _require_one_of(self, objective=("embedding", "task"), pooling=("mean", "cls", "max"),
+        _require_one_of(self, objective=("embedding", "task", "mlm"), pooling=("mean", "cls", "max"),
                         encoding_errors=("strict", "replace"))
         if not self.teacher:
             raise ValueError("give a teacher model directory (--teacher)")
-        if self.objective == "embedding" and not self.corpus:
-            raise ValueError("give unlabelled text (--corpus) for the embedding objective")
+        if self.objective in ("embedding", "mlm") and not self.corpus:
+            raise ValueError(f"give unlabelled text (--corpus) for the {self.objective} objective")
         if self.objective == "task" and not self.train:
             raise ValueError("give the task's training file (--train) for the task objective")
         _require(self, "must be positive", "temperature")

@@ -8,6 +8,10 @@ Objective "embedding" (the way sentence encoders are compressed, Reimers & Gurev
 student's pooled sentence vector regresses the teacher's by mean squared error over every
 dimension. It needs no MLM head, so any sentence encoder can teach.
 
+Objective "mlm" (DistilBERT's triple loss, for teachers with an MLM head): on masked text, per
+masked token the soft-target loss T^2 KL(softmax(teacher / T) || softmax(student / T)) and the MLM
+loss, per real token the cosine loss 1 - cos(student hidden, teacher hidden), weighted 5 / 2 / 1.
+
 Objective "task" (Hinton et al., 2015; DistilBERT's task-specific variant): a fine-tuned teacher's
 scores on the task's training data are soft targets. Per labelled item, loss = w * T^2 *
 KL(softmax(teacher / T) || softmax(student / T)) + (1 - w) * cross-entropy with the label; the
@@ -30,11 +34,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import DistillConfig, FinetuneConfig, TrainConfig
+from ..config import DistillConfig, PretrainConfig, TrainConfig
 from ..convert import load_pretrained, save_pretrained
 from ..data.batches import EpochSampler
 from ..files import write_text
-from ..heads import IGNORE_INDEX, pool
+from ..heads import IGNORE_INDEX, add_pretraining_heads, pool
 from ..model import Encoder
 from ..predict import predict_examples, task_metrics
 from ..tasks.model import TaskModel, load_task_model, save_task_model
@@ -43,6 +47,7 @@ from ..tokenizer import Encoded, Tokenizer
 from . import distributed
 from .checkpoint import full_model_state
 from .finetune import FINETUNE_EPS, freeze, spec_config, task_data
+from .pretrain import training_data
 from .loop import fit
 from .runs import run_folder
 
@@ -57,7 +62,8 @@ def student_layers(num_layers: int, layers: Sequence[int] = ()) -> list[int]:
 
 
 def student_from_teacher(teacher: Encoder, layers: Sequence[int] = ()) -> Encoder:
-    """A new encoder with the teacher's widths, embeddings, pooler and the chosen layers' weights."""
+    """A new encoder with the teacher's widths, embeddings, pooler, MLM head (tied to the student's
+    own embeddings) and the chosen layers' weights."""
     keep = student_layers(len(teacher.layers), layers)
     student = Encoder(teacher.config.replace(num_layers=len(keep)))
     student.embeddings.load_state_dict(teacher.embeddings.state_dict())
@@ -65,6 +71,8 @@ def student_from_teacher(teacher: Encoder, layers: Sequence[int] = ()) -> Encode
         mine.load_state_dict(teacher.layers[theirs].state_dict())
     if teacher.pooler is not None:
         student.pooler.load_state_dict(teacher.pooler.state_dict())
+    if teacher.mlm_head is not None:
+        add_pretraining_heads(student, mlm=True).mlm_head.load_state_dict(teacher.mlm_head.state_dict())
     return student
 
 
@@ -115,6 +123,54 @@ class TaskDistiller(nn.Module):
         return {"loss": self.soft_weight * soft + (1 - self.soft_weight) * hard}
 
 
+class MLMDistiller(nn.Module):
+    """DistilBERT's triple loss: the student encoder with its MLM head (the only submodule) and the teacher."""
+
+    def __init__(self, student: Encoder, teacher: Encoder, temperature: float = 2.0,
+                 weights: Sequence[float] = (5.0, 2.0, 1.0)):
+        """Puts `teacher` in eval mode and stops its gradients (in place)."""
+        super().__init__()
+        if teacher.mlm_head is None or student.mlm_head is None:
+            raise ValueError("the mlm objective needs a teacher with an MLM head (cls.predictions weights); "
+                             "use the embedding objective for sentence encoders without one")
+        if student.pooler is not None:  # not read by these losses
+            student.pooler.requires_grad_(False)
+        self.student, self.temperature, self.weights = student, temperature, tuple(weights)
+        object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))  # not a submodule
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        """{"soft", "mlm": sums over masked tokens; "cosine": a sum over real tokens}, each weighted."""
+        ids, mask, types = batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+        chosen, real = batch["labels"] != IGNORE_INDEX, mask.bool()
+        with torch.no_grad():
+            theirs = self.teacher(ids, mask, types).last_hidden_state
+            target = self.teacher.mlm_head(theirs[chosen]).float()
+        mine = self.student(ids, mask, types).last_hidden_state
+        logits = self.student.mlm_head(mine[chosen]).float()
+        T = self.temperature
+        soft = torch.nn.functional.kl_div((logits / T).log_softmax(-1), (target / T).log_softmax(-1),
+                                          reduction="sum", log_target=True) * T * T
+        mlm = torch.nn.functional.cross_entropy(logits, batch["labels"][chosen], reduction="sum")
+        cosine = (1 - torch.nn.functional.cosine_similarity(mine[real].float(), theirs[real].float(), dim=-1)).sum()
+        w_soft, w_mlm, w_cosine = self.weights
+        return {"soft": w_soft * soft, "mlm": w_mlm * mlm, "cosine": w_cosine * cosine}
+
+
+class WithTokenCounts:
+    """Masked pretraining batches with the item counts of the triple loss: masked tokens for the soft
+    and MLM parts, real tokens for the cosine part."""
+
+    def __init__(self, steps):
+        self.steps = steps
+
+    def batches(self, step: int, rank: int, world: int) -> list[dict]:
+        batches = self.steps.batches(step, rank, world)
+        for b in batches:
+            chosen = b["counts"]["mlm"]
+            b["counts"] = {"soft": chosen, "mlm": chosen, "cosine": int(b["attention_mask"].sum())}
+        return batches
+
+
 class TextSteps:
     """The loop's step data: batches of encoded texts, a fresh permutation each epoch."""
 
@@ -152,7 +208,28 @@ def distill(config: DistillConfig, train: TrainConfig, resume: bool = False, ove
     distributed.init()
     with run_folder(config.out, {"distill": asdict(config), "train": asdict(train)}, resume=resume,
                     overwrite=overwrite) as out:
-        return (_distill_task if config.objective == "task" else _distill)(config, train, out, resume)
+        run = {"task": _distill_task, "mlm": _distill_mlm}.get(config.objective, _distill)
+        return run(config, train, out, resume)
+
+
+def _distill_mlm(config: DistillConfig, train: TrainConfig, out: Path, resume: bool) -> Path:
+    teacher = load_pretrained(config.teacher).to(distributed.device())
+    tokenizer = Tokenizer.from_pretrained(config.teacher)
+    settings = PretrainConfig(recipe="roberta", corpus=tuple(config.corpus), tokenizer=config.teacher,
+                              max_length=config.max_length, batch_size=config.batch_size,
+                              encoding_errors=config.encoding_errors, cache=config.cache, out=str(out))
+    data, report = training_data(settings, tokenizer, train.seed)
+    train = _scheduled(train, config, len(data.source.blocks) // config.batch_size)
+    torch.manual_seed(train.seed)
+    student = student_from_teacher(teacher, config.layers)
+    _report(teacher, config, train, report)
+    distiller = MLMDistiller(student, teacher, config.temperature, config.loss_weights)
+    fit(distiller, WithTokenCounts(data), train, out, resume=resume)
+    final = _gathered_student(distiller, lambda: add_pretraining_heads(Encoder(student.config), mlm=True))
+    if final is not None:
+        save_pretrained(final, out)
+        tokenizer.save(out)
+    return out
 
 
 def _distill_task(config: DistillConfig, train: TrainConfig, out: Path, resume: bool) -> Path:
@@ -161,11 +238,9 @@ def _distill_task(config: DistillConfig, train: TrainConfig, out: Path, resume: 
     settings = spec_config(teacher.spec, model=config.teacher, train=config.train, dev=config.dev, out=str(out),
                            epochs=config.epochs, batch_size=config.batch_size)
     data = task_data(settings, tokenizer, train.seed)
-    steps = max(1, round(config.epochs * data.steps.grouped.steps_per_epoch))
-    train = replace(train, max_steps=train.max_steps or steps,
-                    warmup_steps=train.warmup_steps if train.warmup_steps is not None
-                    else round(config.warmup_ratio * steps)).derive(eps=FINETUNE_EPS)
+    train = _scheduled(train, config, data.steps.grouped.steps_per_epoch).derive(eps=FINETUNE_EPS)
     student = TaskModel(student_from_teacher(teacher.encoder, config.layers), teacher.spec)
+    _report(teacher.encoder, config, train, {"train_examples": len(data.train_examples), "rows": len(data.features)})
     student.head.load_state_dict(teacher.head.state_dict())
     freeze(student, trainable_layers=-1)  # as fine-tuning: the pooler and pretraining heads stay as they are
     distiller = TaskDistiller(student, teacher, config.temperature, config.soft_weight)
@@ -177,6 +252,26 @@ def _distill_task(config: DistillConfig, train: TrainConfig, out: Path, resume: 
         save_task_model(final, tokenizer, out)
         write_text(out / "dev_metrics.json", json.dumps(result, indent=2))
     return out
+
+
+def _scheduled(train: TrainConfig, config: DistillConfig, steps_per_epoch: int) -> TrainConfig:
+    """`train` with its steps from distill.epochs and its warm-up from distill.warmup_ratio, where
+    train.max_steps and train.warmup_steps are not given."""
+    steps = max(1, round(config.epochs * steps_per_epoch))
+    return replace(train, max_steps=train.max_steps or steps,
+                   warmup_steps=train.warmup_steps if train.warmup_steps is not None
+                   else round(config.warmup_ratio * steps))
+
+
+def _report(teacher: Encoder, config: DistillConfig, train: TrainConfig, data: dict) -> None:
+    """Print what the run distils (layers, data, steps) and write distill_config.json (rank 0)."""
+    if distributed.rank() != 0:
+        return
+    keep = student_layers(len(teacher.layers), config.layers)
+    print(json.dumps({"teacher_layers": len(teacher.layers), "student_layers": keep, **data,
+                      "steps": train.max_steps}), file=sys.stderr)
+    write_text(Path(config.out) / "distill_config.json", json.dumps({"distill": asdict(config), "train": asdict(train)},
+                                                                    indent=2))
 
 
 def _gathered_student(distiller: nn.Module, empty: Callable[[], nn.Module]) -> nn.Module | None:
@@ -196,17 +291,10 @@ def _distill(config: DistillConfig, train: TrainConfig, out: Path, resume: bool)
     texts, skipped = unlabelled_texts(config.corpus, config.encoding_errors)
     encoded = tokenizer.encode(texts, max_length=config.max_length, overflow="truncate")
     data = TextSteps(encoded, config.batch_size, tokenizer.pad_id, teacher.config.hidden_size, train.seed)
-    steps = max(1, round(config.epochs * data.steps_per_epoch))
-    train = replace(train, max_steps=train.max_steps or steps,
-                    warmup_steps=train.warmup_steps if train.warmup_steps is not None
-                    else round(config.warmup_ratio * steps))
+    train = _scheduled(train, config, data.steps_per_epoch)
     torch.manual_seed(train.seed)
     student = student_from_teacher(teacher, config.layers)
-    if distributed.rank() == 0:
-        print(json.dumps({"teacher_layers": len(teacher.layers), "student_layers": student_layers(
-            len(teacher.layers), config.layers), "texts": len(texts), **skipped, "truncated": encoded.num_truncated,
-            "steps": train.max_steps, "steps_per_epoch": data.steps_per_epoch}), file=sys.stderr)
-        write_text(out / "distill_config.json", json.dumps({"distill": asdict(config), "train": asdict(train)}, indent=2))
+    _report(teacher, config, train, {"texts": len(texts), **skipped, "truncated": encoded.num_truncated})
     distiller = EmbeddingDistiller(student, teacher, config.pooling)
     fit(distiller, data, train, out, resume=resume)
     final = _gathered_student(distiller, lambda: Encoder(student.config))
