@@ -393,10 +393,9 @@ class DistillConfig:
             raise ValueError(f"give unlabelled text (--corpus) for the {self.objective} objective")
         if self.objective == "task" and not self.train:
             raise ValueError("give the task's training file (--train) for the task objective")
-        _require(self, "must be positive", "temperature")
+        _require(self, "must be positive", "temperature", "max_length", "batch_size", "epochs")
         if not 0 <= self.soft_weight <= 1:
             raise ValueError(f"soft_weight must be in [0, 1], got {self.soft_weight}")
-        _require(self, "must be positive", "max_length", "batch_size", "epochs")
         _require(self, "must be in [0, 1)", "warmup_ratio")
 
 

@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import DistillConfig, PretrainConfig, TrainConfig
@@ -76,16 +77,31 @@ def student_from_teacher(teacher: Encoder, layers: Sequence[int] = ()) -> Encode
     return student
 
 
-class EmbeddingDistiller(nn.Module):
-    """The student (the only submodule) and, beside it, the teacher whose sentence vectors it learns."""
+def soft_target_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """T^2 KL(softmax(teacher / T) || softmax(student / T)) summed over the rows of (N, L) logits."""
+    T = temperature
+    return F.kl_div((student / T).log_softmax(-1), (teacher / T).log_softmax(-1), reduction="sum",
+                    log_target=True) * T * T
+
+
+class Distiller(nn.Module):
+    """A student (the only submodule: what trains and what checkpoints hold) and, beside it, its
+    teacher, put in eval mode with its gradients stopped (in place)."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module):
+        super().__init__()
+        self.student = student
+        object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))
+
+
+class EmbeddingDistiller(Distiller):
+    """A student encoder learning the teacher's sentence vectors."""
 
     def __init__(self, student: Encoder, teacher: Encoder, pooling: str = "mean"):
-        """Puts `teacher` in eval mode and stops its gradients (in place)."""
-        super().__init__()
-        self.student, self.pooling = student, pooling
+        super().__init__(student, teacher)
+        self.pooling = pooling
         if student.pooler is not None:  # carried along unchanged: pooled sentence vectors do not use it
             student.pooler.requires_grad_(False)
-        object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))  # not a submodule
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         """{"embedding": the squared error summed over the batch's vectors and dimensions}."""
@@ -96,17 +112,15 @@ class EmbeddingDistiller(nn.Module):
         return {"embedding": (vectors - target).pow(2).sum()}
 
 
-class TaskDistiller(nn.Module):
-    """The student task model (the only submodule) and, beside it, the fine-tuned teacher."""
+class TaskDistiller(Distiller):
+    """A student task model learning a fine-tuned teacher's scores and the labels."""
 
     def __init__(self, student: TaskModel, teacher: TaskModel, temperature: float = 2.0, soft_weight: float = 0.5):
-        """Puts `teacher` in eval mode and stops its gradients (in place)."""
-        super().__init__()
         if student.kind.label_kind != "single" or getattr(student.head, "crf", None) is not None:
             raise ValueError(f"task distillation takes single-label tasks with a softmax over labels; "
                              f"{student.spec.task} ({student.spec.decoder}) is not one")
-        self.student, self.temperature, self.soft_weight = student, temperature, soft_weight
-        object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))  # not a submodule
+        super().__init__(student, teacher)
+        self.temperature, self.soft_weight = temperature, soft_weight
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         """{"loss": the weighted soft and hard losses summed over the batch's labelled items}."""
@@ -117,26 +131,22 @@ class TaskDistiller(nn.Module):
         with torch.no_grad():
             target = self.teacher.scores(batch).float()
         labelled = batch["labels"] != IGNORE_INDEX  # the items the hard loss counts
-        T = self.temperature
-        soft = torch.nn.functional.kl_div((scores[labelled] / T).log_softmax(-1), (target[labelled] / T).log_softmax(-1),
-                                          reduction="sum", log_target=True) * T * T
+        soft = soft_target_loss(scores[labelled], target[labelled], self.temperature)
         return {"loss": self.soft_weight * soft + (1 - self.soft_weight) * hard}
 
 
-class MLMDistiller(nn.Module):
-    """DistilBERT's triple loss: the student encoder with its MLM head (the only submodule) and the teacher."""
+class MLMDistiller(Distiller):
+    """DistilBERT's triple loss: a student encoder with its MLM head learning the teacher's."""
 
     def __init__(self, student: Encoder, teacher: Encoder, temperature: float = 2.0,
                  weights: Sequence[float] = (5.0, 2.0, 1.0)):
-        """Puts `teacher` in eval mode and stops its gradients (in place)."""
-        super().__init__()
         if teacher.mlm_head is None or student.mlm_head is None:
             raise ValueError("the mlm objective needs a teacher with an MLM head (cls.predictions weights); "
                              "use the embedding objective for sentence encoders without one")
+        super().__init__(student, teacher)
+        self.temperature, self.weights = temperature, tuple(weights)
         if student.pooler is not None:  # not read by these losses
             student.pooler.requires_grad_(False)
-        self.student, self.temperature, self.weights = student, temperature, tuple(weights)
-        object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))  # not a submodule
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         """{"soft", "mlm": sums over masked tokens; "cosine": a sum over real tokens}, each weighted."""
@@ -147,11 +157,9 @@ class MLMDistiller(nn.Module):
             target = self.teacher.mlm_head(theirs[chosen]).float()
         mine = self.student(ids, mask, types).last_hidden_state
         logits = self.student.mlm_head(mine[chosen]).float()
-        T = self.temperature
-        soft = torch.nn.functional.kl_div((logits / T).log_softmax(-1), (target / T).log_softmax(-1),
-                                          reduction="sum", log_target=True) * T * T
-        mlm = torch.nn.functional.cross_entropy(logits, batch["labels"][chosen], reduction="sum")
-        cosine = (1 - torch.nn.functional.cosine_similarity(mine[real].float(), theirs[real].float(), dim=-1)).sum()
+        soft = soft_target_loss(logits, target, self.temperature)
+        mlm = F.cross_entropy(logits, batch["labels"][chosen], reduction="sum")
+        cosine = (1 - F.cosine_similarity(mine[real].float(), theirs[real].float(), dim=-1)).sum()
         w_soft, w_mlm, w_cosine = self.weights
         return {"soft": w_soft * soft, "mlm": w_mlm * mlm, "cosine": w_cosine * cosine}
 
@@ -208,7 +216,7 @@ def distill(config: DistillConfig, train: TrainConfig, resume: bool = False, ove
     distributed.init()
     with run_folder(config.out, {"distill": asdict(config), "train": asdict(train)}, resume=resume,
                     overwrite=overwrite) as out:
-        run = {"task": _distill_task, "mlm": _distill_mlm}.get(config.objective, _distill)
+        run = {"embedding": _distill_embedding, "task": _distill_task, "mlm": _distill_mlm}[config.objective]
         return run(config, train, out, resume)
 
 
@@ -222,7 +230,7 @@ def _distill_mlm(config: DistillConfig, train: TrainConfig, out: Path, resume: b
     train = _scheduled(train, config, len(data.source.blocks) // config.batch_size)
     torch.manual_seed(train.seed)
     student = student_from_teacher(teacher, config.layers)
-    _report(teacher, config, train, report)
+    _report(teacher, config, train, out, report)
     distiller = MLMDistiller(student, teacher, config.temperature, config.loss_weights)
     fit(distiller, WithTokenCounts(data), train, out, resume=resume)
     final = _gathered_student(distiller, lambda: add_pretraining_heads(Encoder(student.config), mlm=True))
@@ -240,7 +248,7 @@ def _distill_task(config: DistillConfig, train: TrainConfig, out: Path, resume: 
     data = task_data(settings, tokenizer, train.seed)
     train = _scheduled(train, config, data.steps.grouped.steps_per_epoch).derive(eps=FINETUNE_EPS)
     student = TaskModel(student_from_teacher(teacher.encoder, config.layers), teacher.spec)
-    _report(teacher.encoder, config, train, {"train_examples": len(data.train_examples), "rows": len(data.features)})
+    _report(teacher.encoder, config, train, out, {"train_examples": len(data.train_examples), "rows": len(data.features)})
     student.head.load_state_dict(teacher.head.state_dict())
     freeze(student, trainable_layers=-1)  # as fine-tuning: the pooler and pretraining heads stay as they are
     distiller = TaskDistiller(student, teacher, config.temperature, config.soft_weight)
@@ -263,15 +271,14 @@ def _scheduled(train: TrainConfig, config: DistillConfig, steps_per_epoch: int) 
                    else round(config.warmup_ratio * steps))
 
 
-def _report(teacher: Encoder, config: DistillConfig, train: TrainConfig, data: dict) -> None:
-    """Print what the run distils (layers, data, steps) and write distill_config.json (rank 0)."""
+def _report(teacher: Encoder, config: DistillConfig, train: TrainConfig, out: Path, data: dict) -> None:
+    """Print what the run distils (layers, data, steps) and write out/distill_config.json (rank 0)."""
     if distributed.rank() != 0:
         return
     keep = student_layers(len(teacher.layers), config.layers)
     print(json.dumps({"teacher_layers": len(teacher.layers), "student_layers": keep, **data,
                       "steps": train.max_steps}), file=sys.stderr)
-    write_text(Path(config.out) / "distill_config.json", json.dumps({"distill": asdict(config), "train": asdict(train)},
-                                                                    indent=2))
+    write_text(out / "distill_config.json", json.dumps({"distill": asdict(config), "train": asdict(train)}, indent=2))
 
 
 def _gathered_student(distiller: nn.Module, empty: Callable[[], nn.Module]) -> nn.Module | None:
@@ -285,7 +292,7 @@ def _gathered_student(distiller: nn.Module, empty: Callable[[], nn.Module]) -> n
     return student
 
 
-def _distill(config: DistillConfig, train: TrainConfig, out: Path, resume: bool) -> Path:
+def _distill_embedding(config: DistillConfig, train: TrainConfig, out: Path, resume: bool) -> Path:
     teacher = load_pretrained(config.teacher).to(distributed.device())
     tokenizer = Tokenizer.from_pretrained(config.teacher)
     texts, skipped = unlabelled_texts(config.corpus, config.encoding_errors)
@@ -294,7 +301,7 @@ def _distill(config: DistillConfig, train: TrainConfig, out: Path, resume: bool)
     train = _scheduled(train, config, data.steps_per_epoch)
     torch.manual_seed(train.seed)
     student = student_from_teacher(teacher, config.layers)
-    _report(teacher, config, train, {"texts": len(texts), **skipped, "truncated": encoded.num_truncated})
+    _report(teacher, config, train, out, {"texts": len(texts), **skipped, "truncated": encoded.num_truncated})
     distiller = EmbeddingDistiller(student, teacher, config.pooling)
     fit(distiller, data, train, out, resume=resume)
     final = _gathered_student(distiller, lambda: Encoder(student.config))
