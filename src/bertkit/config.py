@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-FAMILIES = ("bert", "roberta", "distilbert")
+FAMILIES = ("bert", "roberta", "distilbert", "electra")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 # The range checks of config fields: each rule's text, and the test a value that breaks it fails.
@@ -71,6 +71,7 @@ class EncoderConfig:
     pooler: bool = True
     family: str = "bert"
     causal: bool = False  # attention sees only the past (Hugging Face is_decoder)
+    embedding_size: int | None = None  # width of the embeddings, projected to hidden_size (ELECTRA); None = hidden_size
 
     def __post_init__(self) -> None:
         _require(self, "must be positive", "vocab_size", "hidden_size", "num_layers", "num_heads",
@@ -87,8 +88,17 @@ class EncoderConfig:
             raise ValueError("a RoBERTa model numbers positions from pad_token_id + 1: set "
                              f"position_offset={self.pad_token_id + 1}")
         _require(self, "must be in [0, 1)", "hidden_dropout", "attention_dropout")
-        if self.causal and self.family == "distilbert":
-            raise ValueError("DistilBERT has no causal (decoder) variant; use family 'bert' or 'roberta'")
+        if self.causal and self.family not in ("bert", "roberta"):
+            raise ValueError(f"bertkit builds causal (decoder) models of family 'bert' or 'roberta', not {self.family!r}")
+        if self.family == "electra" and self.pooler:
+            raise ValueError("an ELECTRA model has no pooler: set pooler=False")
+        if self.embedding_size is not None and self.embedding_size <= 0:
+            raise ValueError(f"EncoderConfig.embedding_size must be positive, got {self.embedding_size}")
+
+    @property
+    def embedding_width(self) -> int:
+        """Width of the token, position and segment embeddings (and of the MLM head's output)."""
+        return self.embedding_size or self.hidden_size
 
     @property
     def head_size(self) -> int:
@@ -182,6 +192,7 @@ class Recipe:
     masking: str  # "token" (or whole-word with pretrain.whole_word) | "span" (SpanBERT) | "causal" (next token)
     nsp: bool = False  # next-sentence prediction
     sbo: bool = False  # SpanBERT's span boundary objective
+    rtd: bool = False  # ELECTRA: a generator MLM fills the masks, the encoder detects replaced tokens
 
     @property
     def causal(self) -> bool:
@@ -195,6 +206,7 @@ RECIPES = {
     "spanbert": Recipe("packed", "span", sbo=True),
     "mlm": Recipe("pairs", "token"),  # BERT's instances and masking, MLM loss alone
     "arlm": Recipe("packed", "causal"),  # autoregressive LM: the encoder with causal attention
+    "electra": Recipe("packed", "token", rtd=True),  # replaced-token detection (generator + discriminator)
 }
 
 
@@ -216,6 +228,8 @@ class PretrainConfig:
     encoding_errors: str = "strict"
     eval_corpus: str | None = None
     eval_blocks: int = 256
+    generator_size: float = 0.25  # electra: the generator's hidden size as a fraction of the discriminator's
+    rtd_weight: float = 50.0  # electra: loss = generator MLM + rtd_weight x replaced-token detection
     out: str = "runs/pretrain"
     cache: str = ".bertkit-cache"
 
@@ -225,10 +239,11 @@ class PretrainConfig:
         if not self.corpus:
             raise ValueError("give a corpus (--corpus PATH, repeatable; LANG=PATH for several languages)")
         _require(self, "must be in (0, 1)", "mask_rate")
-        _require(self, "must be positive", "vocab_size", "max_length", "batch_size", "micro_batches", "eval_blocks")
+        _require(self, "must be positive", "vocab_size", "max_length", "batch_size", "micro_batches", "eval_blocks",
+                 "rtd_weight")
         if self.batch_size % self.micro_batches:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of micro_batches {self.micro_batches}")
-        _require(self, "must be in (0, 1]", "alpha")
+        _require(self, "must be in (0, 1]", "alpha", "generator_size")
         _require_one_of(self, documents=("file", "blank_line"), encoding_errors=("strict", "replace"))
 
     @property
@@ -337,7 +352,7 @@ class MultitaskConfig:
             raise ValueError("a multi-task recipe lists its tasks under multitask.tasks: {NAME: {task: KIND, "
                              "train: FILE, dev: FILE, weight: 1.0, ...}}")
         _require_one_of(self, schedule=("proportional", "temperature", "round_robin"))
-        _require(self, "must be in (0, 1]", "alpha")
+        _require(self, "must be in (0, 1]", "alpha", "generator_size")
         _require(self, "must be positive", "epochs")
         for name, task in self.tasks.items():
             if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)):

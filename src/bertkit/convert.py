@@ -1,4 +1,4 @@
-"""Hugging Face BERT / RoBERTa / DistilBERT directories <-> bertkit, one key map per family.
+"""Hugging Face BERT / RoBERTa / DistilBERT / ELECTRA directories <-> bertkit, one key map per family.
 
 bertkit has no format of its own: a model directory is `config.json` + `model.safetensors` in the
 Hugging Face layout of the model's family, so `transformers.AutoModel.from_pretrained` loads what
@@ -21,15 +21,16 @@ from safetensors import SafetensorError, safe_open
 
 from .files import write_safetensors, write_text
 from .config import EncoderConfig
-from .heads import MLMHead, NSPHead
+from .heads import MLMHead, NSPHead, RTDHead
 from .model import Encoder
 
 KeyMap = list[tuple[str, list[str]]]
 
 # Per family: Hugging Face model_type values, the encoder's key prefix inside models with heads,
 # and the config.json field names for bertkit's fields.
-MODEL_TYPES = {"bert": ("bert",), "roberta": ("roberta", "xlm-roberta"), "distilbert": ("distilbert",)}
-PREFIX = {"bert": "bert.", "roberta": "roberta.", "distilbert": "distilbert."}
+MODEL_TYPES = {"bert": ("bert",), "roberta": ("roberta", "xlm-roberta"), "distilbert": ("distilbert",),
+               "electra": ("electra",)}
+PREFIX = {"bert": "bert.", "roberta": "roberta.", "distilbert": "distilbert.", "electra": "electra."}
 CONFIG_FIELDS = {
     "bert": dict(vocab_size="vocab_size", hidden_size="hidden_size", num_layers="num_hidden_layers",
                  num_heads="num_attention_heads", intermediate_size="intermediate_size",
@@ -43,10 +44,14 @@ CONFIG_FIELDS = {
                        initializer_range="initializer_range", pad_token_id="pad_token_id"),
 }
 CONFIG_FIELDS["roberta"] = CONFIG_FIELDS["bert"]
-ARCHITECTURES = {  # (has MLM head, has NSP head) -> class name
-    "bert": {(False, False): "BertModel", (True, False): "BertForMaskedLM", (True, True): "BertForPreTraining"},
-    "roberta": {(False, False): "RobertaModel", (True, False): "RobertaForMaskedLM"},
-    "distilbert": {(False, False): "DistilBertModel", (True, False): "DistilBertForMaskedLM"},
+CONFIG_FIELDS["electra"] = {**CONFIG_FIELDS["bert"], "embedding_size": "embedding_size"}
+HEADS = ("mlm", "nsp", "rtd")  # the pretraining heads an encoder may carry (Encoder.<name>_head)
+ARCHITECTURES = {  # the heads a checkpoint holds -> its class name
+    "bert": {(): "BertModel", ("mlm",): "BertForMaskedLM", ("mlm", "nsp"): "BertForPreTraining"},
+    "roberta": {(): "RobertaModel", ("mlm",): "RobertaForMaskedLM"},
+    "distilbert": {(): "DistilBertModel", ("mlm",): "DistilBertForMaskedLM"},
+    # a discriminator is ElectraForPreTraining; a generator (an MLM) ElectraForMaskedLM
+    "electra": {(): "ElectraModel", ("mlm",): "ElectraForMaskedLM", ("rtd",): "ElectraForPreTraining"},
 }
 CAUSAL_ARCHITECTURES = {"bert": "BertLMHeadModel", "roberta": "RobertaForCausalLM"}  # with the (LM) head
 IGNORED_KEYS = ("position_ids", "token_type_ids")  # buffers some checkpoints store
@@ -63,7 +68,7 @@ LAYER_KEYS = {
         "feed_forward.up": ["ffn.lin1"], "feed_forward.down": ["ffn.lin2"],
         "feed_forward.norm": ["output_layer_norm"]}),
 }
-LAYER_KEYS["roberta"] = LAYER_KEYS["bert"]
+LAYER_KEYS["roberta"] = LAYER_KEYS["electra"] = LAYER_KEYS["bert"]
 
 
 class CheckpointError(ValueError):
@@ -82,6 +87,8 @@ def encoder_key_map(config: EncoderConfig) -> KeyMap:
     if config.type_vocab_size:
         keys.append(("embeddings.segment.weight", ["embeddings.token_type_embeddings.weight"]))
     keys += _linear("embeddings.norm", "embeddings.LayerNorm")
+    if config.embedding_width != config.hidden_size:
+        keys += _linear("embeddings_project", "embeddings_project")
     layer, names = LAYER_KEYS[config.family]
     for i in range(config.num_layers):
         for ours, theirs in names.items():
@@ -101,6 +108,12 @@ def head_key_map(family: str) -> dict[str, KeyMap]:
     if family == "roberta":
         return {"mlm": _linear("mlm_head.dense", "lm_head.dense") + _linear("mlm_head.norm", "lm_head.layer_norm")
                 + [("mlm_head.decoder.bias", ["lm_head.bias"])]}
+    if family == "electra":
+        return {"mlm": _linear("mlm_head.dense", "generator_predictions.dense")
+                + _linear("mlm_head.norm", "generator_predictions.LayerNorm")
+                + [("mlm_head.decoder.bias", ["generator_lm_head.bias"])],
+                "rtd": _linear("rtd_head.dense", "discriminator_predictions.dense")
+                + _linear("rtd_head.prediction", "discriminator_predictions.dense_prediction")}
     return {"mlm": _linear("mlm_head.dense", "vocab_transform") + _linear("mlm_head.norm", "vocab_layer_norm")
             + [("mlm_head.decoder.bias", ["vocab_projector.bias"])]}
 
@@ -111,8 +124,8 @@ def config_from_hf(hf: dict, source: Path) -> EncoderConfig:
     model_type = hf.get("model_type")
     family = next((f for f, types in MODEL_TYPES.items() if model_type in types), None)
     if family is None:
-        raise CheckpointError(f"{source}: model_type {model_type!r} is not a BERT, RoBERTa or DistilBERT "
-                              "model; bertkit reads those three families")
+        raise CheckpointError(f"{source}: model_type {model_type!r} is not a BERT, RoBERTa, DistilBERT or "
+                              "ELECTRA model; bertkit reads those four families")
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(f"{source}: position_embedding_type {hf['position_embedding_type']!r} is "
                               "not supported; bertkit implements absolute positions")
@@ -121,6 +134,10 @@ def config_from_hf(hf: dict, source: Path) -> EncoderConfig:
         fields["position_offset"] = hf.get("pad_token_id", 1) + 1
     if family == "distilbert":
         fields.update(type_vocab_size=0, pooler=False)
+    if family == "electra":
+        fields["pooler"] = False
+        if fields.get("embedding_size") == fields.get("hidden_size", EncoderConfig.hidden_size):
+            fields["embedding_size"] = None  # no projection
     try:
         return EncoderConfig(family=family, **fields)
     except (TypeError, ValueError) as e:
@@ -186,13 +203,10 @@ def load_pretrained(path: str | Path) -> Encoder:
     config = config.replace(pooler="pooler.dense.weight" in tensors)
     encoder = Encoder(config)
     key_map = encoder_key_map(config)
-    heads = head_key_map(config.family)
-    if heads["mlm"][0][1][0] in tensors:
-        encoder.mlm_head = MLMHead(config, encoder.embeddings.word)
-        key_map += heads["mlm"]
-    if "nsp" in heads and heads["nsp"][0][1][0] in tensors:
-        encoder.nsp_head = NSPHead(config)
-        key_map += heads["nsp"]
+    for name, keys in head_key_map(config.family).items():
+        if keys[0][1][0] in tensors:  # the checkpoint holds this head
+            setattr(encoder, f"{name}_head", _new_head(name, encoder))
+            key_map += keys
     state = _gather(key_map, tensors, names)
     _check_decoder(tensors, state, names)
     _load_state(encoder, state, names)
@@ -203,9 +217,16 @@ def load_pretrained(path: str | Path) -> Encoder:
     return encoder.eval()
 
 
+def _new_head(name: str, encoder: Encoder) -> torch.nn.Module:
+    if name == "mlm":
+        return MLMHead(encoder.config, encoder.embeddings.word)
+    return NSPHead(encoder.config) if name == "nsp" else RTDHead(encoder.config)
+
+
 def _check_decoder(tensors: dict[str, torch.Tensor], state: dict[str, torch.Tensor], files: str) -> None:
     """bertkit ties the MLM decoder to the embeddings; refuse a checkpoint whose decoder differs."""
-    for name in ("cls.predictions.decoder.weight", "lm_head.decoder.weight", "vocab_projector.weight"):
+    for name in ("cls.predictions.decoder.weight", "lm_head.decoder.weight", "vocab_projector.weight",
+                 "generator_lm_head.weight"):
         decoder = tensors.pop(name, None)
         if decoder is not None and not torch.equal(decoder, state["embeddings.word.weight"]):
             raise CheckpointError(f"{files}: {name} differs from the word embeddings; bertkit supports "
@@ -229,6 +250,8 @@ def _load_state(encoder: Encoder, state: dict[str, torch.Tensor], files: str) ->
 def config_to_hf(config: EncoderConfig, architecture: str) -> dict:
     hf = {theirs: getattr(config, ours) for ours, theirs in CONFIG_FIELDS[config.family].items()}
     hf.update(model_type=config.family, architectures=[architecture])
+    if config.family == "electra":
+        hf["embedding_size"] = config.embedding_width
     if config.family != "distilbert":
         hf["position_embedding_type"] = "absolute"
     return hf
@@ -238,18 +261,18 @@ def save_pretrained(encoder: Encoder, path: str | Path) -> None:
     """Write `config.json` and `model.safetensors` in the family's Hugging Face layout."""
     path = Path(path)
     config = encoder.config
-    heads = head_key_map(config.family)
-    with_heads = (encoder.mlm_head is not None, encoder.nsp_head is not None)
+    with_heads = tuple(name for name in HEADS if getattr(encoder, f"{name}_head") is not None)
     if with_heads not in ARCHITECTURES[config.family]:
-        raise ValueError(f"a {config.family} checkpoint cannot hold an NSP head")
-    prefix = PREFIX[config.family] if any(with_heads) else ""
+        raise ValueError(f"a {config.family} checkpoint cannot hold the heads {' + '.join(with_heads)}; it holds "
+                         f"one of: {', '.join(' + '.join(h) for h in ARCHITECTURES[config.family] if h)}")
+    prefix = PREFIX[config.family] if with_heads else ""
     key_map = [(ours, [prefix + t for t in theirs]) for ours, theirs in encoder_key_map(config)]
-    key_map += heads["mlm"] * with_heads[0] + heads.get("nsp", []) * with_heads[1]
+    key_map += [keys for name in with_heads for keys in head_key_map(config.family)[name]]
     state = encoder.state_dict()
     tensors = {name: part.detach().float().contiguous() for ours, theirs in key_map
                for name, part in zip(theirs, state[ours].chunk(len(theirs)))}
     architecture = ARCHITECTURES[config.family][with_heads]
-    if config.causal and with_heads[0]:  # the same tensors; the class transformers builds differs
+    if config.causal and "mlm" in with_heads:  # the same tensors; the class transformers builds differs
         architecture = CAUSAL_ARCHITECTURES[config.family]
     hf_config = json.dumps(config_to_hf(config, architecture), indent=2)
     path.mkdir(parents=True, exist_ok=True)

@@ -27,15 +27,18 @@ Pooling = Literal["mean", "cls", "max"]
 class MLMHead(nn.Module):
     """dense -> activation -> layer norm -> tied decoder + bias.
 
-    RoBERTa's head uses exact GELU whatever the encoder's activation, as its reference code does.
+    RoBERTa's and ELECTRA's heads use exact GELU whatever the encoder's activation, as their reference
+    code does. The dense layer maps the hidden size to the embedding width (equal but in ELECTRA's
+    generator, whose narrow layers decode through the discriminator's wider embeddings).
     """
 
     def __init__(self, config: EncoderConfig, word_embeddings: nn.Embedding):
         super().__init__()
-        self.act = "gelu" if config.family == "roberta" else config.hidden_act
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, device="meta")  # no V x H allocation
+        self.act = "gelu" if config.family in ("roberta", "electra") else config.hidden_act
+        E = config.embedding_width
+        self.dense = nn.Linear(config.hidden_size, E)
+        self.norm = nn.LayerNorm(E, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(E, config.vocab_size, device="meta")  # no V x E allocation
         self.decoder.weight = word_embeddings.weight
         self.decoder.bias = nn.Parameter(torch.zeros(config.vocab_size))
         init_weights(self.dense, config)
@@ -45,7 +48,7 @@ class MLMHead(nn.Module):
         return self.decoder(self.transform(hidden))
 
     def transform(self, hidden: Tensor) -> Tensor:
-        """(..., H) -> (..., H): the vectors the decoder projects onto the vocabulary."""
+        """(..., H) -> (..., E): the vectors the decoder projects onto the vocabulary."""
         return self.norm(activation(self.act, self.dense(hidden)))
 
 
@@ -134,6 +137,21 @@ class NSPHead(nn.Module):
         return self.classifier(pooled)
 
 
+class RTDHead(nn.Module):
+    """ELECTRA's replaced-token detection: per token, dense -> activation -> one logit, positive for
+    "replaced by the generator" (Hugging Face's ElectraDiscriminatorPredictions)."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.act = config.hidden_act
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.prediction = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """(..., H) -> (...) logits."""
+        return self.prediction(activation(self.act, self.dense(hidden))).squeeze(-1)
+
+
 class SpanBoundaryHead(nn.Module):
     """SpanBERT's span boundary objective: predict each token of a masked span from the encodings
     of the two tokens just outside the span and the token's position inside it.
@@ -159,8 +177,8 @@ class SpanBoundaryHead(nn.Module):
         return self.mlp(torch.cat([left, right, self.position(offset)], dim=-1))
 
 
-def add_pretraining_heads(encoder: Encoder, mlm: bool = True, nsp: bool = False) -> Encoder:
-    """Attach freshly initialised MLM and/or NSP heads to `encoder` (in place) and return it."""
+def add_pretraining_heads(encoder: Encoder, mlm: bool = True, nsp: bool = False, rtd: bool = False) -> Encoder:
+    """Attach freshly initialised MLM, NSP and/or RTD heads to `encoder` (in place) and return it."""
     config = encoder.config
     if mlm:
         encoder.mlm_head = MLMHead(config, encoder.embeddings.word)
@@ -169,6 +187,9 @@ def add_pretraining_heads(encoder: Encoder, mlm: bool = True, nsp: bool = False)
             raise ValueError("next-sentence prediction needs the pooler; this config has pooler=False")
         encoder.nsp_head = NSPHead(config)
         init_weights(encoder.nsp_head, config)
+    if rtd:
+        encoder.rtd_head = RTDHead(config)
+        init_weights(encoder.rtd_head, config)
     return encoder
 
 

@@ -18,6 +18,9 @@ which changes the function computed:
   sampler took a tenth of a bert-mini training step. The drop probability is thereby rounded to a
   multiple of 1/65536 (0.1 becomes 0.100006).
 
+With `EncoderConfig.embedding_size` the embeddings are narrower or wider than the layers and a linear
+map projects them (ELECTRA's generator reads the discriminator's embeddings that way).
+
 With `EncoderConfig.causal` the same encoder is a left-to-right language model: each token attends
 to itself and the tokens before it (Hugging Face's `is_decoder`; recipe arlm).
 
@@ -124,16 +127,16 @@ def attention_weights(q: Tensor, k: Tensor, key_mask: Tensor | None, causal: boo
 class Embeddings(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.segment = (nn.Embedding(config.type_vocab_size, config.hidden_size)
-                        if config.type_vocab_size else None)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        E = config.embedding_width
+        self.word = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_position_embeddings, E)
+        self.segment = nn.Embedding(config.type_vocab_size, E) if config.type_vocab_size else None
+        self.norm = nn.LayerNorm(E, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout)
 
     def forward(self, input_ids: Tensor, position_ids: Tensor, token_type_ids: Tensor | None,
                 word_vectors: Tensor | None = None) -> Tensor:
-        """(N,) ids -> (N, H) vectors; `word_vectors` (N, H), if given, stand in for the ids' embeddings."""
+        """(N,) ids -> (N, E) vectors; `word_vectors` (N, E), if given, stand in for the ids' embeddings."""
         x = (self.word(input_ids) if word_vectors is None else word_vectors) + self.position(position_ids)
         if self.segment is not None:
             segments = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
@@ -246,10 +249,14 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
+        # ELECTRA's generator: embeddings wider than the layers (shared with the discriminator), projected down
+        self.embeddings_project = (nn.Linear(config.embedding_width, config.hidden_size)
+                                   if config.embedding_width != config.hidden_size else None)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layers))
         self.pooler = Pooler(config) if config.pooler else None
         self.mlm_head: nn.Module | None = None  # set by heads.add_pretraining_heads or loading
         self.nsp_head: nn.Module | None = None
+        self.rtd_head: nn.Module | None = None  # ELECTRA's replaced-token detection
         init_weights(self, config)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
@@ -274,7 +281,7 @@ class Encoder(nn.Module):
                 padded positions are 0). Slower: attention then takes its explicit path.
             edit_attention: `edit_attention(layer, weights)` (layer 1..L, weights as above) returns
                 the weights that layer attends with: an intervention, such as permuting them.
-            word_vectors: (B, T, H) vectors used in place of the word embeddings of `input_ids`
+            word_vectors: (B, T, E) vectors (E: the embedding width) used in place of the word embeddings of `input_ids`
                 (position and segment embeddings are added as usual): gradients with respect to
                 the input, for attribution.
 
@@ -292,7 +299,9 @@ class Encoder(nn.Module):
         positions = torch.arange(T, device=input_ids.device) + self.config.position_offset
         x = self.embeddings(unpad(input_ids, layout), unpad(positions.expand(B, T), layout),
                             None if token_type_ids is None else unpad(token_type_ids, layout),
-                            None if word_vectors is None else unpad(word_vectors, layout))  # (N, H)
+                            None if word_vectors is None else unpad(word_vectors, layout))  # (N, E)
+        if self.embeddings_project is not None:
+            x = self.embeddings_project(x)  # (N, H)
         wanted = {self.layer_index(i) for i in output_layers}
         depth = len(self.layers) if last_layer is None else self.layer_index(last_layer)
         if wanted and max(wanted) > depth:
@@ -331,10 +340,13 @@ class Encoder(nn.Module):
     def num_parameters(self, include_heads: bool = False) -> int:
         """Distinct parameters; the MLM decoder tied to the word embeddings counts once."""
         body = {id(p): p for name, p in self.named_parameters(remove_duplicate=False)
-                if not name.startswith(("mlm_head.", "nsp_head."))}
+                if not name.startswith(PRETRAINING_HEADS)}
         if include_heads:
             body.update({id(p): p for p in self.parameters()})
         return sum(p.numel() for p in body.values())
+
+
+PRETRAINING_HEADS = ("mlm_head.", "nsp_head.", "rtd_head.")  # the prefixes of their parameters
 
 
 def fingerprint(module: nn.Module, *parts: str) -> str:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..heads import IGNORE_INDEX
 from .instances import SentencePairs
-from .masking import Masked, mask_spans, mask_tokens, mask_whole_words, next_token_labels
+from .masking import BERT_SPLIT, Masked, mask_spans, mask_tokens, mask_whole_words, next_token_labels
 
 MaskingKind = Literal["token", "whole_word", "span", "causal"]
 
@@ -37,6 +37,8 @@ class MaskingSpec:
     continuation: Tensor | None = None  # (V,) bool, True for '##' tokens (word and span masking)
     pad_id: int = 0
     sep_id: int | None = None  # causal: a row's closing [SEP] (packing's block end) is not a target
+    split: tuple[float, float] = BERT_SPLIT  # shares of the chosen tokens replaced by [MASK] and by random tokens
+    rtd: bool = False  # ELECTRA: every real token is judged original or replaced (a loss part "rtd")
 
     @property
     def objective(self) -> str:
@@ -47,7 +49,7 @@ class MaskingSpec:
         if self.kind == "causal":
             return next_token_labels(input_ids, input_ids != self.pad_id, self.sep_id)
         maskable = ~torch.isin(input_ids, self.special_ids)  # special_ids include [PAD]
-        common = dict(mask_id=self.mask_id, random_ids=self.random_ids, rate=self.rate)
+        common = dict(mask_id=self.mask_id, random_ids=self.random_ids, rate=self.rate, split=self.split)
         if self.kind == "token":
             return mask_tokens(input_ids, maskable, generator, **common)
         word_start = ~self.continuation[input_ids]
@@ -141,13 +143,15 @@ class MaskedSteps:
         if masked.span_starts is not None:
             fields.update(span_starts=masked.span_starts, span_ends=masked.span_ends)
         mine = np.array_split(np.arange(batch_size), world)[rank]
-        return [_with_counts({k: v[rows] for k, v in fields.items()}, self.masking.objective)
+        return [_with_counts({k: v[rows] for k, v in fields.items()}, self.masking)
                 for rows in np.array_split(mine, self.micro_batches)]
 
 
-def _with_counts(batch: dict, objective: str) -> dict:
+def _with_counts(batch: dict, masking: MaskingSpec) -> dict:
     chosen = int((batch["labels"] != IGNORE_INDEX).sum())
-    batch["counts"] = {objective: chosen}
+    batch["counts"] = {masking.objective: chosen}
+    if masking.rtd:
+        batch["counts"]["rtd"] = int(batch["attention_mask"].sum())
     if "span_starts" in batch:
         batch["counts"]["sbo"] = chosen
     if "next_sentence_label" in batch:

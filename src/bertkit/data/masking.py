@@ -15,7 +15,8 @@ tokens (special tokens are never chosen):
 
 A causal LM predicts every next token instead (`next_token_labels`): nothing is masked.
 
-Chosen tokens are then corrupted 80/10/10: replaced by [MASK], by a random token, or kept. Token
+Chosen tokens are then corrupted 80/10/10: replaced by [MASK], by a random token, or kept (ELECTRA's
+generator input: 85/0/15). Token
 and whole-word masking decide per token (as BERT's create_pretraining_data does); span masking
 decides per span, as SpanBERT does. Labels are the original ids at chosen positions and
 `IGNORE_INDEX` elsewhere, so the loss covers only chosen tokens.
@@ -54,6 +55,10 @@ def next_token_labels(input_ids: Tensor, real: Tensor, closing_id: int | None = 
     return Masked(input_ids, labels)
 
 
+BERT_SPLIT = (0.8, 0.1)  # of the chosen tokens: 80% [MASK], 10% a random token, 10% kept
+ELECTRA_SPLIT = (0.85, 0.0)  # ELECTRA's generator input: 85% [MASK], 15% kept, no random tokens
+
+
 def budget(maskable: Tensor, rate: float) -> Tensor:
     """(B, T) bool -> (B,) number of tokens to choose per row: round(rate * n), at least 1 if n > 0."""
     n = maskable.sum(1)
@@ -61,28 +66,30 @@ def budget(maskable: Tensor, rate: float) -> Tensor:
 
 
 def corrupt(input_ids: Tensor, chosen: Tensor, generator: torch.Generator, *, mask_id: int,
-            random_ids: Tensor, groups: Tensor | None = None) -> Masked:
-    """Apply 80/10/10 to the chosen positions.
+            random_ids: Tensor, groups: Tensor | None = None, split: tuple[float, float] = BERT_SPLIT) -> Masked:
+    """Replace the chosen positions by [MASK], by a random token, or keep them: 80/10/10 by default.
 
     Args:
         chosen: (B, T) bool, the positions to predict.
         random_ids: (R,) ids a random replacement is drawn from (the vocabulary minus special tokens).
         groups: (B, T) int, optional: positions with the same group id share one decision (spans).
+        split: the shares of [MASK] and of random tokens; the rest is kept (ELECTRA: 85% [MASK], 15% kept).
     """
     B, T = input_ids.shape
     draws = torch.rand(B, T, generator=generator)
     if groups is not None:
         draws = draws.gather(1, groups.clamp(0, T - 1))  # each group reads the draw at its index
     replacement = random_ids[torch.randint(len(random_ids), (B, T), generator=generator)]
-    corrupted = torch.where(chosen & (draws < 0.8), torch.full_like(input_ids, mask_id), input_ids)
-    use_random = chosen & (draws >= 0.8) & (draws < 0.9)
+    masked, random = split
+    corrupted = torch.where(chosen & (draws < masked), torch.full_like(input_ids, mask_id), input_ids)
+    use_random = chosen & (draws >= masked) & (draws < masked + random)
     corrupted = torch.where(use_random, replacement, corrupted)
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
     return Masked(corrupted, labels)
 
 
 def mask_tokens(input_ids: Tensor, maskable: Tensor, generator: torch.Generator, *, mask_id: int,
-                random_ids: Tensor, rate: float = 0.15) -> Masked:
+                random_ids: Tensor, rate: float = 0.15, split: tuple[float, float] = BERT_SPLIT) -> Masked:
     """BERT token masking: exactly `budget(maskable, rate)` tokens per row, 80/10/10 per token.
 
     Args:
@@ -93,7 +100,7 @@ def mask_tokens(input_ids: Tensor, maskable: Tensor, generator: torch.Generator,
     scores = torch.rand(B, T, generator=generator).masked_fill(~maskable, 2.0)
     ranks = scores.argsort(1).argsort(1)  # rank of each position's score within its row
     chosen = ranks < budget(maskable, rate)[:, None]
-    return corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids)
+    return corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids, split=split)
 
 
 def word_spans(maskable_row: Tensor, word_start_row: Tensor) -> list[tuple[int, int]]:
@@ -109,7 +116,8 @@ def word_spans(maskable_row: Tensor, word_start_row: Tensor) -> list[tuple[int, 
 
 
 def mask_whole_words(input_ids: Tensor, maskable: Tensor, word_start: Tensor, generator: torch.Generator, *,
-                     mask_id: int, random_ids: Tensor, rate: float = 0.15) -> Masked:
+                     mask_id: int, random_ids: Tensor, rate: float = 0.15,
+                     split: tuple[float, float] = BERT_SPLIT) -> Masked:
     """Whole-word masking: words in random order, each taken whole if it fits the row's budget.
 
     Args:
@@ -126,12 +134,12 @@ def mask_whole_words(input_ids: Tensor, maskable: Tensor, word_start: Tensor, ge
                 taken += end - first
             if taken == want:
                 break
-    return corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids)
+    return corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids, split=split)
 
 
 def mask_spans(input_ids: Tensor, maskable: Tensor, word_start: Tensor, generator: torch.Generator, *,
                mask_id: int, random_ids: Tensor, rate: float = 0.15, p: float = 0.2, max_span_words: int = 10,
-               max_attempts: int = 100) -> Masked:
+               max_attempts: int = 100, split: tuple[float, float] = BERT_SPLIT) -> Masked:
     """SpanBERT span masking, 80/10/10 per span; also returns each masked token's span bounds.
 
     Spans are sampled (length in words ~ Geometric(p) truncated to 1..`max_span_words`; a start
@@ -164,6 +172,7 @@ def mask_spans(input_ids: Tensor, maskable: Tensor, word_start: Tensor, generato
             span_starts[b, first_tok:end_tok], span_ends[b, first_tok:end_tok] = first_tok, end_tok - 1
             taken += end_tok - first_tok
             failures = 0
-    masked = corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids, groups=span_starts)
+    masked = corrupt(input_ids, chosen, generator, mask_id=mask_id, random_ids=random_ids, groups=span_starts,
+                     split=split)
     masked.span_starts, masked.span_ends = span_starts, span_ends
     return masked

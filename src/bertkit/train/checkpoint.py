@@ -21,6 +21,7 @@ import random
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,6 +50,23 @@ def full_model_state(model: nn.Module) -> dict[str, Tensor]:
     """The model's full (unsharded) state dict on the CPU: a plain module's, DDP's module's, or an
     FSDP-sharded one's gathered. A collective under torch.distributed: every rank calls it."""
     return get_model_state_dict(model, options=FULL_STATE)
+
+
+def gathered(model: nn.Module, empty: Callable[[], nn.Module], prefix: str = "") -> nn.Module | None:
+    """The part of `model` under `prefix` (the whole model for ""), whole, on the CPU of rank 0:
+    loaded into `empty()`, a new module of its shape (FSDP shards are gathered: a collective, every
+    rank calls it). None on the other ranks. A decoder tied to the embeddings may be left out of
+    the state; the module ties it again."""
+    state = full_model_state(model)
+    if distributed.rank() != 0:
+        return None
+    part = empty()
+    missing, unexpected = part.load_state_dict({k.removeprefix(prefix): v for k, v in state.items()
+                                                if k.startswith(prefix)}, strict=False)
+    missing = [k for k in missing if not k.endswith("mlm_head.decoder.weight")]
+    if missing or unexpected:
+        raise RuntimeError(f"gathering the trained model failed: missing {missing}, unexpected {unexpected}")
+    return part
 
 
 def write_tensors(path: Path, tensors: dict[str, Tensor]) -> None:

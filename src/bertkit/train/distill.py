@@ -28,7 +28,7 @@ import json
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ from ..tasks.model import TaskModel, load_task_model, save_task_model
 from ..textfiles import read_texts, text_files
 from ..tokenizer import Encoded, Tokenizer
 from . import distributed
-from .checkpoint import full_model_state
+from .checkpoint import gathered
 from .finetune import FINETUNE_EPS, freeze, spec_config, task_data
 from .pretrain import training_data
 from .loop import fit
@@ -233,7 +233,7 @@ def _distill_mlm(config: DistillConfig, train: TrainConfig, out: Path, resume: b
     _report(teacher, config, train, out, report)
     distiller = MLMDistiller(student, teacher, config.temperature, config.loss_weights)
     fit(distiller, WithTokenCounts(data), train, out, resume=resume)
-    final = _gathered_student(distiller, lambda: add_pretraining_heads(Encoder(student.config), mlm=True))
+    final = gathered(distiller, lambda: add_pretraining_heads(Encoder(student.config), mlm=True), "student.")
     if final is not None:
         save_pretrained(final, out)
         tokenizer.save(out)
@@ -253,7 +253,7 @@ def _distill_task(config: DistillConfig, train: TrainConfig, out: Path, resume: 
     freeze(student, trainable_layers=-1)  # as fine-tuning: the pooler and pretraining heads stay as they are
     distiller = TaskDistiller(student, teacher, config.temperature, config.soft_weight)
     fit(distiller, data.steps, train, out, resume=resume)
-    final = _gathered_student(distiller, lambda: TaskModel(Encoder(student.encoder.config), student.spec))
+    final = gathered(distiller, lambda: TaskModel(Encoder(student.encoder.config), student.spec), "student.")
     if final is not None:
         result = task_metrics(final.spec, data.dev_examples, predict_examples(
             final, tokenizer, data.dev_examples, 64, train.precision, data.dev_features)) if data.dev_examples else {}
@@ -281,17 +281,6 @@ def _report(teacher: Encoder, config: DistillConfig, train: TrainConfig, out: Pa
     write_text(out / "distill_config.json", json.dumps({"distill": asdict(config), "train": asdict(train)}, indent=2))
 
 
-def _gathered_student(distiller: nn.Module, empty: Callable[[], nn.Module]) -> nn.Module | None:
-    """The trained student, whole, on rank 0 (FSDP shards gathered: a collective, every rank calls
-    it), loaded into `empty()`, a new module of its shape; None on the other ranks."""
-    state = full_model_state(distiller)
-    if distributed.rank() != 0:
-        return None
-    student = empty()
-    student.load_state_dict({k.removeprefix("student."): v for k, v in state.items()})
-    return student
-
-
 def _distill_embedding(config: DistillConfig, train: TrainConfig, out: Path, resume: bool) -> Path:
     teacher = load_pretrained(config.teacher).to(distributed.device())
     tokenizer = Tokenizer.from_pretrained(config.teacher)
@@ -304,7 +293,7 @@ def _distill_embedding(config: DistillConfig, train: TrainConfig, out: Path, res
     _report(teacher, config, train, out, {"texts": len(texts), **skipped, "truncated": encoded.num_truncated})
     distiller = EmbeddingDistiller(student, teacher, config.pooling)
     fit(distiller, data, train, out, resume=resume)
-    final = _gathered_student(distiller, lambda: Encoder(student.config))
+    final = gathered(distiller, lambda: Encoder(student.config), "student.")
     if final is not None:
         save_pretrained(final, out)
         tokenizer.save(out)

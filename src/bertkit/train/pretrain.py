@@ -1,5 +1,5 @@
-"""Pretraining objectives -> loss sums for the loop: MLM, + NSP (BERT), + SBO (SpanBERT), or the
-next-token LM of a causal encoder (ARLM).
+"""Pretraining objectives -> loss sums for the loop: MLM, + NSP (BERT), + SBO (SpanBERT), the
+next-token LM of a causal encoder (ARLM), or ELECTRA's replaced-token detection (`electra.Electra`).
 
 `Pretrainer` holds the encoder (with its MLM and NSP heads) and the span boundary head, and turns a
 masked batch into loss sums. Only the chosen positions reach the vocabulary projection. A causal
@@ -25,13 +25,15 @@ from ..convert import load_pretrained, save_pretrained
 from ..data.batches import BlockRows, EpochSampler, LanguageSampler, MaskedSteps, MaskingSpec, PairRows
 from ..data.corpus import Corpus, build_corpus
 from ..data.instances import full_sentence_stream, language_probabilities, pack_full_sentences, sentence_pairs
+from ..data.masking import BERT_SPLIT, ELECTRA_SPLIT
 from ..files import write_text
 from ..heads import IGNORE_INDEX, SpanBoundaryHead, add_pretraining_heads, vocabulary_cross_entropy
 from ..model import Encoder
 from ..textfiles import read_texts, text_files
 from ..tokenizer import Tokenizer
 from . import distributed
-from .checkpoint import full_model_state
+from .checkpoint import gathered
+from .electra import Electra, generator_config, rtd_metrics
 from .loop import fit, to_device
 from .runs import run_folder
 
@@ -59,6 +61,16 @@ class Pretrainer(nn.Module):
             out["sbo"] = (span_boundary_vectors(self, hidden, labels, batch["span_starts"], batch["span_ends"]),
                           labels[chosen])
         return out
+
+    def blank(self) -> "Pretrainer":
+        """A new Pretrainer of the same shapes (to load a trained state into)."""
+        e = self.encoder
+        encoder = add_pretraining_heads(Encoder(e.config), mlm=True, nsp=e.nsp_head is not None)
+        return Pretrainer(encoder, sbo=self.sbo is not None)
+
+    def saved(self) -> dict[str, Encoder]:
+        """{folder in the run's out/: encoder} of what the run saves."""
+        return {"": self.encoder}
 
     @property
     def objective(self) -> str:
@@ -99,7 +111,8 @@ def span_boundary_vectors(pretrainer: Pretrainer, hidden: Tensor, labels: Tensor
     return pretrainer.sbo(left, right, cols - s)
 
 
-def masking_for(tokenizer: Tokenizer, kind: str, rate: float) -> MaskingSpec:
+def masking_for(tokenizer: Tokenizer, kind: str, rate: float, rtd: bool = False) -> MaskingSpec:
+    """The masking of a recipe; `rtd`: ELECTRA's (85% [MASK], 15% kept, every real token judged)."""
     vocab = tokenizer.vocab()
     continuation = torch.zeros(tokenizer.vocab_size, dtype=torch.bool)
     continuation[[i for t, i in vocab.items() if t.startswith("##")]] = True
@@ -107,7 +120,7 @@ def masking_for(tokenizer: Tokenizer, kind: str, rate: float) -> MaskingSpec:
     random_ids = torch.tensor([i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids])
     return MaskingSpec(kind=kind, rate=rate, mask_id=tokenizer.mask_id, random_ids=random_ids,
                        special_ids=special, continuation=continuation, pad_id=tokenizer.pad_id,
-                       sep_id=tokenizer.role_id("sep"))
+                       sep_id=tokenizer.role_id("sep"), split=ELECTRA_SPLIT if rtd else BERT_SPLIT, rtd=rtd)
 
 
 def _tokenizer(config: PretrainConfig, out: Path, resume: bool) -> Tokenizer:
@@ -138,7 +151,7 @@ def training_data(config: PretrainConfig, tokenizer: Tokenizer, seed: int) -> tu
     """The recipe's step data, and what to report about it."""
     recipe = config.objective
     kind = "whole_word" if config.whole_word and recipe.masking == "token" else recipe.masking
-    masking = masking_for(tokenizer, kind, config.mask_rate)
+    masking = masking_for(tokenizer, kind, config.mask_rate, rtd=recipe.rtd)
     cls_id, sep_id = tokenizer.role_id("cls"), tokenizer.role_id("sep")
     if recipe.instances == "pairs":
         if len(config.languages) > 1:
@@ -184,23 +197,37 @@ def held_out_batches(config: PretrainConfig, tokenizer: Tokenizer) -> list[dict]
 
 
 @torch.no_grad()
-def evaluate(pretrainer: Pretrainer, batches: list[dict], dtype: torch.dtype) -> dict[str, float]:
-    """Held-out MLM (or a causal encoder's next-token LM) loss and accuracy, and NSP accuracy for pairs."""
+def evaluate(pretrainer: nn.Module, batches: list[dict], dtype: torch.dtype) -> dict[str, float]:
+    """Held-out MLM (or a causal encoder's next-token LM) loss and accuracy, NSP accuracy for pairs,
+    and for ELECTRA the discriminator's: loss, accuracy, the all-original baseline's accuracy and
+    the share of replaced tokens found (its generator's samples drawn with a fixed seed, so that
+    evaluations compare)."""
     device = next(pretrainer.parameters()).device
     name = pretrainer.objective
-    loss, correct, n, nsp_correct, nsp_n = 0.0, 0, 0, 0, 0
-    for batch in batches:
-        with precision.autocast(dtype, device):
-            out = pretrainer.outputs(to_device(batch, device))
-        loss += float(F.cross_entropy(out[name].float(), out[f"{name}_labels"], reduction="sum"))
-        correct += int((out[name].argmax(-1) == out[f"{name}_labels"]).sum())
-        n += len(out[f"{name}_labels"])
-        if "nsp" in out:
-            nsp_correct += int((out["nsp"].argmax(-1) == out["nsp_labels"]).sum())
-            nsp_n += len(out["nsp_labels"])
-    result = {f"{name}_loss": loss / max(1, n), f"{name}_accuracy": correct / max(1, n)}
-    if nsp_n:
-        result["nsp_accuracy"] = nsp_correct / nsp_n
+    counts: dict[str, float] = {}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(12345)
+        for batch in batches:
+            with precision.autocast(dtype, device):
+                out = pretrainer.outputs(to_device(batch, device))
+            scores, labels = out[name].float(), out[f"{name}_labels"]
+            parts = {"loss": float(F.cross_entropy(scores, labels, reduction="sum")),
+                     "correct": int((scores.argmax(-1) == labels).sum()), "n": len(labels)}
+            if "nsp" in out:
+                parts.update(nsp_correct=int((out["nsp"].argmax(-1) == out["nsp_labels"]).sum()),
+                             nsp_n=len(out["nsp_labels"]))
+            if "rtd" in out:
+                parts.update(rtd_metrics(out["rtd"], out["rtd_labels"]))
+            for k, v in parts.items():
+                counts[k] = counts.get(k, 0) + v
+    result = {f"{name}_loss": counts["loss"] / max(1, counts["n"]), f"{name}_accuracy": counts["correct"] / max(1, counts["n"])}
+    if "nsp_n" in counts:
+        result["nsp_accuracy"] = counts["nsp_correct"] / counts["nsp_n"]
+    if "rtd_tokens" in counts:
+        tokens = counts["rtd_tokens"]
+        result.update(rtd_loss=counts["rtd_loss"] / tokens, rtd_accuracy=counts["rtd_correct"] / tokens,
+                      rtd_baseline=counts["rtd_original"] / tokens,
+                      rtd_recall=counts["rtd_found"] / max(1, counts["rtd_replaced"]))
     return result
 
 
@@ -242,38 +269,54 @@ def _pretrain(config: PretrainConfig, train: TrainConfig, out: Path, resume: boo
     data, report = training_data(config, tokenizer, train.seed)
     held_out = held_out_batches(config, tokenizer)
     torch.manual_seed(train.seed)
-    nsp = config.objective.nsp
-    encoder = _initial_encoder(config, tokenizer)
-    model_config = encoder.config
-    pretrainer = Pretrainer(encoder, sbo=config.objective.sbo)
+    model = _pretraining_model(config, tokenizer)
     if distributed.rank() == 0:
-        print(json.dumps({"recipe": config.recipe, "parameters": encoder.num_parameters(), **report}, indent=1),
-              file=sys.stderr)
+        sizes = {f"{folder}_parameters".lstrip("_"): e.num_parameters() for folder, e in model.saved().items()}
+        print(json.dumps({"recipe": config.recipe, **sizes, **report}, indent=1), file=sys.stderr)
         settings = {"pretrain": asdict(config), "train": asdict(train), "data": report}
         write_text(out / "pretrain_config.json", json.dumps(settings, indent=2))
     dtype = precision.resolve(train.precision, distributed.device())
-    records = fit(pretrainer, data, train, out, resume=resume,
-                  evaluate=(lambda model: evaluate(model, held_out, dtype)) if held_out else None)
+    records = fit(model, data, train, out, resume=resume,
+                  evaluate=(lambda m: evaluate(m, held_out, dtype)) if held_out else None)
     if distributed.rank() == 0 and "languages" in report:
         report_sampling(report, data.sampler, 1 + max(r["step"] for r in records), out / "languages.json")
-    final = _gathered_encoder(pretrainer, model_config, encoder.nsp_head is not None)  # a collective under torch.distributed
+    final = gathered(model, model.blank)  # a collective under torch.distributed
     if distributed.rank() == 0:
-        save_pretrained(final, out)
-        tokenizer.save(out)
+        for folder, encoder in final.saved().items():  # the encoder in out/; ELECTRA's generator in out/generator
+            save_pretrained(encoder, out / folder)
+            tokenizer.save(out / folder)
     return out
+
+
+def _pretraining_model(config: PretrainConfig, tokenizer: Tokenizer) -> Pretrainer | Electra:
+    """The recipe's module around the encoder to train: a `Pretrainer`, or for ELECTRA an `Electra`
+    with its generator (the one saved beside init, in init/generator, or a new one)."""
+    recipe = config.objective
+    encoder = _initial_encoder(config, tokenizer)
+    if not recipe.rtd:
+        return Pretrainer(encoder, sbo=recipe.sbo)
+    saved = Path(config.init or "") / "generator"
+    generator = (load_pretrained(saved) if config.init and (saved / "config.json").exists()
+                 else Encoder(generator_config(encoder.config, config.generator_size)))
+    return Electra(encoder, generator, config.rtd_weight)
 
 
 def _initial_encoder(config: PretrainConfig, tokenizer: Tokenizer) -> Encoder:
     """A new encoder of `config.preset`, or the pretrained one in `config.init` with its weights as
-    saved; either way with the MLM (and, for NSP recipes, NSP) heads, new ones where it has none."""
-    nsp, causal = config.objective.nsp, config.objective.causal
+    saved; either way with the recipe's heads (MLM, + NSP; ELECTRA: RTD), new ones where it has none."""
+    nsp, causal, rtd = config.objective.nsp, config.objective.causal, config.objective.rtd
+    heads = dict(mlm=not rtd, nsp=nsp, rtd=rtd)
     if not config.init:
         # a causal LM's windows (generation, perplexity) reach every position: only the trained ones exist
         positions = config.max_length if causal else max(512, config.max_length)
         model_config = preset(config.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
-                              max_position_embeddings=positions, pooler=nsp, causal=causal)
-        return add_pretraining_heads(Encoder(model_config), mlm=True, nsp=nsp)
+                              max_position_embeddings=positions, pooler=nsp, causal=causal,
+                              family="electra" if rtd else "bert")
+        return add_pretraining_heads(Encoder(model_config), **heads)
     encoder = load_pretrained(config.init).set_causal(causal)
+    if rtd and encoder.config.family != "electra":
+        raise ValueError(f"the electra recipe continues an ELECTRA discriminator; {config.init} is a "
+                         f"{encoder.config.family} model")
     check_vocabulary(encoder, config.init, tokenizer, config.tokenizer)
     if config.max_length > encoder.config.max_length:
         raise ValueError(f"pretrain.max_length {config.max_length} is longer than the "
@@ -282,7 +325,8 @@ def _initial_encoder(config: PretrainConfig, tokenizer: Tokenizer) -> Encoder:
         for module in (encoder.pooler, encoder.nsp_head):
             if module is not None:
                 module.requires_grad_(False)
-    return add_pretraining_heads(encoder, mlm=encoder.mlm_head is None, nsp=nsp and encoder.nsp_head is None)
+    return add_pretraining_heads(encoder, **{name: wanted and getattr(encoder, f"{name}_head") is None
+                                             for name, wanted in heads.items()})
 
 
 def check_vocabulary(encoder: Encoder, model_dir: str, tokenizer: Tokenizer, tokenizer_dir: str | None) -> None:
@@ -305,16 +349,3 @@ def check_vocabulary(encoder: Encoder, model_dir: str, tokenizer: Tokenizer, tok
         raise ValueError(f"the tokenizer {tokenizer_dir} disagrees with the vocabulary of {model_dir}: "
                          f"{len(differ)} tokens differ, e.g. id {i} is {token!r} in the tokenizer but "
                          f"{next((t for t, j in own.items() if j == i), None)!r} in the model's")
-
-
-def _gathered_encoder(pretrainer: Pretrainer, model_config, nsp: bool) -> Encoder | None:
-    """The full encoder with its heads, on the CPU of rank 0 (FSDP shards are gathered)."""
-    state = full_model_state(pretrainer)
-    if distributed.rank() != 0:
-        return None
-    encoder = add_pretraining_heads(Encoder(model_config), mlm=True, nsp=nsp)
-    missing, unexpected = encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in state.items()
-                                                   if k.startswith("encoder.")}, strict=False)
-    if set(missing) - {"mlm_head.decoder.weight"} or unexpected:  # the decoder is tied to the embeddings
-        raise RuntimeError(f"gathering the trained encoder failed: missing {missing}, unexpected {unexpected}")
-    return encoder
