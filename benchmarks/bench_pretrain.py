@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, alternate, matmul_peak, median, minilm_dir, write_results  # noqa: E402
+from common import DATA, ROOT, alternate, matmul_peak, median, minilm_dir, throughput_table, write_results  # noqa: E402
 
 from bertkit import Encoder, Tokenizer, add_pretraining_heads, preset  # noqa: E402
 from bertkit.data.batches import BlockRows, EpochSampler, MaskedSteps  # noqa: E402
@@ -110,14 +110,10 @@ def main() -> None:
                       "fraction_of_matmul_peak": flops / seconds / peaks[prec]}
     ratios = {p: rows[f"bertkit {p}"]["tokens_per_s"] / rows[f"transformers {p}"]["tokens_per_s"] for p in args.dtypes}
     target = ">= 3.0" if args.preset == "mini" else ">= 1.3" if args.preset == "base" else ""
-    table = [f"bert-{args.preset} ({config.num_layers} layers, hidden {config.hidden_size}, vocab {config.vocab_size}), "
-             f"sequence {args.length}, batch {args.batch}, {args.steps} steps per round, median of {args.repeats}; "
-             f"matmul peak now: fp32 {peaks['fp32'] / 1e9:.0f}, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s.\n",
-             "| run | tokens/s | of matmul peak (model FLOPs) |", "|---|---:|---:|"]
-    table += [f"| {n} | {r['tokens_per_s']:.0f} | {r['fraction_of_matmul_peak']:.0%} |" for n, r in rows.items()]
-    table += ["", "| ratio bertkit / transformers | value | target |", "|---|---:|---:|"]
-    table += [f"| {p} | {v:.2f}x | {target} |" for p, v in ratios.items()]
-    text = "\n".join(table)
+    caption = (f"bert-{args.preset} ({config.num_layers} layers, hidden {config.hidden_size}, vocab {config.vocab_size}), "
+               f"sequence {args.length}, batch {args.batch}, {args.steps} steps per round, median of {args.repeats}; "
+               f"matmul peak now: fp32 {peaks['fp32'] / 1e9:.0f}, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s.")
+    text = throughput_table(caption, rows, ratios, {p: target for p in ratios}, "ratio bertkit / transformers")
     print(text)
     name = "pretrain" if args.preset == "mini" else f"pretrain-{args.preset}"
     write_results(name, "python benchmarks/bench_pretrain.py " + " ".join(sys.argv[1:]),

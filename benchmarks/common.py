@@ -108,3 +108,12 @@ def speed_table(caption: str, rows: dict[str, dict], rate: str, figure: str, our
     table += ["", f"{ours} / {peer}: **{ratio:.2f}x** (target >= {target}x)"]
     return "\n".join(table), ratio
 
+
+def throughput_table(caption: str, rows: dict[str, dict], ratios: dict[str, float], targets: dict[str, str],
+                     ratio_title: str = "ratio") -> str:
+    """A table of training runs (rows hold tokens_per_s and fraction_of_matmul_peak), then their ratios."""
+    table = [caption + "\n", "| run | tokens/s | of matmul peak (model FLOPs) |", "|---|---:|---:|"]
+    table += [f"| {n} | {r['tokens_per_s']:.0f} | {r['fraction_of_matmul_peak']:.0%} |" for n, r in rows.items()]
+    table += ["", f"| {ratio_title} | value | target |", "|---|---:|---:|"]
+    table += [f"| {n} | {v:.2f}x | {targets.get(n, '')} |" for n, v in ratios.items()]
+    return "\n".join(table)

@@ -106,7 +106,7 @@ def test_exponent_floats_without_a_decimal_point(tmp_path):
         load_sections(None, {"train": TrainConfig}, ["--train.eps=small"])
 
 
-@pytest.mark.parametrize("recipe", ["bert", "roberta", "spanbert", "mlm", "arlm"])
+@pytest.mark.parametrize("recipe", ["bert", "roberta", "spanbert", "mlm", "arlm", "plm"])
 def test_every_recipe_runs_two_steps_and_saves_a_transformers_model(recipe, data_dir, minilm_dir, tmp_path, capsys):
     out = tmp_path / recipe
     books = [data_dir / "gutenberg_nltk" / name for name in ("carroll-alice.txt", "blake-poems.txt")]
@@ -118,7 +118,7 @@ def test_every_recipe_runs_two_steps_and_saves_a_transformers_model(recipe, data
     assert code == 0, capsys.readouterr().err
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [0, 1]
-    objective = "lm" if recipe == "arlm" else "mlm"
+    objective = {"arlm": "lm", "plm": "plm"}.get(recipe, "mlm")
     assert f"eval_{objective}_accuracy" in log[-1] and objective in log[0]
     assert (recipe == "bert") == ("nsp" in log[0]) and (recipe == "spanbert") == ("sbo" in log[0])
     assert (out / "loss.png").exists() and (out / "vocab.txt").exists()

@@ -190,6 +190,7 @@ class Recipe:
 
     instances: str  # "pairs": BERT's sentence pairs; "packed": RoBERTa's FULL-SENTENCES blocks
     masking: str  # "token" (or whole-word with pretrain.whole_word) | "span" (SpanBERT) | "causal" (next token)
+    #               | "permutation" (XLNet: targets at the end of a random factorization order)
     nsp: bool = False  # next-sentence prediction
     sbo: bool = False  # SpanBERT's span boundary objective
     rtd: bool = False  # ELECTRA: a generator MLM fills the masks, the encoder detects replaced tokens
@@ -207,6 +208,7 @@ RECIPES = {
     "mlm": Recipe("pairs", "token"),  # BERT's instances and masking, MLM loss alone
     "arlm": Recipe("packed", "causal"),  # autoregressive LM: the encoder with causal attention
     "electra": Recipe("packed", "token", rtd=True),  # replaced-token detection (generator + discriminator)
+    "plm": Recipe("packed", "permutation"),  # permutation LM: two-stream attention, partial prediction
 }
 
 
@@ -230,6 +232,7 @@ class PretrainConfig:
     eval_blocks: int = 256
     generator_size: float = 0.25  # electra: the generator's hidden size as a fraction of the discriminator's
     rtd_weight: float = 50.0  # electra: loss = generator MLM + rtd_weight x replaced-token detection
+    partial: int = 6  # plm: predict the last 1/partial of each factorization order (XLNet's K)
     out: str = "runs/pretrain"
     cache: str = ".bertkit-cache"
 
@@ -240,7 +243,7 @@ class PretrainConfig:
             raise ValueError("give a corpus (--corpus PATH, repeatable; LANG=PATH for several languages)")
         _require(self, "must be in (0, 1)", "mask_rate")
         _require(self, "must be positive", "vocab_size", "max_length", "batch_size", "micro_batches", "eval_blocks",
-                 "rtd_weight")
+                 "rtd_weight", "partial")
         if self.batch_size % self.micro_batches:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of micro_batches {self.micro_batches}")
         _require(self, "must be in (0, 1]", "alpha", "generator_size")

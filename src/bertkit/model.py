@@ -124,6 +124,18 @@ def attention_weights(q: Tensor, k: Tensor, key_mask: Tensor | None, causal: boo
     return scores.softmax(-1)
 
 
+def permutation_masks(ranks: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, T) factorization-order ranks and real-token mask -> the content and query streams' (B, 1, T, T)
+    masks (True: query i may see key j): content, rank_j <= rank_i; query, rank_j < rank_i; real keys
+    only. A query with nothing before it (the order's first token; never a target) sees itself, so
+    that no softmax runs over nothing."""
+    before = ranks[:, None, :] <= ranks[:, :, None]  # (B, Tq, Tk)
+    content = before & real[:, None, :]
+    query = before & (ranks[:, None, :] != ranks[:, :, None]) & real[:, None, :]
+    query |= torch.eye(ranks.shape[1], dtype=torch.bool, device=ranks.device) & ~query.any(-1, keepdim=True)
+    return content[:, None], query[:, None]
+
+
 class Embeddings(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -155,10 +167,21 @@ class SelfAttention(nn.Module):
         self.attention_dropout = config.attention_dropout
         self.causal = config.causal
 
-    def forward(self, x: Tensor, layout: TokenLayout, look: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, layout: TokenLayout, look: Callable[[Tensor], Tensor] | None = None, *,
+                mask: Tensor | None = None, keys_from: Tensor | None = None) -> Tensor:
         """(N, H) -> (N, H): attention, then residual and post-layer-norm. With `look`, the weights
         are computed explicitly, (B, nh, T, T) in fp32 with rows of padded positions 0, and
-        `look(weights)` is what attends (it may keep them, or change them)."""
+        `look(weights)` is what attends (it may keep them, or change them).
+
+        Two-stream attention (`Encoder.two_stream`, on a layout that keeps padding): `mask` (B, 1, T, T)
+        says which keys each query sees, and with `keys_from` (N, H) the keys and values come from
+        that stream while the queries come from `x`."""
+        if mask is not None:
+            H = x.shape[-1]
+            q = F.linear(x, self.qkv.weight[:H], self.qkv.bias[:H])
+            kv = F.linear(x if keys_from is None else keys_from, self.qkv.weight[H:], self.qkv.bias[H:])
+            y = self.attend(torch.cat([q, kv], -1), layout, mask=mask)
+            return self.norm(x + self.dropout(self.out(y.to(x.dtype))))
         qkv = self.qkv(x)  # (N, 3H)
         if layout.groups:
             y = torch.cat([self.attend(qkv[g.start:g.end], g.layout) for g in layout.groups])
@@ -166,13 +189,17 @@ class SelfAttention(nn.Module):
             y = self.attend(qkv, layout, look)
         return self.norm(x + self.dropout(self.out(y.to(x.dtype))))
 
-    def attend(self, qkv: Tensor, layout: TokenLayout, look: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-        """(N, 3H) -> (N, H): the attention of the layout's rows."""
+    def attend(self, qkv: Tensor, layout: TokenLayout, look: Callable[[Tensor], Tensor] | None = None,
+               mask: Tensor | None = None) -> Tensor:
+        """(N, 3H) -> (N, H): the attention of the layout's rows (each query sees the keys `mask`
+        allows, if given, else the layout's real keys)."""
         B, T = layout.batch, layout.seqlen
         qkv = repad(qkv, layout).view(B, T, 3, self.num_heads, self.head_size)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, nh, T, hs)
         p = self.attention_dropout if self.training else 0.0
-        if look is None:
+        if mask is not None:
+            y = attention(q, k, v, mask, p)
+        elif look is None:
             y = attention(q, k, v, layout.key_mask, p, self.causal)
         else:
             w = attention_weights(q.float(), k.float(), layout.key_mask, self.causal)
@@ -320,6 +347,38 @@ class Encoder(nn.Module):
                 kept[i] = x
         last = repad(x, layout)
         return EncoderOutput(last, {i: last if h is x else repad(h, layout) for i, h in kept.items()}, weights)
+
+    def two_stream(self, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None,
+                   ranks: Tensor, query_vector: Tensor) -> tuple[Tensor, Tensor]:
+        """XLNet's two-stream attention on this encoder's weights, for permutation language modelling.
+
+        Both streams run every layer with the same weights; only what they see differs
+        (`permutation_masks`): the content stream h encodes each token from itself and the tokens
+        before it in the factorization order, the query stream g starts from `query_vector` (E,)
+        plus the position (and segment) embeddings, never a token's own id, and attends to the
+        content of the tokens strictly before it. g_i is what predicts token i.
+
+        Args:
+            input_ids, attention_mask, token_type_ids: (B, T), as for `forward`.
+            ranks: (B, T) each position's place in its row's factorization order.
+
+        Returns:
+            The last layer's content and query streams, (B, T, H) each.
+        """
+        B, T = input_ids.shape
+        real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        content_mask, query_mask = permutation_masks(ranks, real)
+        positions = (torch.arange(T, device=input_ids.device) + self.config.position_offset).expand(B, T).reshape(-1)
+        types = None if token_type_ids is None else token_type_ids.reshape(-1)
+        h = self.embeddings(input_ids.reshape(-1), positions, types)
+        g = self.embeddings(input_ids.reshape(-1), positions, types, query_vector.expand(B * T, -1))
+        if self.embeddings_project is not None:
+            h, g = self.embeddings_project(h), self.embeddings_project(g)
+        layout = make_layout(None, B, T, unpad=False, group=False)
+        for layer in self.layers:
+            h, g = layer.feed_forward(layer.attention(h, layout, mask=content_mask)), \
+                layer.feed_forward(layer.attention(g, layout, mask=query_mask, keys_from=h))
+        return h.view(B, T, -1), g.view(B, T, -1)
 
     def set_causal(self, causal: bool) -> "Encoder":
         """This encoder with causal attention switched on or off (the weights stay; what each token

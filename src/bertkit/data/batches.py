@@ -22,9 +22,10 @@ from torch import Tensor
 
 from ..heads import IGNORE_INDEX
 from .instances import SentencePairs
-from .masking import BERT_SPLIT, Masked, mask_spans, mask_tokens, mask_whole_words, next_token_labels
+from .masking import (BERT_SPLIT, Masked, mask_spans, mask_tokens, mask_whole_words, next_token_labels,
+                      permutation_targets)
 
-MaskingKind = Literal["token", "whole_word", "span", "causal"]
+MaskingKind = Literal["token", "whole_word", "span", "causal", "permutation"]
 
 
 @dataclass
@@ -39,16 +40,19 @@ class MaskingSpec:
     sep_id: int | None = None  # causal: a row's closing [SEP] (packing's block end) is not a target
     split: tuple[float, float] = BERT_SPLIT  # shares of the chosen tokens replaced by [MASK] and by random tokens
     rtd: bool = False  # ELECTRA: every real token is judged original or replaced (a loss part "rtd")
+    partial: int = 6  # permutation: the last 1/partial of each factorization order is predicted (XLNet's K)
 
     @property
     def objective(self) -> str:
-        """The name of the loss this masking trains: "lm" (next token) or "mlm"."""
-        return "lm" if self.kind == "causal" else "mlm"
+        """The name of the loss this masking trains: "lm" (next token), "plm" (permutation) or "mlm"."""
+        return {"causal": "lm", "permutation": "plm"}.get(self.kind, "mlm")
 
     def apply(self, input_ids: Tensor, generator: torch.Generator) -> Masked:
         if self.kind == "causal":
             return next_token_labels(input_ids, input_ids != self.pad_id, self.sep_id)
         maskable = ~torch.isin(input_ids, self.special_ids)  # special_ids include [PAD]
+        if self.kind == "permutation":
+            return permutation_targets(input_ids, input_ids != self.pad_id, maskable, generator, self.partial)
         common = dict(mask_id=self.mask_id, random_ids=self.random_ids, rate=self.rate, split=self.split)
         if self.kind == "token":
             return mask_tokens(input_ids, maskable, generator, **common)
@@ -142,6 +146,8 @@ class MaskedSteps:
         fields.update(input_ids=masked.input_ids, labels=masked.labels)
         if masked.span_starts is not None:
             fields.update(span_starts=masked.span_starts, span_ends=masked.span_ends)
+        if masked.ranks is not None:
+            fields["ranks"] = masked.ranks
         mine = np.array_split(np.arange(batch_size), world)[rank]
         return [_with_counts({k: v[rows] for k, v in fields.items()}, self.masking)
                 for rows in np.array_split(mine, self.micro_batches)]

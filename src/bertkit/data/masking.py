@@ -13,7 +13,8 @@ tokens (special tokens are never chosen):
   10), spans starting at word boundaries and never covering a special token, until the budget is
   reached.
 
-A causal LM predicts every next token instead (`next_token_labels`): nothing is masked.
+A causal LM predicts every next token instead (`next_token_labels`), and a permutation LM the last
+tokens of a random factorization order (`permutation_targets`): nothing is masked.
 
 Chosen tokens are then corrupted 80/10/10: replaced by [MASK], by a random token, or kept (ELECTRA's
 generator input: 85/0/15). Token
@@ -38,6 +39,7 @@ class Masked:
     labels: Tensor  # (B, T) original ids at chosen positions, IGNORE_INDEX elsewhere
     span_starts: Tensor | None = None  # (B, T) for span masking: first position of the token's span
     span_ends: Tensor | None = None  # (B, T) last position of the token's span (inclusive)
+    ranks: Tensor | None = None  # (B, T) for permutation LM: each position's place in the factorization order
 
 
 def next_token_labels(input_ids: Tensor, real: Tensor, closing_id: int | None = None) -> Masked:
@@ -53,6 +55,27 @@ def next_token_labels(input_ids: Tensor, real: Tensor, closing_id: int | None = 
         closes = (last >= 1) & (input_ids[rows, last.clamp(min=0)] == closing_id)
         labels[rows[closes], last[closes] - 1] = IGNORE_INDEX
     return Masked(input_ids, labels)
+
+
+def permutation_targets(input_ids: Tensor, real: Tensor, maskable: Tensor, generator: torch.Generator,
+                        k: int = 6) -> Masked:
+    """Permutation LM (XLNet): a random factorization order per row, and as targets the last 1/k of
+    the order's maskable tokens (partial prediction: round(n / k), at least 1). The tokens stay in
+    place; the order only decides what each position may see (`model.permutation_masks`).
+
+    Special tokens come first in every order (they are context, never targets, and every target's
+    query then sees at least one token), padding last. Labels are the original ids at the targets.
+    (B, T) ids, bool real-token and maskable masks.
+    """
+    B, T = input_ids.shape
+    scores = torch.rand(B, T, generator=generator)  # maskable tokens: a random order among themselves
+    scores = torch.where(maskable, scores, torch.where(real, -1.0, 2.0))  # specials first, padding last
+    ranks = scores.argsort(dim=1, stable=True).argsort(dim=1)
+    n = maskable.sum(1)
+    want = torch.where(n > 0, (n.double() / k).round().long().clamp(min=1), n)
+    chosen = maskable & (ranks >= (real.sum(1) - want)[:, None])
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    return Masked(input_ids, labels, ranks=ranks)
 
 
 BERT_SPLIT = (0.8, 0.1)  # of the chosen tokens: 80% [MASK], 10% a random token, 10% kept

@@ -61,9 +61,7 @@ class Electra(nn.Module):
         generator.mlm_head.decoder.weight = discriminator.embeddings.word.weight
         self.discriminator, self.generator, self.rtd_weight = discriminator, generator, rtd_weight
 
-    @property
-    def objective(self) -> str:
-        return "mlm"
+    objective = "mlm"  # the vocabulary loss: the generator's
 
     def blank(self) -> "Electra":
         """A new Electra of the same shapes (to load a trained state into)."""
@@ -84,9 +82,7 @@ class Electra(nn.Module):
         hidden = self.generator(ids, mask, batch.get("token_type_ids")).last_hidden_state
         scores = self.generator.mlm_head.transform(hidden[chosen])  # (M, E)
         with torch.no_grad():
-            decoder = self.generator.mlm_head.decoder
-            probabilities = decoder(scores.detach()).float().softmax(-1)  # (M, V)
-            sampled = torch.multinomial(probabilities, 1, generator=sampler).squeeze(1)
+            sampled = sample(self.generator.mlm_head.decoder(scores.detach()), sampler)
         original = torch.where(chosen, labels, ids)
         filled = original.masked_scatter(chosen, sampled)
         return {"mlm_scores": scores, "mlm_labels": labels[chosen], "input_ids": filled,
@@ -115,6 +111,15 @@ class Electra(nn.Module):
         logits, targets = self.discriminate(batch, corrupted)
         return {"mlm": self.generator.mlm_head.decoder(corrupted["mlm_scores"]), "mlm_labels": corrupted["mlm_labels"],
                 "rtd": logits, "rtd_labels": targets}
+
+
+def sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One token id per row of (M, V) logits, drawn from their softmax by inverting its cumulative
+    sum at a uniform draw (one per row, from `generator`). The same distribution as
+    `torch.multinomial`, which on a CPU took 500 ms for 614 x 30,522 probabilities, this 35 ms."""
+    cumulative = logits.float().softmax(-1).cumsum_(-1)  # (M, V)
+    u = torch.rand(len(logits), 1, generator=generator, device=logits.device) * cumulative[:, -1:]
+    return torch.searchsorted(cumulative, u, right=True).squeeze(1).clamp_(max=logits.shape[-1] - 1)
 
 
 def rtd_metrics(logits: Tensor, targets: Tensor) -> dict[str, float]:

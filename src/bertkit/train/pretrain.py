@@ -34,6 +34,7 @@ from ..tokenizer import Tokenizer
 from . import distributed
 from .checkpoint import gathered
 from .electra import Electra, generator_config, rtd_metrics
+from .plm import PermutationLM
 from .loop import fit, to_device
 from .runs import run_folder
 
@@ -111,8 +112,9 @@ def span_boundary_vectors(pretrainer: Pretrainer, hidden: Tensor, labels: Tensor
     return pretrainer.sbo(left, right, cols - s)
 
 
-def masking_for(tokenizer: Tokenizer, kind: str, rate: float, rtd: bool = False) -> MaskingSpec:
-    """The masking of a recipe; `rtd`: ELECTRA's (85% [MASK], 15% kept, every real token judged)."""
+def masking_for(tokenizer: Tokenizer, kind: str, rate: float, rtd: bool = False, partial: int = 6) -> MaskingSpec:
+    """The masking of a recipe; `rtd`: ELECTRA's (85% [MASK], 15% kept, every real token judged);
+    `partial`: a permutation LM's K."""
     vocab = tokenizer.vocab()
     continuation = torch.zeros(tokenizer.vocab_size, dtype=torch.bool)
     continuation[[i for t, i in vocab.items() if t.startswith("##")]] = True
@@ -120,7 +122,8 @@ def masking_for(tokenizer: Tokenizer, kind: str, rate: float, rtd: bool = False)
     random_ids = torch.tensor([i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids])
     return MaskingSpec(kind=kind, rate=rate, mask_id=tokenizer.mask_id, random_ids=random_ids,
                        special_ids=special, continuation=continuation, pad_id=tokenizer.pad_id,
-                       sep_id=tokenizer.role_id("sep"), split=ELECTRA_SPLIT if rtd else BERT_SPLIT, rtd=rtd)
+                       sep_id=tokenizer.role_id("sep"), split=ELECTRA_SPLIT if rtd else BERT_SPLIT, rtd=rtd,
+                       partial=partial)
 
 
 def _tokenizer(config: PretrainConfig, out: Path, resume: bool) -> Tokenizer:
@@ -151,7 +154,7 @@ def training_data(config: PretrainConfig, tokenizer: Tokenizer, seed: int) -> tu
     """The recipe's step data, and what to report about it."""
     recipe = config.objective
     kind = "whole_word" if config.whole_word and recipe.masking == "token" else recipe.masking
-    masking = masking_for(tokenizer, kind, config.mask_rate, rtd=recipe.rtd)
+    masking = masking_for(tokenizer, kind, config.mask_rate, rtd=recipe.rtd, partial=config.partial)
     cls_id, sep_id = tokenizer.role_id("cls"), tokenizer.role_id("sep")
     if recipe.instances == "pairs":
         if len(config.languages) > 1:
@@ -220,7 +223,8 @@ def evaluate(pretrainer: nn.Module, batches: list[dict], dtype: torch.dtype) -> 
                 parts.update(rtd_metrics(out["rtd"], out["rtd_labels"]))
             for k, v in parts.items():
                 counts[k] = counts.get(k, 0) + v
-    result = {f"{name}_loss": counts["loss"] / max(1, counts["n"]), f"{name}_accuracy": counts["correct"] / max(1, counts["n"])}
+    n = max(1, counts["n"])
+    result = {f"{name}_loss": counts["loss"] / n, f"{name}_accuracy": counts["correct"] / n}
     if "nsp_n" in counts:
         result["nsp_accuracy"] = counts["nsp_correct"] / counts["nsp_n"]
     if "rtd_tokens" in counts:
@@ -288,11 +292,13 @@ def _pretrain(config: PretrainConfig, train: TrainConfig, out: Path, resume: boo
     return out
 
 
-def _pretraining_model(config: PretrainConfig, tokenizer: Tokenizer) -> Pretrainer | Electra:
-    """The recipe's module around the encoder to train: a `Pretrainer`, or for ELECTRA an `Electra`
-    with its generator (the one saved beside init, in init/generator, or a new one)."""
+def _pretraining_model(config: PretrainConfig, tokenizer: Tokenizer) -> Pretrainer | Electra | PermutationLM:
+    """The recipe's module around the encoder to train: a `Pretrainer`, a `PermutationLM`, or for
+    ELECTRA an `Electra` with its generator (the one saved beside init, in init/generator, or a new one)."""
     recipe = config.objective
     encoder = _initial_encoder(config, tokenizer)
+    if recipe.masking == "permutation":
+        return PermutationLM(encoder)
     if not recipe.rtd:
         return Pretrainer(encoder, sbo=recipe.sbo)
     saved = Path(config.init or "") / "generator"
