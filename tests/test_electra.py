@@ -90,7 +90,7 @@ def test_the_loss_is_the_generator_mlm_plus_50_times_the_detection_loss():
     torch.manual_seed(7)
     with torch.no_grad():
         g_logits = electra.generator.mlm_head(electra.generator(batch["input_ids"], mask).last_hidden_state)[chosen]
-        sampled = sample(g_logits)
+        sampled = sample(g_logits, torch.rand(len(g_logits)))
         text = torch.where(chosen, labels, batch["input_ids"])
         corrupted = text.clone()
         corrupted[chosen] = sampled
@@ -106,7 +106,7 @@ def test_the_loss_is_the_generator_mlm_plus_50_times_the_detection_loss():
 def test_samples_follow_the_generator_distribution():
     """Frequencies of 200,000 draws within 0.005 of the softmax; a token of probability 0 never drawn."""
     logits = torch.tensor([[2.0, 0.0, -1.0, float("-inf"), 1.0]]).expand(200_000, 5)
-    drawn = sample(logits, torch.Generator().manual_seed(0))
+    drawn = sample(logits, torch.rand(len(logits), generator=torch.Generator().manual_seed(0)))
     frequencies = torch.bincount(drawn, minlength=5) / len(drawn)
     torch.testing.assert_close(frequencies, logits[0].softmax(-1), atol=0.005, rtol=0)
     assert frequencies[3] == 0
@@ -175,8 +175,8 @@ def test_the_discriminator_fine_tunes_with_a_task_head(task, data_dir, minilm_di
 
 
 def test_a_killed_electra_run_resumes_to_the_same_losses(capsys, pretraining, tmp_path):  # noqa: F811
-    """Generator and discriminator are both in the checkpoints, and the samples come from the
-    generator whose state the checkpoint carries: a killed run continues exactly."""
+    """Generator and discriminator are both in the checkpoints, and the draws the samples are taken
+    at come with each step's data: a killed run continues exactly."""
     steps = 12
     args = lambda out, *extra: pretraining(out, steps, "--pretrain.recipe=electra", "--train.checkpoint_every=1", *extra)  # noqa: E731
     assert run(capsys, *args(tmp_path / "reference"))[0] == 0

@@ -210,10 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=".bertkit-cache", help="folder for the tokenized corpus, reused by the next run")
     _encoding_arg(p)
 
-    p = sub.add_parser("pretrain", help="pretrain an encoder: bert (MLM+NSP), roberta, spanbert, mlm",
+    p = sub.add_parser("pretrain", help="pretrain an encoder: bert (MLM+NSP), roberta, spanbert, mlm, arlm, electra, plm",
                        description="Pretrain from a YAML recipe (configs/*.yaml). Any field can be "
                        "overridden as --section.field=value, e.g. --train.lr=3e-4 --pretrain.max_length=256.")
-    p.add_argument("--config", help="YAML recipe: configs/bert.yaml, roberta.yaml, spanbert.yaml, mlm.yaml, arlm.yaml or electra.yaml")
+    p.add_argument("--config", help="YAML recipe: configs/bert.yaml, roberta.yaml, spanbert.yaml, mlm.yaml, "
+                   "arlm.yaml, electra.yaml or plm.yaml")
     p.add_argument("--corpus", action="append", help="text file or folder (repeatable); LANG=PATH for "
                    "multilingual sampling")
     p.add_argument("--tokenizer", help="tokenizer directory (default: train a WordPiece vocabulary on the corpus)")

@@ -7,11 +7,12 @@
 epochs) is None until derived, so an explicit value, even one equal to a default, is never taken
 for "not given".
 
-The three Hugging Face families that bertkit reads and writes (BERT, RoBERTa, DistilBERT) are one
+The four Hugging Face families that bertkit reads and writes (BERT, RoBERTa, DistilBERT, ELECTRA) are one
 architecture with small differences, each an `EncoderConfig` field rather than a subclass:
 
 - RoBERTa numbers positions from `pad_token_id + 1` (`position_offset`) and has one segment type;
-- DistilBERT has no segment embeddings (`type_vocab_size = 0`) and no pooler.
+- DistilBERT has no segment embeddings (`type_vocab_size = 0`) and no pooler;
+- ELECTRA has no pooler, and its embeddings may be narrower or wider than its layers (`embedding_size`).
 
 `causal` makes the encoder a left-to-right language model (each token attends to itself and the
 tokens before it): Hugging Face's `is_decoder`, saved as `BertLMHeadModel` with its LM head.
@@ -232,7 +233,7 @@ class PretrainConfig:
     eval_blocks: int = 256
     generator_size: float = 0.25  # electra: the generator's hidden size as a fraction of the discriminator's
     rtd_weight: float = 50.0  # electra: loss = generator MLM + rtd_weight x replaced-token detection
-    partial: int = 6  # plm: predict the last 1/partial of each factorization order (XLNet's K)
+    partial: int = 6  # plm: predict 1/partial of the tokens, after the others in a random order (XLNet's K)
     out: str = "runs/pretrain"
     cache: str = ".bertkit-cache"
 
@@ -355,7 +356,7 @@ class MultitaskConfig:
             raise ValueError("a multi-task recipe lists its tasks under multitask.tasks: {NAME: {task: KIND, "
                              "train: FILE, dev: FILE, weight: 1.0, ...}}")
         _require_one_of(self, schedule=("proportional", "temperature", "round_robin"))
-        _require(self, "must be in (0, 1]", "alpha", "generator_size")
+        _require(self, "must be in (0, 1]", "alpha")
         _require(self, "must be positive", "epochs")
         for name, task in self.tasks.items():
             if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)):

@@ -45,7 +45,6 @@ CONFIG_FIELDS = {
 }
 CONFIG_FIELDS["roberta"] = CONFIG_FIELDS["bert"]
 CONFIG_FIELDS["electra"] = {**CONFIG_FIELDS["bert"], "embedding_size": "embedding_size"}
-HEADS = ("mlm", "nsp", "rtd")  # the pretraining heads an encoder may carry (Encoder.<name>_head)
 ARCHITECTURES = {  # the heads a checkpoint holds -> its class name
     "bert": {(): "BertModel", ("mlm",): "BertForMaskedLM", ("mlm", "nsp"): "BertForPreTraining"},
     "roberta": {(): "RobertaModel", ("mlm",): "RobertaForMaskedLM"},
@@ -218,9 +217,9 @@ def load_pretrained(path: str | Path) -> Encoder:
 
 
 def _new_head(name: str, encoder: Encoder) -> torch.nn.Module:
-    if name == "mlm":
+    if name == "mlm":  # its decoder is the word embeddings
         return MLMHead(encoder.config, encoder.embeddings.word)
-    return NSPHead(encoder.config) if name == "nsp" else RTDHead(encoder.config)
+    return {"nsp": NSPHead, "rtd": RTDHead}[name](encoder.config)
 
 
 def _check_decoder(tensors: dict[str, torch.Tensor], state: dict[str, torch.Tensor], files: str) -> None:
@@ -261,7 +260,7 @@ def save_pretrained(encoder: Encoder, path: str | Path) -> None:
     """Write `config.json` and `model.safetensors` in the family's Hugging Face layout."""
     path = Path(path)
     config = encoder.config
-    with_heads = tuple(name for name in HEADS if getattr(encoder, f"{name}_head") is not None)
+    with_heads = tuple(encoder.pretraining_heads())
     if with_heads not in ARCHITECTURES[config.family]:
         raise ValueError(f"a {config.family} checkpoint cannot hold the heads {' + '.join(with_heads)}; it holds "
                          f"one of: {', '.join(' + '.join(h) for h in ARCHITECTURES[config.family] if h)}")

@@ -25,7 +25,7 @@ With `EncoderConfig.causal` the same encoder is a left-to-right language model: 
 to itself and the tokens before it (Hugging Face's `is_decoder`; recipe arlm).
 
 The encoder returns hidden states; task heads live in `heads.py`. An encoder may carry the
-pretraining heads of its checkpoint (`mlm_head`, `nsp_head`) so that one directory holds both.
+pretraining heads of its checkpoint (`mlm_head`, `nsp_head`, `rtd_head`) so that one directory holds them all.
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ def attention_weights(q: Tensor, k: Tensor, key_mask: Tensor | None, causal: boo
 def permutation_masks(ranks: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
     """(B, T) factorization-order ranks and real-token mask -> the content and query streams' (B, 1, T, T)
     masks (True: query i may see key j): content, rank_j <= rank_i; query, rank_j < rank_i; real keys
-    only. A query with nothing before it (the order's first token; never a target) sees itself, so
-    that no softmax runs over nothing."""
+    only. Context tokens share one rank and so see each other. A query with nothing before it (a
+    context token: never a target) sees itself, so that no softmax runs over nothing."""
     before = ranks[:, None, :] <= ranks[:, :, None]  # (B, Tq, Tk)
     content = before & real[:, None, :]
     query = before & (ranks[:, None, :] != ranks[:, :, None]) & real[:, None, :]
@@ -233,8 +233,16 @@ class Layer(nn.Module):
         self.attention = SelfAttention(config)
         self.feed_forward = FeedForward(config)
 
-    def forward(self, x: Tensor, layout: TokenLayout, look: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-        return self.feed_forward(self.attention(x, layout, look))
+    def forward(self, x: Tensor, layout: TokenLayout, look: Callable[[Tensor], Tensor] | None = None, *,
+                query: Tensor | None = None, masks: tuple[Tensor, Tensor] | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        """(N, H) -> (N, H). With `query` (N, H) and `masks` (content, query; see `permutation_masks`):
+        XLNet's two streams through this layer, -> (content, query), the query stream attending to
+        the content stream's input `x`."""
+        if query is None:
+            return self.feed_forward(self.attention(x, layout, look))
+        content_mask, query_mask = masks
+        return (self.feed_forward(self.attention(x, layout, mask=content_mask)),
+                self.feed_forward(self.attention(query, layout, mask=query_mask, keys_from=x)))
 
 
 class Pooler(nn.Module):
@@ -317,18 +325,11 @@ class Encoder(nn.Module):
             and the attentions when asked for.
         """
         B, T = input_ids.shape
-        if T > self.config.max_length:
-            raise ValueError(f"input has {T} tokens but the model's positions cover "
-                             f"{self.config.max_length}; split it with the tokenizer's "
-                             "overflow='window' or truncate it explicitly")
+        self.check_length(T)
         explicit = output_attentions or edit_attention is not None  # the weights are kept (B, nh, T, T)
         layout = make_layout(attention_mask, B, T, unpad=unpad_tokens, group=unpad_tokens and not explicit)
-        positions = torch.arange(T, device=input_ids.device) + self.config.position_offset
-        x = self.embeddings(unpad(input_ids, layout), unpad(positions.expand(B, T), layout),
-                            None if token_type_ids is None else unpad(token_type_ids, layout),
-                            None if word_vectors is None else unpad(word_vectors, layout))  # (N, E)
-        if self.embeddings_project is not None:
-            x = self.embeddings_project(x)  # (N, H)
+        x = self.embed(unpad(input_ids, layout), layout, token_type_ids,
+                       None if word_vectors is None else unpad(word_vectors, layout))  # (N, H)
         wanted = {self.layer_index(i) for i in output_layers}
         depth = len(self.layers) if last_layer is None else self.layer_index(last_layer)
         if wanted and max(wanted) > depth:
@@ -348,6 +349,27 @@ class Encoder(nn.Module):
         last = repad(x, layout)
         return EncoderOutput(last, {i: last if h is x else repad(h, layout) for i, h in kept.items()}, weights)
 
+    def check_length(self, T: int) -> None:
+        if T > self.config.max_length:
+            raise ValueError(f"input has {T} tokens but the model's positions cover "
+                             f"{self.config.max_length}; split it with the tokenizer's "
+                             "overflow='window' or truncate it explicitly")
+
+    def embed(self, ids: Tensor, layout: TokenLayout, token_type_ids: Tensor | None,
+              word_vectors: Tensor | None = None) -> Tensor:
+        """The layout's (N,) token ids -> (N, H) input vectors: embeddings (of `word_vectors` (N, E)
+        in place of the ids', if given) at their positions, projected to the hidden size if narrower."""
+        B, T = layout.batch, layout.seqlen
+        positions = (torch.arange(T, device=ids.device) + self.config.position_offset).expand(B, T)
+        x = self.embeddings(ids, unpad(positions, layout),
+                            None if token_type_ids is None else unpad(token_type_ids, layout), word_vectors)  # (N, E)
+        return x if self.embeddings_project is None else self.embeddings_project(x)
+
+    def pretraining_heads(self) -> dict[str, nn.Module]:
+        """The pretraining heads this encoder carries, by name (of `PRETRAINING_HEADS`)."""
+        heads = {name: getattr(self, f"{name}_head") for name in PRETRAINING_HEADS}
+        return {name: head for name, head in heads.items() if head is not None}
+
     def two_stream(self, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None,
                    ranks: Tensor, query_vector: Tensor) -> tuple[Tensor, Tensor]:
         """XLNet's two-stream attention on this encoder's weights, for permutation language modelling.
@@ -366,18 +388,14 @@ class Encoder(nn.Module):
             The last layer's content and query streams, (B, T, H) each.
         """
         B, T = input_ids.shape
+        self.check_length(T)
         real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        content_mask, query_mask = permutation_masks(ranks, real)
-        positions = (torch.arange(T, device=input_ids.device) + self.config.position_offset).expand(B, T).reshape(-1)
-        types = None if token_type_ids is None else token_type_ids.reshape(-1)
-        h = self.embeddings(input_ids.reshape(-1), positions, types)
-        g = self.embeddings(input_ids.reshape(-1), positions, types, query_vector.expand(B * T, -1))
-        if self.embeddings_project is not None:
-            h, g = self.embeddings_project(h), self.embeddings_project(g)
-        layout = make_layout(None, B, T, unpad=False, group=False)
+        masks = permutation_masks(ranks, real)  # (B, 1, T, T) each
+        layout = make_layout(None, B, T, unpad=False, group=False)  # every position kept: (B * T, H) streams
+        h = self.embed(input_ids.reshape(-1), layout, token_type_ids)  # (B * T, H)
+        g = self.embed(input_ids.reshape(-1), layout, token_type_ids, query_vector.expand(B * T, -1))
         for layer in self.layers:
-            h, g = layer.feed_forward(layer.attention(h, layout, mask=content_mask)), \
-                layer.feed_forward(layer.attention(g, layout, mask=query_mask, keys_from=h))
+            h, g = layer(h, layout, query=g, masks=masks)
         return h.view(B, T, -1), g.view(B, T, -1)
 
     def set_causal(self, causal: bool) -> "Encoder":
@@ -399,13 +417,13 @@ class Encoder(nn.Module):
     def num_parameters(self, include_heads: bool = False) -> int:
         """Distinct parameters; the MLM decoder tied to the word embeddings counts once."""
         body = {id(p): p for name, p in self.named_parameters(remove_duplicate=False)
-                if not name.startswith(PRETRAINING_HEADS)}
+                if not name.startswith(tuple(f"{h}_head." for h in PRETRAINING_HEADS))}
         if include_heads:
             body.update({id(p): p for p in self.parameters()})
         return sum(p.numel() for p in body.values())
 
 
-PRETRAINING_HEADS = ("mlm_head.", "nsp_head.", "rtd_head.")  # the prefixes of their parameters
+PRETRAINING_HEADS = ("mlm", "nsp", "rtd")  # an encoder's optional pretraining heads, Encoder.<name>_head
 
 
 def fingerprint(module: nn.Module, *parts: str) -> str:

@@ -40,7 +40,7 @@ class MaskingSpec:
     sep_id: int | None = None  # causal: a row's closing [SEP] (packing's block end) is not a target
     split: tuple[float, float] = BERT_SPLIT  # shares of the chosen tokens replaced by [MASK] and by random tokens
     rtd: bool = False  # ELECTRA: every real token is judged original or replaced (a loss part "rtd")
-    partial: int = 6  # permutation: the last 1/partial of each factorization order is predicted (XLNet's K)
+    partial: int = 6  # permutation: 1/partial of the tokens are the targets (XLNet's K)
 
     @property
     def objective(self) -> str:
@@ -129,7 +129,8 @@ class MaskedSteps:
     """The loop's StepData: each step's global batch, masked afresh at every step.
 
     The whole global batch is masked with one generator seeded by (seed, step), then split by rank
-    and into micro-batches, so neither the number of processes nor accumulation changes a mask."""
+    and into micro-batches, so neither the number of processes nor accumulation changes a mask (nor,
+    for ELECTRA, the uniform draws its generator's samples are taken at)."""
 
     def __init__(self, source, sampler, masking: MaskingSpec, micro_batches: int = 1, seed: int = 0):
         self.source, self.sampler, self.masking = source, sampler, masking
@@ -142,8 +143,11 @@ class MaskedSteps:
                              f"{self.micro_batches} micro-batches")
         fields = self.source.rows(np.sort(self.sampler.indices(step)))
         seed = int(np.random.SeedSequence([self.seed, step]).generate_state(1)[0])
-        masked = self.masking.apply(fields["input_ids"], torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        masked = self.masking.apply(fields["input_ids"], generator)
         fields.update(input_ids=masked.input_ids, labels=masked.labels)
+        if self.masking.rtd:  # ELECTRA's generator samples each chosen token by inverting its CDF at this draw
+            fields["sample_uniforms"] = torch.rand(masked.input_ids.shape, generator=generator)
         if masked.span_starts is not None:
             fields.update(span_starts=masked.span_starts, span_ends=masked.span_ends)
         if masked.ranks is not None:

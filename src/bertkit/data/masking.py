@@ -59,21 +59,21 @@ def next_token_labels(input_ids: Tensor, real: Tensor, closing_id: int | None = 
 
 def permutation_targets(input_ids: Tensor, real: Tensor, maskable: Tensor, generator: torch.Generator,
                         k: int = 6) -> Masked:
-    """Permutation LM (XLNet): a random factorization order per row, and as targets the last 1/k of
-    the order's maskable tokens (partial prediction: round(n / k), at least 1). The tokens stay in
-    place; the order only decides what each position may see (`model.permutation_masks`).
+    """Permutation LM (XLNet): 1/k of each row's maskable tokens, chosen at random, are the targets
+    (partial prediction: round(n / k), at least 1), predicted in a random factorization order. The
+    tokens stay in place; the order only decides what each position may see
+    (`model.permutation_masks`).
 
-    Special tokens come first in every order (they are context, never targets, and every target's
-    query then sees at least one token), padding last. Labels are the original ids at the targets.
-    (B, T) ids, bool real-token and maskable masks.
+    As XLNet's `_local_perm`: every other real token (special tokens included) is context, rank -1,
+    seen by every position and seeing no target; the targets take ranks 0.. in their random order;
+    padding comes last (rank T). Labels are the original ids at the targets. (B, T) ids, bool
+    real-token and maskable masks.
     """
     B, T = input_ids.shape
-    scores = torch.rand(B, T, generator=generator)  # maskable tokens: a random order among themselves
-    scores = torch.where(maskable, scores, torch.where(real, -1.0, 2.0))  # specials first, padding last
-    ranks = scores.argsort(dim=1, stable=True).argsort(dim=1)
-    n = maskable.sum(1)
-    want = torch.where(n > 0, (n.double() / k).round().long().clamp(min=1), n)
-    chosen = maskable & (ranks >= (real.sum(1) - want)[:, None])
+    scores = torch.rand(B, T, generator=generator).masked_fill(~maskable, 2.0)  # maskable tokens first, shuffled
+    order = scores.argsort(dim=1, stable=True).argsort(dim=1)  # (B, T) each token's place in that shuffle
+    chosen = order < budget(maskable, 1 / k)[:, None]
+    ranks = torch.where(chosen, order, torch.where(real, -1, T))
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
     return Masked(input_ids, labels, ranks=ranks)
 

@@ -68,6 +68,8 @@ def student_from_teacher(teacher: Encoder, layers: Sequence[int] = ()) -> Encode
     keep = student_layers(len(teacher.layers), layers)
     student = Encoder(teacher.config.replace(num_layers=len(keep)))
     student.embeddings.load_state_dict(teacher.embeddings.state_dict())
+    if teacher.embeddings_project is not None:
+        student.embeddings_project.load_state_dict(teacher.embeddings_project.state_dict())
     for mine, theirs in zip(student.layers, keep):
         mine.load_state_dict(teacher.layers[theirs].state_dict())
     if teacher.pooler is not None:

@@ -116,15 +116,16 @@ def freeze(model: TaskModel, trainable_layers: int) -> None:
     pooler and any pretraining heads never train: the task heads do not use them (DDP would wait
     for their gradients), and they are saved unchanged."""
     encoder = model.encoder
-    for module in (encoder.pooler, encoder.mlm_head, encoder.nsp_head):
+    for module in (encoder.pooler, *encoder.pretraining_heads().values()):
         if module is not None:
             module.requires_grad_(False)
     if trainable_layers < 0:
         return
     if trainable_layers > len(encoder.layers):
         raise ValueError(f"trainable_layers {trainable_layers} exceeds the model's {len(encoder.layers)} layers")
-    for module in (encoder.embeddings, *encoder.layers[:len(encoder.layers) - trainable_layers]):
-        module.requires_grad_(False)
+    for module in (encoder.embeddings, encoder.embeddings_project, *encoder.layers[:len(encoder.layers) - trainable_layers]):
+        if module is not None:
+            module.requires_grad_(False)
 
 
 def layer_scale(num_layers: int, decay: float, head: float = 1.0):
@@ -135,7 +136,7 @@ def layer_scale(num_layers: int, decay: float, head: float = 1.0):
         if name.startswith("encoder.layers."):
             return decay ** (num_layers - 1 - int(name.split(".")[2]))
         if name.startswith("encoder."):
-            return decay ** num_layers if name.startswith("encoder.embeddings.") else 1.0
+            return decay ** num_layers if name.startswith(("encoder.embeddings.", "encoder.embeddings_project.")) else 1.0
         return head
     return scale
 

@@ -1,11 +1,13 @@
 """Permutation language modelling (XLNet; Yang et al., 2019) on the BERT encoder.
 
-Each row gets a random factorization order (`data.masking.permutation_targets`); the tokens stay in
-place and the order is applied through attention masks only. Two streams share the encoder's
-weights (`Encoder.two_stream`): the content stream sees a token and the tokens before it in the
-order, the query stream starts from a learned vector plus the position and sees only the content
-of the tokens strictly before it, so its prediction for a token never depends on that token. The
-last 1/K of each order (K = 6) is predicted, through the MLM head tied to the embeddings.
+Each row gets its targets, 1/K of its tokens (K = 6), in a random factorization order
+(`data.masking.permutation_targets`); the other tokens are context, first in every order and seeing
+each other, as in XLNet's partial prediction. The tokens stay in place and the order is applied
+through attention masks only. Two streams share the encoder's weights (`Encoder.two_stream`): the
+content stream sees a token and the tokens before it in the order, the query stream starts from a
+learned vector plus the position and sees only the content of the tokens strictly before it, so its
+prediction for a token never depends on that token. Predictions go through the MLM head tied to the
+embeddings.
 
 What is left out of XLNet: relative positions (bertkit's encoder has absolute ones), the
 segment-level recurrence memory (Transformer-XL) and the bidirectional data pipeline. The result
@@ -38,7 +40,8 @@ class PermutationLM(nn.Module):
 
     def blank(self) -> "PermutationLM":
         """A new PermutationLM of the same shapes (to load a trained state into)."""
-        return PermutationLM(add_pretraining_heads(Encoder(self.encoder.config), mlm=True))
+        heads = {name: True for name in self.encoder.pretraining_heads()}
+        return PermutationLM(add_pretraining_heads(Encoder(self.encoder.config), **heads))
 
     def saved(self) -> dict[str, Encoder]:
         """{folder in the run's out/: encoder}: the encoder and its MLM head."""

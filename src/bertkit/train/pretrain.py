@@ -1,5 +1,6 @@
 """Pretraining objectives -> loss sums for the loop: MLM, + NSP (BERT), + SBO (SpanBERT), the
-next-token LM of a causal encoder (ARLM), or ELECTRA's replaced-token detection (`electra.Electra`).
+next-token LM of a causal encoder (ARLM), ELECTRA's replaced-token detection (`electra.Electra`) or
+XLNet's permutation LM (`plm.PermutationLM`).
 
 `Pretrainer` holds the encoder (with its MLM and NSP heads) and the span boundary head, and turns a
 masked batch into loss sums. Only the chosen positions reach the vocabulary projection. A causal
@@ -33,7 +34,7 @@ from ..textfiles import read_texts, text_files
 from ..tokenizer import Tokenizer
 from . import distributed
 from .checkpoint import gathered
-from .electra import Electra, generator_config, rtd_metrics
+from .electra import Electra, generator_config, rtd_counts, rtd_metrics
 from .plm import PermutationLM
 from .loop import fit, to_device
 from .runs import run_folder
@@ -65,9 +66,8 @@ class Pretrainer(nn.Module):
 
     def blank(self) -> "Pretrainer":
         """A new Pretrainer of the same shapes (to load a trained state into)."""
-        e = self.encoder
-        encoder = add_pretraining_heads(Encoder(e.config), mlm=True, nsp=e.nsp_head is not None)
-        return Pretrainer(encoder, sbo=self.sbo is not None)
+        heads = {name: True for name in self.encoder.pretraining_heads()}
+        return Pretrainer(add_pretraining_heads(Encoder(self.encoder.config), **heads), sbo=self.sbo is not None)
 
     def saved(self) -> dict[str, Encoder]:
         """{folder in the run's out/: encoder} of what the run saves."""
@@ -189,7 +189,8 @@ def training_data(config: PretrainConfig, tokenizer: Tokenizer, seed: int) -> tu
 def held_out_batches(config: PretrainConfig, tokenizer: Tokenizer) -> list[dict]:
     """Fixed held-out batches of the eval corpus (blank-line separated documents), masked once with
     a fixed seed: sentence pairs for bert and mlm, packed blocks otherwise (token masking for
-    spanbert too, so that held-out MLM figures compare across recipes)."""
+    spanbert too, so that held-out MLM figures compare across the MLM recipes; ELECTRA's are its
+    generator's, on its own masking)."""
     if not config.eval_corpus:
         return []
     held = replace(config, corpus=(config.eval_corpus,), batch_size=min(config.batch_size, 32), micro_batches=1,
@@ -203,35 +204,29 @@ def held_out_batches(config: PretrainConfig, tokenizer: Tokenizer) -> list[dict]
 def evaluate(pretrainer: nn.Module, batches: list[dict], dtype: torch.dtype) -> dict[str, float]:
     """Held-out MLM (or a causal encoder's next-token LM) loss and accuracy, NSP accuracy for pairs,
     and for ELECTRA the discriminator's: loss, accuracy, the all-original baseline's accuracy and
-    the share of replaced tokens found (its generator's samples drawn with a fixed seed, so that
-    evaluations compare)."""
+    the share of replaced tokens found (the batches fix the generator's draws, so evaluations compare)."""
     device = next(pretrainer.parameters()).device
     name = pretrainer.objective
     counts: dict[str, float] = {}
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(12345)
-        for batch in batches:
-            with precision.autocast(dtype, device):
-                out = pretrainer.outputs(to_device(batch, device))
-            scores, labels = out[name].float(), out[f"{name}_labels"]
-            parts = {"loss": float(F.cross_entropy(scores, labels, reduction="sum")),
-                     "correct": int((scores.argmax(-1) == labels).sum()), "n": len(labels)}
-            if "nsp" in out:
-                parts.update(nsp_correct=int((out["nsp"].argmax(-1) == out["nsp_labels"]).sum()),
-                             nsp_n=len(out["nsp_labels"]))
-            if "rtd" in out:
-                parts.update(rtd_metrics(out["rtd"], out["rtd_labels"]))
-            for k, v in parts.items():
-                counts[k] = counts.get(k, 0) + v
+    for batch in batches:
+        with precision.autocast(dtype, device):
+            out = pretrainer.outputs(to_device(batch, device))
+        scores, labels = out[name].float(), out[f"{name}_labels"]
+        parts = {"loss": float(F.cross_entropy(scores, labels, reduction="sum")),
+                 "correct": int((scores.argmax(-1) == labels).sum()), "n": len(labels)}
+        if "nsp" in out:
+            parts.update(nsp_correct=int((out["nsp"].argmax(-1) == out["nsp_labels"]).sum()),
+                         nsp_n=len(out["nsp_labels"]))
+        if "rtd" in out:
+            parts.update(rtd_counts(out["rtd"], out["rtd_labels"]))
+        for k, v in parts.items():
+            counts[k] = counts.get(k, 0) + v
     n = max(1, counts["n"])
     result = {f"{name}_loss": counts["loss"] / n, f"{name}_accuracy": counts["correct"] / n}
     if "nsp_n" in counts:
         result["nsp_accuracy"] = counts["nsp_correct"] / counts["nsp_n"]
     if "rtd_tokens" in counts:
-        tokens = counts["rtd_tokens"]
-        result.update(rtd_loss=counts["rtd_loss"] / tokens, rtd_accuracy=counts["rtd_correct"] / tokens,
-                      rtd_baseline=counts["rtd_original"] / tokens,
-                      rtd_recall=counts["rtd_found"] / max(1, counts["rtd_replaced"]))
+        result.update(rtd_metrics(counts))
     return result
 
 
@@ -323,6 +318,11 @@ def _initial_encoder(config: PretrainConfig, tokenizer: Tokenizer) -> Encoder:
     if rtd and encoder.config.family != "electra":
         raise ValueError(f"the electra recipe continues an ELECTRA discriminator; {config.init} is a "
                          f"{encoder.config.family} model")
+    held = " + ".join(encoder.pretraining_heads())
+    if ("mlm" if rtd else "rtd") in encoder.pretraining_heads():
+        raise ValueError(f"{config.init} holds the heads {held}: the electra recipe continues a discriminator "
+                         "(ElectraForPreTraining; its generator from init/generator), the other recipes a model "
+                         "without a replaced-token-detection head")
     check_vocabulary(encoder, config.init, tokenizer, config.tokenizer)
     if config.max_length > encoder.config.max_length:
         raise ValueError(f"pretrain.max_length {config.max_length} is longer than the "
