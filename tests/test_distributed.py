@@ -1,5 +1,6 @@
 """Two processes under DistributedDataParallel or FSDP (gloo, CPU) follow one process's loss curve
-(checkpointing every step, which gathers the full states on every rank)."""
+(checkpointing every step, which gathers the full states on every rank), for MLM and for the
+ELECTRA and permutation-LM objectives."""
 
 import json
 import os
@@ -24,12 +25,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out: str, strategy: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, strategy: str, objective: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        records, _ = run(Path(out), STEPS, micro_batches=2, dropout=0.0, strategy=strategy)
+        records, _ = run(Path(out), STEPS, micro_batches=2, dropout=0.0, strategy=strategy, objective=objective)
         if rank == 0:
             Path(out, "losses.json").write_text(json.dumps({r["step"]: r["loss"] for r in records if "loss" in r}))
     finally:
@@ -37,11 +38,12 @@ def _worker(rank: int, world: int, port: int, out: str, strategy: str) -> None:
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_processes_match_one(tmp_path, strategy):
-    single, _ = run(tmp_path / "single", STEPS, micro_batches=1, dropout=0.0)
+@pytest.mark.parametrize("strategy, objective", [("ddp", "mlm"), ("fsdp", "mlm"), ("ddp", "electra"),
+                                                 ("fsdp", "electra"), ("ddp", "plm"), ("fsdp", "plm")])
+def test_two_processes_match_one(tmp_path, strategy, objective):
+    single, _ = run(tmp_path / "single", STEPS, micro_batches=1, dropout=0.0, objective=objective)
     expected = {r["step"]: r["loss"] for r in single if "loss" in r}
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), strategy), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), strategy, objective), nprocs=2, join=True)
     got = {int(k): v for k, v in json.loads((tmp_path / "ddp" / "losses.json").read_text()).items()}
     assert got.keys() == expected.keys()
     for step, loss in expected.items():
