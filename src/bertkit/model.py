@@ -176,14 +176,15 @@ class SelfAttention(nn.Module):
         Two-stream attention (`Encoder.two_stream`, on a layout that keeps padding): `mask` (B, 1, T, T)
         says which keys each query sees, and with `keys_from` (N, H) the keys and values come from
         that stream while the queries come from `x`."""
-        if mask is not None:
+        if keys_from is None:
+            qkv = self.qkv(x)  # (N, 3H)
+        else:  # queries from x, keys and values from the other stream
             H = x.shape[-1]
-            q = F.linear(x, self.qkv.weight[:H], self.qkv.bias[:H])
-            kv = F.linear(x if keys_from is None else keys_from, self.qkv.weight[H:], self.qkv.bias[H:])
-            y = self.attend(torch.cat([q, kv], -1), layout, mask=mask)
-            return self.norm(x + self.dropout(self.out(y.to(x.dtype))))
-        qkv = self.qkv(x)  # (N, 3H)
-        if layout.groups:
+            qkv = torch.cat([F.linear(x, self.qkv.weight[:H], self.qkv.bias[:H]),
+                             F.linear(keys_from, self.qkv.weight[H:], self.qkv.bias[H:])], -1)
+        if mask is not None:
+            y = self.attend(qkv, layout, mask=mask)
+        elif layout.groups:
             y = torch.cat([self.attend(qkv[g.start:g.end], g.layout) for g in layout.groups])
         else:
             y = self.attend(qkv, layout, look)
