@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from bertkit import Encoder, add_pretraining_heads, load_pretrained, preset, save_pretrained
 from bertkit.cli import main
 from bertkit.data.masking import ELECTRA_SPLIT, mask_tokens
-from bertkit.heads import IGNORE_INDEX
-from bertkit.train.electra import Electra, generator_config, sample
+from bertkit.heads import IGNORE_INDEX, draw
+from bertkit.train.electra import Electra, generator_config
 from tiny_pretraining import losses, pretraining, run  # noqa: F401 (pretraining: a fixture)
 
 transformers = pytest.importorskip("transformers")
@@ -90,7 +90,7 @@ def test_the_loss_is_the_generator_mlm_plus_50_times_the_detection_loss():
     torch.manual_seed(7)
     with torch.no_grad():
         g_logits = electra.generator.mlm_head(electra.generator(batch["input_ids"], mask).last_hidden_state)[chosen]
-        sampled = sample(g_logits, torch.rand(len(g_logits)))
+        sampled = draw(g_logits.softmax(-1), torch.rand(len(g_logits)))
         text = torch.where(chosen, labels, batch["input_ids"])
         corrupted = text.clone()
         corrupted[chosen] = sampled
@@ -106,7 +106,7 @@ def test_the_loss_is_the_generator_mlm_plus_50_times_the_detection_loss():
 def test_samples_follow_the_generator_distribution():
     """Frequencies of 200,000 draws within 0.005 of the softmax; a token of probability 0 never drawn."""
     logits = torch.tensor([[2.0, 0.0, -1.0, float("-inf"), 1.0]]).expand(200_000, 5)
-    drawn = sample(logits, torch.rand(len(logits), generator=torch.Generator().manual_seed(0)))
+    drawn = draw(logits.softmax(-1), torch.rand(len(logits), generator=torch.Generator().manual_seed(0)))
     frequencies = torch.bincount(drawn, minlength=5) / len(drawn)
     torch.testing.assert_close(frequencies, logits[0].softmax(-1), atol=0.005, rtol=0)
     assert frequencies[3] == 0

@@ -46,3 +46,22 @@ def test_vocabulary_cross_entropy_equals_cross_entropy_of_the_logits(precision, 
     for ours, theirs in zip(fused, expected):
         assert ours.dtype == theirs.dtype
         torch.testing.assert_close(ours, theirs, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_draws_taken_with_the_loss_equal_draws_from_the_softmax(grad, monkeypatch):
+    """ELECTRA's generator samples from the logits its loss computes, chunk by chunk: the same ids as
+    `draw` over the whole softmax, the same loss and gradients as without drawing."""
+    monkeypatch.setattr(heads, "_CHUNK_BYTES", 4 * 300 * 7)
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(20, 32, requires_grad=grad), torch.randn(300, 32), torch.randn(300)
+    labels, uniforms = torch.randint(300, (20,)), torch.rand(20)
+    loss, drawn = heads.sampled_vocabulary_cross_entropy(x, weight, bias, labels, uniforms)
+    expected = heads.draw(F.linear(x, weight, bias).softmax(-1), uniforms)
+    assert torch.equal(drawn, expected) and len(set(drawn.tolist())) > 10
+    torch.testing.assert_close(loss, heads.vocabulary_cross_entropy(x, weight, bias, labels))
+    if grad:
+        loss.backward()
+        with_draws, x.grad = x.grad, None
+        heads.vocabulary_cross_entropy(x, weight, bias, labels).backward()
+        torch.testing.assert_close(with_draws, x.grad)
