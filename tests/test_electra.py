@@ -145,6 +145,7 @@ def test_a_short_run_saves_both_models_and_reports_detection(data_dir, minilm_di
     assert {"mlm", "rtd"} <= log[0].keys()
     evaluation = log[-1]
     assert 0.5 < evaluation["eval_rtd_baseline"] < 1 and 0 <= evaluation["eval_rtd_accuracy"] <= 1
+    assert 0 <= evaluation["eval_rtd_auc"] <= 1
     assert type(transformers.AutoModelForPreTraining.from_pretrained(out)).__name__ == "ElectraForPreTraining"
     assert type(transformers.AutoModelForMaskedLM.from_pretrained(out / "generator")).__name__ == "ElectraForMaskedLM"
     assert (out / "vocab.txt").exists() and (out / "generator" / "vocab.txt").exists()

@@ -18,6 +18,7 @@ from bertkit.metrics import (
     multilabel_f1,
     pearson,
     per_label_scores,
+    roc_auc,
     span_scores,
     spearman,
 )
@@ -88,6 +89,20 @@ def test_pearson_and_spearman_equal_scipy(pairs):
     assert pearson(x, y) == pytest.approx(scipy.stats.pearsonr(x, y)[0], abs=1e-9)
     # Small integer ranges make many ties.
     assert spearman(x, y) == pytest.approx(scipy.stats.spearmanr(x, y)[0], abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(-3, 3)), min_size=2, max_size=40))
+def test_roc_auc_equals_scikit_learn(pairs):
+    """Small integer scores make many ties, which count half."""
+    from sklearn.metrics import roc_auc_score
+
+    y, scores = (np.array(column) for column in zip(*pairs))
+    if y.min() == y.max():
+        with pytest.raises(ValueError, match="needs both classes"):
+            roc_auc(y, scores)
+        return
+    assert roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
 
 
 # --- entities against seqeval ---------------------------------------------------------------

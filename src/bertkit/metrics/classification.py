@@ -152,6 +152,18 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return pearson(average_ranks(x), average_ranks(y))
 
 
+def roc_auc(y_true: Sequence, scores: Sequence[float]) -> float:
+    """Area under the ROC curve of binary labels (1 positive) and scores: the chance that a random
+    positive scores above a random negative, ties counting half (Mann-Whitney; scikit-learn's
+    `roc_auc_score`). A threshold-free figure: a detector can rank well before any score crosses 0.5."""
+    y_true, scores = _pair(y_true, scores, dtype=np.float64)
+    positives = y_true == 1
+    n1, n0 = int(positives.sum()), int((~positives).sum())
+    if n1 == 0 or n0 == 0:
+        raise ValueError(f"the ROC AUC needs both classes; got {n1} positives and {n0} negatives")
+    return float((average_ranks(scores)[positives].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def average_ranks(x: np.ndarray) -> np.ndarray:
     """(N,) 1-based ranks; a run of equal values gets the mean of the ranks it spans."""
     order = np.argsort(x, kind="stable")

@@ -29,6 +29,7 @@ from ..data.instances import full_sentence_stream, language_probabilities, pack_
 from ..data.masking import BERT_SPLIT, ELECTRA_SPLIT
 from ..files import write_text
 from ..heads import IGNORE_INDEX, SpanBoundaryHead, add_pretraining_heads, vocabulary_cross_entropy
+from ..metrics import roc_auc
 from ..model import Encoder
 from ..textfiles import read_texts, text_files
 from ..tokenizer import Tokenizer
@@ -203,11 +204,14 @@ def held_out_batches(config: PretrainConfig, tokenizer: Tokenizer) -> list[dict]
 @torch.no_grad()
 def evaluate(pretrainer: nn.Module, batches: list[dict], dtype: torch.dtype) -> dict[str, float]:
     """Held-out MLM (or a causal encoder's next-token LM) loss and accuracy, NSP accuracy for pairs,
-    and for ELECTRA the discriminator's: loss, accuracy, the all-original baseline's accuracy and
-    the share of replaced tokens found (the batches fix the generator's draws, so evaluations compare)."""
+    and for ELECTRA the discriminator's: loss, accuracy, the all-original baseline's accuracy, the
+    share of replaced tokens found and the ROC AUC of its logits (how well it ranks replaced tokens
+    above original ones, before any is called replaced); the batches fix the generator's draws, so
+    evaluations compare."""
     device = next(pretrainer.parameters()).device
     name = pretrainer.objective
     counts: dict[str, float] = {}
+    detections: list[tuple[Tensor, Tensor]] = []  # ELECTRA: (logits, targets) per batch, for the AUC
     for batch in batches:
         with precision.autocast(dtype, device):
             out = pretrainer.outputs(to_device(batch, device))
@@ -219,14 +223,18 @@ def evaluate(pretrainer: nn.Module, batches: list[dict], dtype: torch.dtype) -> 
                          nsp_n=len(out["nsp_labels"]))
         if "rtd" in out:
             parts.update(rtd_counts(out["rtd"], out["rtd_labels"]))
+            detections.append((out["rtd"].float(), out["rtd_labels"]))
         for k, v in parts.items():
             counts[k] = counts.get(k, 0) + v
     n = max(1, counts["n"])
     result = {f"{name}_loss": counts["loss"] / n, f"{name}_accuracy": counts["correct"] / n}
     if "nsp_n" in counts:
         result["nsp_accuracy"] = counts["nsp_correct"] / counts["nsp_n"]
-    if "rtd_tokens" in counts:
+    if detections:
+        logits, targets = (torch.cat(column).cpu().numpy() for column in zip(*detections))
         result.update(rtd_metrics(counts))
+        if 0 < targets.sum() < len(targets):  # both classes: the AUC is defined
+            result["rtd_auc"] = roc_auc(targets, logits)
     return result
 
 
