@@ -25,6 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, alternate, matmul_peak, median, speed_table, write_results  # noqa: E402
 
 from bertkit.perplexity import load_causal_lm, sliding_windows, window_nll  # noqa: E402
+from bertkit.precision import resolve  # noqa: E402
+
+
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 
 def smollm2_gguf() -> Path:
@@ -96,18 +100,33 @@ def main() -> None:
         figures["docs recipe"] = docs_recipe(peer, torch.tensor([ids]), args.max_length, args.stride)
 
     runs = {"bertkit": ours, "docs recipe": recipe}
+    native = resolve("auto")  # what `bertkit perplexity` runs in by default: bf16 where the CPU has it
+    if native != torch.float32:
+        lm_native = load_causal_lm(smollm2_gguf(), precision="auto")
+        native_name = f"bertkit {DTYPE_NAMES[native]} (default here)"
+
+        def ours_native():
+            nll, predicted = window_nll(lm_native.logits, ids, args.max_length, args.stride, args.batch_tokens)
+            figures[native_name] = math.exp(nll / predicted)
+        runs[native_name] = ours_native
     for run in runs.values():  # warm-up
         run()
-    peak = matmul_peak(torch.float32)
+    peaks = {dtype: matmul_peak(dtype) for dtype in {torch.float32, native}}
     times = alternate(runs, args.repeats)
     flops = useful_flops(peer.config, sliding_windows(len(ids), args.max_length, args.stride))
     rows = {name: {"seconds": median(t), "tokens_per_s": len(ids) / median(t), "perplexity": figures[name],
-                   "fraction_of_matmul_peak": flops / median(t) / peak} for name, t in times.items()}
+                   "fraction_of_matmul_peak": flops / median(t) / peaks[native if "default" in name else torch.float32]}
+            for name, t in times.items()}
     text, ratio = speed_table(
         f"SmolLM2-135M-Instruct (Q4_1 GGUF de-quantized to fp32), WikiText-2 test first {len(ids)} tokens, "
-        f"max_length {args.max_length}, stride {args.stride}, fp32, median of {args.repeats}; fp32 matmul peak "
-        f"measured now {peak / 1e9:.0f} GFLOP/s; FLOPs counted for the window plan (inputs, attention, output "
+        f"max_length {args.max_length}, stride {args.stride}, fp32 unless named, median of {args.repeats}; "
+        f"matmul peaks measured now: {', '.join(f'{DTYPE_NAMES[d]} {p / 1e9:.0f} GFLOP/s' for d, p in peaks.items())} "
+        "(a row in bf16 against the bf16 peak); FLOPs counted for the window plan (inputs, attention, output "
         "layer where scored).", rows, "tokens_per_s", "perplexity", "bertkit", "docs recipe", 1.5)
+    if native != torch.float32:
+        text += (f"\n\n{native_name} / docs recipe (fp32, its default): "
+                 f"**{rows['docs recipe']['seconds'] / rows[native_name]['seconds']:.2f}x**, perplexity "
+                 f"{rows[native_name]['perplexity'] - rows['docs recipe']['perplexity']:+.3f} from the recipe's")
     print(text)
     command = (f"python benchmarks/bench_perplexity.py --tokens {args.tokens} --max-length {args.max_length} "
                f"--stride {args.stride} --repeats {args.repeats}")
