@@ -82,8 +82,9 @@ tokenizer.json), such as one bertkit saved or a BERT, RoBERTa or DistilBERT chec
 """
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model directory (config.json + weights)")
+def _model_args(p: argparse.ArgumentParser, what: str = "model directory (config.json + weights)",
+                required: bool = True) -> None:
+    p.add_argument("--model", required=required, help=what)
     p.add_argument("--tokenizer", help="tokenizer directory or file (default: the model directory)")
 
 
@@ -93,10 +94,11 @@ def _precision_arg(p: argparse.ArgumentParser, int8: bool = True) -> None:
                    + "; int8: dynamically quantized linear layers (CPU)" * int8)
 
 
-def _run_args(p: argparse.ArgumentParser, out: str) -> None:
-    """The flags of a training run driven by steps or minutes, resumable in its --out folder."""
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall-clock time")
+def _run_args(p: argparse.ArgumentParser, out: str, budget: bool = True) -> None:
+    """The flags of a training run, resumable in its --out folder; `budget`: driven by steps or minutes."""
+    if budget:
+        p.add_argument("--max-steps", type=int)
+        p.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall-clock time")
     p.add_argument("--out", help=f"output directory: {out}")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
@@ -249,12 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model directory to start from")
     p.add_argument("--train", help="training file: TSV/CSV, JSON Lines, RTE XML, CoNLL or span JSON Lines")
     p.add_argument("--dev", help="labelled file: the dev metric after every epoch, best epoch kept")
-    p.add_argument("--out", help="output model directory")
+    _run_args(p, "the fine-tuned model, log.jsonl, loss.png, dev_metrics.json", budget=False)
     p.add_argument("--epochs", type=float)
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
     p.add_argument("--multi-label", action="store_true", help="classify --multi-label is multilabel: several labels "
                    "per text (a sigmoid each)")
     p.add_argument("--decoder", choices=["greedy", "crf"], help="tag: argmax or a linear-chain CRF")
@@ -264,8 +264,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict-spans", action="store_true",
                    help="span files: refuse character spans that do not start and end on word boundaries")
     _encoding_arg(p, default=None)  # None: not given, so a recipe's reader option stands
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
 
     p = sub.add_parser("multitask", help="fine-tune one encoder on several tasks at once (a head each)",
                        description="Multi-task fine-tuning from a YAML recipe (configs/multitask/*.yaml) that lists "
@@ -273,11 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "as --section.field=value, e.g. --multitask.schedule=round_robin --train.lr=5e-5.")
     p.add_argument("--config", required=True, help="YAML recipe with multitask: (its tasks:) and train: sections")
     p.add_argument("--model", help="model directory to start from (default: the recipe's)")
-    p.add_argument("--out", help="output model directory: the encoder, heads/NAME/ per task, tasks.json")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
+    _run_args(p, "the encoder, heads/NAME/ per task, tasks.json", budget=False)
 
     p = sub.add_parser("predict", help="predict with a fine-tuned model: one JSON object per input")
     p.add_argument("--model", required=True, help="a directory written by bertkit finetune")
@@ -311,8 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="position: number the queries 1, 2, ... in file order (as Cranfield's qrels do)")
     p.add_argument("--method", default="dense", choices=["dense", "bm25", "hybrid"],
                    help="dense: cosine of embeddings; bm25; hybrid: reciprocal rank fusion of the two")
-    p.add_argument("--model", help="encoder directory (dense and hybrid)")
-    p.add_argument("--tokenizer", help="tokenizer directory or file (default: the model directory)")
+    _model_args(p, "encoder directory (dense and hybrid)", required=False)
     p.add_argument("--index", help="folder for the document vectors (default: OUTPUT.index); reused when it "
                    "holds the same documents")
     p.add_argument("--output", required=True, help="where to write the run (TREC format)")
@@ -435,8 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="first-sense", choices=["first-sense", "gloss"],
                    help="first-sense: WordNet's first sense of the lemma and part of speech; gloss: the nearest "
                    "sense by cosine to its gloss embedding (needs --model)")
-    p.add_argument("--model", help="the encoder of --method gloss")
-    p.add_argument("--tokenizer", help="tokenizer directory or file (default: the model directory)")
+    _model_args(p, "the encoder of --method gloss", required=False)
     p.add_argument("--layers", default="-1", help="hidden states summed into word and sense vectors")
     p.add_argument("--prior", type=float, default=0.0, help="weight of the SemCor sense-frequency prior "
                    "(cntlist.rev) added to the cosine")
@@ -692,9 +684,7 @@ def cmd_finetune(args, overrides: list[str]) -> None:
                            "epochs": args.epochs, "batch_size": args.batch_size, "decoder": args.decoder},
               "train": {"lr": args.lr, "seed": args.seed, "precision": args.dtype}}
     classes = {"finetune": FinetuneConfig, "train": TrainConfig}
-    recipe_task = None
-    if args.config:
-        recipe_task = (read_recipe(args.config, classes)[0].get("finetune") or {}).get("task")
+    recipe_task = (read_recipe(args.config, classes)[0].get("finetune") or {}).get("task") if args.config else None
     if recipe_task and recipe_task != task:
         raise ValueError(f"{args.config} is a {recipe_task} recipe, but the command says {task}: use "
                          f"bertkit finetune {recipe_task}")
@@ -1162,11 +1152,10 @@ def cmd_bertscore_baseline(args) -> None:
 
 COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,
             "train-tokenizer": cmd_train_tokenizer, "train-static": cmd_train_static, "fill-mask": cmd_fill_mask,
-            "generate": cmd_generate,
-            "serve": cmd_serve, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
-            "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity,
-            "bertscore": cmd_bertscore, "analyze": cmd_analyze, "explain": cmd_explain, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}
+            "generate": cmd_generate, "serve": cmd_serve, "predict": cmd_predict, "evaluate": cmd_evaluate,
+            "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run, "perplexity": cmd_perplexity,
+            "pseudo-perplexity": cmd_pseudo_perplexity, "bertscore": cmd_bertscore, "analyze": cmd_analyze,
+            "explain": cmd_explain, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}
 WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "multitask": cmd_multitask,
                   "distill": cmd_distill}
 
