@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import precision as precision_
 from .allocator import release_freed_memory
-from .files import atomic_write
+from .files import write_text
 from .data.alignment import combine_windows
 from .data.batches import in_length_order
 from .heads import Pooling, pool
@@ -151,8 +151,7 @@ def embed_file(model: Encoder, tokenizer: Tokenizer, input: str | Path, output: 
             del out, vectors
             release_freed_memory()
             finished.append(c)
-            with atomic_write(run.progress(rank)) as tmp:
-                tmp.write_text(json.dumps({"key": key, "done": finished}))
+            write_text(run.progress(rank), json.dumps({"key": key, "done": finished}))
             bar.update(len(texts))
     barrier()
     if rank == 0:

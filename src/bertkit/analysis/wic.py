@@ -100,11 +100,8 @@ class TargetVectors:
 
     def fit_standardization(self) -> dict[int, PostProcess]:
         """Per layer, z-scores fitted on these pairs' target vectors (both sentences; missing ones left out)."""
-        fitted = {}
-        for k, layer in enumerate(self.layers):
-            vectors = np.concatenate([self.first[:, k], self.second[:, k]])
-            fitted[layer] = fit_postprocess(vectors[vectors.any(-1)], "standardize")
-        return fitted
+        both = {layer: np.concatenate([self.first[:, k], self.second[:, k]]) for k, layer in enumerate(self.layers)}
+        return {layer: fit_postprocess(v[v.any(-1)], "standardize") for layer, v in both.items()}
 
 
 def target_vectors(model: Encoder, tokenizer: Tokenizer, pairs: Sequence[WicPair], layers: Sequence[int],

@@ -12,6 +12,7 @@ import hashlib
 import shutil
 import warnings
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..embed import vectors_key
-from ..files import atomic_write
+from ..files import atomic_write, write_text
 from ..model import Encoder
 from ..postprocess import fit_postprocess
 from ..static import StaticVectors
@@ -152,20 +153,13 @@ def candidates(wn, lemma: str, pos: str) -> list[str]:
 def first_sense(wn, instances: Sequence[Instance]) -> tuple[dict[str, str], list[str]]:
     """WordNet's first sense of each instance's lemma and POS; and the ids of instances whose lemma
     WordNet does not know (no answer)."""
-    answers, unknown = {}, []
-    for instance in instances:
-        keys = candidates(wn, instance.lemma, instance.pos)
-        if keys:
-            answers[instance.id] = keys[0]
-        else:
-            unknown.append(instance.id)
-    return answers, unknown
+    keys = {instance.id: candidates(wn, instance.lemma, instance.pos) for instance in instances}
+    return {i: k[0] for i, k in keys.items() if k}, [i for i, k in keys.items() if not k]
 
 
 def write_key(path: str | Path, predictions: dict[str, str]) -> None:
     """Predictions in the framework's key format, one `instance_id sense_key` a line."""
-    with atomic_write(path) as tmp:
-        tmp.write_text("".join(f"{i} {key}\n" for i, key in predictions.items()), encoding="utf-8")
+    write_text(path, "".join(f"{i} {key}\n" for i, key in predictions.items()))
 
 
 # ------------------------------------------------------------------------ sense embeddings from glosses
@@ -248,8 +242,7 @@ class SenseVectors:
                 name = self.folder / f"part-{len(self.parts):05d}"
                 with atomic_write(name.with_suffix(".npy")) as tmp, open(tmp, "wb") as f:
                     np.save(f, vectors)
-                with atomic_write(name.with_suffix(".txt")) as tmp:
-                    tmp.write_text("\n".join(chunk) + "\n", encoding="utf-8")
+                write_text(name.with_suffix(".txt"), "\n".join(chunk) + "\n")
                 self._index(chunk, vectors)
                 bar.update(len(chunk))
 
@@ -340,10 +333,9 @@ def disambiguate(wn, instances: Sequence[Instance], vectors: dict[str, np.ndarra
             if instance.id in scored:
                 groups.setdefault((instance.document, instance.lemma, instance.pos), []).append(instance.id)
         for ids in groups.values():
-            total: dict[str, float] = {}
+            total: Counter = Counter()
             for i in ids:
-                for key, value in scored[i].items():
-                    total[key] = total.get(key, 0.0) + value
+                total.update(scored[i])  # the summed score of each candidate
             best = max(total, key=total.get)
             answers.update({i: best for i in ids})
     else:
