@@ -183,8 +183,6 @@ class _ShardWriter:
         return len(self.sentence_starts) - 1
 
     def add(self, tokenizer: Tokenizer, sentences: list[str]) -> None:
-        if not sentences:
-            return
         for ids in tokenizer.token_ids(sentences):
             if self.num_tokens + len(ids) - self.shard_starts[-1] > SHARD_TOKENS:
                 self._next_shard()
