@@ -196,13 +196,9 @@ def _words(encoding, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
 
 # ---------------------------------------------------------- is attention explanation? (Jain & Wallace)
 
-TAU_PAIRS = {  # name -> (importance, importance)
-    "attention~integrated_gradients": ("attention", "integrated_gradients"),
-    "attention~occlusion": ("attention", "occlusion"),
-    "rollout~integrated_gradients": ("rollout", "integrated_gradients"),
-    "rollout~occlusion": ("rollout", "occlusion"),
-    "integrated_gradients~occlusion": ("integrated_gradients", "occlusion"),  # two attributions, for scale
-}
+TAU_PAIRS = {f"{a}~{b}": (a, b) for a, b in (  # name -> (importance, importance)
+    ("attention", "integrated_gradients"), ("attention", "occlusion"), ("rollout", "integrated_gradients"),
+    ("rollout", "occlusion"), ("integrated_gradients", "occlusion"))}  # the last two attributions, for scale
 
 
 @dataclass

@@ -60,14 +60,11 @@ def anisotropy(vectors: np.ndarray, sentence: np.ndarray, words: Sequence[str], 
         if len(set(sentence[rows])) < 2:
             continue
         u = unit[rows]
-        sims = u @ u.T
         other = sentence[rows][:, None] != sentence[rows][None, :]  # different contexts only
-        self_sims.append(float(sims[other].mean()))
-    intra = []
-    for s in np.unique(sentence):
-        rows = sentence == s
-        if rows.sum() > 1:  # the sentence vector is the mean of its word vectors
-            intra.append(float((unit[rows] @ unit_rows(vectors[rows].mean(0), np.float64)).mean()))
+        self_sims.append(float((u @ u.T)[other].mean()))
+    multiword = [rows for rows in (sentence == s for s in np.unique(sentence)) if rows.sum() > 1]
+    # each word vector against its sentence's vector, the mean of the sentence's word vectors
+    intra = [float((unit[rows] @ unit_rows(vectors[rows].mean(0), np.float64)).mean()) for rows in multiword]
     self_similarity = float(np.mean(self_sims)) if self_sims else None  # None: no word in two contexts
     intra_sentence = float(np.mean(intra)) if intra else None
     return {"anisotropy": baseline, "pairs": len(a),

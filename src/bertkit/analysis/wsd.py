@@ -48,7 +48,6 @@ def nltk_corpus(folder: str | Path, name: str, files: Sequence[str] | None = Non
     for f in sources:  # each file atomically: a copy cut short is never read as whole
         copy = target / f.name
         if not copy.exists() or (copy.stat().st_size, copy.stat().st_mtime) != (f.stat().st_size, f.stat().st_mtime):
-            target.mkdir(parents=True, exist_ok=True)
             with atomic_write(copy) as tmp:
                 shutil.copy2(f, tmp)
     if str(CACHE) not in nltk.data.path:
@@ -146,8 +145,7 @@ def candidates(wn, lemma: str, pos: str) -> list[str]:
     wn_pos = UPOS_TO_WORDNET.get(pos)
     if wn_pos is None:
         return []
-    name = lemma.replace(" ", "_").lower()
-    return [l.key() for l in wn.lemmas(name, wn_pos)]
+    return [l.key() for l in wn.lemmas(lemma.replace(" ", "_").lower(), wn_pos)]
 
 
 def first_sense(wn, instances: Sequence[Instance]) -> tuple[dict[str, str], list[str]]:
@@ -230,7 +228,6 @@ class SenseVectors:
         return unit_rows(vectors) if unit else vectors
 
     def _add(self, keys: list[str]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         with tqdm(total=len(keys), desc="gloss embeddings", unit="sense", disable=len(keys) <= 200) as bar:
             for start in range(0, len(keys), self.chunk):  # a chunk's word vectors at a time, saved as it ends
                 chunk = keys[start:start + self.chunk]
@@ -336,8 +333,7 @@ def disambiguate(wn, instances: Sequence[Instance], vectors: dict[str, np.ndarra
             total: Counter = Counter()
             for i in ids:
                 total.update(scored[i])  # the summed score of each candidate
-            best = max(total, key=total.get)
-            answers.update({i: best for i in ids})
+            answers.update(dict.fromkeys(ids, max(total, key=total.get)))
     else:
         answers.update({i: max(s, key=s.get) for i, s in scored.items()})
     return answers, tally
