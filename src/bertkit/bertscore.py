@@ -65,6 +65,7 @@ from . import precision as precision_
 from .data.batches import in_length_order
 from .files import write_text
 from .model import Encoder, fingerprint
+from .padding import right_pad
 from .tokenizer import Tokenizer
 
 BATCH_TOKENS = 16384  # padded tokens per forward pass: measured 1.8x faster than 64 texts a batch on STS-B (2 cores)
@@ -249,11 +250,8 @@ def _encode(model: Encoder, sequences: list[np.ndarray], lengths: np.ndarray, la
     with precision_.evaluating(model, precision) as device, tqdm(total=len(sequences), desc="bertscore",
                                                                  unit="seq", disable=not progress) as bar:
         for rows in in_length_order(lengths, batch_size, BATCH_TOKENS):  # longest first: a memory error shows at once
-            width = int(lengths[rows].max())
-            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            for i, r in enumerate(rows):
-                input_ids[i, :lengths[r]] = torch.from_numpy(sequences[r])
-            mask = torch.arange(width)[None, :] < torch.from_numpy(lengths[rows])[:, None]
+            input_ids = torch.from_numpy(right_pad([sequences[r] for r in rows], pad_id))
+            mask = torch.arange(input_ids.shape[1])[None, :] < torch.from_numpy(lengths[rows])[:, None]
             result = model(input_ids.to(device), mask.long().to(device), output_layers=layers, last_layer=max(layers))
             hidden = torch.stack([result.layers[i] for i in layers], dim=2).float()  # (B, T, layers, H)
             hidden = torch.nn.functional.normalize(hidden[mask.to(device)], dim=-1).cpu()  # (tokens, layers, H)

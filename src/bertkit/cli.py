@@ -82,8 +82,9 @@ tokenizer.json), such as one bertkit saved or a BERT, RoBERTa or DistilBERT chec
 """
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model directory (config.json + weights)")
+def _model_args(p: argparse.ArgumentParser, what: str = "model directory (config.json + weights)",
+                required: bool = True) -> None:
+    p.add_argument("--model", required=required, help=what)
     p.add_argument("--tokenizer", help="tokenizer directory or file (default: the model directory)")
 
 
@@ -93,10 +94,20 @@ def _precision_arg(p: argparse.ArgumentParser, int8: bool = True) -> None:
                    + "; int8: dynamically quantized linear layers (CPU)" * int8)
 
 
-def _run_args(p: argparse.ArgumentParser, out: str) -> None:
-    """The flags of a training run driven by steps or minutes, resumable in its --out folder."""
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall-clock time")
+def _inference_args(p: argparse.ArgumentParser, batch_size: int, help: str | None = None,
+                    encoding: bool = True) -> None:
+    """--batch-size, --dtype and (with `encoding`) --encoding-errors of a command that runs a model over inputs."""
+    p.add_argument("--batch-size", type=_positive, default=batch_size, help=help)
+    _precision_arg(p)
+    if encoding:
+        _encoding_arg(p)
+
+
+def _run_args(p: argparse.ArgumentParser, out: str, budget: bool = True) -> None:
+    """The flags of a training run, resumable in its --out folder; `budget`: driven by steps or minutes."""
+    if budget:
+        p.add_argument("--max-steps", type=int)
+        p.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall-clock time")
     p.add_argument("--out", help=f"output directory: {out}")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
@@ -125,6 +136,11 @@ def _check_output(output: str | None, *inputs: str | None) -> None:
     for given in inputs:
         if given and out.resolve() == Path(given).resolve():
             raise ValueError(f"{output}: --output is the input file, which writing would replace; give another path")
+
+
+def _note(message: str) -> None:
+    """What a command reports besides its result (progress, notes, warnings): stderr, so stdout holds the result."""
+    print(message, file=sys.stderr)
 
 
 def _text_lines(path: str, errors: str) -> list[str]:
@@ -249,12 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model directory to start from")
     p.add_argument("--train", help="training file: TSV/CSV, JSON Lines, RTE XML, CoNLL or span JSON Lines")
     p.add_argument("--dev", help="labelled file: the dev metric after every epoch, best epoch kept")
-    p.add_argument("--out", help="output model directory")
+    _run_args(p, "the fine-tuned model, log.jsonl, loss.png, dev_metrics.json", budget=False)
     p.add_argument("--epochs", type=float)
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
     p.add_argument("--multi-label", action="store_true", help="classify --multi-label is multilabel: several labels "
                    "per text (a sigmoid each)")
     p.add_argument("--decoder", choices=["greedy", "crf"], help="tag: argmax or a linear-chain CRF")
@@ -264,8 +278,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict-spans", action="store_true",
                    help="span files: refuse character spans that do not start and end on word boundaries")
     _encoding_arg(p, default=None)  # None: not given, so a recipe's reader option stands
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
 
     p = sub.add_parser("multitask", help="fine-tune one encoder on several tasks at once (a head each)",
                        description="Multi-task fine-tuning from a YAML recipe (configs/multitask/*.yaml) that lists "
@@ -273,11 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "as --section.field=value, e.g. --multitask.schedule=round_robin --train.lr=5e-5.")
     p.add_argument("--config", required=True, help="YAML recipe with multitask: (its tasks:) and train: sections")
     p.add_argument("--model", help="model directory to start from (default: the recipe's)")
-    p.add_argument("--out", help="output model directory: the encoder, heads/NAME/ per task, tasks.json")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints and logs in --out")
+    _run_args(p, "the encoder, heads/NAME/ per task, tasks.json", budget=False)
 
     p = sub.add_parser("predict", help="predict with a fine-tuned model: one JSON object per input")
     p.add_argument("--model", required=True, help="a directory written by bertkit finetune")
@@ -288,9 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "character offsets")
     p.add_argument("--input-format", default="auto", choices=["auto", "lines", "file"],
                    help="lines: one text per line; file: the training file's format; auto: lines for .txt")
-    p.add_argument("--batch-size", type=_positive, default=64)
-    _precision_arg(p)
-    _encoding_arg(p)
+    _inference_args(p, 64)
 
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file")
     p.add_argument("--model", required=True, help="a directory written by bertkit finetune")
@@ -299,9 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entity-mode", choices=["strict", "default"],
                    help="BIO entity matching: seqeval strict IOB2 or its default (conlleval) mode (default: "
                         "the mode the model was trained with)")
-    p.add_argument("--batch-size", type=_positive, default=64)
-    _precision_arg(p)
-    _encoding_arg(p)
+    _inference_args(p, 64)
 
     p = sub.add_parser("retrieve", help="rank a collection's documents for each query (a TREC run): dense, "
                        "bm25 or hybrid")
@@ -311,14 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="position: number the queries 1, 2, ... in file order (as Cranfield's qrels do)")
     p.add_argument("--method", default="dense", choices=["dense", "bm25", "hybrid"],
                    help="dense: cosine of embeddings; bm25; hybrid: reciprocal rank fusion of the two")
-    p.add_argument("--model", help="encoder directory (dense and hybrid)")
-    p.add_argument("--tokenizer", help="tokenizer directory or file (default: the model directory)")
+    _model_args(p, "encoder directory (dense and hybrid)", required=False)
     p.add_argument("--index", help="folder for the document vectors (default: OUTPUT.index); reused when it "
                    "holds the same documents")
     p.add_argument("--output", required=True, help="where to write the run (TREC format)")
     p.add_argument("--top-k", type=_positive, default=100, help="documents per query")
-    p.add_argument("--batch-size", type=_positive, default=32)
-    _precision_arg(p)
+    _inference_args(p, 32, encoding=False)
 
     p = sub.add_parser("evaluate-run", help="ranking metrics of a TREC run against relevance judgments")
     p.add_argument("--qrels", required=True, help="judgments: 'query doc grade' or 'query iteration doc grade' lines")
@@ -350,9 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="original", choices=["original", "word-l2r"],
                    help="word-l2r: also mask the rest of the token's word (Kauf & Ivanova, 2023)")
     p.add_argument("--output", help="per-line scores as JSON lines (pll in nats, tokens scored)")
-    p.add_argument("--batch-size", type=_positive, default=128, help="masked copies per forward pass")
-    _precision_arg(p)
-    _encoding_arg(p)
+    _inference_args(p, 128, "masked copies per forward pass")
 
     p = sub.add_parser("bertscore", help="BERTScore P / R / F1 of each candidate line against the reference line")
     _model_args(p)
@@ -379,9 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", required=True, help="UTF-8 text file, one candidate per line")
     p.add_argument("--references", required=True, help="UTF-8 text file, one reference per line, as many lines")
     p.add_argument("--output", help="JSON lines: line, score")
-    p.add_argument("--batch-size", type=_positive, default=64)
-    _precision_arg(p)
-    _encoding_arg(p)
+    _inference_args(p, 64)
 
     p = sub.add_parser("explain", help="which words a fine-tuned model's prediction rests on: attributions and "
                        "attention, in the terminal and as an HTML page")
@@ -417,8 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "the cosines' informativity without the top ones (Timkey & van Schijndel, 2021)")):
         p = analyze.add_parser(name, help=what)
         _model_args(p)
-        p.add_argument("--input", required=True, help="UTF-8 text file, one sentence per line (e.g. WikiText-2 "
-                       "valid)")
+        p.add_argument("--input", required=True, help="UTF-8 text file, one sentence per line (e.g. WikiText-2 valid)")
         p.add_argument("--sentences", type=_positive, default=2000, help="random sentences to sample (seeded)")
         p.add_argument("--layers", help="hidden states, comma-separated (default: all, 0 = embeddings)")
         p.add_argument("--pairs", type=_positive, default=10_000, help="random word pairs from different sentences")
@@ -435,8 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="first-sense", choices=["first-sense", "gloss"],
                    help="first-sense: WordNet's first sense of the lemma and part of speech; gloss: the nearest "
                    "sense by cosine to its gloss embedding (needs --model)")
-    p.add_argument("--model", help="the encoder of --method gloss")
-    p.add_argument("--tokenizer", help="tokenizer directory or file (default: the model directory)")
+    _model_args(p, "the encoder of --method gloss", required=False)
     p.add_argument("--layers", default="-1", help="hidden states summed into word and sense vectors")
     p.add_argument("--prior", type=float, default=0.0, help="weight of the SemCor sense-frequency prior "
                    "(cntlist.rev) added to the cosine")
@@ -469,8 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="JSON of every figure; a PNG beside it")
     p.add_argument("--pairs-out", help="also write train.tsv and dev.tsv here: the pairs with the target word "
                    "marked, for bertkit finetune pair --config configs/finetune/wic.yaml")
-    p.add_argument("--batch-size", type=_positive, default=32)
-    _precision_arg(p)
+    _inference_args(p, 32, encoding=False)
     p = analyze.add_parser("sts", help="semantic textual similarity without training: Spearman and Pearson "
                            "correlation of sentence-vector cosines with the gold scores (STS-B)")
     _model_args(p)
@@ -483,8 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-on", help="static vectors, sif: an STS-B file whose sentences fit the common component "
                    "(default: the evaluated sentences, as the paper does)")
     p.add_argument("--output", help="JSON of the figures")
-    p.add_argument("--batch-size", type=_positive, default=32)
-    _precision_arg(p)
+    _inference_args(p, 32, encoding=False)
     p = analyze.add_parser("postprocess-fit", help="fit standardization, all-but-the-top or whitening on a corpus's "
                            "sentence embeddings, for bertkit embed --postprocess")
     _model_args(p)
@@ -495,9 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="the fitted post-processing (.safetensors)")
     p.add_argument("--pooling", default="mean", choices=["mean", "cls", "max"])
     p.add_argument("--layers", default="-1", help="hidden state(s) pooled, as for bertkit embed")
-    p.add_argument("--batch-size", type=_positive, default=32)
-    _precision_arg(p)
-    _encoding_arg(p)
+    _inference_args(p, 32)
 
     p = sub.add_parser("bertscore-baseline", help="measure BERTScore baselines (random sentence pairs) for rescaling")
     _model_args(p)
@@ -507,10 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=_positive, default=10_000, help="random sentence pairs to average over")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--idf", action="store_true", help="a baseline for scores with --idf")
-    p.add_argument("--batch-size", type=_positive, default=1024, help="texts per forward pass (at most; "
-                   "fewer when long, 16,384 padded tokens at most)")
-    _precision_arg(p)
-    _encoding_arg(p)
+    _inference_args(p, 1024, "texts per forward pass (at most; fewer when long, 16,384 padded tokens at most)")
 
     p = sub.add_parser("serve", help="an HTTP service with a page: /embed, /v1/embeddings, /predict, /fill-mask")
     p.add_argument("--model", required=True, help="a model directory: an encoder, or a fine-tuned model")
@@ -576,11 +565,11 @@ def cmd_embed(args) -> None:
         overflow=args.overflow, stride=args.stride, postprocess=args.postprocess)
     if distributed.rank() == 0:
         if empty:
-            print(f"note: {empty} empty lines embedded as empty texts, so rows match lines", file=sys.stderr)
+            _note(f"note: {empty} empty lines embedded as empty texts, so rows match lines")
         if args.resume:
-            print(f"resumed: embedded {embedded} lines{' in this process' * (distributed.world_size() > 1)}, "
-                  "the rest were done before", file=sys.stderr)
-        print(f"wrote {lines} x {model.config.hidden_size} embeddings to {args.output}", file=sys.stderr)
+            _note(f"resumed: embedded {embedded} lines{' in this process' * (distributed.world_size() > 1)}, "
+                  "the rest were done before")
+        _note(f"wrote {lines} x {model.config.hidden_size} embeddings to {args.output}")
 
 
 def cmd_similarity(args) -> None:
@@ -613,8 +602,7 @@ def cmd_train_tokenizer(args) -> None:
     tokenizer = Tokenizer.train(read_texts(files, args.encoding_errors), vocab_size=args.vocab_size, lowercase=not args.cased,
                                 strip_accents=False if args.cased else None, min_frequency=args.min_frequency)
     tokenizer.save(args.out)
-    print(f"trained a vocabulary of {tokenizer.vocab_size} tokens on {len(files)} files; saved to {args.out}",
-          file=sys.stderr)
+    _note(f"trained a vocabulary of {tokenizer.vocab_size} tokens on {len(files)} files; saved to {args.out}")
 
 
 def cmd_train_static(args) -> None:
@@ -622,13 +610,12 @@ def cmd_train_static(args) -> None:
         raise NotADirectoryError(f"{args.out}: is a file; --out names the folder to write the vectors in")
     static = train_static(args.corpus, dim=args.dim, window=args.window, negative=args.negative,
                           min_count=args.min_count, epochs=args.epochs, seed=args.seed, workers=args.workers,
-                          lowercase=not args.cased, errors=args.encoding_errors,
-                          cache_dir=args.cache)
+                          lowercase=not args.cased, errors=args.encoding_errors, cache_dir=args.cache)
     static.save(args.out, binary=not args.text)
     info = static.info
-    print(f"{info['vocabulary']:,} words of {info['word_types']:,} types seen at least {args.min_count} times "
+    _note(f"{info['vocabulary']:,} words of {info['word_types']:,} types seen at least {args.min_count} times "
           f"({info['words']:,} words in the corpus), {args.dim} dimensions, {info['train_seconds']} s; "
-          f"wrote {args.out}", file=sys.stderr)
+          f"wrote {args.out}")
 
 
 def cmd_serve(args) -> None:
@@ -636,7 +623,7 @@ def cmd_serve(args) -> None:
                          truncate=args.truncate, max_batch=args.max_batch, max_batch_tokens=args.max_batch_tokens,
                          wait_ms=args.wait_ms)
     service = load_service(args.model, args.head, config)
-    print(f"serving {args.model} ({', '.join(service.abilities)}) on http://{args.host}:{args.port}/", file=sys.stderr)
+    _note(f"serving {args.model} ({', '.join(service.abilities)}) on http://{args.host}:{args.port}/")
     serve(service, args.host, args.port)
 
 
@@ -662,7 +649,7 @@ def cmd_distill(args, overrides: list[str]) -> None:
                         "precision": args.dtype}}
     sections = load_sections(args.config, {"distill": DistillConfig, "train": TrainConfig}, overrides, direct)
     out = distill(sections["distill"], sections["train"], resume=args.resume, overwrite=args.overwrite)
-    print(f"saved the student and its tokenizer to {out}", file=sys.stderr)
+    _note(f"saved the student and its tokenizer to {out}")
 
 
 def cmd_pretrain(args, overrides: list[str]) -> None:
@@ -674,7 +661,7 @@ def cmd_pretrain(args, overrides: list[str]) -> None:
                         "precision": args.dtype}}
     sections = load_sections(args.config, {"pretrain": PretrainConfig, "train": TrainConfig}, overrides, direct)
     out = pretrain(sections["pretrain"], sections["train"], resume=args.resume, overwrite=args.overwrite)
-    print(f"saved the pretrained model, its tokenizer and log.jsonl to {out}", file=sys.stderr)
+    _note(f"saved the pretrained model, its tokenizer and log.jsonl to {out}")
 
 
 def _column(value: str | None):
@@ -692,9 +679,7 @@ def cmd_finetune(args, overrides: list[str]) -> None:
                            "epochs": args.epochs, "batch_size": args.batch_size, "decoder": args.decoder},
               "train": {"lr": args.lr, "seed": args.seed, "precision": args.dtype}}
     classes = {"finetune": FinetuneConfig, "train": TrainConfig}
-    recipe_task = None
-    if args.config:
-        recipe_task = (read_recipe(args.config, classes)[0].get("finetune") or {}).get("task")
+    recipe_task = (read_recipe(args.config, classes)[0].get("finetune") or {}).get("task") if args.config else None
     if recipe_task and recipe_task != task:
         raise ValueError(f"{args.config} is a {recipe_task} recipe, but the command says {task}: use "
                          f"bertkit finetune {recipe_task}")
@@ -703,8 +688,8 @@ def cmd_finetune(args, overrides: list[str]) -> None:
     if reader:
         config = replace(config, reader={**config.reader, **reader})
     result = finetune(config, sections["train"], resume=args.resume, overwrite=args.overwrite)
-    print(json.dumps({k: v for k, v in result.items() if k != "per_type"}), file=sys.stderr)
-    print(f"saved the fine-tuned model to {config.out}", file=sys.stderr)
+    _note(json.dumps({k: v for k, v in result.items() if k != "per_type"}))
+    _note(f"saved the fine-tuned model to {config.out}")
 
 
 def _layer_list(text: str) -> list[int]:
@@ -730,9 +715,8 @@ def cmd_multitask(args, overrides: list[str]) -> None:
     direct = {"multitask": {"model": args.model, "out": args.out}, "train": {"seed": args.seed, "precision": args.dtype}}
     sections = load_sections(args.config, {"multitask": MultitaskConfig, "train": TrainConfig}, overrides, direct)
     result = multitask(sections["multitask"], sections["train"], resume=args.resume, overwrite=args.overwrite)
-    print(json.dumps({name: {k: v for k, v in r.items() if k != "per_type"} for name, r in result.items()}),
-          file=sys.stderr)
-    print(f"saved the multi-task model to {sections['multitask'].out}", file=sys.stderr)
+    _note(json.dumps({name: {k: v for k, v in r.items() if k != "per_type"} for name, r in result.items()}))
+    _note(f"saved the multi-task model to {sections['multitask'].out}")
 
 
 def cmd_predict(args) -> None:
@@ -743,7 +727,7 @@ def cmd_predict(args) -> None:
     with atomic_write(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for example, prediction in zip(examples, predictions):
             f.write(json.dumps(prediction_record(example, prediction, pre_split), ensure_ascii=False) + "\n")
-    print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
+    _note(f"wrote {len(predictions)} predictions to {args.output}")
 
 
 def cmd_evaluate(args) -> None:
@@ -751,8 +735,8 @@ def cmd_evaluate(args) -> None:
     examples = _examples_for(model, args.data, args.encoding_errors)
     unseen = unseen_labels(LabelSet(model.spec.labels), examples) if model.spec.labels else []
     if unseen:
-        print(f"warning: {args.data}: labels {unseen} are not among the model's {len(model.spec.labels)}; it cannot "
-              "predict them, so their recall is 0", file=sys.stderr)
+        _note(f"warning: {args.data}: labels {unseen} are not among the model's {len(model.spec.labels)}; it cannot "
+              "predict them, so their recall is 0")
     predictions = predict_examples(model, tokenizer, examples, args.batch_size, args.dtype, progress=True)
     print(json.dumps(task_metrics(model.spec, examples, predictions, args.entity_mode), indent=1))
 
@@ -770,8 +754,7 @@ def cmd_retrieve(args) -> None:
         runs.append(dense_run(model, tokenizer, documents, queries, args.index or f"{args.output}.index", args.top_k,
                               batch_size=args.batch_size, precision=args.dtype))
     write_run(args.output, fuse(runs, args.top_k) if len(runs) > 1 else runs[0], tag=f"bertkit-{args.method}")
-    print(f"wrote the top {args.top_k} of {len(documents)} documents for {len(queries)} queries to {args.output}",
-          file=sys.stderr)
+    _note(f"wrote the top {args.top_k} of {len(documents)} documents for {len(queries)} queries to {args.output}")
 
 
 def cmd_evaluate_run(args) -> None:
@@ -782,8 +765,8 @@ def cmd_evaluate_run(args) -> None:
         raise ValueError(f"--k {args.k!r}: expected positive whole numbers separated by commas, e.g. 5,10")
     result = evaluate_run(qrels, run, [int(k) for k in args.k.split(",")], args.relevance_threshold)
     if result["unanswered"]:
-        print(f"warning: {len(result['unanswered'])} queries with relevant documents have no results in {args.run}; "
-              "each scores 0 (trec_eval -c)", file=sys.stderr)
+        _note(f"warning: {len(result['unanswered'])} queries with relevant documents have no results in {args.run}; "
+              "each scores 0 (trec_eval -c)")
     counts = {"queries": result["queries"], "unanswered": len(result["unanswered"]), "unjudged": len(result["unjudged"])}
     print(json.dumps({**counts, **{k: round(v, 4) for k, v in result["mean"].items()}}, indent=1))
 
@@ -796,12 +779,11 @@ def cmd_perplexity(args) -> None:
     for path in args.input:
         text = "\n".join(line for _, line in read_lines(path, args.encoding_errors))
         result = text_perplexity(model, text, max_length=max_length, stride=stride,
-                                 batch_tokens=args.batch_tokens, max_tokens=args.max_tokens, name=path,
-                                 progress=True)
+                                 batch_tokens=args.batch_tokens, max_tokens=args.max_tokens, name=path, progress=True)
         files[path] = result.summary()
         total = result if total is None else total + result
-        print(f"{path}: perplexity {result.perplexity:.3f} over {result.predicted} predicted tokens, "
-              f"bits per byte {result.bits_per_byte}", file=sys.stderr)
+        _note(f"{path}: perplexity {result.perplexity:.3f} over {result.predicted} predicted tokens, "
+              f"bits per byte {result.bits_per_byte}")
     report = {"model": args.model, "max_length": max_length, "stride": stride,
               "dtype": args.dtype, "files": files, "total": total.summary()}
     print(json.dumps(report["total"], indent=1))
@@ -869,13 +851,12 @@ def cmd_explain(args) -> None:
     print(f"{what}; words by {args.method.replace('_', ' ')}:")
     print(coloured_words(importance.words, importance.scores[args.method], colour))
     if importance.unscored:
-        print(f"not scored: {len(importance.unscored)} words no token stands for (cut at the model's "
-              f"{model.spec.max_length} tokens, or characters the tokenizer drops): {' '.join(importance.unscored[:10])}",
-              file=sys.stderr)
+        _note(f"not scored: {len(importance.unscored)} words no token stands for (cut at the model's "
+              f"{model.spec.max_length} tokens, or characters the tokenizer drops): {' '.join(importance.unscored[:10])}")
     content = page(importance, view)
     write_text(args.html, content)
-    print(f"wrote {args.html} ({len(content) / 1e6:.1f} MB): every method side by side, attention per layer and "
-          "head, rollout", file=sys.stderr)
+    _note(f"wrote {args.html} ({len(content) / 1e6:.1f} MB): every method side by side, attention per layer and "
+          "head, rollout")
 
 
 def cmd_analyze(args) -> None:
@@ -942,8 +923,7 @@ def _wsd(args) -> None:
         answers, counts = disambiguate(wn, instances, vectors, senses, prior, args.prior,
                                        args.one_sense_per_discourse, args.standardize)
     if counts["unanswered"]:
-        print(f"note: WordNet knows no sense of the lemma of {counts['unanswered']} instances: unanswered",
-              file=sys.stderr)
+        _note(f"note: WordNet knows no sense of the lemma of {counts['unanswered']} instances: unanswered")
     if args.output:
         write_key(args.output, answers)
     by_pos = {pos: round(r["f1"], 4) for pos, r in score_by_pos(answers, gold, instances).items()}
@@ -967,8 +947,7 @@ def _lexical_sample(args) -> None:
         vectors = instance_vectors(model, tokenizer, instances, layers, args.dtype)
         kept = [(vectors[i.id], s) for i, s in zip(instances, senses) if i.id in vectors]
         if len(kept) < len(instances):
-            print(f"note: {path}: {len(instances) - len(kept)} targets tokenize to no subword: left out",
-                  file=sys.stderr)
+            _note(f"note: {path}: {len(instances) - len(kept)} targets tokenize to no subword: left out")
         if len(kept) < args.folds:
             raise ValueError(f"{path}: {len(kept)} contexts with a vector, fewer than the {args.folds} folds")
         matrix, tags = np.stack([v for v, _ in kept]), [s for _, s in kept]
@@ -981,7 +960,7 @@ def _lexical_sample(args) -> None:
               f"{r['centroid']['accuracy']:22.3f}  {r['example']['accuracy']:15.3f}  "
               f"{r['centroid']['most_frequent_sense']:19.3f}")
     write_text(args.output, json.dumps({"model": args.model, "layers": layers, "results": results}, indent=1))
-    print(f"{args.folds}-fold cross-validated; wrote {args.output} and a PCA plot per file beside it", file=sys.stderr)
+    _note(f"{args.folds}-fold cross-validated; wrote {args.output} and a PCA plot per file beside it")
 
 
 def _beside(output: str, name: str) -> Path:
@@ -1020,16 +999,15 @@ def _wic(args) -> None:
               f"  {r['zscored_dev_accuracy']:.3f}")
     missing = sum(v.missing for v in vectors.values())
     if missing:
-        print(f"note: {missing} pairs have a target word without a vector (no subword; or out of a static model's "
-              "vocabulary): cosine 0, answered different", file=sys.stderr)
+        _note(f"note: {missing} pairs have a target word without a vector (no subword; or out of a static model's "
+              "vocabulary): cosine 0, answered different")
     same_share = {name: float(np.mean(t)) for name, t in truth.items()}
-    print(f"same-sense pairs: {same_share['train']:.3f} of train, {same_share['dev']:.3f} of dev (what answering "
-          "'same' every time scores)", file=sys.stderr)
+    _note(f"same-sense pairs: {same_share['train']:.3f} of train, {same_share['dev']:.3f} of dev (what answering "
+          "'same' every time scores)")
     write_text(args.output, json.dumps({"model": args.model, "pairs": {n: len(p) for n, p in sets.items()},
                                         "same_share": same_share, "no_vector": missing, "layers": results}, indent=1))
     plot_wic(results, Path(args.output).with_suffix(".png"))
-    print(f"wrote {args.output} and its .png" + (f"; pair files in {args.pairs_out}" if args.pairs_out else ""),
-          file=sys.stderr)
+    _note(f"wrote {args.output} and its .png" + (f"; pair files in {args.pairs_out}" if args.pairs_out else ""))
 
 
 def _wic_gold(data: str) -> Path:
@@ -1050,13 +1028,13 @@ def _geometry(args) -> None:
         vectors, sentence, words, unknown = static.text_vectors(sentences)
         vectors = {0: vectors}
         if unknown:
-            print(f"note: {unknown} words out of the vocabulary: left out", file=sys.stderr)
+            _note(f"note: {unknown} words out of the vocabulary: left out")
     else:
         model, tokenizer = _load(args)
         fits = [len(ids) + 2 <= model.config.max_length for ids in tokenizer.token_ids(sentences)]
         if not all(fits):
-            print(f"note: skipped {fits.count(False)} of {len(sentences)} sampled lines longer than the model's "
-                  f"{model.config.max_length} tokens (split them into sentences to keep them)", file=sys.stderr)
+            _note(f"note: skipped {fits.count(False)} of {len(sentences)} sampled lines longer than the model's "
+                  f"{model.config.max_length} tokens (split them into sentences to keep them)")
             sentences = [t for t, ok in zip(sentences, fits) if ok]
         layers = _layers_or_all(args.layers, model)
         vectors, sentence, words = layer_vectors(model, tokenizer, sentences, layers, args.dtype)
@@ -1081,7 +1059,7 @@ def _geometry(args) -> None:
             top = ", ".join(f"{d['dimension']} ({d['contribution']:.3f})" for d in r["rogue"]["top"])
             print(f"{layer:5d}  {r['rogue']['expected_cosine']:15.3f}  {top:38}  {r['top_share']:.3f}  "
                   f"{r['rogue']['informativity']:13.3f}")
-    print(f"sampled {len(sentences)} sentences, {len(words)} words; wrote {args.output} and its .png", file=sys.stderr)
+    _note(f"sampled {len(sentences)} sentences, {len(words)} words; wrote {args.output} and its .png")
 
 
 def _postprocess_fit(args) -> None:
@@ -1091,17 +1069,14 @@ def _postprocess_fit(args) -> None:
     layers = _layer_list(args.layers)
     vectors = embed(model, tokenizer, texts, pooling=args.pooling, layers=layers, batch_size=args.batch_size,
                     precision=args.dtype)
-    fitted = fit_postprocess(vectors, args.method, args.components, info={
-        "model": args.model, "layers": layers, "pooling": args.pooling, "input": args.input})
-    fitted.save(args.output)
-    print(f"fitted {args.method} on {len(texts)} texts ({vectors.shape[1]} dimensions); wrote {args.output}",
-          file=sys.stderr)
+    fit_postprocess(vectors, args.method, args.components, info={
+        "model": args.model, "layers": layers, "pooling": args.pooling, "input": args.input}).save(args.output)
+    _note(f"fitted {args.method} on {len(texts)} texts ({vectors.shape[1]} dimensions); wrote {args.output}")
 
 
 def _attention_vs_attribution(args) -> None:
     model, tokenizer = _task_model(args.model, args.head)
-    examples = _examples_for(model, args.data, args.encoding_errors)
-    examples = examples[:args.limit] if args.limit else examples
+    examples = _examples_for(model, args.data, args.encoding_errors)[:args.limit]  # --limit None: all
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -1133,12 +1108,12 @@ def cmd_bertscore(args) -> None:
                         (scores.unweighted, "texts have idf 0 for every token (each is in every reference); their "
                                             "tokens weigh equally")):
         if count:
-            print(f"warning: {count} {what}", file=sys.stderr)
+            _note(f"warning: {count} {what}")
     if args.output:
         with atomic_write(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
             for n, (p, r, f1) in enumerate(zip(scores.precision, scores.recall, scores.f1), start=1):
                 f.write(json.dumps({"line": n, "precision": float(p), "recall": float(r), "f1": float(f1)}) + "\n")
-        print(f"wrote {len(candidates)} pair scores to {args.output}", file=sys.stderr)
+        _note(f"wrote {len(candidates)} pair scores to {args.output}")
     print(json.dumps({"pairs": len(candidates), "layer": model.layer_index(layer), "layer_choice": why, "idf": args.idf,
                       "rescaled_with": args.baseline, **{k: round(v, 6) for k, v in scores.mean().items()},
                       "empty_pairs": scores.empty, "windowed_texts": scores.windowed}, indent=1))
@@ -1152,21 +1127,20 @@ def cmd_bertscore_baseline(args) -> None:
     baseline = compute_baseline(model, tokenizer, sentences, pairs=args.pairs, seed=args.seed, idf=args.idf,
                                 batch_size=args.batch_size, precision=args.dtype)
     save_baseline(args.output, baseline, model_dir=str(Path(args.model).resolve()), corpus=[str(f) for f in files])
-    print(f"{args.pairs} random pairs of {baseline['sentences']} sentences ({len(sentences) - baseline['sentences']} "
-          f"blank lines skipped), {'with' if args.idf else 'without'} idf:", file=sys.stderr)
+    _note(f"{args.pairs} random pairs of {baseline['sentences']} sentences ({len(sentences) - baseline['sentences']} "
+          f"blank lines skipped), {'with' if args.idf else 'without'} idf:")
     print("layer  P        R        F")
     for row in baseline["layers"]:
         print(f"{row['layer']:<6} {row['P']:.6f} {row['R']:.6f} {row['F']:.6f}")
-    print(f"wrote the baseline to {args.output}", file=sys.stderr)
+    _note(f"wrote the baseline to {args.output}")
 
 
 COMMANDS = {"info": cmd_info, "embed": cmd_embed, "similarity": cmd_similarity, "tokenize": cmd_tokenize,
             "train-tokenizer": cmd_train_tokenizer, "train-static": cmd_train_static, "fill-mask": cmd_fill_mask,
-            "generate": cmd_generate,
-            "serve": cmd_serve, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run,
-            "perplexity": cmd_perplexity, "pseudo-perplexity": cmd_pseudo_perplexity,
-            "bertscore": cmd_bertscore, "analyze": cmd_analyze, "explain": cmd_explain, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}
+            "generate": cmd_generate, "serve": cmd_serve, "predict": cmd_predict, "evaluate": cmd_evaluate,
+            "retrieve": cmd_retrieve, "evaluate-run": cmd_evaluate_run, "perplexity": cmd_perplexity,
+            "pseudo-perplexity": cmd_pseudo_perplexity, "bertscore": cmd_bertscore, "analyze": cmd_analyze,
+            "explain": cmd_explain, "bertscore-baseline": cmd_bertscore_baseline, "score": cmd_score}
 WITH_OVERRIDES = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "multitask": cmd_multitask,
                   "distill": cmd_distill}
 
@@ -1180,14 +1154,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides or not takes_overrides)}")
     reuse_freed_memory()  # prediction and training alike allocate large tensors of changing shapes
     with warnings.catch_warnings():  # a user reads "warning: what happened", not the line that warned
-        warnings.showwarning = lambda message, *rest: print(f"warning: {message}", file=sys.stderr)
+        warnings.showwarning = lambda message, *rest: _note(f"warning: {message}")
         try:
             if takes_overrides:
                 WITH_OVERRIDES[args.command](args, overrides)
             else:
                 COMMANDS[args.command](args)
         except (ValueError, OSError, KeyError, ImportError, NonFiniteLossError) as e:
-            print(f"bertkit {args.command}: error: {e}", file=sys.stderr)
+            _note(f"bertkit {args.command}: error: {e}")
             return 2
     return 0
 

@@ -36,7 +36,7 @@ ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 # The range checks of config fields: each rule's text, and the test a value that breaks it fails.
 _RULES = {"must be positive": lambda v: v <= 0, "must be >= 0": lambda v: v < 0,
           "must be in [0, 1)": lambda v: not 0 <= v < 1, "must be in (0, 1)": lambda v: not 0 < v < 1,
-          "must be in (0, 1]": lambda v: not 0 < v <= 1}
+          "must be in (0, 1]": lambda v: not 0 < v <= 1, "must be in [0, 1]": lambda v: not 0 <= v <= 1}
 
 
 def _require(config, rule: str, *names: str, prefix: str = "") -> None:
@@ -80,8 +80,7 @@ class EncoderConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         _require_one_of(self, hidden_act=ACTIVATIONS, family=FAMILIES)
-        if self.type_vocab_size < 0 or self.position_offset < 0:
-            raise ValueError("type_vocab_size and position_offset must be >= 0")
+        _require(self, "must be >= 0", "type_vocab_size", "position_offset", prefix="EncoderConfig.")
         if self.family == "distilbert" and (self.type_vocab_size or self.pooler):
             raise ValueError("a DistilBERT model has no segment embeddings and no pooler: set "
                              "type_vocab_size=0 and pooler=False")
@@ -165,13 +164,10 @@ class TrainConfig:
     patience: int = 0  # stop after this many evaluations without improvement of `monitor`; 0 = never
 
     def __post_init__(self) -> None:
-        _require(self, "must be positive", "lr", *self.given("max_steps", "checkpoint_every"))
-        _require(self, "must be >= 0", *self.given("warmup_steps", "eval_every"))
-        if self.keep_checkpoints < 1:
-            raise ValueError("keep_checkpoints must be at least 1")
+        _require(self, "must be positive", "lr", "keep_checkpoints", *self.given("max_steps", "checkpoint_every"))
+        _require(self, "must be >= 0", "patience", *self.given("warmup_steps", "eval_every"))
         # int8 (precision.py) is for inference only
         _require_one_of(self, strategy=("ddp", "fsdp"), precision=("auto", "fp32", "bf16", "float32", "bfloat16"))
-        _require(self, "must be >= 0", "patience")
 
     def given(self, *names: str) -> list[str]:
         """Which of these fields were set (are not None)."""
@@ -322,9 +318,8 @@ class FinetuneConfig:
                         loss_norm=("dataset", "batch"), class_weights=("none", "balanced"))
         if not self.model or not self.train:
             raise ValueError("give a model directory (--model) and a training file (--train)")
-        _require(self, "must be positive", "epochs", "batch_size", "eval_batch_size", "max_length")
+        _require(self, "must be positive", "epochs", "batch_size", "eval_batch_size", "max_length", "head_lr_scale")
         _require(self, "must be in (0, 1]", "layer_lr_decay")
-        _require(self, "must be positive", "head_lr_scale")
         _require(self, "must be in [0, 1)", "warmup_ratio")
 
 
@@ -413,8 +408,7 @@ class DistillConfig:
         if self.objective == "task" and not self.train:
             raise ValueError("give the task's training file (--train) for the task objective")
         _require(self, "must be positive", "temperature", "max_length", "batch_size", "epochs")
-        if not 0 <= self.soft_weight <= 1:
-            raise ValueError(f"soft_weight must be in [0, 1], got {self.soft_weight}")
+        _require(self, "must be in [0, 1]", "soft_weight")
         _require(self, "must be in [0, 1)", "warmup_ratio")
 
 

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 
 from .files import write_safetensors, write_text
 from .config import EncoderConfig
-from .heads import MLMHead, NSPHead, RTDHead
+from .heads import pretraining_head
 from .model import Encoder
 
 KeyMap = list[tuple[str, list[str]]]
@@ -204,7 +204,7 @@ def load_pretrained(path: str | Path) -> Encoder:
     key_map = encoder_key_map(config)
     for name, keys in head_key_map(config.family).items():
         if keys[0][1][0] in tensors:  # the checkpoint holds this head
-            setattr(encoder, f"{name}_head", _new_head(name, encoder))
+            setattr(encoder, f"{name}_head", pretraining_head(name, encoder))
             key_map += keys
     state = _gather(key_map, tensors, names)
     _check_decoder(tensors, state, names)
@@ -214,12 +214,6 @@ def load_pretrained(path: str | Path) -> Encoder:
         warnings.warn(f"{names}: {len(leftover)} tensors not used by bertkit (e.g. task heads): "
                       f"{', '.join(leftover[:5])}{' ...' if len(leftover) > 5 else ''}", stacklevel=2)
     return encoder.eval()
-
-
-def _new_head(name: str, encoder: Encoder) -> torch.nn.Module:
-    if name == "mlm":  # its decoder is the word embeddings
-        return MLMHead(encoder.config, encoder.embeddings.word)
-    return {"nsp": NSPHead, "rtd": RTDHead}[name](encoder.config)
 
 
 def _check_decoder(tensors: dict[str, torch.Tensor], state: dict[str, torch.Tensor], files: str) -> None:
@@ -274,6 +268,5 @@ def save_pretrained(encoder: Encoder, path: str | Path) -> None:
     if config.causal and "mlm" in with_heads:  # the same tensors; the class transformers builds differs
         architecture = CAUSAL_ARCHITECTURES[config.family]
     hf_config = json.dumps(config_to_hf(config, architecture), indent=2)
-    path.mkdir(parents=True, exist_ok=True)
     write_safetensors(path / "model.safetensors", tensors, metadata={"format": "pt"})
     write_text(path / "config.json", hf_config)

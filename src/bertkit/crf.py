@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .padding import check_right_padded
 from .tags import check_bio_label_set, continues
 
 FORBIDDEN = -1e4
@@ -147,12 +148,7 @@ def _check_mask(emissions: Tensor, mask: Tensor) -> None:
                          f"{tuple(emissions.shape)} and mask {tuple(mask.shape)}")
     if mask.dtype != torch.bool:
         raise ValueError(f"mask must be bool, got {mask.dtype}")
-    empty = (~mask[:, 0]).nonzero().flatten().tolist()
-    if empty:
-        raise ValueError(f"rows {empty} of the batch start with padding: every sequence needs at "
-                         "least one real position, at its start (masks are left-aligned)")
-    if (mask[:, 1:] & ~mask[:, :-1]).any():
-        raise ValueError("mask has a real position after padding: masks must be left-aligned")
+    check_right_padded(mask, "mask")
 
 
 def _path_score(emissions: Tensor, tags: Tensor, mask: Tensor, start: Tensor,

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import precision as precision_
 from .allocator import release_freed_memory
-from .files import atomic_write
+from .files import write_text
 from .data.alignment import combine_windows
 from .data.batches import in_length_order
 from .heads import Pooling, pool
@@ -151,8 +151,7 @@ def embed_file(model: Encoder, tokenizer: Tokenizer, input: str | Path, output: 
             del out, vectors
             release_freed_memory()
             finished.append(c)
-            with atomic_write(run.progress(rank)) as tmp:
-                tmp.write_text(json.dumps({"key": key, "done": finished}))
+            write_text(run.progress(rank), json.dumps({"key": key, "done": finished}))
             bar.update(len(texts))
     barrier()
     if rank == 0:
@@ -183,8 +182,7 @@ def check_lines(tokenizer: Tokenizer, input: Path, errors: DecodeErrors, chunk_l
     return lines, empty
 
 
-def file_run_key(model: Encoder, tokenizer: Tokenizer, input: Path, lines: int, chunk_lines: int,
-                 options: dict) -> str:
+def file_run_key(model: Encoder, tokenizer: Tokenizer, input: Path, lines: int, chunk_lines: int, options: dict) -> str:
     """What an interrupted run must share with the one resuming it: the model, tokenizer and
     precision (`vectors_key`), the input file (size, modification time, lines) and the options."""
     stat = input.stat()
@@ -216,9 +214,6 @@ def resumed_chunks(run: FileRun, key: str, resume: bool) -> set[int]:
 def chunks_of(path: Path, errors: DecodeErrors, chunk_lines: int, wanted: set[int]) -> Iterator[tuple[int, list[str]]]:
     """(chunk index, its lines) for the wanted chunks of the file, reading one chunk at a time."""
     lines = (line for _, line in read_lines(path, errors))
-    for c in itertools.count():
-        texts = list(itertools.islice(lines, chunk_lines))
-        if not texts:
-            return
+    for c, texts in enumerate(iter(lambda: list(itertools.islice(lines, chunk_lines)), [])):  # until a chunk is empty
         if c in wanted:
             yield c, texts

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .files import figure
 from .model import Encoder
 from .tasks.model import TaskModel
 from .tokenizer import Tokenizer
@@ -195,13 +196,9 @@ def _words(encoding, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
 
 # ---------------------------------------------------------- is attention explanation? (Jain & Wallace)
 
-TAU_PAIRS = {  # name -> (importance, importance)
-    "attention~integrated_gradients": ("attention", "integrated_gradients"),
-    "attention~occlusion": ("attention", "occlusion"),
-    "rollout~integrated_gradients": ("rollout", "integrated_gradients"),
-    "rollout~occlusion": ("rollout", "occlusion"),
-    "integrated_gradients~occlusion": ("integrated_gradients", "occlusion"),  # two attributions, for scale
-}
+TAU_PAIRS = {f"{a}~{b}": (a, b) for a, b in (  # name -> (importance, importance)
+    ("attention", "integrated_gradients"), ("attention", "occlusion"), ("rollout", "integrated_gradients"),
+    ("rollout", "occlusion"), ("integrated_gradients", "occlusion"))}  # the last two attributions, for scale
 
 
 @dataclass
@@ -288,27 +285,18 @@ def summarize_attention_tests(records: Sequence[dict]) -> dict:
 
 def plot_attention_tests(records: Sequence[dict], out: Path) -> None:
     """kendall-tau.png (one histogram per tau pair) and permutation.png in `out`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(TAU_PAIRS), figsize=(4 * len(TAU_PAIRS), 3.2), sharey=True)
-    for ax, name in zip(axes, TAU_PAIRS):
-        taus = [r["tau"][name] for r in records if not np.isnan(r["tau"][name])]
-        ax.hist(taus, bins=np.linspace(-1, 1, 21), color="tab:blue" if "~" in name and name.startswith(("att", "roll"))
-                else "tab:gray")
-        ax.axvline(float(np.median(taus)), color="black", linestyle="--", linewidth=1)
-        ax.set_title(name.replace("~", " vs\n").replace("_", " "), fontsize=9)
-        ax.set_xlabel("Kendall tau")
-    axes[0].set_ylabel("inputs")
-    fig.tight_layout()
-    fig.savefig(out / "kendall-tau.png", dpi=120)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.hist([r["median_change"] for r in records], bins=30, color="tab:orange")
-    ax.set_xlabel("median |change| of the predicted label's probability\nwhen the last layer's attention is permuted")
-    ax.set_ylabel("inputs")
-    fig.tight_layout()
-    fig.savefig(out / "permutation.png", dpi=120)
-    plt.close(fig)
+    with figure(out / "kendall-tau.png", ncols=len(TAU_PAIRS), figsize=(4 * len(TAU_PAIRS), 3.2),
+                sharey=True) as (_, axes):
+        for ax, name in zip(axes, TAU_PAIRS):
+            taus = [r["tau"][name] for r in records if not np.isnan(r["tau"][name])]
+            ax.hist(taus, bins=np.linspace(-1, 1, 21),
+                    color="tab:blue" if "~" in name and name.startswith(("att", "roll")) else "tab:gray")
+            ax.axvline(float(np.median(taus)), color="black", linestyle="--", linewidth=1)
+            ax.set_title(name.replace("~", " vs\n").replace("_", " "), fontsize=9)
+            ax.set_xlabel("Kendall tau")
+        axes[0].set_ylabel("inputs")
+    with figure(out / "permutation.png", figsize=(5, 3.2)) as (_, ax):
+        ax.hist([r["median_change"] for r in records], bins=30, color="tab:orange")
+        ax.set_xlabel("median |change| of the predicted label's probability\n"
+                      "when the last layer's attention is permuted")
+        ax.set_ylabel("inputs")

@@ -17,13 +17,9 @@ def coloured_words(words: Sequence[str], scores: np.ndarray, colour: bool) -> st
     if not colour:
         return " ".join(f"{w}[{s:+.3f}]" for w, s in zip(words, scores))
     scale = float(np.abs(scores).max(initial=0.0)) or 1.0
-    out = []
-    for word, score in zip(words, scores):
-        strength = abs(float(score)) / scale
-        fade = round(255 * (1 - 0.75 * strength))
-        rgb = (fade, 255, fade) if score >= 0 else (255, fade, fade)
-        out.append(f"\x1b[48;2;{rgb[0]};{rgb[1]};{rgb[2]}m\x1b[30m{word}\x1b[0m")
-    return " ".join(out)
+    fades = [round(255 * (1 - 0.75 * (abs(float(s)) / scale))) for s in scores]
+    rgbs = [(f, 255, f) if s >= 0 else (255, f, f) for f, s in zip(fades, scores)]
+    return " ".join(f"\x1b[48;2;{r};{g};{b}m\x1b[30m{word}\x1b[0m" for word, (r, g, b) in zip(words, rgbs))
 
 
 def page(importance: WordImportance, view: AttentionView) -> str:

@@ -3,7 +3,8 @@
 The data goes to a temporary file in the same folder, is flushed to disk, and only then renamed
 over the target. A kill at any moment leaves either the old file or the new one, never a mix.
 `write_safetensors` writes tensors that way, and reports a failed write (a full disk) as the OSError it
-is. This module imports nothing from bertkit, so every other module may use it.
+is; `figure` writes a matplotlib figure that way. This module imports nothing from bertkit, so every
+other module may use it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,23 @@ def write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` as UTF-8, atomically."""
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def figure(path: str | Path, dpi: int = 120, **subplots) -> Iterator[tuple]:
+    """(fig, axes) of `plt.subplots(**subplots)` on the Agg backend (no display needed), laid out
+    and written to `path` (its suffix names the format) when the block ends."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(**subplots)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip("."))
+    finally:
+        plt.close(fig)
 
 
 def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:

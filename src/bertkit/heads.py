@@ -206,19 +206,23 @@ class SpanBoundaryHead(nn.Module):
         return self.mlp(torch.cat([left, right, self.position(offset)], dim=-1))
 
 
+def pretraining_head(name: str, encoder: Encoder) -> nn.Module:
+    """A new head of `encoder` by name ("mlm", "nsp" or "rtd"; the MLM decoder is its word embeddings)."""
+    if name == "mlm":
+        return MLMHead(encoder.config, encoder.embeddings.word)
+    return {"nsp": NSPHead, "rtd": RTDHead}[name](encoder.config)
+
+
 def add_pretraining_heads(encoder: Encoder, mlm: bool = True, nsp: bool = False, rtd: bool = False) -> Encoder:
     """Attach freshly initialised MLM, NSP and/or RTD heads to `encoder` (in place) and return it."""
-    config = encoder.config
-    if mlm:
-        encoder.mlm_head = MLMHead(config, encoder.embeddings.word)
-    if nsp:
-        if encoder.pooler is None:
-            raise ValueError("next-sentence prediction needs the pooler; this config has pooler=False")
-        encoder.nsp_head = NSPHead(config)
-        init_weights(encoder.nsp_head, config)
-    if rtd:
-        encoder.rtd_head = RTDHead(config)
-        init_weights(encoder.rtd_head, config)
+    if nsp and encoder.pooler is None:
+        raise ValueError("next-sentence prediction needs the pooler; this config has pooler=False")
+    for name, wanted in (("mlm", mlm), ("nsp", nsp), ("rtd", rtd)):
+        if wanted:
+            head = pretraining_head(name, encoder)
+            if name != "mlm":  # the MLM head initialises its dense layer itself: its decoder is the embeddings
+                init_weights(head, encoder.config)
+            setattr(encoder, f"{name}_head", head)
     return encoder
 
 

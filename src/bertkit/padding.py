@@ -15,13 +15,17 @@ part of a step (random CoNLL-2003 batches trained at 0.74x the speed of length-g
 `group=True` the rows are ordered longest first on entry, their tokens follow that order, and
 attention runs on groups of consecutive rows, each padded to its own longest row only; the exit
 restores the given row order. The result is the same function (a test holds it equal).
+
+`right_pad` builds such a (B, T) batch from rows of different lengths.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -67,13 +71,7 @@ def make_layout(attention_mask: Tensor | None, batch: int, seqlen: int, unpad: b
     mask = attention_mask.bool()
     if mask.shape != (batch, seqlen):
         raise ValueError(f"attention_mask has shape {tuple(mask.shape)}, expected {(batch, seqlen)}")
-    if not mask[:, 0].all():
-        empty = torch.nonzero(~mask[:, 0]).flatten().tolist()
-        raise ValueError(f"rows {empty[:10]} of the batch start with padding: every row needs at "
-                         "least one token and padding on the right only")
-    if (mask[:, 1:] & ~mask[:, :-1]).any():
-        raise ValueError("attention_mask has a real token after padding; bertkit expects right "
-                         "padding (pad at the end of each row)")
+    check_right_padded(mask, "attention_mask")
     if unpad and group:
         row_lengths = mask.sum(1)
         order = row_lengths.argsort(descending=True, stable=True)
@@ -82,6 +80,18 @@ def make_layout(attention_mask: Tensor | None, batch: int, seqlen: int, unpad: b
         if len(bounds) > 1:
             return grouped_layout(mask[order], order, lengths, bounds)
     return checked_layout(mask, unpad)
+
+
+def check_right_padded(mask: Tensor, name: str) -> None:
+    """Refuse a (B, T) bool mask with a row that starts with padding, or with a real position after
+    padding: every row holds at least one real position, and padding only at its end."""
+    if not mask[:, 0].all():
+        empty = torch.nonzero(~mask[:, 0]).flatten().tolist()
+        raise ValueError(f"rows {empty[:10]} of the batch start with padding: every row needs at least one real "
+                         "position, at its start (right padding: masks are left-aligned)")
+    if (mask[:, 1:] & ~mask[:, :-1]).any():
+        raise ValueError(f"{name} has a real position after padding; bertkit expects right padding (pad at the "
+                         "end of each row: masks are left-aligned)")
 
 
 def checked_layout(mask: Tensor, unpad: bool = True) -> TokenLayout:
@@ -110,6 +120,14 @@ def grouped_layout(mask: Tensor, order: Tensor, lengths: list[int], bounds: list
     groups = tuple(AttentionGroup(starts[a], starts[b], checked_layout(mask[a:b, :lengths[a]])) for a, b in bounds)
     B, T = mask.shape
     return TokenLayout(B, T, torch.nonzero(mask.flatten()).flatten(), mask[:, None, None, :], order, groups)
+
+
+def right_pad(rows: Sequence[Sequence[int]], fill: int, width: int | None = None) -> np.ndarray:
+    """(len(rows), width) int64: each row from the left, `fill` after it; `width` defaults to the longest row."""
+    out = np.full((len(rows), max(map(len, rows), default=0) if width is None else width), fill, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row
+    return out
 
 
 def unpad(x: Tensor, layout: TokenLayout) -> Tensor:

@@ -114,8 +114,6 @@ def perturbed_pairs(sentences: Sequence[str], model: Encoder | None, tokenizer: 
         for i, text in zip(fill, filled):
             candidates[i] = " ".join(drop_words(text.split(), rng)) if rng.random() < drop_after_fill else text
     for i, kind in enumerate(chosen):
-        if kind == "drop":
-            candidates[i] = " ".join(drop_words(sentences[i].split(), rng))
-        elif kind == "swap":
-            candidates[i] = " ".join(swap_words(sentences[i].split(), rng))
+        if kind in ("drop", "swap"):
+            candidates[i] = " ".join({"drop": drop_words, "swap": swap_words}[kind](sentences[i].split(), rng))
     return [{"reference": s, "candidate": c, "perturbation": k} for s, c, k in zip(sentences, candidates, chosen)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
+import timeit
 import warnings
 import weakref
 from typing import ContextManager, Iterator, Literal
@@ -69,16 +69,9 @@ def _warn_emulated_bf16() -> None:
 def emulated_bf16_slowdown(size: int = 512, repeats: int = 3) -> float:
     """How many times longer a (size x size) bf16 matrix product takes than fp32 on this CPU (best of
     `repeats`, measured once per process: about a tenth of a second)."""
-    def best(x: torch.Tensor) -> float:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            x @ x
-            times.append(time.perf_counter() - start)
-        return min(times)
-
     a = torch.randn(size, size)
-    return best(a.bfloat16()) / best(a)
+    bf16, fp32 = (min(timeit.repeat(lambda: x @ x, number=1, repeat=repeats)) for x in (a.bfloat16(), a))
+    return bf16 / fp32
 
 
 def autocast(dtype: torch.dtype, device: torch.device | str = "cpu") -> ContextManager:

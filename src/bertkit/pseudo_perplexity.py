@@ -104,5 +104,4 @@ def pseudo_log_likelihoods(model: Encoder, tokenizer: Tokenizer, sentences: Sequ
             token_ll = logits.log_softmax(-1).gather(1, targets.to(device)[:, None])[:, 0].cpu().numpy()
             np.add.at(pll, rows, token_ll)
             bar.update(len(batch))
-    counts = np.bincount(copy_rows, minlength=len(encoded))
-    return [SentenceScore(float(p), int(n)) for p, n in zip(pll, counts)]
+    return [SentenceScore(float(p), int(n)) for p, n in zip(pll, np.bincount(copy_rows, minlength=len(encoded)))]

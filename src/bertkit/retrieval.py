@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -158,19 +159,12 @@ def write_run(path: str | Path, run: Run, tag: str = "bertkit") -> None:
 # ---------------------------------------------------------------------------------- retrieval
 
 
-def index_key(model: Encoder, tokenizer: Tokenizer, documents: Mapping[str, str], precision: str) -> str:
-    """A digest of what an index's vectors depend on: the documents, the tokenizer, the model (its
-    config and every weight) and the precision it computes in."""
-    return vectors_key(model, tokenizer, precision, list(documents.items()))
-
-
 def build_index(model: Encoder, tokenizer: Tokenizer, documents: Mapping[str, str], folder: str | Path, *,
                 batch_size: int = 32, precision: str = "auto", chunk: int = 8192, progress: bool = True) -> Path:
     """Embed `documents` (unit vectors, mean pooling, long documents as windows) into
-    folder/vectors.npy, memory-mapped, with folder/ids.json and folder/key.txt (`index_key`);
-    returns the folder."""
+    folder/vectors.npy, memory-mapped, with folder/ids.json and folder/key.txt (`vectors_key` of the
+    model, tokenizer, precision and documents); returns the folder."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     (folder / "key.txt").unlink(missing_ok=True)  # an interrupted build leaves no key, so is never reused
     ids, texts = list(documents), list(documents.values())
     with atomic_write(folder / "vectors.npy") as tmp:
@@ -184,7 +178,7 @@ def build_index(model: Encoder, tokenizer: Tokenizer, documents: Mapping[str, st
         del vectors
     write_text(folder / "ids.json", json.dumps(ids))
     # written last: an index with a key is complete
-    write_text(folder / "key.txt", index_key(model, tokenizer, documents, precision))
+    write_text(folder / "key.txt", vectors_key(model, tokenizer, precision, list(documents.items())))
     return folder
 
 
@@ -217,9 +211,8 @@ def dense_run(model: Encoder, tokenizer: Tokenizer, documents: Mapping[str, str]
     and precision) and search it."""
     folder = Path(folder)
     key = folder / "key.txt"
-    if not (key.exists() and key.read_text() == index_key(model, tokenizer, documents, precision)):
-        build_index(model, tokenizer, documents, folder, batch_size=batch_size, precision=precision,
-                    progress=progress)
+    if not (key.exists() and key.read_text() == vectors_key(model, tokenizer, precision, list(documents.items()))):
+        build_index(model, tokenizer, documents, folder, batch_size=batch_size, precision=precision, progress=progress)
     query_vectors = embed(model, tokenizer, list(queries.values()), normalize=True, batch_size=batch_size,
                           precision=precision, overflow="window", progress=progress)
     return search_index(folder, query_vectors, list(queries), k)
@@ -246,10 +239,8 @@ def bm25_run(documents: Mapping[str, str], queries: Mapping[str, str], k: int = 
 
 def fuse(runs: Sequence[Run], k: int = 100) -> Run:
     """Reciprocal rank fusion of `runs`: score = sum of 1 / (RRF_K + rank); the top `k` per query."""
-    fused: dict[str, dict[str, float]] = {}
+    fused: dict[str, Counter] = defaultdict(Counter)
     for run in runs:
         for query, scores in run.items():
-            into = fused.setdefault(query, {})
-            for rank, doc in enumerate(rank_documents(scores), start=1):
-                into[doc] = into.get(doc, 0.0) + 1.0 / (RRF_K + rank)
+            fused[query].update({doc: 1.0 / (RRF_K + rank) for rank, doc in enumerate(rank_documents(scores), start=1)})
     return {q: {doc: scores[doc] for doc in rank_documents(scores)[:k]} for q, scores in fused.items()}

@@ -20,6 +20,7 @@ request only. uvicorn finishes requests in flight on SIGTERM / Ctrl-C before it 
 
 import asyncio  # no `from __future__ import annotations`: FastAPI reads the routes' annotations at run time
 import dataclasses
+import importlib.util
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -169,12 +170,10 @@ class Service:
 
     @property
     def abilities(self) -> list[str]:
-        found = ["embed"]
-        found += ["fill-mask"] if self.encoder.mlm_head is not None else []
-        found += ["predict"] if self.task_model is not None else []
-        found += ["explain"] if self.task_model is not None and self.task_model.spec.task in ("classify", "pair") \
-            and _has_captum() else []
-        return found
+        able = {"embed": True, "fill-mask": self.encoder.mlm_head is not None, "predict": self.task_model is not None,
+                "explain": self.task_model is not None and self.task_model.spec.task in ("classify", "pair")
+                and importlib.util.find_spec("captum") is not None}
+        return [ability for ability, yes in able.items() if yes]
 
     def info(self) -> dict:
         spec = self.task_model.spec if self.task_model is not None else None
@@ -213,14 +212,6 @@ class Service:
         return [prediction_record(e, p) for e, p in zip(examples, predictions)]
 
 
-def _has_captum() -> bool:
-    try:
-        import captum  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def load_service(path: str | Path, head: str | None = None, config: ServeConfig = ServeConfig()) -> Service:
     """A fine-tuned model (task.json, or tasks.json with `head`) or a plain encoder directory."""
     path = Path(path)
@@ -249,7 +240,11 @@ def build_app(service: Service):
 
     app = FastAPI(title=f"bertkit: {service.name}", lifespan=lifespan)
 
-    async def read_body(request: Request) -> dict:
+    async def read_body(request: Request, ability: str = "embed") -> dict:
+        """The request's JSON object, once the model is known to be able to `ability` (404 if not)."""
+        if ability not in service.abilities:
+            raise RequestError(404, f"this model cannot {ability} (it can: {', '.join(service.abilities)})",
+                               "Unsupported")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
             raise RequestError(413, f"the body has {declared} bytes; this server takes at most {config.max_body_bytes}")
@@ -272,11 +267,6 @@ def build_app(service: Service):
 
     async def on_model_thread(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-
-    def needs(ability: str) -> None:
-        if ability not in service.abilities:
-            raise RequestError(404, f"this model cannot {ability} (it can: {', '.join(service.abilities)})",
-                               "Unsupported")
 
     async def embed_request(body: dict, key: str) -> tuple[np.ndarray, int]:
         texts = request_texts(body, key, config)
@@ -324,16 +314,14 @@ def build_app(service: Service):
 
     @app.post("/predict")
     async def predict_route(request: Request):
-        needs("predict")
-        body = await read_body(request)
+        body = await read_body(request, "predict")
         items = request_texts(body, "inputs", config, pairs=True)
         service.token_counts([t for item in items for t in ([item] if isinstance(item, str) else item)], True)
         return await on_model_thread(service.predict, items)
 
     @app.post("/fill-mask")
     async def fill_mask_route(request: Request):
-        needs("fill-mask")
-        body = await read_body(request)
+        body = await read_body(request, "fill-mask")
         text = body.get("inputs")
         if not isinstance(text, str):
             raise RequestError(422, f"'inputs' must be a string with [MASK] in it, not {_type(text)}")
@@ -349,9 +337,8 @@ def build_app(service: Service):
 
     @app.post("/explain")
     async def explain_route(request: Request):
-        needs("explain")
+        body = await read_body(request, "explain")
         from .explain import word_importance
-        body = await read_body(request)
         text, pair = body.get("inputs"), body.get("pair")
         if not isinstance(text, str) or not (pair is None or isinstance(pair, str)):
             raise RequestError(422, "'inputs' must be a string (and 'pair', if given, a string)")

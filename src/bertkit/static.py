@@ -127,7 +127,6 @@ class StaticVectors:
     def save(self, folder: str | Path, binary: bool = True) -> None:
         """vectors.bin (.txt) in word2vec's format, counts.txt, static.json; each written atomically."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         name = "vectors.bin" if binary else "vectors.txt"
         with atomic_write(folder / name) as vectors, atomic_write(folder / "counts.txt") as counts:
             self.keyed.save_word2vec_format(str(vectors), fvocab=str(counts), binary=binary)
@@ -175,11 +174,9 @@ def tokenized_corpus(paths: Sequence[str | Path], cache_dir: str | Path, *, lowe
     counts: Counter = Counter()
     if path.exists():
         with open(path, encoding="utf-8") as f:
-            for line in f:
-                counts.update(line.split())
+            counts.update(word for line in f for word in line.split())
         return path, counts
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as out:  # makes the folder
         for document in document_sentences(files, "file", errors, progress, "split and tokenize"):
             for sentence in document:
                 words = basic_words(sentence, lowercase)
@@ -216,19 +213,15 @@ def train_static(paths: Sequence[str | Path], *, dim: int = 300, window: int = 5
         raise ValueError(f"min_count {min_count} leaves no vocabulary: the most frequent word, {top!r}, occurs {n} "
                          f"times in the corpus's {sum(counts.values()):,} words; lower --min-count")
 
-    class EpochBar(CallbackAny2Vec):
-        def __init__(self):
-            self.bar = tqdm(total=epochs, desc="skip-gram epochs", unit="epoch", disable=not progress)
-
-        def on_epoch_end(self, model):
-            self.bar.update(1)
-
     start = time.perf_counter()
-    bar = EpochBar()
-    model = Word2Vec(corpus_file=str(corpus), vector_size=dim, window=window, negative=negative, min_count=min_count,
-                     epochs=epochs, sg=1, seed=seed, workers=workers or min(os.cpu_count() or 1, 8),
-                     callbacks=[bar])
-    bar.bar.close()
+    with tqdm(total=epochs, desc="skip-gram epochs", unit="epoch", disable=not progress) as bar:
+        class EpochBar(CallbackAny2Vec):
+            def on_epoch_end(self, model):
+                bar.update(1)
+
+        model = Word2Vec(corpus_file=str(corpus), vector_size=dim, window=window, negative=negative,
+                         min_count=min_count, epochs=epochs, sg=1, seed=seed,
+                         workers=workers or min(os.cpu_count() or 1, 8), callbacks=[EpochBar()])
     info = {"corpus": [str(p) for p in paths], "words": sum(counts.values()), "word_types": len(counts),
             "vocabulary": len(model.wv), "dim": dim, "window": window, "negative": negative,
             "min_count": min_count, "epochs": epochs, "seed": seed,

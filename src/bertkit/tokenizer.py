@@ -23,6 +23,7 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from .files import atomic_write, write_text
+from .padding import right_pad
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # Each special role, as BERT (WordPiece) and RoBERTa (byte-level BPE) vocabularies spell it.
@@ -61,13 +62,8 @@ class Encoded:
     def tensors(self, rows: Sequence[int] | None = None, pad_id: int = 0) -> dict[str, torch.Tensor]:
         """Right-padded `input_ids`, `attention_mask`, `token_type_ids`, each (B, T) int64."""
         picked = [self.rows[r] for r in (range(len(self.rows)) if rows is None else rows)]
-        width = max(len(e.ids) for e in picked)
-        ids = np.full((len(picked), width), pad_id, dtype=np.int64)
-        types = np.zeros((len(picked), width), dtype=np.int64)
-        mask = np.zeros((len(picked), width), dtype=np.int64)
-        for i, e in enumerate(picked):
-            n = len(e.ids)
-            ids[i, :n], types[i, :n], mask[i, :n] = e.ids, e.type_ids, 1
+        ids, types = right_pad([e.ids for e in picked], pad_id), right_pad([e.type_ids for e in picked], 0)
+        mask = right_pad([[1] * len(e.ids) for e in picked], 0)
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
                 "token_type_ids": torch.from_numpy(types)}
 
@@ -87,8 +83,9 @@ class Tokenizer:
     # ------------------------------------------------------------------------------ construction
 
     @staticmethod
-    def _bert_pipeline(model: models.Model, lowercase: bool, strip_accents: bool | None) -> tokenizers.Tokenizer:
-        tok = tokenizers.Tokenizer(model)
+    def _bert_pipeline(vocab: dict | None, lowercase: bool, strip_accents: bool | None) -> tokenizers.Tokenizer:
+        """BERT's normalizer, pre-tokenizer and decoder around a WordPiece model of `vocab` (None: to be trained)."""
+        tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                     strip_accents=strip_accents, lowercase=lowercase)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -114,8 +111,7 @@ class Tokenizer:
         if not vocab_file.exists():
             raise FileNotFoundError(f"{vocab_file}: no such vocabulary file")
         vocab = models.WordPiece.read_file(str(vocab_file))
-        model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
-        return cls(cls._bert_pipeline(model, lowercase, strip_accents))._add_post_processor()
+        return cls(cls._bert_pipeline(vocab, lowercase, strip_accents))._add_post_processor()
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> Tokenizer:
@@ -140,8 +136,7 @@ class Tokenizer:
 
         Use `textfiles.read_texts(paths)` to train on files with line-numbered decoding errors.
         """
-        model = models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100)
-        backend = cls._bert_pipeline(model, lowercase, strip_accents)
+        backend = cls._bert_pipeline(None, lowercase, strip_accents)
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                             special_tokens=list(SPECIAL_TOKENS), limit_alphabet=limit_alphabet,
                                             continuing_subword_prefix="##", show_progress=show_progress)
@@ -151,12 +146,11 @@ class Tokenizer:
     def save(self, path: str | Path) -> None:
         """Write tokenizer.json, vocab.txt (WordPiece only) and tokenizer_config.json into `path`."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path / "tokenizer.json") as tmp:
+        with atomic_write(path / "tokenizer.json") as tmp:  # makes the folder
             self.backend.save(str(tmp))
-        vocab = self.backend.get_vocab()
+        vocab = self.vocab()
         if isinstance(self.backend.model, models.WordPiece):
-            write_text(path / "vocab.txt", "".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])))
+            write_text(path / "vocab.txt", "".join(t + "\n" for t in sorted(vocab, key=vocab.get)))  # in id order
         norm = self.backend.normalizer
         config = {"tokenizer_class": "BertTokenizer", "do_lower_case": bool(getattr(norm, "lowercase", True)),
                   "strip_accents": getattr(norm, "strip_accents", None), "model_max_length": 512,

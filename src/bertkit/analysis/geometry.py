@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..files import figure
 from ..model import Encoder
 from ..tokenizer import Tokenizer
 from .vectors import unit_rows, word_vectors
@@ -59,14 +60,11 @@ def anisotropy(vectors: np.ndarray, sentence: np.ndarray, words: Sequence[str], 
         if len(set(sentence[rows])) < 2:
             continue
         u = unit[rows]
-        sims = u @ u.T
         other = sentence[rows][:, None] != sentence[rows][None, :]  # different contexts only
-        self_sims.append(float(sims[other].mean()))
-    intra = []
-    for s in np.unique(sentence):
-        rows = sentence == s
-        if rows.sum() > 1:  # the sentence vector is the mean of its word vectors
-            intra.append(float((unit[rows] @ unit_rows(vectors[rows].mean(0), np.float64)).mean()))
+        self_sims.append(float((u @ u.T)[other].mean()))
+    multiword = [rows for rows in (sentence == s for s in np.unique(sentence)) if rows.sum() > 1]
+    # each word vector against its sentence's vector, the mean of the sentence's word vectors
+    intra = [float((unit[rows] @ unit_rows(vectors[rows].mean(0), np.float64)).mean()) for rows in multiword]
     self_similarity = float(np.mean(self_sims)) if self_sims else None  # None: no word in two contexts
     intra_sentence = float(np.mean(intra)) if intra else None
     return {"anisotropy": baseline, "pairs": len(a),
@@ -98,27 +96,19 @@ def plot_per_layer(results: dict[int, dict], series: Sequence[tuple[str, str]], 
                    title: str | None = None, chance: float | None = None) -> None:
     """One PNG: a line per (key, label) of `series` over the layers of `results`, drawn where every
     layer has a value (z-scored series dashed); a dotted chance line when given."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     layers = sorted(results)
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for key, label in series:
-        values = [results[layer].get(key) for layer in layers]
-        if all(v is not None for v in values):
-            ax.plot(layers, values, marker="o", label=label, linestyle="--" if "zscored" in key else "-")
-    if chance is not None:
-        ax.axhline(chance, color="grey", linestyle=":", label="chance")
-    ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, figsize=(6, 3.6)) as (_, ax):
+        for key, label in series:
+            values = [results[layer].get(key) for layer in layers]
+            if all(v is not None for v in values):
+                ax.plot(layers, values, marker="o", label=label, linestyle="--" if "zscored" in key else "-")
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle=":", label="chance")
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylabel(ylabel)
+        if title:
+            ax.set_title(title)
+        ax.legend(fontsize=8)
 
 
 def plot_geometry(results: dict[int, dict], path) -> None:

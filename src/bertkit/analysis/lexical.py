@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import figure
 from .vectors import unit_rows
 from .wsd import Instance, nltk_corpus
 
@@ -90,23 +91,15 @@ def nearest_sense_folds(vectors: np.ndarray, senses: Sequence[str], folds: int =
 
 def plot_senses(vectors: np.ndarray, senses: Sequence[str], path: str | Path, title: str) -> None:
     """The contexts' vectors projected on their first two principal components, coloured by sense."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     centred = vectors - vectors.mean(0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     xy = centred @ vt[:2].T
     explained = s[:2] ** 2 / (s**2).sum()
-    fig, ax = plt.subplots(figsize=(6.5, 5))
-    for sense, count in Counter(senses).most_common():
-        keep = np.array([x == sense for x in senses])
-        ax.scatter(xy[keep, 0], xy[keep, 1], s=6, alpha=0.5, label=f"{sense} ({count})")
-    ax.set_xlabel(f"PC1 ({explained[0]:.0%} of the variance)")
-    ax.set_ylabel(f"PC2 ({explained[1]:.0%})")
-    ax.set_title(title)
-    ax.legend(markerscale=3, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, figsize=(6.5, 5)) as (_, ax):
+        for sense, count in Counter(senses).most_common():
+            keep = np.array([x == sense for x in senses])
+            ax.scatter(xy[keep, 0], xy[keep, 1], s=6, alpha=0.5, label=f"{sense} ({count})")
+        ax.set_xlabel(f"PC1 ({explained[0]:.0%} of the variance)")
+        ax.set_ylabel(f"PC2 ({explained[1]:.0%})")
+        ax.set_title(title)
+        ax.legend(markerscale=3, fontsize=8)

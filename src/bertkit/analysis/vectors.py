@@ -27,6 +27,7 @@ from ..data.batches import in_length_order
 from ..files import atomic_write
 from ..heads import first_subwords, pool_words
 from ..model import Encoder
+from ..padding import right_pad
 from ..tokenizer import Tokenizer
 
 COMBINE = ("mean", "sum", "concat")
@@ -54,10 +55,6 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The cosine of each row of `a` with the same row of `b`, in float64 (two float32 copies of one
     vector give 1 to 1e-15, not float32's +-2e-7); 0 where a row is zero."""
     return (unit_rows(a, np.float64) * unit_rows(b, np.float64)).sum(-1)
-
-
-def _slots(word_ids: list[int | None]) -> np.ndarray:
-    return np.array([-1 if w is None else w for w in word_ids], dtype=np.int64)
 
 
 def _last_subwords(slots: torch.Tensor) -> torch.Tensor:
@@ -97,12 +94,8 @@ def word_vectors(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str] | Se
             stacked = [states[i].float() for i in layer_list]
             hidden = (torch.cat(stacked, -1) if combine == "concat" else torch.stack(stacked).sum(0)
                       if combine == "sum" else torch.stack(stacked).mean(0))  # (B, T, D)
-            T = hidden.shape[1]
-            slots = torch.full((len(rows), T), -1, dtype=torch.long)
-            for b, row in enumerate(rows):
-                ids = _slots(encoded.word_ids(row))
-                slots[b, :len(ids)] = torch.from_numpy(ids)
-            slots = slots.to(device)
+            word_ids = [[-1 if w is None else w for w in encoded.word_ids(row)] for row in rows]
+            slots = torch.from_numpy(right_pad(word_ids, -1, hidden.shape[1])).to(device)
             picked = {"mean": slots, "first": first_subwords(slots), "last": _last_subwords(slots)}[subwords]
             width = max(1, int(slots.max()) + 1)
             pooled = pool_words(hidden, picked, width).cpu().numpy()  # (B, W, D)
@@ -114,19 +107,16 @@ def word_vectors(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str] | Se
 
 def _text_words(text, encoded, row: int, pooled: np.ndarray, split: bool) -> WordVectors:
     """The words of one text that have subwords, their offsets and vectors."""
-    word_ids = [w for w in encoded.word_ids(row) if w is not None]
-    present = sorted(set(word_ids))
+    present = sorted({w for w in encoded.word_ids(row) if w is not None})
     if split:
         return WordVectors([text[w] for w in present], None, pooled[present].astype(np.float32),
                            empty=len(text) - len(present), positions=present)
     spans: dict[int, list[int]] = {}
     for w, (start, end) in zip(encoded.word_ids(row), encoded.offsets(row)):
         if w is not None:
-            span = spans.setdefault(w, [start, end])
-            span[1] = end
+            spans.setdefault(w, [start, end])[1] = end
     offsets = [tuple(spans[w]) for w in present]
-    return WordVectors([text[a:b] for a, b in offsets], offsets, pooled[present].astype(np.float32),
-                       positions=present)
+    return WordVectors([text[a:b] for a, b in offsets], offsets, pooled[present].astype(np.float32), positions=present)
 
 
 def write_word_vectors(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str] | Sequence[Sequence[str]],
@@ -135,7 +125,7 @@ def write_word_vectors(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str
     `out`.tsv (text, word, word text for each row), `chunk` texts at a time; returns N. `options`
     are `word_vectors`'s."""
     out = Path(out)
-    counts, dim = [], None
+    counts = []
     split = options.get("split_into_words")
     split = (len(texts) > 0 and not isinstance(texts[0], str)) if split is None else split
     for start in range(0, len(texts), 4096):  # count first (tokenizing only), so the file has its final size
@@ -150,9 +140,9 @@ def write_word_vectors(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str
         for start in tqdm(range(0, len(texts), chunk), desc="word vectors", unit="chunk", disable=not progress):
             for i, found in enumerate(word_vectors(model, tokenizer, texts[start:start + chunk], progress=False,
                                                    **{**options, "split_into_words": split}), start=start):
-                if matrix is None:
-                    dim = found.vectors.shape[1]
-                    matrix = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=(total, dim))
+                if matrix is None:  # the first text's vectors give the width
+                    shape = (total, found.vectors.shape[1])
+                    matrix = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=shape)
                 matrix[at:at + len(found.words)] = found.vectors
                 at += len(found.words)
                 writer.writerows((i, w, text) for w, text in enumerate(found.words))

@@ -88,23 +88,17 @@ class TargetVectors:
 
     def cosines(self, standardize: dict[int, PostProcess] | None = None) -> dict[int, np.ndarray]:
         """Per layer, the cosine of each pair's two vectors (cosine 0 where a vector is missing),
-        after that layer's fitted standardization when given."""
-        out = {}
-        for k, layer in enumerate(self.layers):
-            a, b = self.first[:, k], self.second[:, k]
-            if standardize:  # a missing vector stays zero (z-scored, it would become -mean/std for all alike)
-                a = np.where(a.any(-1, keepdims=True), standardize[layer](a), 0)
-                b = np.where(b.any(-1, keepdims=True), standardize[layer](b), 0)
-            out[layer] = row_cosines(a, b)
-        return out
+        after that layer's fitted standardization when given (a missing vector stays zero: z-scored,
+        it would become -mean/std for all alike)."""
+        def z(v: np.ndarray, layer: int) -> np.ndarray:
+            return np.where(v.any(-1, keepdims=True), standardize[layer](v), 0) if standardize else v
+        return {layer: row_cosines(z(self.first[:, k], layer), z(self.second[:, k], layer))
+                for k, layer in enumerate(self.layers)}
 
     def fit_standardization(self) -> dict[int, PostProcess]:
         """Per layer, z-scores fitted on these pairs' target vectors (both sentences; missing ones left out)."""
-        fitted = {}
-        for k, layer in enumerate(self.layers):
-            vectors = np.concatenate([self.first[:, k], self.second[:, k]])
-            fitted[layer] = fit_postprocess(vectors[vectors.any(-1)], "standardize")
-        return fitted
+        both = {layer: np.concatenate([self.first[:, k], self.second[:, k]]) for k, layer in enumerate(self.layers)}
+        return {layer: fit_postprocess(v[v.any(-1)], "standardize") for layer, v in both.items()}
 
 
 def target_vectors(model: Encoder, tokenizer: Tokenizer, pairs: Sequence[WicPair], layers: Sequence[int],

@@ -12,6 +12,7 @@ import hashlib
 import shutil
 import warnings
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..embed import vectors_key
-from ..files import atomic_write
+from ..files import atomic_write, write_text
 from ..model import Encoder
 from ..postprocess import fit_postprocess
 from ..static import StaticVectors
@@ -47,7 +48,6 @@ def nltk_corpus(folder: str | Path, name: str, files: Sequence[str] | None = Non
     for f in sources:  # each file atomically: a copy cut short is never read as whole
         copy = target / f.name
         if not copy.exists() or (copy.stat().st_size, copy.stat().st_mtime) != (f.stat().st_size, f.stat().st_mtime):
-            target.mkdir(parents=True, exist_ok=True)
             with atomic_write(copy) as tmp:
                 shutil.copy2(f, tmp)
     if str(CACHE) not in nltk.data.path:
@@ -145,27 +145,19 @@ def candidates(wn, lemma: str, pos: str) -> list[str]:
     wn_pos = UPOS_TO_WORDNET.get(pos)
     if wn_pos is None:
         return []
-    name = lemma.replace(" ", "_").lower()
-    return [l.key() for l in wn.lemmas(name, wn_pos)]
+    return [l.key() for l in wn.lemmas(lemma.replace(" ", "_").lower(), wn_pos)]
 
 
 def first_sense(wn, instances: Sequence[Instance]) -> tuple[dict[str, str], list[str]]:
     """WordNet's first sense of each instance's lemma and POS; and the ids of instances whose lemma
     WordNet does not know (no answer)."""
-    answers, unknown = {}, []
-    for instance in instances:
-        keys = candidates(wn, instance.lemma, instance.pos)
-        if keys:
-            answers[instance.id] = keys[0]
-        else:
-            unknown.append(instance.id)
-    return answers, unknown
+    keys = {instance.id: candidates(wn, instance.lemma, instance.pos) for instance in instances}
+    return {i: k[0] for i, k in keys.items() if k}, [i for i, k in keys.items() if not k]
 
 
 def write_key(path: str | Path, predictions: dict[str, str]) -> None:
     """Predictions in the framework's key format, one `instance_id sense_key` a line."""
-    with atomic_write(path) as tmp:
-        tmp.write_text("".join(f"{i} {key}\n" for i, key in predictions.items()), encoding="utf-8")
+    write_text(path, "".join(f"{i} {key}\n" for i, key in predictions.items()))
 
 
 # ------------------------------------------------------------------------ sense embeddings from glosses
@@ -236,7 +228,6 @@ class SenseVectors:
         return unit_rows(vectors) if unit else vectors
 
     def _add(self, keys: list[str]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         with tqdm(total=len(keys), desc="gloss embeddings", unit="sense", disable=len(keys) <= 200) as bar:
             for start in range(0, len(keys), self.chunk):  # a chunk's word vectors at a time, saved as it ends
                 chunk = keys[start:start + self.chunk]
@@ -248,8 +239,7 @@ class SenseVectors:
                 name = self.folder / f"part-{len(self.parts):05d}"
                 with atomic_write(name.with_suffix(".npy")) as tmp, open(tmp, "wb") as f:
                     np.save(f, vectors)
-                with atomic_write(name.with_suffix(".txt")) as tmp:
-                    tmp.write_text("\n".join(chunk) + "\n", encoding="utf-8")
+                write_text(name.with_suffix(".txt"), "\n".join(chunk) + "\n")
                 self._index(chunk, vectors)
                 bar.update(len(chunk))
 
@@ -340,12 +330,10 @@ def disambiguate(wn, instances: Sequence[Instance], vectors: dict[str, np.ndarra
             if instance.id in scored:
                 groups.setdefault((instance.document, instance.lemma, instance.pos), []).append(instance.id)
         for ids in groups.values():
-            total: dict[str, float] = {}
+            total: Counter = Counter()
             for i in ids:
-                for key, value in scored[i].items():
-                    total[key] = total.get(key, 0.0) + value
-            best = max(total, key=total.get)
-            answers.update({i: best for i in ids})
+                total.update(scored[i])  # the summed score of each candidate
+            answers.update(dict.fromkeys(ids, max(total, key=total.get)))
     else:
         answers.update({i: max(s, key=s.get) for i, s in scored.items()})
     return answers, tally

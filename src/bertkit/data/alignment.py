@@ -27,11 +27,8 @@ def _word_extents(encoded: Encoded, row: int) -> tuple[dict[int, list[int]], int
     positions = [p for p, s in enumerate(enc.sequence_ids) if s == 0]
     for p in positions:
         w = enc.word_ids[p]
-        if w is None:
-            continue
-        if w not in extents:
-            extents[w] = [p, p, enc.offsets[p][0]]
-        extents[w][1] = p
+        if w is not None:
+            extents.setdefault(w, [p, p, enc.offsets[p][0]])[1] = p
     return extents, (positions[0] if positions else 0), (positions[-1] if positions else -1)
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..heads import IGNORE_INDEX
+from ..padding import right_pad
 from .instances import SentencePairs
 from .masking import (BERT_SPLIT, Masked, mask_spans, mask_tokens, mask_whole_words, next_token_labels,
                       permutation_targets)
@@ -111,11 +112,8 @@ class PairRows:
     def rows(self, indices: np.ndarray) -> dict[str, Tensor]:
         p = self.pairs
         lengths = p.starts[indices + 1] - p.starts[indices]
-        width = int(lengths.max())
-        ids = np.full((len(indices), width), self.pad_id, dtype=np.int64)
-        for r, i in enumerate(indices):
-            ids[r, :lengths[r]] = p.ids[p.starts[i]:p.starts[i + 1]]
-        positions = np.arange(width)[None, :]
+        ids = right_pad([p.ids[p.starts[i]:p.starts[i + 1]] for i in indices], self.pad_id)
+        positions = np.arange(ids.shape[1])[None, :]
         mask = positions < lengths[:, None]
         types = (positions >= p.a_lengths[indices][:, None]) & mask
         rows = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64)),
@@ -148,10 +146,8 @@ class MaskedSteps:
         fields.update(input_ids=masked.input_ids, labels=masked.labels)
         if self.masking.rtd:  # ELECTRA's generator samples each chosen token by inverting its CDF at this draw
             fields["sample_uniforms"] = torch.rand(masked.input_ids.shape, generator=generator)
-        if masked.span_starts is not None:
-            fields.update(span_starts=masked.span_starts, span_ends=masked.span_ends)
-        if masked.ranks is not None:
-            fields["ranks"] = masked.ranks
+        fields.update({name: getattr(masked, name) for name in ("span_starts", "span_ends", "ranks")
+                       if getattr(masked, name) is not None})  # span masking's bounds, permutation LM's ranks
         mine = np.array_split(np.arange(batch_size), world)[rank]
         return [_with_counts({k: v[rows] for k, v in fields.items()}, self.masking)
                 for rows in np.array_split(mine, self.micro_batches)]

@@ -32,10 +32,6 @@ SHARD_TOKENS = 1 << 25  # tokens per shard file (64 MiB at uint16)
 PUNKT_TRAINING_CHARS = 2_000_000
 
 
-def corpus_key(files: list[Path], tokenizer: Tokenizer, documents: str) -> str:
-    return files_key(files, tokenizer.to_json(), documents)
-
-
 def files_key(files: list[Path], *settings: object) -> str:
     """A cache key of files (path, size, modification time) and the settings that shape what is
     made of them, including how sentences are split (PUNKT_TRAINING_CHARS)."""
@@ -125,7 +121,7 @@ def build_corpus(paths: list[str | Path], tokenizer: Tokenizer, cache_dir: str |
     if documents not in ("file", "blank_line"):
         raise ValueError(f"documents must be 'file' or 'blank_line', not {documents!r}")
     files = [f for p in paths for f in text_files(p)]
-    folder = Path(cache_dir) / corpus_key(files, tokenizer, documents)
+    folder = Path(cache_dir) / files_key(files, tokenizer.to_json(), documents)
     if (folder / "meta.json").exists():
         return Corpus.open(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -187,8 +183,6 @@ class _ShardWriter:
         return len(self.sentence_starts) - 1
 
     def add(self, tokenizer: Tokenizer, sentences: list[str]) -> None:
-        if not sentences:
-            return
         for ids in tokenizer.token_ids(sentences):
             if self.num_tokens + len(ids) - self.shard_starts[-1] > SHARD_TOKENS:
                 self._next_shard()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..config import TASK_CHOICES
+from ..padding import right_pad
 from ..tokenizer import Encoded, Overflow, Tokenizer
 from .alignment import best_windows
 from .examples import TextExample, WordExample
@@ -80,8 +81,7 @@ def word_features(examples: Sequence[WordExample], tokenizer: Tokenizer, max_len
     owner = best_windows(encoded)
     tokenless = sum(len(ex.words) for ex in examples) - len(owner)
     if tokenless:  # e.g. a lone zero-width character: no row can label or read it; predicted O
-        warnings.warn(f"{tokenless} words have no token (they normalise to nothing) and carry no label",
-                      stacklevel=2)
+        warnings.warn(f"{tokenless} words have no token (they normalise to nothing) and carry no label", stacklevel=2)
     responsible: list[list[int]] = [[] for _ in range(len(encoded))]
     owned: dict[int, tuple[int, int]] = {}  # example -> (its first word that a row owns, its last)
     for (origin, w), (row, _) in sorted(owner.items()):
@@ -112,10 +112,7 @@ def collate_inputs(features: Features, rows: Sequence[int], pad_id: int, words: 
     batch = features.encoded.tensors(rows, pad_id=pad_id)
     if not words:
         return batch
-    slots = np.full(batch["input_ids"].shape, -1, dtype=np.int64)
-    for i, r in enumerate(rows):
-        slots[i, :len(features.slots[r])] = features.slots[r]
-    batch["slots"] = torch.from_numpy(slots)
+    batch["slots"] = torch.from_numpy(right_pad([features.slots[r] for r in rows], -1, batch["input_ids"].shape[1]))
     num_words = [len(features.words[r]) for r in rows]
     batch["word_mask"] = torch.arange(max(1, max(num_words)))[None, :] < torch.tensor(num_words)[:, None]
     batch["cut_start"] = torch.tensor([features.cut_start[r] for r in rows], dtype=torch.bool)

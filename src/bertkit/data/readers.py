@@ -365,8 +365,7 @@ def _check_columns(width: int, word_column: int, tag_column: int | None, source:
     return width
 
 
-def _word_example(words: list[str], tags: list[str] | None, scheme: str, lines: list[int],
-                  path: Path) -> WordExample:
+def _word_example(words: list[str], tags: list[str] | None, scheme: str, lines: list[int], path: Path) -> WordExample:
     source = f"{path}:{lines[0]}"
     if tags is None or scheme == "none":
         return WordExample(tuple(words), None if tags is None else tuple(tags), source=source)

@@ -23,6 +23,7 @@ from ..crf import CRF
 from ..data.examples import LabelSet, WordExample, word_spans
 from ..data.features import Features
 from ..heads import IGNORE_INDEX, LinearHead, first_subwords, pool_words
+from ..padding import right_pad
 from ..tags import continuation_ids, entity_spans, iob1_to_bio, is_bio_label_set, spans_to_bio
 from .kind import TaskKind, TaskSpec, cross_entropy, label_id, labelled_items, check_labels_and_decoder
 
@@ -68,10 +69,7 @@ def collate(batch: dict, targets: list | None, features: Features, rows: Sequenc
     tokens of labelled words."""
     if targets is None:
         return
-    tags = np.full(batch["word_mask"].shape, IGNORE_INDEX, dtype=np.int64)
-    for i, t in enumerate(targets):
-        tags[i, :len(t)] = t
-    batch["labels"] = torch.from_numpy(tags)
+    batch["labels"] = torch.from_numpy(right_pad(targets, IGNORE_INDEX, batch["word_mask"].shape[1]))
     count = labelled_items(batch["labels"])
     if spec.alignment == "every":
         slots = [features.slots[r] for r in rows]

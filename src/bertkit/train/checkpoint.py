@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_model_state_dict, set_state_dict)
 
-from ..files import atomic_write, write_safetensors, write_text
+from ..files import write_safetensors, write_text
 from . import distributed
 
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -164,13 +164,10 @@ def _write(folder: Path, step: int, model_state: dict, optimizer_state: dict, sc
     """The checkpoint's files into `folder`, state.json last (with the others' sizes and digests)."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    moments, scalars = {}, {}  # per parameter: its tensors, and the plain numbers JSON holds
-    for name, per_param in optimizer_state["state"].items():
-        for key, v in per_param.items():
-            if isinstance(v, Tensor):
-                moments[f"{name}/{key}"] = v
-            else:
-                scalars[f"{name}/{key}"] = v
+    entries = {f"{name}/{key}": v for name, per_param in optimizer_state["state"].items()
+               for key, v in per_param.items()}
+    moments = {k: v for k, v in entries.items() if isinstance(v, Tensor)}  # the plain numbers go to JSON
+    scalars = {k: v for k, v in entries.items() if not isinstance(v, Tensor)}
     write_tensors(folder / "model.safetensors", model_state)
     write_tensors(folder / "optimizer.safetensors", moments)
     write_tensors(folder / "rng.safetensors", {f"{r}.{k}": v for r, (t, _) in enumerate(rngs) for k, v in t.items()})
@@ -269,8 +266,7 @@ def save_model_state(path: Path, model: nn.Module) -> None:
     """Write the model's full (gathered) state to a safetensors file atomically; rank 0 writes."""
     state = full_model_state(model)
     if distributed.rank() == 0:
-        with atomic_write(path) as tmp:
-            write_tensors(tmp, state)
+        write_tensors(path, state)  # atomically, as every safetensors file
     distributed.barrier()
 
 

@@ -67,13 +67,11 @@ def student_from_teacher(teacher: Encoder, layers: Sequence[int] = ()) -> Encode
     own embeddings) and the chosen layers' weights."""
     keep = student_layers(len(teacher.layers), layers)
     student = Encoder(teacher.config.replace(num_layers=len(keep)))
-    student.embeddings.load_state_dict(teacher.embeddings.state_dict())
-    if teacher.embeddings_project is not None:
-        student.embeddings_project.load_state_dict(teacher.embeddings_project.state_dict())
-    for mine, theirs in zip(student.layers, keep):
-        mine.load_state_dict(teacher.layers[theirs].state_dict())
-    if teacher.pooler is not None:
-        student.pooler.load_state_dict(teacher.pooler.state_dict())
+    for mine, theirs in [(student.embeddings, teacher.embeddings), (student.pooler, teacher.pooler),
+                         (student.embeddings_project, teacher.embeddings_project),
+                         *zip(student.layers, (teacher.layers[i] for i in keep))]:
+        if theirs is not None:
+            mine.load_state_dict(theirs.state_dict())
     if teacher.mlm_head is not None:
         add_pretraining_heads(student, mlm=True).mlm_head.load_state_dict(teacher.mlm_head.state_dict())
     return student
@@ -88,12 +86,15 @@ def soft_target_loss(student: Tensor, teacher: Tensor, temperature: float) -> Te
 
 class Distiller(nn.Module):
     """A student (the only submodule: what trains and what checkpoints hold) and, beside it, its
-    teacher, put in eval mode with its gradients stopped (in place)."""
+    teacher, put in eval mode with its gradients stopped (in place). A student encoder's pooler is
+    carried along unchanged: no loss here reads it (a student task model's is frozen by `freeze`)."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module):
         super().__init__()
         self.student = student
         object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))
+        if isinstance(student, Encoder) and student.pooler is not None:
+            student.pooler.requires_grad_(False)
 
 
 class EmbeddingDistiller(Distiller):
@@ -102,8 +103,6 @@ class EmbeddingDistiller(Distiller):
     def __init__(self, student: Encoder, teacher: Encoder, pooling: str = "mean"):
         super().__init__(student, teacher)
         self.pooling = pooling
-        if student.pooler is not None:  # carried along unchanged: pooled sentence vectors do not use it
-            student.pooler.requires_grad_(False)
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         """{"embedding": the squared error summed over the batch's vectors and dimensions}."""
@@ -147,8 +146,6 @@ class MLMDistiller(Distiller):
                              "use the embedding objective for sentence encoders without one")
         super().__init__(student, teacher)
         self.temperature, self.weights = temperature, tuple(weights)
-        if student.pooler is not None:  # not read by these losses
-            student.pooler.requires_grad_(False)
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         """{"soft", "mlm": sums over masked tokens; "cosine": a sum over real tokens}, each weighted."""
@@ -235,11 +232,7 @@ def _distill_mlm(config: DistillConfig, train: TrainConfig, out: Path, resume: b
     _report(teacher, config, train, out, report)
     distiller = MLMDistiller(student, teacher, config.temperature, config.loss_weights)
     fit(distiller, WithTokenCounts(data), train, out, resume=resume)
-    final = gathered(distiller, lambda: add_pretraining_heads(Encoder(student.config), mlm=True), "student.")
-    if final is not None:
-        save_pretrained(final, out)
-        tokenizer.save(out)
-    return out
+    return _save_student(distiller, lambda: add_pretraining_heads(Encoder(student.config), mlm=True), tokenizer, out)
 
 
 def _distill_task(config: DistillConfig, train: TrainConfig, out: Path, resume: bool) -> Path:
@@ -295,7 +288,12 @@ def _distill_embedding(config: DistillConfig, train: TrainConfig, out: Path, res
     _report(teacher, config, train, out, {"texts": len(texts), **skipped, "truncated": encoded.num_truncated})
     distiller = EmbeddingDistiller(student, teacher, config.pooling)
     fit(distiller, data, train, out, resume=resume)
-    final = gathered(distiller, lambda: Encoder(student.config), "student.")
+    return _save_student(distiller, lambda: Encoder(student.config), tokenizer, out)
+
+
+def _save_student(distiller: Distiller, empty, tokenizer: Tokenizer, out: Path) -> Path:
+    """Rank 0 saves the trained student encoder (`empty()` of its shape, loaded) with the teacher's tokenizer."""
+    final = gathered(distiller, empty, "student.")  # a collective under torch.distributed
     if final is not None:
         save_pretrained(final, out)
         tokenizer.save(out)

@@ -116,14 +116,13 @@ def freeze(model: TaskModel, trainable_layers: int) -> None:
     pooler and any pretraining heads never train: the task heads do not use them (DDP would wait
     for their gradients), and they are saved unchanged."""
     encoder = model.encoder
-    for module in (encoder.pooler, *encoder.pretraining_heads().values()):
-        if module is not None:
-            module.requires_grad_(False)
-    if trainable_layers < 0:
-        return
     if trainable_layers > len(encoder.layers):
         raise ValueError(f"trainable_layers {trainable_layers} exceeds the model's {len(encoder.layers)} layers")
-    for module in (encoder.embeddings, encoder.embeddings_project, *encoder.layers[:len(encoder.layers) - trainable_layers]):
+    frozen = [encoder.pooler, *encoder.pretraining_heads().values()]
+    if trainable_layers >= 0:
+        frozen += [encoder.embeddings, encoder.embeddings_project,
+                   *encoder.layers[:len(encoder.layers) - trainable_layers]]
+    for module in frozen:
         if module is not None:
             module.requires_grad_(False)
 

@@ -30,9 +30,8 @@ from tqdm.auto import tqdm
 
 from .. import precision as precision_
 from ..config import LOOP_DEFAULTS, TrainConfig
-from ..files import write_text
+from ..files import figure, write_text
 from . import checkpoint, distributed
-from .report import plot_curves
 
 BEST = "best.safetensors"  # the weights of the best evaluation so far
 
@@ -166,8 +165,22 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
     if best.step is not None:
         checkpoint.load_model_state(out / BEST, model)
     if rank == 0:
-        plot_curves(out / "log.jsonl", out / "loss.png")
+        plot_curves(log.earlier + log.records, out / "loss.png")
     return log.records
+
+
+def plot_curves(records: list[dict], png_path: Path) -> None:
+    """out/loss.png: one panel per logged loss part (train and eval_*) of the run's records, against the step."""
+    names = sorted({k for r in records for k in r
+                    if k in ("loss", "mlm", "nsp", "sbo") or (k.startswith("eval_") and "loss" in k)})
+    if not names:
+        return
+    with figure(png_path, dpi=100, ncols=len(names), figsize=(4 * len(names), 3), squeeze=False) as (_, axes):
+        for ax, name in zip(axes[0], names):
+            points = [(r["step"], r[name]) for r in records if name in r]
+            ax.plot(*zip(*points), marker="." if len(points) < 30 else None)
+            ax.set_title(name)
+            ax.set_xlabel("step")
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

@@ -101,10 +101,9 @@ class MultiTaskSteps:
 
     def batches(self, step: int, rank: int, world: int) -> list[dict]:
         t = int(self.order[step])
-        name, out = self.names[t], []
-        for batch in self.tasks[t].batches(int(self.nth[step]), rank, world):
-            out.append({**batch, "task": name, "counts": {name: batch["counts"]["loss"]}})
-        return out
+        name = self.names[t]
+        return [{**batch, "task": name, "counts": {name: batch["counts"]["loss"]}}
+                for batch in self.tasks[t].batches(int(self.nth[step]), rank, world)]
 
 
 def multitask(config: MultitaskConfig, train: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict:

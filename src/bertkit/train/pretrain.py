@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -116,9 +117,8 @@ def span_boundary_vectors(pretrainer: Pretrainer, hidden: Tensor, labels: Tensor
 def masking_for(tokenizer: Tokenizer, kind: str, rate: float, rtd: bool = False, partial: int = 6) -> MaskingSpec:
     """The masking of a recipe; `rtd`: ELECTRA's (85% [MASK], 15% kept, every real token judged);
     `partial`: a permutation LM's K."""
-    vocab = tokenizer.vocab()
     continuation = torch.zeros(tokenizer.vocab_size, dtype=torch.bool)
-    continuation[[i for t, i in vocab.items() if t.startswith("##")]] = True
+    continuation[[i for t, i in tokenizer.vocab().items() if t.startswith("##")]] = True
     special = torch.tensor(sorted(tokenizer.special_ids))
     random_ids = torch.tensor([i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids])
     return MaskingSpec(kind=kind, rate=rate, mask_id=tokenizer.mask_id, random_ids=random_ids,
@@ -210,7 +210,7 @@ def evaluate(pretrainer: nn.Module, batches: list[dict], dtype: torch.dtype) -> 
     evaluations compare."""
     device = next(pretrainer.parameters()).device
     name = pretrainer.objective
-    counts: dict[str, float] = {}
+    counts: Counter = Counter()  # summed over the batches
     detections: list[tuple[Tensor, Tensor]] = []  # ELECTRA: (logits, targets) per batch, for the AUC
     for batch in batches:
         with precision.autocast(dtype, device):
@@ -224,8 +224,7 @@ def evaluate(pretrainer: nn.Module, batches: list[dict], dtype: torch.dtype) -> 
         if "rtd" in out:
             parts.update(rtd_counts(out["rtd"], out["rtd_labels"]))
             detections.append((out["rtd"].float(), out["rtd_labels"]))
-        for k, v in parts.items():
-            counts[k] = counts.get(k, 0) + v
+        counts.update(parts)
     n = max(1, counts["n"])
     result = {f"{name}_loss": counts["loss"] / n, f"{name}_accuracy": counts["correct"] / n}
     if "nsp_n" in counts:
@@ -356,8 +355,7 @@ def check_vocabulary(encoder: Encoder, model_dir: str, tokenizer: Tokenizer, tok
         own = Tokenizer.from_pretrained(model_dir).vocab()
     except FileNotFoundError:  # a model directory without its tokenizer: the size is all there is to check
         return
-    given = tokenizer.vocab()
-    differ = sorted((i, t) for t, i in given.items() if own.get(t) != i)
+    differ = sorted((i, t) for t, i in tokenizer.vocab().items() if own.get(t) != i)
     if differ:
         i, token = differ[0]
         raise ValueError(f"the tokenizer {tokenizer_dir} disagrees with the vocabulary of {model_dir}: "
