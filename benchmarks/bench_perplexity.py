@@ -132,7 +132,8 @@ def main() -> None:
                f"--stride {args.stride} --repeats {args.repeats}")
     write_results(f"perplexity-stride{args.stride}", command,
                   {"tokens": len(ids), "max_length": args.max_length, "stride": args.stride,
-                   "batch_tokens": args.batch_tokens, "matmul_peak_flops": peak, "runs": rows, "ratio": ratio,
+                   "batch_tokens": args.batch_tokens, "runs": rows, "ratio": ratio,
+                   "matmul_peak_flops": {DTYPE_NAMES[d]: p for d, p in peaks.items()},
                    "times": times}, text)
 
 
