@@ -100,6 +100,7 @@ def main() -> None:
         figures["docs recipe"] = docs_recipe(peer, torch.tensor([ids]), args.max_length, args.stride)
 
     runs = {"bertkit": ours, "docs recipe": recipe}
+    dtypes = {name: torch.float32 for name in runs}  # each run's precision, for its matmul peak
     native = resolve("auto")  # what `bertkit perplexity` runs in by default: bf16 where the CPU has it
     if native != torch.float32:
         lm_native = load_causal_lm(smollm2_gguf(), precision="auto")
@@ -108,14 +109,14 @@ def main() -> None:
         def ours_native():
             nll, predicted = window_nll(lm_native.logits, ids, args.max_length, args.stride, args.batch_tokens)
             figures[native_name] = math.exp(nll / predicted)
-        runs[native_name] = ours_native
+        runs[native_name], dtypes[native_name] = ours_native, native
     for run in runs.values():  # warm-up
         run()
-    peaks = {dtype: matmul_peak(dtype) for dtype in {torch.float32, native}}
+    peaks = {dtype: matmul_peak(dtype) for dtype in set(dtypes.values())}
     times = alternate(runs, args.repeats)
     flops = useful_flops(peer.config, sliding_windows(len(ids), args.max_length, args.stride))
     rows = {name: {"seconds": median(t), "tokens_per_s": len(ids) / median(t), "perplexity": figures[name],
-                   "fraction_of_matmul_peak": flops / median(t) / peaks[native if "default" in name else torch.float32]}
+                   "fraction_of_matmul_peak": flops / median(t) / peaks[dtypes[name]]}
             for name, t in times.items()}
     text, ratio = speed_table(
         f"SmolLM2-135M-Instruct (Q4_1 GGUF de-quantized to fp32), WikiText-2 test first {len(ids)} tokens, "
