@@ -20,6 +20,7 @@ request only. uvicorn finishes requests in flight on SIGTERM / Ctrl-C before it 
 
 import asyncio  # no `from __future__ import annotations`: FastAPI reads the routes' annotations at run time
 import dataclasses
+import functools
 import importlib.util
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -168,7 +169,7 @@ class Service:
     task_model: TaskModel | None = None
     config: ServeConfig = ServeConfig()
 
-    @property
+    @functools.cached_property  # read on every request: found once (the model does not change)
     def abilities(self) -> list[str]:
         able = {"embed": True, "fill-mask": self.encoder.mlm_head is not None, "predict": self.task_model is not None,
                 "explain": self.task_model is not None and self.task_model.spec.task in ("classify", "pair")
