@@ -1,97 +1,110 @@
-"""Word sense disambiguation with all-MiniLM-L6-v2 gloss embeddings: every variant on SemEval-2007
-(the framework's dev set, which alone picks the variant) and Senseval-2, against WordNet's first
-sense (55.2 / 66.8). Variants: the hidden states summed (layers), standardization of the vectors
-("none"; "center": minus the senses' mean; "z": z-scores with the senses' statistics; "z-each":
-senses with theirs, instances with the data set's), a context-gloss sentence similarity (beta x the
-cosine of the mean-pooled sentence embeddings), the SemCor prior (weight x the sense's share of its
-lemma's counts, add-one, or its log), one sense per discourse. fp32. Writes
-benchmarks/results/wsd-variants.json (F1 of every variant on both sets).
+"""Word sense disambiguation with all-MiniLM-L6-v2: every combination of `bertkit analyze wsd`'s
+options, scored on SemEval-2007 (the framework's dev set, which alone picks the variant) and on
+Senseval-2, against WordNet's first sense (55.2 / 66.8). Options: the hidden states summed
+(`--layers`: the last, the last four as LMMS sums them, all), `--standardize`, the weight of the
+WordNet example embeddings (`--examples`, 0 = gloss embeddings alone), the SemCor prior (`--prior`),
+`--one-sense-per-discourse`. Each variant runs `disambiguate`, the command's own code, so a row of
+the table is what the command prints. fp32. Sense embeddings come from (and go to) the command's
+cache. Writes benchmarks/results/wsd-variants.json and the table in BENCHMARKS.md.
 
-    python benchmarks/wsd_variants.py      # about 10 minutes on 2 cores
+    python benchmarks/wsd_variants.py      # about 10 minutes on 2 cores the first time
 """
-import itertools, json, sys, numpy as np
+import itertools
+import sys
 from pathlib import Path
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, machine, minilm_dir
-import bertkit
-from bertkit.analysis.wsd import (candidates, gloss_words, read_instances, read_key, score, sense_counts, wordnet)
-from bertkit.analysis.vectors import word_vectors
-from bertkit import embed
-wn, counts = wordnet(DATA / "wordnet3"), sense_counts(DATA / "wordnet3")
-enc, tok = bertkit.load_pretrained(minilm_dir()), bertkit.Tokenizer.from_pretrained(minilm_dir())
-F = DATA / "wsd_raganato" / "Evaluation_Datasets"
-sets = {n: (read_instances(F / n / f"{n}.data.xml"), read_key(F / n / f"{n}.gold.key.txt")) for n in ("semeval2007", "senseval2")}
-keys = sorted({k for ins, _ in sets.values() for i in ins for k in candidates(wn, i.lemma, i.pos)})
-print(len(keys), "senses", flush=True)
-gl = [gloss_words(wn, k) for k in keys]
-L = 7
-f = word_vectors(enc, tok, [w for w, _ in gl], layers=list(range(L)), combine="concat", split_into_words=True, precision="fp32", progress=False)
-SV = np.stack([x.vectors[:n].mean(0).reshape(L, -1) for x, (_, n) in zip(f, gl)])  # (S, L, D)
-SS = embed(enc, tok, [" ".join(w) for w, _ in gl], normalize=True, precision="fp32", progress=False)
-row = {k: i for i, k in enumerate(keys)}
-inst = {}
-for n, (ins, gold) in sets.items():
-    sents = list(dict.fromkeys(i.words for i in ins))
-    wv = dict(zip(sents, word_vectors(enc, tok, [list(s) for s in sents], layers=list(range(L)), combine="concat", split_into_words=True, precision="fp32", progress=False)))
-    se = dict(zip(sents, embed(enc, tok, [" ".join(s) for s in sents], normalize=True, precision="fp32", progress=False)))
-    inst[n] = {}
-    for i in ins:
-        s = wv[i.words]
-        if i.index in s.positions:
-            inst[n][i.id] = (s.vectors[s.positions.index(i.index)].reshape(L, -1), se[i.words])
-print("encoded", flush=True)
-LAYERS = {"6": [6], "5+6": [5, 6], "4-6": [4, 5, 6], "3-6": [3, 4, 5, 6], "5": [5], "4": [4], "3": [3], "all": list(range(7))}
-def unit(x): return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-results = {}
-for lname, ls in LAYERS.items():
-    raw_s = SV[:, ls].sum(1)
-    raw_i = {n: {k: v[ls].sum(0) for k, (v, _) in inst[n].items()} for n in sets}
-    mu, sd = raw_s.mean(0), np.maximum(raw_s.std(0), 1e-6)  # layer 6 has constant dimensions
-    for z in ("none", "center", "z", "z-each"):
-        if z == "none": sv = unit(raw_s); fi = {n: (lambda x: unit(x)) for n in sets}
-        elif z == "center": sv = unit(raw_s - mu); fi = {n: (lambda x: unit(x - mu)) for n in sets}
-        elif z == "z": sv = unit((raw_s - mu) / sd); fi = {n: (lambda x: unit((x - mu) / sd)) for n in sets}
-        else:
-            sv = unit((raw_s - mu) / sd); fi = {}
-            for n in sets:
-                M = np.stack(list(raw_i[n].values())); m2, s2 = M.mean(0), np.maximum(M.std(0), 1e-6)
-                fi[n] = (lambda x, m2=m2, s2=s2: unit((x - m2) / s2))
-        for n, (ins, gold) in sets.items():
-            cache = []
-            for i in ins:
-                ks = candidates(wn, i.lemma, i.pos)
-                if not ks or i.id not in inst[n]:
-                    cache.append((i, ks, None)); continue
-                r = [row[k] for k in ks]
-                c = np.array([counts.get(k, 0) + 1.0 for k in ks])
-                cache.append((i, ks, (sv[r] @ fi[n](raw_i[n][i.id]), SS[r] @ inst[n][i.id][1], c / c.sum(), np.log(c / c.sum()))))
-            for beta, prior, form, ospd in itertools.product((0, 0.5, 1.0), (0, 0.1, 0.2, 0.3, 0.5, 1), ("share", "log"), (False, True)):
-                scored, answers = {}, {}
-                for i, ks, feats in cache:
-                    if feats is None:
-                        if ks: answers[i.id] = ks[0]
-                        continue
-                    cw, cs, share, logs = feats
-                    scored[i.id] = (ks, cw + beta * cs + prior * (share if form == "share" else logs))
-                if ospd:
-                    groups = {}
-                    for i, ks, feats in cache:
-                        if i.id in scored: groups.setdefault((i.document, i.lemma, i.pos), []).append(i.id)
-                    for ids in groups.values():
-                        tot = sum(scored[j][1] for j in ids)
-                        answers.update({j: scored[ids[0]][0][int(tot.argmax())] for j in ids})
-                else:
-                    answers.update({j: ks[int(sc.argmax())] for j, (ks, sc) in scored.items()})
-                results[(lname, z, beta, prior, form, ospd, n)] = score(answers, gold)["f1"]
-    print(lname, "done", flush=True)
-cfgs = sorted({k[:6] for k in results})
-best = max(cfgs, key=lambda c: (results[c + ("semeval2007",)], ))
-print("best on SE07", best, results[best + ("semeval2007",)], "-> SE2", results[best + ("senseval2",)])
-top = sorted(cfgs, key=lambda c: -results[c + ("semeval2007",)])[:15]
-for c in top: print(c, round(100*results[c + ("semeval2007",)], 1), round(100*results[c + ("senseval2",)], 1))
-print("gloss only per layer:", {(l, z): (round(100*results[(l,z,0,0,"share",False,"semeval2007")],1), round(100*results[(l,z,0,0,"share",False,"senseval2")],1)) for l in LAYERS for z in ("none","center","z","z-each")})
-print("oracle SE2 best:", max(results[c + ("senseval2",)] for c in cfgs))
-(ROOT / "benchmarks" / "results" / "wsd-variants.json").write_text(json.dumps(
-    {"machine": machine(), "picked_on_semeval2007": "|".join(map(str, best)),
-     "senseval2_f1_of_picked": results[best + ("senseval2",)],
-     "f1": {"|".join(map(str, k)): v for k, v in results.items()}}, indent=1) + "\n")
+from common import DATA, minilm_dir, write_results  # noqa: E402
+
+import bertkit  # noqa: E402
+from bertkit.analysis.wsd import (SenseVectors, disambiguate, first_sense, instance_vectors, read_instances,  # noqa: E402
+                                  read_key, score, score_by_pos, sense_counts, wordnet)
+
+LAYERS = {"-1": [6], "3,4,5,6": [3, 4, 5, 6], "0,1,2,3,4,5,6": list(range(7))}
+WEIGHTS, PRIORS = (0, 0.5, 1, 2), (0, 0.1, 0.2, 0.3, 0.5, 1)
+SETS = ("semeval2007", "senseval2")
+CACHE = Path.home() / ".cache" / "bertkit" / "sense-vectors"
+
+
+def main() -> None:
+    wn, counts = wordnet(DATA / "wordnet3"), sense_counts(DATA / "wordnet3")
+    model, tokenizer = bertkit.load_pretrained(minilm_dir()), bertkit.Tokenizer.from_pretrained(minilm_dir())
+    folder = DATA / "wsd_raganato" / "Evaluation_Datasets"
+    sets = {n: (read_instances(folder / n / f"{n}.data.xml"), read_key(folder / n / f"{n}.gold.key.txt"))
+            for n in SETS}
+    f1, by_pos = {}, {}
+    for n, (instances, gold) in sets.items():
+        answers, _ = first_sense(wn, instances)
+        f1[("first sense",) + (n,)], by_pos[("first sense", n)] = score(answers, gold)["f1"], score_by_pos(answers, gold, instances)
+    for layers_name, layers in LAYERS.items():
+        glosses, examples = (SenseVectors(model, tokenizer, wn, CACHE, layers, precision="fp32", source=source)
+                             for source in ("gloss", "examples"))
+        for n, (instances, gold) in sets.items():
+            vectors = instance_vectors(model, tokenizer, instances, layers, "fp32")
+            for standardize, weight, prior, discourse in itertools.product((False, True), WEIGHTS, PRIORS, (False, True)):
+                answers, _ = disambiguate(wn, instances, vectors, glosses, counts, prior, discourse, standardize,
+                                          examples if weight else None, weight)
+                variant = (layers_name, standardize, weight, prior, discourse)
+                f1[variant + (n,)] = score(answers, gold)["f1"]
+                by_pos[variant + (n,)] = score_by_pos(answers, gold, instances)
+        print("layers", layers_name, "done", flush=True)
+    variants = sorted({k[:-1] for k in f1 if len(k) == 6})
+
+    def on_dev(v: tuple) -> tuple:
+        """SemEval-2007 F1, then fewer options turned on: equals on the dev set go to the simpler variant."""
+        layers, standardize, weight, prior, discourse = v
+        return f1[v + ("semeval2007",)], -sum([layers != "-1", standardize, weight > 0, prior > 0, discourse])
+
+    picked = max(variants, key=on_dev)  # then the first in sorted order
+    tied = [v for v in variants if f1[v + ("semeval2007",)] == f1[picked + ("semeval2007",)]]
+
+    def row(name: str, v: tuple) -> str:
+        pos = by_pos[v + ("senseval2",)]
+        return (f"| {name} | {100 * f1[v + ('semeval2007',)]:.1f} | {100 * f1[v + ('senseval2',)]:.1f} | "
+                + " / ".join(f"{100 * pos[p]['f1']:.1f}" for p in ("NOUN", "VERB", "ADJ", "ADV")) + " |")
+
+    def best(**fixed) -> tuple:
+        names = ("layers", "standardize", "weight", "prior", "discourse")
+        chosen = [v for v in variants if all(v[names.index(k)] == x for k, x in fixed.items())]
+        return max(chosen, key=on_dev)
+
+    def options(v: tuple) -> str:
+        layers, standardize, weight, prior, discourse = v
+        return " ".join([f"--layers {layers}"] + ["--standardize"] * standardize + [f"--examples {weight:g}"] * bool(weight)
+                        + [f"--prior {prior:g}"] * bool(prior) + ["--one-sense-per-discourse"] * discourse)
+
+    lines = [f"all-MiniLM-L6-v2, fp32; {len(variants)} variants of `bertkit analyze wsd --method gloss` (layers "
+             f"{', '.join(LAYERS)}; --standardize or not; --examples {', '.join(map(str, WEIGHTS))}; --prior "
+             f"{', '.join(map(str, PRIORS))}; one sense per discourse or not); each row the best on SemEval-2007 "
+             "under its constraint (equals: fewer options); F1 x 100, Senseval-2 per part of speech.", "",
+             "| variant | SemEval-2007 | Senseval-2 | Senseval-2 nouns / verbs / adjectives / adverbs |",
+             "|---|---:|---:|---|", row("WordNet first sense", ("first sense",))]
+    for name, v in [("gloss embeddings only", best(weight=0, prior=0, discourse=False)),
+                    ("gloss + example embeddings", best(prior=0, discourse=False)),
+                    ("gloss + prior", best(weight=0, discourse=False)),
+                    ("gloss + prior + one sense per discourse", best(weight=0, discourse=True)),
+                    ("gloss + examples + prior", best(discourse=False)),
+                    ("gloss + examples + prior + one sense per discourse", best(discourse=True)),
+                    ("**best on SemEval-2007**", picked)]:
+        lines.append(row(f"{name}: `{options(v)}`" if v != ("first sense",) else name, v))
+    first = f1[("first sense", "senseval2")]
+    gain = 100 * (f1[picked + ("senseval2",)] - first)
+    top = sorted(variants, key=on_dev, reverse=True)[:12]
+    on_test = sorted(100 * f1[v + ("senseval2",)] for v in top)
+    lines += ["", f"Picked on SemEval-2007: `{options(picked)}`; Senseval-2 {gain:+.2f} F1 over the first sense "
+              f"(target: +1.0). {len(tied)} variants share its SemEval-2007 F1 (equals go to the one with fewer "
+              "options); their Senseval-2 gains: "
+              + ", ".join(f"{100 * (f1[v + ('senseval2',)] - first):+.2f} (`{options(v)}`)" for v in tied)
+              + f". The 12 best variants on SemEval-2007 give Senseval-2 {on_test[0]:.1f} to {on_test[-1]:.1f} "
+              f"(median {(on_test[5] + on_test[6]) / 2:.2f}). The best variant on Senseval-2 itself "
+              f"({100 * max(f1[v + ('senseval2',)] for v in variants):.1f}) is tuned on the test set: not a result."]
+    table = "\n".join(lines)
+    print(table)
+    write_results("wsd-variants", "python benchmarks/wsd_variants.py",
+                  {"picked_on_semeval2007": options(picked), "senseval2_gain_over_first_sense": gain,
+                   "tied_on_semeval2007": [options(v) for v in tied],
+                   "f1": {"|".join(map(str, k)): v for k, v in f1.items()}}, table)
+
+
+if __name__ == "__main__":
+    main()

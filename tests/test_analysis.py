@@ -327,3 +327,46 @@ def test_the_prior_and_one_sense_per_discourse_by_hand(wn):
     assert answers == {"a": keys[0]}
     backoff, tally = disambiguate(wn, [one], {}, senses)
     assert backoff == {"a": keys[0]} and tally["first_sense_backoff"] == 1
+
+
+def test_example_embeddings_are_the_lemma_in_wordnets_examples(wn, minilm, tmp_path):
+    from bertkit.analysis import wsd
+
+    model, tokenizer = minilm
+    found = wsd.example_words(wn, "run%2:38:00::", tokenizer.pre_tokenize)  # an inflected form found by morphy
+    assert (["The", "children", "ran", "to", "the", "store"], [2]) in found
+    assert wsd.example_words(wn, "ice_cream%1:13:00::", tokenizer.pre_tokenize) == []  # no example uses the lemma
+    bank = wsd.example_words(wn, "bank%1:17:01::", tokenizer.pre_tokenize)
+    assert [words[at[0]] for words, at in bank] == ["bank", "bank"]
+    got = wsd.SenseVectors(model, tokenizer, wn, tmp_path, [-1], precision="fp32", source="examples")(
+        ["bank%1:17:01::", "ice_cream%1:13:00::"], unit=False)
+    each = word_vectors(model, tokenizer, [words for words, _ in bank], split_into_words=True, precision="fp32",
+                        progress=False)
+    expected = np.mean([v.vectors[v.positions.index(at[0])] for v, (_, at) in zip(each, bank)], axis=0)
+    np.testing.assert_allclose(got[0], expected, atol=1e-5)
+    assert not got[1].any()  # no example: a zero vector, which disambiguate leaves out
+    gloss = wsd.SenseVectors(model, tokenizer, wn, tmp_path, [-1], precision="fp32")(["bank%1:17:01::"], unit=False)
+    assert not np.allclose(gloss, got[:1], atol=1e-3)  # another source, another cache folder
+    with pytest.raises(ValueError, match="source must be 'gloss' or 'examples'"):
+        wsd.SenseVectors(model, tokenizer, wn, tmp_path, [-1], source="semcor")
+
+
+def test_example_embeddings_join_the_gloss_ones_by_hand(wn):
+    from bertkit.analysis.wsd import Instance, candidates, disambiguate
+
+    keys = candidates(wn, "art", "NOUN")
+    glosses = {k: np.eye(8)[i] for i, k in enumerate(keys)}
+    found = {k: np.zeros(8) for k in keys}
+    found[keys[1]] = np.eye(8)[5]  # only the second sense has an example
+    table = lambda t: lambda ks, unit=True: np.stack([t[k] for k in ks])  # noqa: E731
+    one = Instance("a", "art", "NOUN", ("art",), 0, "d0")
+    vectors = {"a": 0.5 * np.eye(8)[0] + 0.4 * np.eye(8)[1] + 0.3 * np.eye(8)[5]}
+    alone, _ = disambiguate(wn, [one], vectors, table(glosses))
+    assert alone == {"a": keys[0]}  # glosses alone: 0.5 > 0.4
+    assert disambiguate(wn, [one], vectors, table(glosses), examples=table(found), example_weight=0)[0] == alone
+    # with the example, sense 2 is (e1 + e5) / sqrt(2): (0.4 + 0.3) / 1.414 = 0.495, still < 0.5
+    assert disambiguate(wn, [one], vectors, table(glosses), examples=table(found))[0] == {"a": keys[0]}
+    vectors = {"a": 0.5 * np.eye(8)[0] + 0.4 * np.eye(8)[1] + 0.45 * np.eye(8)[5]}
+    assert disambiguate(wn, [one], vectors, table(glosses))[0] == {"a": keys[0]}
+    # (0.4 + 0.45) / sqrt(2) = 0.601 > 0.5 (the cosines share the instance's norm)
+    assert disambiguate(wn, [one], vectors, table(glosses), examples=table(found))[0] == {"a": keys[1]}

@@ -436,12 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default="-1", help="hidden states summed into word and sense vectors")
     p.add_argument("--prior", type=float, default=0.0, help="weight of the SemCor sense-frequency prior "
                    "(cntlist.rev) added to the cosine")
+    p.add_argument("--examples", type=float, default=0.0, help="weight of the example embeddings (the synset's "
+                   "lemma in WordNet's examples of the synset) added to the gloss embeddings; 0: glosses alone")
     p.add_argument("--one-sense-per-discourse", action="store_true",
                    help="one sense for every instance of a lemma and POS in a document")
     p.add_argument("--standardize", action="store_true", help="z-score the instance vectors and the gloss "
                    "embeddings first, each with its own statistics (the anisotropy fix)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "bertkit" / "sense-vectors"),
-                   help="folder of the gloss embeddings kept per model and layers")
+                   help="folder of the gloss and example embeddings kept per model and layers")
     p.add_argument("--output", help="the answers, in the key format")
     _precision_arg(p)
     p = analyze.add_parser("lexical-sample", help="lexical-sample WSD (Senseval *.pos files): k-fold accuracy of "
@@ -899,7 +901,7 @@ def _wsd(args) -> None:
         raise ValueError("--method gloss needs --model, the encoder whose vectors it compares")
     if args.method == "first-sense":
         unused = [f"--{name.replace('_', '-')}" for name in ("model", "prior", "one_sense_per_discourse",
-                                                            "standardize") if getattr(args, name)]
+                                                            "standardize", "examples") if getattr(args, name)]
         if unused:
             raise ValueError(f"{', '.join(unused)}: options of --method gloss; --method first-sense uses none")
     instances, gold = read_instances(args.data), read_key(args.gold)
@@ -911,17 +913,21 @@ def _wsd(args) -> None:
         answers, unknown = first_sense(wn, instances)
         counts = {"unanswered": len(unknown)}
     else:
+        examples = None
         if is_static(args.model):  # the word's one vector against SIF-averaged glosses
+            if args.examples:
+                raise ValueError("--examples needs an encoder: a static model gives a word the same vector in every example")
             static = StaticVectors.load(args.model)
             senses, vectors = StaticSenseVectors(static, wn), static_instance_vectors(static, instances)
         else:
             model, tokenizer = _load(args)
             layers = _layer_list(args.layers)
-            senses = SenseVectors(model, tokenizer, wn, args.cache, layers, precision=args.dtype)
+            senses, examples = (SenseVectors(model, tokenizer, wn, args.cache, layers, precision=args.dtype, source=source)
+                                for source in ("gloss", "examples"))
             vectors = instance_vectors(model, tokenizer, instances, layers, args.dtype)
         prior = sense_counts(args.wordnet) if args.prior else None  # cntlist.rev, read only when weighed
-        answers, counts = disambiguate(wn, instances, vectors, senses, prior, args.prior,
-                                       args.one_sense_per_discourse, args.standardize)
+        answers, counts = disambiguate(wn, instances, vectors, senses, prior, args.prior, args.one_sense_per_discourse,
+                                       args.standardize, examples if args.examples else None, args.examples)
     if counts["unanswered"]:
         _note(f"note: WordNet knows no sense of the lemma of {counts['unanswered']} instances: unanswered")
     if args.output:

@@ -185,6 +185,28 @@ def gloss_words(wn, key: str) -> tuple[list[str], int]:
     return [*head, "-", *text.split()], len(head)
 
 
+def example_words(wn, key: str, pre_tokenize) -> list[tuple[list[str], list[int]]]:
+    """WordNet's examples of the sense's synset that use one of the synset's lemmas (inflected as
+    WordNet's morphology allows): each as its words (`pre_tokenize`: text -> [(word, span)]) and the
+    positions of that lemma's words. Sense-tagged contexts for free: "she sat on the river bank"
+    shows bank.n.01 in use."""
+    synset = wn.lemma_from_key(key).synset()
+    found = []
+    for example in synset.examples():
+        words = [w for w, _ in pre_tokenize(example)]
+        lowered = [w.lower() for w in words]
+        for lemma in synset.lemmas():
+            name = [w.lower() for w, _ in pre_tokenize(lemma.name().replace("_", " "))]
+            at = next((j for j in range(len(words) - len(name) + 1)
+                       if lowered[j:j + len(name) - 1] == name[:-1]
+                       and name[-1] in (lowered[j + len(name) - 1], wn.morphy(lowered[j + len(name) - 1], synset.pos()))),
+                      None)
+            if at is not None:
+                found.append((words, list(range(at, at + len(name)))))
+                break
+    return found
+
+
 def all_sense_keys(wn) -> list[str]:
     """Every sense key of WordNet (206,941 in WordNet 3.0, as index.sense lists), synset by synset
     in NLTK's order (by part of speech, then offset)."""
@@ -192,17 +214,22 @@ def all_sense_keys(wn) -> list[str]:
 
 
 class SenseVectors:
-    """Gloss embeddings of senses, built as they are first asked for and kept on disk: one folder
-    per model, tokenizer, precision and layers, holding parts (`part-N.npy`, the vectors as summed
+    """Sense embeddings from WordNet, built as they are first asked for and kept on disk. `source`:
+    "gloss", the lemma's vector in its gloss sentence (`gloss_words`), or "examples", the mean vector
+    of the synset's lemma in its synset's examples (`example_words`; a zero vector where the synset
+    has no such example). One folder per source, model, tokenizer, precision and layers, holding parts (`part-N.npy`, the vectors as summed
     over the layers, memory-mapped when read, and `part-N.txt`, their sense keys), one part per
     `chunk` new senses.
     A second run over the same senses embeds nothing; a run killed mid-build keeps its finished parts."""
 
     def __init__(self, model: Encoder, tokenizer: Tokenizer, wn, folder: str | Path, layers: Sequence[int],
-                 batch_size: int = 64, precision: str = "auto", chunk: int = 4096):
+                 batch_size: int = 64, precision: str = "auto", chunk: int = 4096, source: str = "gloss"):
+        if source not in ("gloss", "examples"):
+            raise ValueError(f"source must be 'gloss' or 'examples', not {source!r}")
         self.model, self.tokenizer, self.wn, self.layers = model, tokenizer, wn, list(layers)
-        self.batch_size, self.precision, self.chunk = batch_size, precision, chunk
-        self.folder = Path(folder) / vectors_key(model, tokenizer, precision, self.layers, "raw")
+        self.batch_size, self.precision, self.chunk, self.source = batch_size, precision, chunk, source
+        self.folder = Path(folder) / vectors_key(model, tokenizer, precision, self.layers, "raw",
+                                                 *([] if source == "gloss" else [source]))
         self.parts: list[np.ndarray] = []
         self.row: dict[str, tuple[int, int]] = {}  # sense key -> (part, row)
         for keys_file in sorted(self.folder.glob("part-*.txt")):  # a part's keys are written after its rows
@@ -228,20 +255,40 @@ class SenseVectors:
         return unit_rows(vectors) if unit else vectors
 
     def _add(self, keys: list[str]) -> None:
-        with tqdm(total=len(keys), desc="gloss embeddings", unit="sense", disable=len(keys) <= 200) as bar:
+        with tqdm(total=len(keys), desc=f"{self.source} embeddings", unit="sense", disable=len(keys) <= 200) as bar:
             for start in range(0, len(keys), self.chunk):  # a chunk's word vectors at a time, saved as it ends
                 chunk = keys[start:start + self.chunk]
-                glosses = [gloss_words(self.wn, k) for k in chunk]
-                found = word_vectors(self.model, self.tokenizer, [words for words, _ in glosses], layers=self.layers,
-                                     combine="sum", split_into_words=True, batch_size=self.batch_size,
-                                     precision=self.precision, progress=False)
-                vectors = np.stack([f.vectors[:n].mean(0) for f, (_, n) in zip(found, glosses)]).astype(np.float32)
+                vectors = self._embed(chunk)
                 name = self.folder / f"part-{len(self.parts):05d}"
                 with atomic_write(name.with_suffix(".npy")) as tmp, open(tmp, "wb") as f:
                     np.save(f, vectors)
                 write_text(name.with_suffix(".txt"), "\n".join(chunk) + "\n")
                 self._index(chunk, vectors)
                 bar.update(len(chunk))
+
+    def _embed(self, keys: list[str]) -> np.ndarray:
+        """(len(keys), D) vectors of `source`, the layers summed."""
+        if self.source == "gloss":
+            texts = [gloss_words(self.wn, k) for k in keys]
+            wanted = [[list(range(n))] for _, n in texts]  # the lemma's words at the start
+        else:
+            examples = [example_words(self.wn, k, self.tokenizer.pre_tokenize) for k in keys]
+            texts = [e for found in examples for e in found]
+            wanted = [[at for _, at in found] for found in examples]
+        vectors = np.zeros((len(keys), self.model.config.hidden_size), np.float32)
+        if not texts:
+            return vectors
+        found = word_vectors(self.model, self.tokenizer, [words for words, _ in texts], layers=self.layers,
+                             combine="sum", split_into_words=True, batch_size=self.batch_size,
+                             precision=self.precision, progress=False)
+        seen = iter(found)
+        for row, positions in enumerate(wanted):
+            per_text = [f.vectors[[f.positions.index(j) for j in at if j in f.positions]]
+                        for at, f in zip(positions, seen)]
+            per_text = [v.mean(0) for v in per_text if len(v)]  # a lemma of no subword: that text adds nothing
+            if per_text:
+                vectors[row] = np.mean(per_text, axis=0)
+        return vectors
 
 
 def instance_vectors(model: Encoder, tokenizer: Tokenizer, instances: Sequence[Instance], layers: Sequence[int],
@@ -289,27 +336,33 @@ def static_instance_vectors(static: StaticVectors, instances: Sequence[Instance]
 def disambiguate(wn, instances: Sequence[Instance], vectors: dict[str, np.ndarray],
                  senses: SenseVectors | StaticSenseVectors,
                  counts: dict[str, int] | None = None, prior: float = 0.0, one_sense_per_discourse: bool = False,
-                 standardize: bool = False) -> tuple[dict[str, str], dict[str, int]]:
-    """Each instance's sense: argmax over its lemma's candidates of cosine(instance, gloss embedding)
-    + `prior` x the sense's share of its lemma's SemCor counts (add-one). With `standardize`, the
-    instance vectors and the candidates' gloss embeddings are z-scored first, each kind with its
-    own statistics (fitted on these instances and on all their candidates). With one sense per
-    discourse, every instance of one lemma and POS in a document takes the sense with the highest
-    summed score. Instances without a vector back off to WordNet's first sense. Returns the
-    answers and the counts of back-offs and unanswered instances."""
+                 standardize: bool = False, examples: SenseVectors | None = None,
+                 example_weight: float = 1.0) -> tuple[dict[str, str], dict[str, int]]:
+    """Each instance's sense: argmax over its lemma's candidates of cosine(instance, sense embedding)
+    + `prior` x the sense's share of its lemma's SemCor counts (add-one). The sense embedding is the
+    unit gloss embedding, plus `example_weight` x the unit embedding of WordNet's `examples` where the
+    sense's synset has one. With `standardize`, the instance vectors and the candidates' gloss
+    embeddings are z-scored first, each kind with its own statistics (fitted on these instances and
+    on all their candidates); example embeddings, words in running text as the instances are, take
+    the instances' statistics. With one sense per discourse, every instance of one lemma and POS in
+    a document takes the sense with the highest summed score. Instances without a vector back off to
+    WordNet's first sense. Returns the answers and the counts of back-offs and unanswered instances."""
     scored: dict[str, dict[str, float]] = {}
     answers, tally = {}, {"first_sense_backoff": 0, "unanswered": 0}
     wanted = list(dict.fromkeys(k for i in instances if i.id in vectors for k in candidates(wn, i.lemma, i.pos)))
-    word, gloss = unit_rows, {}
+    word, sense = unit_rows, {}
     if wanted:
         glosses = senses(wanted, unit=False)  # every candidate embedded in one go, not a lemma at a time
+        found = examples(wanted, unit=False) if examples is not None else np.zeros_like(glosses)
+        has_example = np.linalg.norm(found, axis=1) > 0
         if standardize:
             if len(vectors) < 2:
                 raise ValueError("standardize fits z-scores on the instances: it needs at least 2 of them")
             word_z = fit_postprocess(np.stack(list(vectors.values())), "standardize")
-            glosses = fit_postprocess(glosses, "standardize")(glosses)
+            glosses, found = fit_postprocess(glosses, "standardize")(glosses), word_z(found)
             word = lambda v: unit_rows(word_z(v[None])[0])  # noqa: E731
-        gloss = dict(zip(wanted, unit_rows(glosses)))  # unit-length, (z-scored) gloss embedding per candidate
+        combined = unit_rows(glosses) + example_weight * has_example[:, None] * unit_rows(found)
+        sense = dict(zip(wanted, unit_rows(combined)))  # unit-length sense embedding per candidate
     for instance in instances:
         keys = candidates(wn, instance.lemma, instance.pos)
         if not keys:
@@ -319,7 +372,7 @@ def disambiguate(wn, instances: Sequence[Instance], vectors: dict[str, np.ndarra
             answers[instance.id] = keys[0]
             tally["first_sense_backoff"] += 1
             continue
-        score_ = np.stack([gloss[k] for k in keys]) @ word(vectors[instance.id])
+        score_ = np.stack([sense[k] for k in keys]) @ word(vectors[instance.id])
         if prior:
             c = np.array([(counts or {}).get(k, 0) + 1.0 for k in keys])
             score_ = score_ + prior * c / c.sum()
