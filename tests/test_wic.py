@@ -73,6 +73,24 @@ def test_wic_threshold_on_real_pairs_beats_chance(minilm, data_dir):
     np.testing.assert_allclose(found["dev"].cosines(zscores)[3], by_hand, atol=1e-5)
 
 
+def test_a_window_averages_the_target_with_its_neighbours(minilm, data_dir):
+    from bertkit.analysis.vectors import word_vectors
+
+    pairs = read_wic(data_dir / "wic" / "dev" / "dev.data.txt")[:30]
+    got = target_vectors(*minilm, pairs, [2, 6], precision="fp32", window=2)
+    alone = target_vectors(*minilm, pairs, [2, 6], precision="fp32")
+    assert got.missing == alone.missing == 0
+    found = word_vectors(*minilm, [list(p.second) for p in pairs], layers=[2, 6], combine="concat",
+                         split_into_words=True, precision="fp32", progress=False)
+    for p, words, vector, own in zip(pairs, found, got.second, alone.second):
+        near = [k for k, at in enumerate(words.positions) if p.second_index - 2 <= at <= p.second_index + 2]
+        assert len(near) == min(p.second_index, 2) + 1 + min(len(p.second) - 1 - p.second_index, 2)  # cut at the edges
+        np.testing.assert_allclose(vector.reshape(-1), words.vectors[near].mean(0), atol=1e-5)
+        assert not np.allclose(vector, own, atol=1e-3)
+    with pytest.raises(ValueError, match="window must be 0 or more words, not -1"):
+        target_vectors(*minilm, pairs, [6], window=-1)
+
+
 def test_the_wic_command(minilm_dir, data_dir, tmp_path, capsys):
     from bertkit.cli import main
 

@@ -464,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True, help="WiC train.data.txt (its gold file: train.gold.txt beside it)")
     p.add_argument("--dev", required=True, help="WiC dev.data.txt (dev.gold.txt beside it)")
     p.add_argument("--layers", help="hidden states, comma-separated (default: all, 0 = embeddings)")
+    p.add_argument("--window", type=int, default=0, help="average the target word's vector with those of "
+                   "the words up to this many places before and after it (0: the word alone)")
     p.add_argument("--output", required=True, help="JSON of every figure; a PNG beside it")
     p.add_argument("--pairs-out", help="also write train.tsv and dev.tsv here: the pairs with the target word "
                    "marked, for bertkit finetune pair --config configs/finetune/wic.yaml")
@@ -982,12 +984,14 @@ def _wic(args) -> None:
         for name, pairs in sets.items():
             write_pair_file(pairs, Path(args.pairs_out) / f"{name}.tsv")
     if is_static(args.model):  # one "layer": the word's one vector
+        if args.window:
+            raise ValueError("--window needs an encoder: a static model's word vectors do not see their neighbours")
         static, layers = StaticVectors.load(args.model), [0]
         vectors = {name: static_target_vectors(static, pairs) for name, pairs in sets.items()}
     else:
         model, tokenizer = _load(args)
         layers = _layers_or_all(args.layers, model)
-        vectors = {name: target_vectors(model, tokenizer, pairs, layers, args.batch_size, args.dtype)
+        vectors = {name: target_vectors(model, tokenizer, pairs, layers, args.batch_size, args.dtype, args.window)
                    for name, pairs in sets.items()}
     zscores = vectors["train"].fit_standardization()
     cosines = {(name, z): v.cosines(zscores if z else None) for name, v in vectors.items() for z in (False, True)}
@@ -1010,7 +1014,8 @@ def _wic(args) -> None:
     same_share = {name: float(np.mean(t)) for name, t in truth.items()}
     _note(f"same-sense pairs: {same_share['train']:.3f} of train, {same_share['dev']:.3f} of dev (what answering "
           "'same' every time scores)")
-    write_text(args.output, json.dumps({"model": args.model, "pairs": {n: len(p) for n, p in sets.items()},
+    write_text(args.output, json.dumps({"model": args.model, "window": args.window,
+                                        "pairs": {n: len(p) for n, p in sets.items()},
                                         "same_share": same_share, "no_vector": missing, "layers": results}, indent=1))
     plot_wic(results, Path(args.output).with_suffix(".png"))
     _note(f"wrote {args.output} and its .png" + (f"; pair files in {args.pairs_out}" if args.pairs_out else ""))

@@ -3,7 +3,8 @@ in two sentences? Two ways to answer:
 
 - without training the encoder: the cosine between the word's vectors in the two sentences, "same"
   above a threshold fitted on the training pairs, per layer, as they are or z-scored with
-  statistics fitted on the training pairs (`target_vectors`, `fit_threshold`);
+  statistics fitted on the training pairs (`target_vectors`, `fit_threshold`); the word's vector
+  alone, or averaged with its neighbours' (`window`);
 - fine-tuned: a pair classifier (`bertkit finetune pair`) on the two sentences with the target
   word marked (`write_pair_file`).
 """
@@ -102,8 +103,12 @@ class TargetVectors:
 
 
 def target_vectors(model: Encoder, tokenizer: Tokenizer, pairs: Sequence[WicPair], layers: Sequence[int],
-                   batch_size: int = 32, precision: str = "auto") -> TargetVectors:
-    """The target word's vector (subwords averaged) in each pair's two sentences, per layer."""
+                   batch_size: int = 32, precision: str = "auto", window: int = 0) -> TargetVectors:
+    """The target word's vector (subwords averaged) in each pair's two sentences, per layer; with
+    `window` > 0, the mean of the vectors of the target and of the words up to `window` places
+    before and after it (the sentence's edges cut the window short)."""
+    if window < 0:
+        raise ValueError(f"window must be 0 or more words, not {window}")
     sentences = [list(p.first) for p in pairs] + [list(p.second) for p in pairs]
     found = word_vectors(model, tokenizer, sentences, layers=list(layers), combine="concat", split_into_words=True,
                          batch_size=batch_size, precision=precision)
@@ -112,7 +117,8 @@ def target_vectors(model: Encoder, tokenizer: Tokenizer, pairs: Sequence[WicPair
     vectors = np.zeros((len(sentences), len(layers), hidden), np.float32)
     for row, (words, index) in enumerate(zip(found, targets)):
         if index in words.positions:
-            vectors[row] = words.vectors[words.positions.index(index)].reshape(len(layers), hidden)
+            near = [k for k, position in enumerate(words.positions) if abs(position - index) <= window]
+            vectors[row] = words.vectors[near].mean(0).reshape(len(layers), hidden)
     found_both = np.array([t in w.positions for w, t in zip(found, targets)]).reshape(2, len(pairs)).all(0)
     return TargetVectors(list(layers), vectors[:len(pairs)], vectors[len(pairs):], int((~found_both).sum()))
 
