@@ -5,7 +5,8 @@ Unlabelled text available here, none of it STS-B dev: STS-B train sentences (bot
 sentences, and the Gutenberg books split into sentences as pretraining splits them, each distinct
 sentence once (`bertkit distill` drops repeats), written to one file under --work. Training runs in
 precision auto (bf16 where the CPU computes it natively). The student
-starts from the teacher's layers 0, 2, 4 (every other) and regresses its mean-pooled vectors.
+starts from the teacher's layers 0, 3, 5 (half, the first and last included) and regresses its
+mean-pooled vectors.
 
 Quality: STS-B dev Spearman of the cosine of mean-pooled vectors (the teacher's own recipe).
 Speed: `embed` over the STS-B dev sentences (batch 32, sorted by length), teacher and student

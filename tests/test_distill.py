@@ -16,9 +16,11 @@ from bertkit.train.checkpoint import full_model_state
 from bertkit.train.distill import EmbeddingDistiller, student_from_teacher, student_layers
 
 
-def test_student_layers_default_to_every_other_and_are_checked():
-    assert student_layers(6) == [0, 2, 4] and student_layers(12) == [0, 2, 4, 6, 8, 10]
-    assert student_layers(12, (0, 2, 4, 7, 9, 11)) == [0, 2, 4, 7, 9, 11]  # DistilBERT's choice
+def test_student_layers_default_to_half_with_the_first_and_last_and_are_checked():
+    assert student_layers(12) == [0, 2, 4, 7, 9, 11]  # DistilBERT's choice for BERT-base
+    assert student_layers(6) == [0, 3, 5] and student_layers(4) == [0, 3] and student_layers(1) == [0]
+    assert student_layers(24) == [0, 2, 4, 6, 8, 10, 13, 15, 17, 19, 21, 23]
+    assert student_layers(6, (0, 2, 4)) == [0, 2, 4]
     for bad in ((2, 0), (0, 0), (0, 6)):
         with pytest.raises(ValueError, match="distinct, increasing and within the teacher's 0..5"):
             student_layers(6, bad)
@@ -69,7 +71,7 @@ def test_a_short_run_saves_a_student_that_transformers_loads(minilm_dir, sts_sen
     assert code == 0, capsys.readouterr().err
     err = capsys.readouterr().err
     distinct = len(dict.fromkeys(sts_sentences[:96]))  # the empty line and repeated sentences are dropped, counted
-    assert '"student_layers": [0, 2, 4]' in err and f'"texts": {distinct}, "empty_lines": 1, "repeated_lines": {97 - distinct},' in err
+    assert '"student_layers": [0, 3, 5]' in err and f'"texts": {distinct}, "empty_lines": 1, "repeated_lines": {97 - distinct},' in err
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "embedding" in r] == [0, 1, 2, 3]
     assert log[-1]["embedding"] < log[0]["embedding"]

@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", action="append", help="text file or folder of .txt, one text per line (repeatable)")
     p.add_argument("--train", help="--objective task: the task's training file")
     p.add_argument("--dev", help="--objective task: a labelled file scored at the end")
-    p.add_argument("--layers", help="teacher layers the student keeps, 0-based, comma-separated (default: every other)")
+    p.add_argument("--layers", help="teacher layers the student keeps, 0-based, comma-separated (default: half, first and last included, evenly spread)")
     p.add_argument("--epochs", type=float)
     _run_args(p, "the student, its tokenizer, log.jsonl, checkpoints/")
 
