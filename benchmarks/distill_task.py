@@ -1,8 +1,8 @@
 """distill-task: the SST-2 model fine-tuned from all-MiniLM-L6-v2 (6 layers) taught to a 3-layer student.
 
 Teacher: `python benchmarks/finetune_runs.py sst2` (runs/finetune/sst2). Students start from the
-teacher's layers 0, 2, 4 and its head and train one epoch on SST-2 train with the recipe's batch
-size and learning rate:
+teacher's layers 0, 3, 5 (the default: half, first and last included) and its head and train one
+epoch on SST-2 train with the recipe's batch size and learning rate:
 - distilled: `bertkit distill --objective task` (soft targets at T = 2, weight 0.5, plus the labels);
 - without the teacher: the same run with `--distill.soft_weight=0` (labels only; same start, data, steps).
 Quality: SST-2 dev accuracy of each. Speed: `predict_examples` on the first N SST-2 train sentences

@@ -10,6 +10,7 @@ cache. Writes benchmarks/results/wsd-variants.json and the table in BENCHMARKS.m
     python benchmarks/wsd_variants.py      # about 10 minutes on 2 cores the first time
 """
 import itertools
+import statistics
 import sys
 from pathlib import Path
 
@@ -35,10 +36,11 @@ def main() -> None:
     f1, by_pos = {}, {}
     for n, (instances, gold) in sets.items():
         answers, _ = first_sense(wn, instances)
-        f1[("first sense",) + (n,)], by_pos[("first sense", n)] = score(answers, gold)["f1"], score_by_pos(answers, gold, instances)
+        f1[("first sense", n)] = score(answers, gold)["f1"]
+        by_pos[("first sense", n)] = score_by_pos(answers, gold, instances)
     for layers_name, layers in LAYERS.items():
-        glosses, examples = (SenseVectors(model, tokenizer, wn, CACHE, layers, precision="fp32", source=source)
-                             for source in ("gloss", "examples"))
+        glosses = SenseVectors(model, tokenizer, wn, CACHE, layers, precision="fp32")
+        examples = SenseVectors(model, tokenizer, wn, CACHE, layers, precision="fp32", source="examples")
         for n, (instances, gold) in sets.items():
             vectors = instance_vectors(model, tokenizer, instances, layers, "fp32")
             for standardize, weight, prior, discourse in itertools.product((False, True), WEIGHTS, PRIORS, (False, True)):
@@ -86,7 +88,7 @@ def main() -> None:
                     ("gloss + examples + prior", best(discourse=False)),
                     ("gloss + examples + prior + one sense per discourse", best(discourse=True)),
                     ("**best on SemEval-2007**", picked)]:
-        lines.append(row(f"{name}: `{options(v)}`" if v != ("first sense",) else name, v))
+        lines.append(row(f"{name}: `{options(v)}`", v))
     first = f1[("first sense", "senseval2")]
     gain = 100 * (f1[picked + ("senseval2",)] - first)
     top = sorted(variants, key=on_dev, reverse=True)[:12]
@@ -96,7 +98,7 @@ def main() -> None:
               "options); their Senseval-2 gains: "
               + ", ".join(f"{100 * (f1[v + ('senseval2',)] - first):+.2f} (`{options(v)}`)" for v in tied)
               + f". The 12 best variants on SemEval-2007 give Senseval-2 {on_test[0]:.1f} to {on_test[-1]:.1f} "
-              f"(median {(on_test[5] + on_test[6]) / 2:.2f}). The best variant on Senseval-2 itself "
+              f"(median {statistics.median(on_test):.2f}). The best variant on Senseval-2 itself "
               f"({100 * max(f1[v + ('senseval2',)] for v in variants):.1f}) is tuned on the test set: not a result."]
     table = "\n".join(lines)
     print(table)

@@ -284,6 +284,16 @@ def test_analyze_wsd_with_gloss_embeddings_from_the_command_line(minilm_dir, dat
                                SenseVectors(model, tokenizer, wn, tmp_path / "lib", [-1], precision="fp32"),
                                sense_counts(data_dir / "wordnet3"), 0.1, True, standardize=True)
     assert answers == expected and len(list((tmp_path / "cache").rglob("part-*.npy"))) == 1  # one part: every candidate at once
+    assert main([*args, "--model", str(minilm_dir), "--examples", "1", "--prior", "0.3"]) == 0
+    capsys.readouterr()
+    answers = dict(line.split() for line in (tmp_path / "k").read_text().splitlines())
+    expected, _ = disambiguate(wn, instances, instance_vectors(model, tokenizer, instances, [-1], "fp32"),
+                               SenseVectors(model, tokenizer, wn, tmp_path / "lib", [-1], precision="fp32"),
+                               sense_counts(data_dir / "wordnet3"), 0.3, examples=SenseVectors(
+                                   model, tokenizer, wn, tmp_path / "lib", [-1], precision="fp32", source="examples"))
+    assert answers == expected and len(list((tmp_path / "cache").rglob("part-*.npy"))) == 2  # + the examples' part
+    assert main([*args, "--model", str(minilm_dir), "--examples", "-1"]) == 2
+    assert "--examples is a weight, 0 or more, not -1" in capsys.readouterr().err
 
 
 def test_gloss_embeddings_are_cached_and_reused(wn, minilm, tmp_path, monkeypatch):
@@ -335,7 +345,11 @@ def test_example_embeddings_are_the_lemma_in_wordnets_examples(wn, minilm, tmp_p
     model, tokenizer = minilm
     found = wsd.example_words(wn, "run%2:38:00::", tokenizer.pre_tokenize)  # an inflected form found by morphy
     assert (["The", "children", "ran", "to", "the", "store"], [2]) in found
-    assert wsd.example_words(wn, "ice_cream%1:13:00::", tokenizer.pre_tokenize) == []  # no example uses the lemma
+    assert (["The", "family", "took", "off", "for", "Florida"], [2, 3]) in wsd.example_words(
+        wn, "take_off%2:38:00::", tokenizer.pre_tokenize)  # a lemma of two words, the first inflected
+    assert wsd.example_words(wn, "ice_cream%1:13:00::", tokenizer.pre_tokenize) == []  # a synset without examples
+    assert wn.lemma_from_key("alienation%1:04:00::").synset().examples()  # "his behavior alienated the ..."
+    assert wsd.example_words(wn, "alienation%1:04:00::", tokenizer.pre_tokenize) == []  # ... which do not use it
     bank = wsd.example_words(wn, "bank%1:17:01::", tokenizer.pre_tokenize)
     assert [words[at[0]] for words, at in bank] == ["bank", "bank"]
     got = wsd.SenseVectors(model, tokenizer, wn, tmp_path, [-1], precision="fp32", source="examples")(
@@ -347,7 +361,7 @@ def test_example_embeddings_are_the_lemma_in_wordnets_examples(wn, minilm, tmp_p
     assert not got[1].any()  # no example: a zero vector, which disambiguate leaves out
     gloss = wsd.SenseVectors(model, tokenizer, wn, tmp_path, [-1], precision="fp32")(["bank%1:17:01::"], unit=False)
     assert not np.allclose(gloss, got[:1], atol=1e-3)  # another source, another cache folder
-    with pytest.raises(ValueError, match="source must be 'gloss' or 'examples'"):
+    with pytest.raises(ValueError, match="source must be one of 'gloss', 'examples', not 'semcor'"):
         wsd.SenseVectors(model, tokenizer, wn, tmp_path, [-1], source="semcor")
 
 
@@ -363,10 +377,17 @@ def test_example_embeddings_join_the_gloss_ones_by_hand(wn):
     vectors = {"a": 0.5 * np.eye(8)[0] + 0.4 * np.eye(8)[1] + 0.3 * np.eye(8)[5]}
     alone, _ = disambiguate(wn, [one], vectors, table(glosses))
     assert alone == {"a": keys[0]}  # glosses alone: 0.5 > 0.4
-    assert disambiguate(wn, [one], vectors, table(glosses), examples=table(found), example_weight=0)[0] == alone
     # with the example, sense 2 is (e1 + e5) / sqrt(2): (0.4 + 0.3) / 1.414 = 0.495, still < 0.5
     assert disambiguate(wn, [one], vectors, table(glosses), examples=table(found))[0] == {"a": keys[0]}
     vectors = {"a": 0.5 * np.eye(8)[0] + 0.4 * np.eye(8)[1] + 0.45 * np.eye(8)[5]}
     assert disambiguate(wn, [one], vectors, table(glosses))[0] == {"a": keys[0]}
     # (0.4 + 0.45) / sqrt(2) = 0.601 > 0.5 (the cosines share the instance's norm)
     assert disambiguate(wn, [one], vectors, table(glosses), examples=table(found))[0] == {"a": keys[1]}
+    assert disambiguate(wn, [one], vectors, table(glosses), examples=table(found), example_weight=0)[0] == alone
+    # z-scored, a sense without an example still has its gloss alone (z-scores would make its zero row
+    # non-zero): with no example anywhere, the answers are the glosses' own
+    two = Instance("b", "art", "NOUN", ("art",), 0, "d1")
+    vectors["b"] = 0.3 * np.eye(8)[0] + 0.7 * np.eye(8)[2] + 0.1 * np.eye(8)[5]
+    none = table({k: np.zeros(8) for k in keys})
+    assert (disambiguate(wn, [one, two], vectors, table(glosses), examples=none, standardize=True)[0]
+            == disambiguate(wn, [one, two], vectors, table(glosses), standardize=True)[0])

@@ -18,7 +18,8 @@ from bertkit.train.distill import EmbeddingDistiller, student_from_teacher, stud
 
 def test_student_layers_default_to_half_with_the_first_and_last_and_are_checked():
     assert student_layers(12) == [0, 2, 4, 7, 9, 11]  # DistilBERT's choice for BERT-base
-    assert student_layers(6) == [0, 3, 5] and student_layers(4) == [0, 3] and student_layers(1) == [0]
+    assert student_layers(6) == [0, 3, 5] and student_layers(4) == [0, 3]
+    assert student_layers(2) == [1] and student_layers(1) == [0]  # one layer: the last
     assert student_layers(24) == [0, 2, 4, 6, 8, 10, 13, 15, 17, 19, 21, 23]
     assert student_layers(6, (0, 2, 4)) == [0, 2, 4]
     for bad in ((2, 0), (0, 0), (0, 6)):

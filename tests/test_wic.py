@@ -108,6 +108,9 @@ def test_the_wic_command(minilm_dir, data_dir, tmp_path, capsys):
     assert sorted(got["layers"]) == ["3", "6"] and got["pairs"] == {"train": 40, "dev": 40}
     assert 0 <= got["layers"]["6"]["zscored_dev_accuracy"] <= 1
     assert len((tmp_path / "pairs" / "dev.tsv").read_text().splitlines()) == 41
+    assert main([*args, "--window", "2"]) == 0 and json.loads((tmp_path / "wic.json").read_text())["window"] == 2
+    assert main([*args, "--window", "-1"]) == 2
+    assert "--window counts words on each side: 0 or more, not -1" in capsys.readouterr().err
     (wic / "dev" / "dev.gold.txt").unlink()
     assert main(args) == 2
     assert "no gold file dev.gold.txt beside it" in capsys.readouterr().err

@@ -252,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", action="append", help="text file or folder of .txt, one text per line (repeatable)")
     p.add_argument("--train", help="--objective task: the task's training file")
     p.add_argument("--dev", help="--objective task: a labelled file scored at the end")
-    p.add_argument("--layers", help="teacher layers the student keeps, 0-based, comma-separated (default: half, first and last included, evenly spread)")
+    p.add_argument("--layers", help="teacher layers the student keeps, 0-based, comma-separated (default: half, "
+                   "spread evenly from the first to the last)")
     p.add_argument("--epochs", type=float)
     _run_args(p, "the student, its tokenizer, log.jsonl, checkpoints/")
 
@@ -437,11 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", type=float, default=0.0, help="weight of the SemCor sense-frequency prior "
                    "(cntlist.rev) added to the cosine")
     p.add_argument("--examples", type=float, default=0.0, help="weight of the example embeddings (the synset's "
-                   "lemma in WordNet's examples of the synset) added to the gloss embeddings; 0: glosses alone")
+                   "lemmas where WordNet's examples of the synset use them) added to the gloss embeddings; 0: "
+                   "glosses alone")
     p.add_argument("--one-sense-per-discourse", action="store_true",
                    help="one sense for every instance of a lemma and POS in a document")
     p.add_argument("--standardize", action="store_true", help="z-score the instance vectors and the gloss "
-                   "embeddings first, each with its own statistics (the anisotropy fix)")
+                   "embeddings first, each with its own statistics, the example embeddings with the instances' "
+                   "(the anisotropy fix)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "bertkit" / "sense-vectors"),
                    help="folder of the gloss and example embeddings kept per model and layers")
     p.add_argument("--output", help="the answers, in the key format")
@@ -901,6 +904,8 @@ def _wsd(args) -> None:
     _check_output(args.output, args.data, args.gold)
     if args.method == "gloss" and not args.model:
         raise ValueError("--method gloss needs --model, the encoder whose vectors it compares")
+    if args.examples < 0:
+        raise ValueError(f"--examples is a weight, 0 or more, not {args.examples:g}")
     if args.method == "first-sense":
         unused = [f"--{name.replace('_', '-')}" for name in ("model", "prior", "one_sense_per_discourse",
                                                             "standardize", "examples") if getattr(args, name)]
@@ -918,14 +923,14 @@ def _wsd(args) -> None:
         examples = None
         if is_static(args.model):  # the word's one vector against SIF-averaged glosses
             if args.examples:
-                raise ValueError("--examples needs an encoder: a static model gives a word the same vector in every example")
+                raise ValueError("--examples needs an encoder: a static model gives a word one vector in every example")
             static = StaticVectors.load(args.model)
             senses, vectors = StaticSenseVectors(static, wn), static_instance_vectors(static, instances)
         else:
             model, tokenizer = _load(args)
             layers = _layer_list(args.layers)
-            senses, examples = (SenseVectors(model, tokenizer, wn, args.cache, layers, precision=args.dtype, source=source)
-                                for source in ("gloss", "examples"))
+            senses = SenseVectors(model, tokenizer, wn, args.cache, layers, precision=args.dtype)
+            examples = SenseVectors(model, tokenizer, wn, args.cache, layers, precision=args.dtype, source="examples")
             vectors = instance_vectors(model, tokenizer, instances, layers, args.dtype)
         prior = sense_counts(args.wordnet) if args.prior else None  # cntlist.rev, read only when weighed
         answers, counts = disambiguate(wn, instances, vectors, senses, prior, args.prior, args.one_sense_per_discourse,
@@ -979,6 +984,8 @@ def _beside(output: str, name: str) -> Path:
 
 def _wic(args) -> None:
     _check_output(args.output, args.train, args.dev)
+    if args.window < 0:
+        raise ValueError(f"--window counts words on each side: 0 or more, not {args.window}")
     sets = {name: read_wic(path, _wic_gold(path)) for name, path in (("train", args.train), ("dev", args.dev))}
     if args.pairs_out:
         for name, pairs in sets.items():

@@ -382,7 +382,8 @@ class DistillConfig:
     teacher: str = ""  # a model directory (objective "task": a fine-tuned one)
     objective: str = "embedding"  # "embedding": sentence vectors (MSE); "task": a task model's scores; "mlm": DistilBERT's
     #   triple loss on masked text (soft targets, MLM, hidden-state cosine; teachers with an MLM head)
-    layers: tuple[int, ...] = ()  # the teacher's layers (0-based) the student starts from; () = half, first and last included (student_layers)
+    # the teacher's layers (0-based) the student starts from; () = half, first to last (student_layers)
+    layers: tuple[int, ...] = ()
     corpus: tuple[str, ...] = ()  # "embedding": text files (or folders of .txt), one text per line
     train: str | None = None  # "task": the task's training file (labels used by the hard loss)
     dev: str | None = None  # "task": a labelled file scored after training

@@ -160,7 +160,7 @@ def write_key(path: str | Path, predictions: dict[str, str]) -> None:
     write_text(path, "".join(f"{i} {key}\n" for i, key in predictions.items()))
 
 
-# ------------------------------------------------------------------------ sense embeddings from glosses
+# ------------------------------------------------------------ sense embeddings from glosses and examples
 
 
 def sense_counts(folder: str | Path) -> dict[str, int]:
@@ -186,25 +186,48 @@ def gloss_words(wn, key: str) -> tuple[list[str], int]:
 
 
 def example_words(wn, key: str, pre_tokenize) -> list[tuple[list[str], list[int]]]:
-    """WordNet's examples of the sense's synset that use one of the synset's lemmas (inflected as
-    WordNet's morphology allows): each as its words (`pre_tokenize`: text -> [(word, span)]) and the
-    positions of that lemma's words. Sense-tagged contexts for free: "she sat on the river bank"
+    """WordNet's examples of the sense's synset in which one of the synset's lemmas occurs (its words
+    inflected as WordNet's morphology allows; the first lemma found counts): each example as its
+    words (`pre_tokenize`: text -> [(word, span)]) and the positions of that lemma's words.
+    Sense-tagged contexts for free: "he sat on the bank of the river and watched the currents"
     shows bank.n.01 in use."""
     synset = wn.lemma_from_key(key).synset()
+    names = [[w.lower() for w, _ in pre_tokenize(lemma.name().replace("_", " "))] for lemma in synset.lemmas()]
     found = []
     for example in synset.examples():
         words = [w for w, _ in pre_tokenize(example)]
-        lowered = [w.lower() for w in words]
-        for lemma in synset.lemmas():
-            name = [w.lower() for w, _ in pre_tokenize(lemma.name().replace("_", " "))]
-            at = next((j for j in range(len(words) - len(name) + 1)
-                       if lowered[j:j + len(name) - 1] == name[:-1]
-                       and name[-1] in (lowered[j + len(name) - 1], wn.morphy(lowered[j + len(name) - 1], synset.pos()))),
-                      None)
-            if at is not None:
-                found.append((words, list(range(at, at + len(name)))))
-                break
+        at = next((span for name in names if (span := _lemma_at(wn, words, name, synset.pos()))), None)
+        if at:
+            found.append((words, at))
     return found
+
+
+def _lemma_at(wn, words: list[str], name: list[str], pos: str) -> list[int]:
+    """The positions of the lemma `name` (lower-cased words) in `words`, each word as it is or
+    inflected ("ice creams", "took off"); [] when the lemma does not occur."""
+    # every base form of each word: NLTK's public morphy() gives only the first ("relations" is a
+    # noun of its own, so morphy("relations") is "relations", never "relation")
+    forms = [{w, *wn._morphy(w, pos)} for w in (w.lower() for w in words)]
+    for j in range(len(words) - len(name) + 1):
+        if all(n in f for n, f in zip(name, forms[j:j + len(name)])):
+            return list(range(j, j + len(name)))
+    return []
+
+
+def gloss_texts(wn, keys: Sequence[str], pre_tokenize) -> list[list[tuple[list[str], list[int]]]]:
+    """Per sense key, its one gloss sentence (`gloss_words`) and the positions of the lemma at its start."""
+    return [[(words, list(range(n)))] for words, n in (gloss_words(wn, k) for k in keys)]
+
+
+def example_texts(wn, keys: Sequence[str], pre_tokenize) -> list[list[tuple[list[str], list[int]]]]:
+    """Per sense key, its synset's examples that use one of its lemmas (`example_words`; none for many)."""
+    return [example_words(wn, k, pre_tokenize) for k in keys]
+
+
+# Where sense embeddings come from: per source, its texts, and what the source adds to the cache key
+# (the gloss embeddings keep the key they had before there were two sources; "v2" names the rules
+# by which example_words finds a lemma, so that new rules never read old vectors).
+SOURCES = {"gloss": (gloss_texts, ()), "examples": (example_texts, ("examples-v2",))}
 
 
 def all_sense_keys(wn) -> list[str]:
@@ -214,22 +237,23 @@ def all_sense_keys(wn) -> list[str]:
 
 
 class SenseVectors:
-    """Sense embeddings from WordNet, built as they are first asked for and kept on disk. `source`:
-    "gloss", the lemma's vector in its gloss sentence (`gloss_words`), or "examples", the mean vector
-    of the synset's lemma in its synset's examples (`example_words`; a zero vector where the synset
-    has no such example). One folder per source, model, tokenizer, precision and layers, holding parts (`part-N.npy`, the vectors as summed
-    over the layers, memory-mapped when read, and `part-N.txt`, their sense keys), one part per
-    `chunk` new senses.
+    """Sense embeddings from WordNet, built as they are first asked for and kept on disk. `source`
+    (`SOURCES`): "gloss", the lemma's vector in its gloss sentence; "examples", the mean vector of
+    the synset's lemma in the synset's examples that use it (a zero vector where none does). One
+    folder per source, model, tokenizer, precision and layers, holding parts (`part-N.npy`, the
+    vectors as summed over the layers, memory-mapped when read, and `part-N.txt`, their sense
+    keys), one part per `chunk` new senses.
     A second run over the same senses embeds nothing; a run killed mid-build keeps its finished parts."""
 
     def __init__(self, model: Encoder, tokenizer: Tokenizer, wn, folder: str | Path, layers: Sequence[int],
                  batch_size: int = 64, precision: str = "auto", chunk: int = 4096, source: str = "gloss"):
-        if source not in ("gloss", "examples"):
-            raise ValueError(f"source must be 'gloss' or 'examples', not {source!r}")
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(map(repr, SOURCES))}, not {source!r}")
         self.model, self.tokenizer, self.wn, self.layers = model, tokenizer, wn, list(layers)
         self.batch_size, self.precision, self.chunk, self.source = batch_size, precision, chunk, source
-        self.folder = Path(folder) / vectors_key(model, tokenizer, precision, self.layers, "raw",
-                                                 *([] if source == "gloss" else [source]))
+        texts, key = SOURCES[source]
+        self.texts = texts
+        self.folder = Path(folder) / vectors_key(model, tokenizer, precision, self.layers, "raw", *key)
         self.parts: list[np.ndarray] = []
         self.row: dict[str, tuple[int, int]] = {}  # sense key -> (part, row)
         for keys_file in sorted(self.folder.glob("part-*.txt")):  # a part's keys are written after its rows
@@ -267,27 +291,26 @@ class SenseVectors:
                 bar.update(len(chunk))
 
     def _embed(self, keys: list[str]) -> np.ndarray:
-        """(len(keys), D) vectors of `source`, the layers summed."""
-        if self.source == "gloss":
-            texts = [gloss_words(self.wn, k) for k in keys]
-            wanted = [[list(range(n))] for _, n in texts]  # the lemma's words at the start
-        else:
-            examples = [example_words(self.wn, k, self.tokenizer.pre_tokenize) for k in keys]
-            texts = [e for found in examples for e in found]
-            wanted = [[at for _, at in found] for found in examples]
+        """(len(keys), D): per key, the mean over its texts of the lemma's vector (its words' mean,
+        the layers summed); zeros for a key without texts."""
+        texts = self.texts(self.wn, keys, self.tokenizer.pre_tokenize)
+        flat = [words for per_key in texts for words, _ in per_key]
         vectors = np.zeros((len(keys), self.model.config.hidden_size), np.float32)
-        if not texts:
+        if not flat:
             return vectors
-        found = word_vectors(self.model, self.tokenizer, [words for words, _ in texts], layers=self.layers,
-                             combine="sum", split_into_words=True, batch_size=self.batch_size,
-                             precision=self.precision, progress=False)
-        seen = iter(found)
-        for row, positions in enumerate(wanted):
-            per_text = [f.vectors[[f.positions.index(j) for j in at if j in f.positions]]
-                        for at, f in zip(positions, seen)]
-            per_text = [v.mean(0) for v in per_text if len(v)]  # a lemma of no subword: that text adds nothing
-            if per_text:
-                vectors[row] = np.mean(per_text, axis=0)
+        found = word_vectors(self.model, self.tokenizer, flat, layers=self.layers, combine="sum",
+                             split_into_words=True, batch_size=self.batch_size, precision=self.precision,
+                             progress=False)
+        start = 0
+        for row, per_key in enumerate(texts):
+            means = []
+            for (_, at), f in zip(per_key, found[start:start + len(per_key)]):
+                mine = [f.positions.index(j) for j in at if j in f.positions]
+                if mine:  # a lemma of no subword: that text adds nothing
+                    means.append(f.vectors[mine].mean(0))
+            start += len(per_key)
+            if means:
+                vectors[row] = np.mean(means, axis=0)
         return vectors
 
 

@@ -4,7 +4,8 @@ The student is built from the teacher: the same widths, a subset of its layers (
 the first and last among them, as DistilBERT took 0, 2, 4, 7, 9, 11 of BERT-base; or a list), each
 initialised from the teacher's layer, with the teacher's embeddings. Keeping the last layer keeps
 the space the teacher's outputs live in: all-MiniLM-L6-v2's layers 0, 3, 5 embed STS-B dev at
-Spearman 0.842 before any distillation, its layers 0, 2, 4 at 0.738. It trains through the one loop (`train.loop.fit`) on unlabelled text.
+Spearman 0.842 before any distillation, its layers 0, 2, 4 at 0.738. It trains through the one
+loop (`train.loop.fit`) on unlabelled text.
 
 Objective "embedding" (the way sentence encoders are compressed, Reimers & Gurevych 2020): the
 student's pooled sentence vector regresses the teacher's by mean squared error over every
@@ -57,9 +58,10 @@ from .runs import run_folder
 
 def student_layers(num_layers: int, layers: Sequence[int] = ()) -> list[int]:
     """The teacher layers (0-based) a student keeps: `layers` as given (checked), or half of them
-    (rounded up), the first and the last included and the rest evenly spread between, rounded half
-    up: DistilBERT's 0, 2, 4, 7, 9, 11 of BERT-base's 12; 0, 3, 5 of 6."""
+    (rounded up) spread evenly from the first to the last: DistilBERT's 0, 2, 4, 7, 9, 11 of
+    BERT-base's 12; 0, 3, 5 of 6. A one-layer student (of a teacher of 1 or 2) keeps the last."""
     k = (num_layers + 1) // 2
+    # layer i of the student: the teacher's i * (num_layers - 1) / (k - 1), rounded half up
     evenly = [(2 * i * (num_layers - 1) + k - 1) // (2 * (k - 1)) for i in range(k)] if k > 1 else [num_layers - 1]
     keep = list(layers) if layers else evenly
     if sorted(set(keep)) != keep or not all(0 <= i < num_layers for i in keep):
