@@ -172,6 +172,61 @@ def test_task_distillation_matches_the_definition_and_saves_a_task_model(minilm_
     assert "accuracy" in json.loads((out / "dev_metrics.json").read_text())
 
 
+def test_task_distillation_learns_unlabelled_texts_from_the_teachers_scores_alone(minilm_dir, data_dir, tmp_path, capsys):
+    """A batch of unlabelled texts costs T^2 KL(teacher || student) per text (weight 1, no label);
+    each step takes one beside the labelled batch, each text counted as an item; without soft
+    targets, or for a task on word tags, unlabelled text is refused."""
+    import torch.nn.functional as F
+    from tiny_task_data import conll_head, lines_head, tiny_model_dir
+
+    from bertkit.config import DistillConfig
+    from bertkit.data.examples import TextExample
+    from bertkit.tasks import collate, encode_examples
+    from bertkit.tasks.model import TaskModel, load_task_model
+    from bertkit.train.distill import TaskDistiller
+
+    train = lines_head(data_dir / "sst2" / "train.tsv", tmp_path / "train.tsv", 101)
+    teacher_dir = tmp_path / "teacher"
+    common = ["--dtype", "fp32", "--train.log_every=1"]
+    assert main(["finetune", "classify", "--model", str(tiny_model_dir(tmp_path / "tiny", minilm_dir)), "--train",
+                 str(train), "--out", str(teacher_dir), "--epochs", "1", "--batch-size", "16", *common,
+                 "--finetune.reader={text_column: sentence, label_column: label}"]) == 0
+    teacher, tokenizer = load_task_model(teacher_dir), Tokenizer.from_pretrained(teacher_dir)
+    student = TaskModel(student_from_teacher(teacher.encoder, (1,)), teacher.spec).eval()
+    texts = ["a gripping , tender film .", "the plot goes nowhere and takes two hours to get there ."]
+    batch = collate(encode_examples([TextExample(t) for t in texts], tokenizer, teacher.spec), [0, 1],
+                    teacher.spec, tokenizer.pad_id)
+    assert "labels" not in batch
+    loss = TaskDistiller(student, teacher, temperature=3.0, soft_weight=0.2)(batch)["loss"]
+    with torch.no_grad():
+        s, t = student.scores(batch) / 3, teacher.scores(batch) / 3
+    by_hand = float((F.softmax(t, -1) * (F.log_softmax(t, -1) - F.log_softmax(s, -1))).sum()) * 9
+    assert float(loss.detach()) == pytest.approx(by_hand, rel=1e-5) and by_hand > 0
+
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text(f"{texts[0]}\n\n{texts[1]}\n{texts[0]}\n")
+    with pytest.raises(ValueError, match="needs distill.soft_weight > 0"):
+        DistillConfig(teacher=str(teacher_dir), objective="task", train=str(train), corpus=(str(reviews),),
+                      soft_weight=0.0)
+    out = tmp_path / "student"
+    capsys.readouterr()
+    assert main(["distill", "--objective", "task", "--teacher", str(teacher_dir), "--train", str(train),
+                 "--corpus", str(reviews), "--layers", "1", "--out", str(out), "--max-steps", "3",
+                 "--distill.batch_size=16", *common]) == 0
+    report = json.loads(next(line for line in capsys.readouterr().err.splitlines() if "student_layers" in line))
+    assert (report["unlabelled_texts"], report["empty_lines"], report["repeated_lines"]) == (2, 1, 1)
+    assert len(load_task_model(out).encoder.layers) == 1
+
+    tags = conll_head(data_dir / "conll2003" / "eng.train", tmp_path / "train.conll", 20)
+    tagger = tmp_path / "tagger"
+    assert main(["finetune", "tag", "--model", str(tmp_path / "tiny"), "--train", str(tags), "--out", str(tagger),
+                 "--epochs", "1", "--batch-size", "8", *common]) == 0
+    capsys.readouterr()
+    assert main(["distill", "--objective", "task", "--teacher", str(tagger), "--train", str(tags), "--corpus",
+                 str(reviews), "--out", str(tmp_path / "no"), "--max-steps", "1", *common]) == 2
+    assert "serves tasks on one text (classify); the teacher's task is tag" in capsys.readouterr().err
+
+
 def test_the_mlm_triple_loss_matches_its_definition_and_a_run_saves_a_masked_lm(minilm_dir, data_dir, tmp_path, capsys):
     """DistilBERT's loss: 5 x T^2 KL over masked tokens + 2 x MLM + 1 x (1 - cos) over real tokens."""
     import torch.nn.functional as F

@@ -384,7 +384,7 @@ class DistillConfig:
     #   triple loss on masked text (soft targets, MLM, hidden-state cosine; teachers with an MLM head)
     # the teacher's layers (0-based) the student starts from; () = half, first to last (student_layers)
     layers: tuple[int, ...] = ()
-    corpus: tuple[str, ...] = ()  # "embedding": text files (or folders of .txt), one text per line
+    corpus: tuple[str, ...] = ()  # text files (or folders of .txt), one text per line; "task": optional, unlabelled
     train: str | None = None  # "task": the task's training file (labels used by the hard loss)
     dev: str | None = None  # "task": a labelled file scored after training
     temperature: float = 2.0  # "task", "mlm": softmax temperature of the soft targets (their loss scaled by T^2)
@@ -408,6 +408,9 @@ class DistillConfig:
             raise ValueError(f"give unlabelled text (--corpus) for the {self.objective} objective")
         if self.objective == "task" and not self.train:
             raise ValueError("give the task's training file (--train) for the task objective")
+        if self.objective == "task" and self.corpus and self.soft_weight == 0:
+            raise ValueError("unlabelled text (--corpus) has only the teacher's scores to learn: "
+                             "it needs distill.soft_weight > 0")
         _require(self, "must be positive", "temperature", "max_length", "batch_size", "epochs")
         _require(self, "must be in [0, 1]", "soft_weight")
         _require(self, "must be in [0, 1)", "warmup_ratio")

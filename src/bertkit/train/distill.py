@@ -19,7 +19,9 @@ Objective "task" (Hinton et al., 2015; DistilBERT's task-specific variant): a fi
 scores on the task's training data are soft targets. Per labelled item, loss = w * T^2 *
 KL(softmax(teacher / T) || softmax(student / T)) + (1 - w) * cross-entropy with the label; the
 student starts from the teacher's layers and its head. Single-label kinds (classify, pair, tag with
-the greedy decoder).
+the greedy decoder). Unlabelled texts of the task's domain (`corpus`, classify only) add what the
+labelled data cannot: each step also takes a batch of them, whose only target is the teacher's
+scores (T^2 KL per text, weight 1), as Tang et al. (2019) distil BERT with unlabelled transfer data.
 
 The teacher runs in eval mode without autograd state. It is not a submodule of the trained module:
 checkpoints hold the student alone, and a resumed run loads the teacher again from its directory.
@@ -40,17 +42,19 @@ from torch import Tensor, nn
 
 from ..config import DistillConfig, PretrainConfig, TrainConfig
 from ..convert import load_pretrained, save_pretrained
-from ..data.batches import EpochSampler
+from ..data.batches import EpochSampler, GroupedBatches
+from ..data.examples import TextExample
 from ..files import write_text
 from ..heads import IGNORE_INDEX, add_pretraining_heads, pool
 from ..model import Encoder
 from ..predict import predict_examples, task_metrics
+from ..tasks import encode_examples
 from ..tasks.model import TaskModel, load_task_model, save_task_model
 from ..textfiles import read_texts, text_files
 from ..tokenizer import Encoded, Tokenizer
 from . import distributed
 from .checkpoint import gathered
-from .finetune import FINETUNE_EPS, freeze, spec_config, task_data
+from .finetune import FINETUNE_EPS, TaskSteps, freeze, spec_config, task_data
 from .pretrain import training_data
 from .loop import fit
 from .runs import run_folder
@@ -132,13 +136,16 @@ class TaskDistiller(Distiller):
         self.temperature, self.soft_weight = temperature, soft_weight
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
-        """{"loss": the weighted soft and hard losses summed over the batch's labelled items}."""
+        """{"loss": the weighted soft and hard losses summed over the batch's labelled items, or, for
+        a batch of unlabelled texts (no "labels"), the soft loss summed over its rows}."""
         scores = self.student.scores(batch).float()  # (..., L): per row or per word
-        hard = self.student.kind.loss(self.student, scores, batch)
         if self.soft_weight == 0:
-            return {"loss": hard}
+            return {"loss": self.student.kind.loss(self.student, scores, batch)}
         with torch.no_grad():
             target = self.teacher.scores(batch).float()
+        if "labels" not in batch:
+            return {"loss": soft_target_loss(scores, target, self.temperature)}
+        hard = self.student.kind.loss(self.student, scores, batch)
         labelled = batch["labels"] != IGNORE_INDEX  # the items the hard loss counts
         soft = soft_target_loss(scores[labelled], target[labelled], self.temperature)
         return {"loss": self.soft_weight * soft + (1 - self.soft_weight) * hard}
@@ -184,6 +191,20 @@ class WithTokenCounts:
             chosen = b["counts"]["mlm"]
             b["counts"] = {"soft": chosen, "mlm": chosen, "cosine": int(b["attention_mask"].sum())}
         return batches
+
+
+class WithUnlabelled:
+    """Task distillation's step data: each step the task's labelled batch and a batch of unlabelled
+    texts (their own epochs), each text one item of the loss."""
+
+    def __init__(self, labelled: TaskSteps, unlabelled: TaskSteps):
+        self.labelled, self.unlabelled = labelled, unlabelled
+
+    def batches(self, step: int, rank: int, world: int) -> list[dict]:
+        extra = self.unlabelled.batches(step, rank, world)
+        for b in extra:
+            b["counts"] = {"loss": len(b["input_ids"])}
+        return self.labelled.batches(step, rank, world) + extra
 
 
 class TextSteps:
@@ -251,11 +272,23 @@ def _distill_task(config: DistillConfig, train: TrainConfig, out: Path, resume: 
     data = task_data(settings, tokenizer, train.seed)
     train = _scheduled(train, config, data.steps.grouped.steps_per_epoch).derive(eps=FINETUNE_EPS)
     student = TaskModel(student_from_teacher(teacher.encoder, config.layers), teacher.spec)
-    _report(teacher.encoder, config, train, out, {"train_examples": len(data.train_examples), "rows": len(data.features)})
+    report = {"train_examples": len(data.train_examples), "rows": len(data.features)}
+    steps = data.steps
+    if config.corpus:
+        if teacher.spec.task != "classify":
+            raise ValueError(f"unlabelled text (--corpus) serves tasks on one text (classify); the teacher's task "
+                             f"is {teacher.spec.task}")
+        texts, skipped = unlabelled_texts(config.corpus, config.encoding_errors)
+        features = encode_examples([TextExample(t) for t in texts], tokenizer, teacher.spec)
+        batches = GroupedBatches(features.lengths, config.batch_size, train.seed + 1, pool=1,
+                                 min_batch=distributed.world_size())
+        steps = WithUnlabelled(steps, TaskSteps(features, teacher.spec, tokenizer.pad_id, batches))
+        report.update(unlabelled_texts=len(texts), unlabelled_rows=len(features), **skipped)
+    _report(teacher.encoder, config, train, out, report)
     student.head.load_state_dict(teacher.head.state_dict())
     freeze(student, trainable_layers=-1)  # as fine-tuning: the pooler and pretraining heads stay as they are
     distiller = TaskDistiller(student, teacher, config.temperature, config.soft_weight)
-    fit(distiller, data.steps, train, out, resume=resume)
+    fit(distiller, steps, train, out, resume=resume)
     final = gathered(distiller, lambda: TaskModel(Encoder(student.encoder.config), student.spec), "student.")
     if final is not None:
         result = task_metrics(final.spec, data.dev_examples, predict_examples(
