@@ -8,12 +8,13 @@ Every variant shares one WordPiece vocabulary (trained once on the corpus) and t
 variant slower per step stops at 20 minutes before its schedule ends, which is the point of an
 equal-compute comparison. The ARLM model is fine-tuned with its attention made bidirectional
 (`Encoder.set_causal(False)`, the same weights): a classifier reading [CLS] through causal
-attention would see nothing but [CLS]. ELECTRA is fine-tuned from its discriminator.
+attention would see nothing but [CLS]. ELECTRA is fine-tuned from its discriminator; it runs twice, at
+its recipe's learning rate (1e-4) and at the others' (5e-4), since the two differ.
 
 Each pretraining and fine-tuning run is kept in runs/objectives/ and skipped when done, so the
 study can be run in parts (`python benchmarks/objectives_study.py MLM ELECTRA`) and resumed.
 
-    python benchmarks/objectives_study.py [VARIANT ...]   # all by default: about 3.5 hours on 2 cores
+    python benchmarks/objectives_study.py [VARIANT ...]   # all by default: about 4 hours on 2 cores
     python benchmarks/objectives_study.py --table         # the README's table and plot from the results
 """
 
@@ -40,7 +41,9 @@ CORPUS = DATA / "gutenberg_nltk"
 MINUTES, STEPS, SEED = 20, 1500, 0
 VARIANTS = {  # variant -> pretraining recipe (configs/RECIPE.yaml); None: no pretraining
     "random init": None, "MLM": "roberta", "MLM + NSP": "bert", "SpanBERT": "spanbert", "ELECTRA": "electra",
-    "PLM": "plm", "ARLM": "arlm"}
+    "PLM": "plm", "ARLM": "arlm", "ELECTRA (lr 5e-4)": "electra"}
+SETTINGS = {  # variant -> its settings beyond the recipe's: ELECTRA at the other recipes' learning rate
+    "ELECTRA (lr 5e-4)": ["--train.lr=5e-4"]}
 FINETUNE = {  # one fixed recipe per data set: bertkit finetune TASK --config configs/finetune/NAME.yaml, 1 epoch, lr 1e-4
     "SST-2": ("classify", "sst2", DATA / "sst2" / "train.tsv", DATA / "sst2" / "dev.tsv", "accuracy"),
     "CoNLL-2003": ("tag", "conll2003", DATA / "conll2003" / "eng.train", DATA / "conll2003" / "eng.testa", "f1"),
@@ -48,7 +51,7 @@ FINETUNE = {  # one fixed recipe per data set: bertkit finetune TASK --config co
 
 
 def folder(variant: str) -> Path:
-    return RUNS / variant.lower().replace(" + ", "-").replace(" ", "-")
+    return RUNS / variant.lower().replace(" + ", "-").replace(" (", "-").replace(")", "").replace(" ", "-")
 
 
 def tokenizer_dir() -> Path:
@@ -76,7 +79,7 @@ def pretrained(variant: str) -> Path:
                         "--corpus", str(CORPUS), "--tokenizer", str(tokenizer_dir()), "--preset", "mini",
                         "--max-steps", str(STEPS), "--max-minutes", str(MINUTES), "--seed", str(SEED),
                         "--out", str(out), "--overwrite", "--train.warmup_steps=100", "--train.eval_every=250",
-                        "--train.checkpoint_every=250"], cwd=ROOT, check=True)
+                        "--train.checkpoint_every=250", *SETTINGS.get(variant, [])], cwd=ROOT, check=True)
     if recipe != "arlm":
         return out
     bidirectional = out.with_name(out.name + "-bidirectional")
@@ -90,10 +93,16 @@ def finetuned(variant: str, data: str) -> dict:
     task, recipe, train, dev, metric = FINETUNE[data]
     out = folder(variant).with_name(f"{folder(variant).name}-{recipe}")
     if not (out / "dev_metrics.json").exists():
+        model = pretrained(variant)
+        # the causal LM has positions for its 128-token training windows only: a longer sentence is
+        # split into windows of 128 (with this vocabulary, 1 of CoNLL-2003's training sentences and
+        # 4 of its dev sentences), where the others take 512 tokens at once
+        positions = json.loads((model / "config.json").read_text())["max_position_embeddings"]
         subprocess.run([sys.executable, "-m", "bertkit.cli", "finetune", task, "--config",
-                        str(ROOT / "configs" / "finetune" / f"{recipe}.yaml"), "--model", str(pretrained(variant)),
+                        str(ROOT / "configs" / "finetune" / f"{recipe}.yaml"), "--model", str(model),
                         "--train", str(train), "--dev", str(dev), "--out", str(out), "--overwrite",
-                        "--epochs", "1", "--lr", "1e-4", "--seed", str(SEED)], cwd=ROOT, check=True)
+                        "--epochs", "1", "--lr", "1e-4", "--seed", str(SEED),
+                        *([f"--finetune.max_length={positions}"] if positions < 512 else [])], cwd=ROOT, check=True)
     return {"metric": metric, "value": json.loads((out / "dev_metrics.json").read_text())[metric]}
 
 
