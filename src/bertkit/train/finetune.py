@@ -233,6 +233,11 @@ def setup(config: FinetuneConfig, train: TrainConfig) -> Setup:
     data = task_data(config, tokenizer, train.seed)
     torch.manual_seed(train.seed)
     model = TaskModel(load_pretrained(config.model), data.spec, data.class_weights)
+    positions = model.encoder.config.max_length
+    if config.max_length > positions:  # before the first long input fails mid-run
+        raise ValueError(f"finetune.max_length is {config.max_length} but {config.model} has positions for "
+                         f"{positions} tokens: pass --finetune.max_length={positions} (longer inputs are then "
+                         "split into windows of it)")
     if kind.init_head:
         kind.init_head(model, data.features)
     freeze(model, config.trainable_layers)
