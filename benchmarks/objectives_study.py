@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, RESULTS, ROOT, machine  # noqa: E402
 
 from bertkit import Encoder, Tokenizer, add_pretraining_heads, load_pretrained, preset, save_pretrained  # noqa: E402
+from bertkit.config import FinetuneConfig  # noqa: E402
 from bertkit.files import write_text  # noqa: E402
 from bertkit.textfiles import read_texts, text_files  # noqa: E402
 
@@ -96,13 +97,14 @@ def finetuned(variant: str, data: str) -> dict:
         model = pretrained(variant)
         # the causal LM has positions for its 128-token training windows only: a longer sentence is
         # split into windows of 128 (with this vocabulary, 1 of CoNLL-2003's training sentences and
-        # 4 of its dev sentences), where the others take 512 tokens at once
+        # 4 of its dev sentences), where the others take fine-tuning's default of 512 at once
         positions = json.loads((model / "config.json").read_text())["max_position_embeddings"]
         subprocess.run([sys.executable, "-m", "bertkit.cli", "finetune", task, "--config",
                         str(ROOT / "configs" / "finetune" / f"{recipe}.yaml"), "--model", str(model),
                         "--train", str(train), "--dev", str(dev), "--out", str(out), "--overwrite",
                         "--epochs", "1", "--lr", "1e-4", "--seed", str(SEED),
-                        *([f"--finetune.max_length={positions}"] if positions < 512 else [])], cwd=ROOT, check=True)
+                        *([f"--finetune.max_length={positions}"] if positions < FinetuneConfig.max_length else [])],
+                       cwd=ROOT, check=True)
     return {"metric": metric, "value": json.loads((out / "dev_metrics.json").read_text())[metric]}
 
 

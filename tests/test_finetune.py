@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertkit import Encoder, Tokenizer, load_pretrained, preset, save_pretrained
+from bertkit import Tokenizer, load_pretrained
 from bertkit.config import LOOP_DEFAULTS, FinetuneConfig, TrainConfig, load_sections
 from bertkit.data.examples import TextExample
 from bertkit.predict import predict_examples, task_metrics
@@ -22,7 +22,7 @@ from bertkit.train.checkpoint import read_tensors
 from bertkit.train.finetune import balanced_weights, finetune, freeze, layer_scale, setup
 from bertkit.train.loop import make_optimizer
 
-from tiny_task_data import conll, lines_head, tiny  # noqa: F401 (conll, tiny: fixtures)
+from tiny_task_data import conll, lines_head, tiny, tiny_model_dir  # noqa: F401 (conll, tiny: fixtures)
 
 
 def tag_config(tiny, conll, out, **changes) -> FinetuneConfig:
@@ -240,11 +240,8 @@ def test_an_explicit_checkpoint_interval_is_kept_even_where_it_equals_a_default(
 
 
 def test_a_max_length_beyond_the_models_positions_is_a_clear_error(minilm_dir, conll, tmp_path):
-    tokenizer = Tokenizer.from_pretrained(minilm_dir)  # a causal LM keeps only the positions it trained
-    config = preset("tiny", hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2,
-                    vocab_size=tokenizer.vocab_size, max_position_embeddings=64)
-    save_pretrained(Encoder(config), tmp_path / "short")
-    tokenizer.save(tmp_path / "short")
+    # 64 positions: a causal LM keeps only those it was trained on
+    short = tiny_model_dir(tmp_path / "short", minilm_dir, max_position_embeddings=64)
     with pytest.raises(ValueError, match=r"finetune.max_length is 128 but .*short has positions for 64 tokens: "
                                          r"pass --finetune.max_length=64"):
-        finetune(tag_config(tmp_path / "short", conll, tmp_path / "out"), quiet())
+        finetune(tag_config(short, conll, tmp_path / "out"), quiet())

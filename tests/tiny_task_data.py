@@ -12,11 +12,12 @@ import pytest
 from bertkit import Encoder, Tokenizer, preset, save_pretrained
 
 
-def tiny_model_dir(out: Path, minilm_dir: Path) -> Path:
-    """A randomly initialised 2-layer, hidden-32 encoder with MiniLM's tokenizer, saved as a model directory."""
+def tiny_model_dir(out: Path, minilm_dir: Path, **changes) -> Path:
+    """A randomly initialised 2-layer, hidden-32 encoder with MiniLM's tokenizer, saved as a model directory;
+    `changes` are further EncoderConfig fields."""
     tokenizer = Tokenizer.from_pretrained(minilm_dir)
     config = preset("tiny", hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2,
-                    vocab_size=tokenizer.vocab_size)
+                    vocab_size=tokenizer.vocab_size, **changes)
     save_pretrained(Encoder(config), out)
     tokenizer.save(out)
     return out
