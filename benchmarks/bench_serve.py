@@ -6,16 +6,18 @@ long, invalid UTF-8, in turn) that must get a 4xx. Reported: failed good request
 requests not answered with a 4xx, p50 / p99 latency of the good ones, and throughput in sentences/s,
 against
 
-- offline `bertkit.embed` of the same number of sentences in batches of 32 at the same precision
-  (target: the server reaches >= 70% of it), and
+- offline `bertkit.embed` of as many sentences in batches of 32 at the same precision (target: the
+  server reaches >= 70% of it), and
 - a plain FastAPI app that calls sentence-transformers' `encode` once per request (target: bertkit
   serves >= 3x its sentences/s), run under the same load.
 
 Each server is its own process (`bertkit serve`, or this file with `--naive-app`), 2 torch threads,
-the clients in this process; both servers run on the same machine in the same run, one after the
-other. all-MiniLM-L6-v2, precision `auto`.
+the clients in this process. Both servers run on the same machine in the same run: the seconds are
+split into `--rounds` slices, each round loading our server, then embedding offline as many
+sentences as it served, then loading the plain app, so that a slow spell of a shared machine falls
+on all three alike (the ratios of single rounds are reported too). all-MiniLM-L6-v2, precision `auto`.
 
-    python benchmarks/bench_serve.py [--seconds 60] [--clients 16]
+    python benchmarks/bench_serve.py [--seconds 60] [--clients 16] [--rounds 6]
 """
 
 # no `from __future__ import annotations`: FastAPI reads the naive app's annotations at run time
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, median, minilm_dir, write_results  # noqa: E402
+from common import DATA, minilm_dir, write_results  # noqa: E402
 
 BAD_REQUESTS = [b"{not json", b'{"inputs": 5}', json.dumps({"inputs": ["word " * 600]}).encode(),
                 b'{"inputs": "caf\xe9"}']
@@ -129,33 +131,38 @@ def load(port: int, sentences: list[str], clients: int, seconds: float, seed: in
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - began
-    latencies = np.array([x for r in results for x in r["latencies"]])
-    return {"good_requests": int(latencies.size), "failed_good_requests": sum(r["failed"] for r in results),
-            "bad_requests": sum(r["bad"] for r in results), "bad_not_4xx": sum(r["bad_not_4xx"] for r in results),
-            "sentences": sum(r["sentences"] for r in results), "seconds": elapsed,
-            "sentences_per_s": sum(r["sentences"] for r in results) / elapsed,
+    return {"seconds": time.perf_counter() - began, "latencies": [x for r in results for x in r["latencies"]],
+            **{key: sum(r[key] for r in results) for key in ("failed", "sentences", "bad", "bad_not_4xx")}}
+
+
+def summary(slices: list[dict]) -> dict:
+    """The load slices of one server, together."""
+    latencies = np.array([x for s in slices for x in s["latencies"]])
+    seconds, sentences = sum(s["seconds"] for s in slices), sum(s["sentences"] for s in slices)
+    return {"good_requests": int(latencies.size), "failed_good_requests": sum(s["failed"] for s in slices),
+            "bad_requests": sum(s["bad"] for s in slices), "bad_not_4xx": sum(s["bad_not_4xx"] for s in slices),
+            "sentences": sentences, "seconds": seconds, "sentences_per_s": sentences / seconds,
             "p50_ms": float(np.percentile(latencies, 50) * 1000) if latencies.size else None,
             "p99_ms": float(np.percentile(latencies, 99) * 1000) if latencies.size else None}
 
 
-def load_server(command: list[str], sentences: list[str], clients: int, seconds: float) -> dict:
-    """Start the server `command` (which takes the port as its last argument), put it under `load`,
-    stop it."""
+def start_server(command: list[str]) -> tuple[int, subprocess.Popen]:
+    """Start the server `command` (which takes the port as its last argument); its port and process."""
     port = free_port()
     process = subprocess.Popen(command + [str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_healthy(port, process)
-        return load(port, sentences, clients, seconds)
-    finally:
+    except BaseException:
         process.terminate()
-        process.wait()
+        raise
+    return port, process
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=6, help="slices the seconds are split into, alternating")
     parser.add_argument("--naive-app", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_app:
@@ -165,28 +172,46 @@ def main() -> None:
     torch.set_num_threads(2)
     sentences = [line.split("\t")[5] for line in open(DATA / "stsb" / "sts-dev.csv", encoding="utf-8")]
     dtype = "bf16" if resolve("auto") == torch.bfloat16 else "fp32"
-    rows = {}
-    rows["bertkit serve"] = load_server([sys.executable, "-m", "bertkit.cli", "serve", "--model", str(minilm_dir()),
-                                         "--dtype", "auto", "--port"], sentences, args.clients, args.seconds)
-    served = rows["bertkit serve"]["sentences"]
     model, tokenizer = bertkit.load_pretrained(minilm_dir()), bertkit.Tokenizer.from_pretrained(minilm_dir())
-    offline_texts = (sentences * (served // len(sentences) + 1))[:served]
-    random.Random(0).shuffle(offline_texts)
-    times = []
-    for _ in range(3):
-        began = time.perf_counter()
-        bertkit.embed(model, tokenizer, offline_texts, normalize=True, batch_size=32, progress=False)
-        times.append(time.perf_counter() - began)
-    rows["offline bertkit.embed"] = {"sentences": served, "seconds": median(times),
-                                     "sentences_per_s": served / median(times)}
-    rows["FastAPI + sentence-transformers encode per request"] = load_server(
-        [sys.executable, __file__, "--naive-app"], sentences, args.clients, args.seconds)
-    ours = rows["bertkit serve"]["sentences_per_s"]
-    ratios = {"bertkit serve / offline embed": (ours / rows["offline bertkit.embed"]["sentences_per_s"], ">= 0.7"),
-              "bertkit serve / FastAPI + sentence-transformers": (
-                  ours / rows["FastAPI + sentence-transformers encode per request"]["sentences_per_s"], ">= 3")}
-    table = [f"{args.clients} clients for {args.seconds:g} s each, loopback, requests of 1-8 STS-B dev sentences, every "
-             f"8th request a bad one; all-MiniLM-L6-v2, {dtype}, 2 torch threads per server.\n",
+    names = {"ours": "bertkit serve", "offline": "offline bertkit.embed",
+             "naive": "FastAPI + sentence-transformers encode per request"}
+    commands = {"ours": [sys.executable, "-m", "bertkit.cli", "serve", "--model", str(minilm_dir()), "--dtype", "auto",
+                         "--port"], "naive": [sys.executable, __file__, "--naive-app"]}
+    servers = {}
+    slices: dict[str, list[dict]] = {key: [] for key in names}
+    try:
+        for key, command in commands.items():
+            servers[key] = start_server(command)
+        for r in range(args.rounds):  # alternating, so that a slow spell of a shared machine hits all three
+            slices["ours"].append(load(servers["ours"][0], sentences, args.clients, args.seconds / args.rounds, r))
+            served = slices["ours"][-1]["sentences"]
+            texts = random.Random(r).choices(sentences, k=served)
+            began = time.perf_counter()
+            bertkit.embed(model, tokenizer, texts, normalize=True, batch_size=32, progress=False)
+            slices["offline"].append({"sentences": served, "seconds": time.perf_counter() - began})
+            slices["naive"].append(load(servers["naive"][0], sentences, args.clients, args.seconds / args.rounds, r))
+            print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+                f"{names[key]} {s[-1]['sentences'] / s[-1]['seconds']:.0f}" for key, s in slices.items()) + " sentences/s")
+    finally:
+        for _, process in servers.values():
+            process.terminate()
+            process.wait()
+    rows = {names["ours"]: summary(slices["ours"]), names["naive"]: summary(slices["naive"])}
+    rows[names["offline"]] = {"sentences": sum(s["sentences"] for s in slices["offline"]),
+                              "seconds": sum(s["seconds"] for s in slices["offline"])}
+    rows[names["offline"]]["sentences_per_s"] = rows[names["offline"]]["sentences"] / rows[names["offline"]]["seconds"]
+    def rate(s: dict) -> float:
+        return s["sentences"] / s["seconds"]
+
+    ours = rows[names["ours"]]["sentences_per_s"]
+    ratios = {}
+    for key, label, target in (("offline", "offline embed", ">= 0.7"), ("naive", "FastAPI + sentence-transformers", ">= 3")):
+        per_round = [rate(a) / rate(b) for a, b in zip(slices["ours"], slices[key])]
+        ratios[f"bertkit serve / {label}"] = (ours / rows[names[key]]["sentences_per_s"], min(per_round),
+                                              max(per_round), target)
+    table = [f"{args.clients} clients for {args.seconds:g} s per server, in {args.rounds} slices alternating with the "
+             f"other server and offline embed; loopback, requests of 1-8 STS-B dev sentences, every 8th request a bad "
+             f"one; all-MiniLM-L6-v2, {dtype}, 2 torch threads per server.\n",
              "| run | good requests | failed good | bad requests (not 4xx) | p50 ms | p99 ms | sentences/s |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
@@ -194,13 +219,16 @@ def main() -> None:
             table.append(f"| {name} | {r['good_requests']} | {r['failed_good_requests']} | {r['bad_requests']} "
                          f"({r['bad_not_4xx']}) | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['sentences_per_s']:.0f} |")
         else:
-            table.append(f"| {name} (batches of 32, median of 3) | | | | | | {r['sentences_per_s']:.0f} |")
-    table += ["", "| ratio | value | target |", "|---|---:|---:|"]
-    table += [f"| {k} | {v:.2f}x | {t} |" for k, (v, t) in ratios.items()]
+            table.append(f"| {name} (batches of 32, the sentences each slice served) | | | | | | "
+                         f"{r['sentences_per_s']:.0f} |")
+    table += ["", "| ratio | overall | rounds (min - max) | target |", "|---|---:|---:|---:|"]
+    table += [f"| {k} | {v:.2f}x | {lo:.2f}x - {hi:.2f}x | {t} |" for k, (v, lo, hi, t) in ratios.items()]
     text = "\n".join(table)
     print(text)
-    write_results("serve", f"python benchmarks/bench_serve.py --seconds {args.seconds:g} --clients {args.clients}",
-                  {"dtype": dtype, "runs": rows, "ratios": {k: v for k, (v, _) in ratios.items()}}, text)
+    write_results("serve", f"python benchmarks/bench_serve.py --seconds {args.seconds:g} --clients {args.clients} "
+                  f"--rounds {args.rounds}", {"dtype": dtype, "runs": rows, "slices": {
+                      key: [{k: v for k, v in s.items() if k != "latencies"} for s in kept] for key, kept in slices.items()},
+                                              "ratios": {k: v[:3] for k, v in ratios.items()}}, text)
 
 
 if __name__ == "__main__":
