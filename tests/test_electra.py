@@ -14,7 +14,10 @@ from bertkit import Encoder, add_pretraining_heads, load_pretrained, preset, sav
 from bertkit.cli import main
 from bertkit.data.masking import ELECTRA_SPLIT, mask_tokens
 from bertkit.heads import IGNORE_INDEX, draw
+from bertkit.config import TrainConfig
 from bertkit.train.electra import Electra, generator_config
+from bertkit.train.loop import make_optimizer
+from bertkit.train.pretrain import generator_lr_scale
 from tiny_pretraining import losses, pretraining, run  # noqa: F401 (pretraining: a fixture)
 
 transformers = pytest.importorskip("transformers")
@@ -47,6 +50,18 @@ def test_the_generator_is_a_quarter_wide_and_shares_the_embeddings():
     assert g.embeddings is d.embeddings and g.mlm_head.decoder.weight is d.embeddings.word.weight
     assert g.embeddings_project.in_features == 64 and g.embeddings_project.out_features == 16
     assert generator_config(preset("base"), 0.25).num_heads == 3  # one head per 64 dimensions
+
+
+def test_the_generator_can_learn_slower_than_the_discriminator_and_the_shared_embeddings():
+    electra = tiny_electra()
+    train = TrainConfig(lr=1e-3, warmup_steps=1, max_steps=10)
+    optimizer, _ = make_optimizer(electra, train, generator_lr_scale(0.1))
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert lr_of[id(electra.generator.layers[0].feed_forward.up.weight)] == pytest.approx(1e-4)
+    assert lr_of[id(electra.generator.embeddings_project.weight)] == pytest.approx(1e-4)
+    assert lr_of[id(electra.discriminator.layers[0].feed_forward.up.weight)] == pytest.approx(1e-3)
+    assert lr_of[id(electra.generator.embeddings.word.weight)] == pytest.approx(1e-3)  # the discriminator's
+    assert len(lr_of) == len({id(p) for p in electra.parameters()})  # every parameter, each once
 
 
 def test_both_models_round_trip_through_transformers(tmp_path):

@@ -15,6 +15,7 @@ import sys
 from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -283,7 +284,8 @@ def _pretrain(config: PretrainConfig, train: TrainConfig, out: Path, resume: boo
         write_text(out / "pretrain_config.json", json.dumps(settings, indent=2))
     dtype = precision.resolve(train.precision, distributed.device())
     records = fit(model, data, train, out, resume=resume,
-                  evaluate=(lambda m: evaluate(m, held_out, dtype)) if held_out else None)
+                  evaluate=(lambda m: evaluate(m, held_out, dtype)) if held_out else None,
+                  lr_scale=generator_lr_scale(config.generator_lr_scale) if config.objective.rtd else None)
     if distributed.rank() == 0 and "languages" in report:
         report_sampling(report, data.sampler, 1 + max(r["step"] for r in records), out / "languages.json")
     final = gathered(model, model.blank)  # a collective under torch.distributed
@@ -292,6 +294,12 @@ def _pretrain(config: PretrainConfig, train: TrainConfig, out: Path, resume: boo
             save_pretrained(encoder, out / folder)
             tokenizer.save(out / folder)
     return out
+
+
+def generator_lr_scale(scale: float) -> Callable[[str], float]:
+    """ELECTRA's `lr_scale`: `scale` for the generator's own parameters; the embeddings it shares with
+    the discriminator are the discriminator's (named there first) and keep the full rate."""
+    return lambda name: scale if name.startswith("generator.") else 1.0
 
 
 def _pretraining_model(config: PretrainConfig, tokenizer: Tokenizer) -> Pretrainer | Electra | PermutationLM:
