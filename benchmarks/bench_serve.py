@@ -135,13 +135,20 @@ def load(port: int, sentences: list[str], clients: int, seconds: float, seed: in
             **{key: sum(r[key] for r in results) for key in ("failed", "sentences", "bad", "bad_not_4xx")}}
 
 
+def rate(run: dict) -> float:
+    """Sentences per second of a load slice, an offline run, or their sums."""
+    return run["sentences"] / run["seconds"]
+
+
 def summary(slices: list[dict]) -> dict:
-    """The load slices of one server, together."""
+    """The load slices of one server (or offline runs), together."""
+    total = {key: sum(s[key] for s in slices) for key in ("sentences", "seconds")}
+    if "latencies" not in slices[0]:  # offline embed
+        return {**total, "sentences_per_s": rate(total)}
     latencies = np.array([x for s in slices for x in s["latencies"]])
-    seconds, sentences = sum(s["seconds"] for s in slices), sum(s["sentences"] for s in slices)
     return {"good_requests": int(latencies.size), "failed_good_requests": sum(s["failed"] for s in slices),
             "bad_requests": sum(s["bad"] for s in slices), "bad_not_4xx": sum(s["bad_not_4xx"] for s in slices),
-            "sentences": sentences, "seconds": seconds, "sentences_per_s": sentences / seconds,
+            **total, "sentences_per_s": rate(total),
             "p50_ms": float(np.percentile(latencies, 50) * 1000) if latencies.size else None,
             "p99_ms": float(np.percentile(latencies, 99) * 1000) if latencies.size else None}
 
@@ -154,6 +161,7 @@ def start_server(command: list[str]) -> tuple[int, subprocess.Popen]:
         wait_healthy(port, process)
     except BaseException:
         process.terminate()
+        process.wait()
         raise
     return port, process
 
@@ -191,18 +199,12 @@ def main() -> None:
             slices["offline"].append({"sentences": served, "seconds": time.perf_counter() - began})
             slices["naive"].append(load(servers["naive"][0], sentences, args.clients, args.seconds / args.rounds, r))
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-                f"{names[key]} {s[-1]['sentences'] / s[-1]['seconds']:.0f}" for key, s in slices.items()) + " sentences/s")
+                f"{names[key]} {rate(s[-1]):.0f}" for key, s in slices.items()) + " sentences/s")
     finally:
         for _, process in servers.values():
             process.terminate()
             process.wait()
-    rows = {names["ours"]: summary(slices["ours"]), names["naive"]: summary(slices["naive"])}
-    rows[names["offline"]] = {"sentences": sum(s["sentences"] for s in slices["offline"]),
-                              "seconds": sum(s["seconds"] for s in slices["offline"])}
-    rows[names["offline"]]["sentences_per_s"] = rows[names["offline"]]["sentences"] / rows[names["offline"]]["seconds"]
-    def rate(s: dict) -> float:
-        return s["sentences"] / s["seconds"]
-
+    rows = {names[key]: summary(slices[key]) for key in ("ours", "naive", "offline")}
     ours = rows[names["ours"]]["sentences_per_s"]
     ratios = {}
     for key, label, target in (("offline", "offline embed", ">= 0.7"), ("naive", "FastAPI + sentence-transformers", ">= 3")):

@@ -12,12 +12,11 @@ import torch.nn.functional as F
 
 from bertkit import Encoder, add_pretraining_heads, load_pretrained, preset, save_pretrained
 from bertkit.cli import main
+from bertkit.config import TrainConfig
 from bertkit.data.masking import ELECTRA_SPLIT, mask_tokens
 from bertkit.heads import IGNORE_INDEX, draw
-from bertkit.config import TrainConfig
-from bertkit.train.electra import Electra, generator_config
+from bertkit.train.electra import Electra, generator_config, generator_lr_scale
 from bertkit.train.loop import make_optimizer
-from bertkit.train.pretrain import generator_lr_scale
 from tiny_pretraining import losses, pretraining, run  # noqa: F401 (pretraining: a fixture)
 
 transformers = pytest.importorskip("transformers")

@@ -25,6 +25,8 @@ The discriminator saves as Hugging Face's `ElectraForPreTraining`, the generator
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -43,6 +45,12 @@ def generator_config(discriminator: EncoderConfig, size: float) -> EncoderConfig
         heads -= 1
     return discriminator.replace(hidden_size=hidden, num_heads=heads, intermediate_size=4 * hidden,
                                  embedding_size=discriminator.embedding_width)
+
+
+def generator_lr_scale(scale: float) -> Callable[[str], float]:
+    """`fit`'s `lr_scale` for an `Electra`: `scale` for the generator's own parameters; the embeddings
+    it shares with the discriminator are the discriminator's (named there first) and keep the full rate."""
+    return lambda name: scale if name.startswith("generator.") else 1.0
 
 
 class Electra(nn.Module):

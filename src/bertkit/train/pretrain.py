@@ -15,7 +15,6 @@ import sys
 from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -37,7 +36,7 @@ from ..textfiles import read_texts, text_files
 from ..tokenizer import Tokenizer
 from . import distributed
 from .checkpoint import gathered
-from .electra import Electra, generator_config, rtd_counts, rtd_metrics
+from .electra import Electra, generator_config, generator_lr_scale, rtd_counts, rtd_metrics
 from .plm import PermutationLM
 from .loop import fit, to_device
 from .runs import run_folder
@@ -294,12 +293,6 @@ def _pretrain(config: PretrainConfig, train: TrainConfig, out: Path, resume: boo
             save_pretrained(encoder, out / folder)
             tokenizer.save(out / folder)
     return out
-
-
-def generator_lr_scale(scale: float) -> Callable[[str], float]:
-    """ELECTRA's `lr_scale`: `scale` for the generator's own parameters; the embeddings it shares with
-    the discriminator are the discriminator's (named there first) and keep the full rate."""
-    return lambda name: scale if name.startswith("generator.") else 1.0
 
 
 def _pretraining_model(config: PretrainConfig, tokenizer: Tokenizer) -> Pretrainer | Electra | PermutationLM:
