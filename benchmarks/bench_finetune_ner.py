@@ -3,9 +3,11 @@
 Both train on the same sentences (eng.train, read once by bertkit's CoNLL reader), batch 32, lr 5e-5
 with linear decay, the same precision (`--dtype auto`: bf16 autocast where the CPU computes it natively, else fp32), one process,
 2 threads, alternating runs (Trainer, bertkit greedy[, bertkit crf]), median over the repeats.
-Repeat r trains every side with seed r (both initialise the classifier and order the batches from
-it), so the repeats also show how much dev F1 moves from seed to seed; the models of repeat r go to
-OUT/greedy, OUT/crf for seed 0 and OUT/greedy-seed<r>, OUT/crf-seed<r> otherwise.
+Repeat r trains every side with seed first_seed + r (both initialise the classifier and order the
+batches from it), so the repeats also show how much dev F1 moves from seed to seed; the models of
+seed s go to OUT/greedy, OUT/crf for seed 0 and OUT/greedy-seed<s>, OUT/crf-seed<s> otherwise.
+`--first-seed 3 --repeats 3` adds seeds 3, 4, 5 to the recorded 0, 1, 2 (recorded apart, as
+finetune-ner-seeds3-5).
 
 - bertkit: `finetune(FinetuneConfig(task="tag", ...), TrainConfig(...))`, the library's own defaults
   otherwise (random batches, first-subword words, AdamW fused). No dev file is given, so
@@ -178,6 +180,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int, default=None, help="train this many steps instead of --epochs")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0, help="repeat r trains with seed first-seed + r")
     parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                         help="auto: bf16 where the CPU computes it natively, else fp32 (emulated bf16 is many times slower)")
     parser.add_argument("--decoders", nargs="+", choices=("greedy", "crf"), default=["greedy"])
@@ -198,6 +201,7 @@ def main() -> None:
     train_examples = read_examples(str(args.train), "tag", {})
     dev_examples = read_examples(str(dev_path), "tag", {})
     args.train_sentences = len(train_examples)
+    seeds = list(range(args.first_seed, args.first_seed + args.repeats))
     tokenizer = Tokenizer.from_pretrained(minilm_dir())
     spec = task_spec(FinetuneConfig(task="tag", model=str(minilm_dir()), train=str(args.train)), train_examples, [])
     labels = spec.labels
@@ -207,7 +211,7 @@ def main() -> None:
 
     def keep(name, fn):
         def go():  # repeat r runs with seed r
-            seed, cpu = len(figures.setdefault(name, [])), time.process_time()
+            seed, cpu = args.first_seed + len(figures.setdefault(name, [])), time.process_time()
             figures[name].append({**fn(seed), "seed": seed})
             figures[name][-1]["cpu_seconds"] = time.process_time() - cpu
         return go
@@ -234,7 +238,7 @@ def main() -> None:
         if name.startswith("bertkit"):
             steps = runs_of[0]["steps"]
             ours_lengths = {r["seed"]: bertkit_lengths(tokenizer, *ours[name], args, steps, r["seed"]) for r in runs_of}
-            lengths = ours_lengths[0]  # whole epochs: the same rows for every seed
+            lengths = ours_lengths[args.first_seed]  # whole epochs: the same rows for every seed
             loop = [sum(ours_lengths[r["seed"]]) / r["tokens_per_s_log"] for r in runs_of]
         else:
             lengths = runs_of[0]["lengths"]
@@ -251,7 +255,7 @@ def main() -> None:
         gold = [list(ex.tags) for ex in dev_examples]
         for name in rows:
             each = []
-            for seed in range(args.repeats):
+            for seed in seeds:
                 scores = {}
                 if name.startswith("bertkit"):
                     model = load_task_model(model_dir(*ours[name], seed))
@@ -278,13 +282,14 @@ def main() -> None:
                peer["end_to_end_cpu_seconds"] / r["end_to_end_cpu_seconds"] for n, r in ours_rows.items()}
     work = f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs:g}"
     command = (f"python benchmarks/bench_finetune_ner.py {work} --repeats {args.repeats}" + (" --record" if args.record else "")
+               + (f" --first-seed {args.first_seed}" if args.first_seed else "")
                + (" --no-f1" if args.no_f1 else "")
                + (f" --dtype {args.asked_dtype}" if args.asked_dtype != "auto" else "")
                + (f" --decoders {' '.join(args.decoders)}" if args.decoders != ["greedy"] else "")
                + (f" --variants {' '.join(args.variants)}" if args.variants != ["default"] else "")
                + (" --skip-trainer" if args.skip_trainer else ""))
     table = [f"CoNLL-2003 eng.train, {len(train_examples)} sentences, all-MiniLM-L6-v2, batch {BATCH}, lr {LR:g}, "
-             f"{args.dtype}, {work}, median of {args.repeats} (repeat r: seed r); matmul peak measured now: {args.dtype} "
+             f"{args.dtype}, {work}, median of {args.repeats} (seeds {', '.join(map(str, seeds))}); matmul peak measured now: {args.dtype} "
              f"{peak / 1e9:.0f} GFLOP/s. Dev F1: eng.testa, final weights, one tag per word, seqeval default mode; "
              "median and mean over the seeds, then each seed's.\n",
              "| run | steps | real tokens | loop s | real tokens/s | end-to-end s | end-to-end CPU s | model GFLOP/s | of matmul peak | dev F1 | dev F1 mean | dev F1 by seed |",
@@ -306,6 +311,8 @@ def main() -> None:
     if args.max_steps and not args.record:  # a quick check: printed, not recorded
         return
     name = "finetune-ner" if args.max_steps or args.epochs == 1 else f"finetune-ner-{args.epochs:g}-epochs"
+    if args.first_seed:
+        name += f"-seeds{seeds[0]}-{seeds[-1]}"
     if args.skip_trainer or args.variants != ["default"]:
         name += "-variants"
     write_results(name, command, {"train_sentences": len(train_examples), "dev_sentences": len(dev_examples),

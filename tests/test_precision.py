@@ -83,6 +83,26 @@ def test_int8_copies_are_made_once_and_again_when_the_weights_change():
     torch.testing.assert_close(second(x), linear(x), atol=0.05, rtol=0.05)
 
 
+def test_bf16_copies_give_autocasts_outputs_and_are_made_once(minilm_dir):
+    from bertkit import load_pretrained
+    model = load_pretrained(minilm_dir).eval()
+    ids = torch.randint(1000, 5000, (3, 9))
+    with torch.no_grad(), precision.autocast(torch.bfloat16):
+        expected = model(ids).last_hidden_state
+        with precision.bf16_linears(model):
+            copy = model.layers[0].feed_forward.up
+            assert copy.weight.dtype == torch.bfloat16
+            got = model(ids).last_hidden_state
+        with precision.bf16_linears(model):
+            assert model.layers[0].feed_forward.up is copy  # not cast again
+    assert model.layers[0].feed_forward.up.weight.dtype == torch.float32  # the model's own, back
+    assert torch.equal(got, expected)
+    with torch.no_grad():
+        model.layers[0].feed_forward.up.weight.mul_(2)  # as a load or an optimizer step would
+    with precision.bf16_linears(model):
+        assert model.layers[0].feed_forward.up is not copy
+
+
 def test_int8_is_for_inference_on_the_cpu():
     from bertkit.config import TrainConfig
     assert precision.resolve("int8") == torch.qint8

@@ -20,7 +20,7 @@ import functools
 import timeit
 import warnings
 import weakref
-from typing import ContextManager, Iterator, Literal
+from typing import Callable, ContextManager, Iterator, Literal
 
 import torch
 from torch import nn
@@ -96,8 +96,8 @@ def evaluating(model: torch.nn.Module, precision: str = "fp32") -> Iterator[torc
         model.train(was_training)
 
 
-# linear layer -> (the versions of its weights when quantized, its int8 copy)
-_INT8_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# linear layer -> {how it was copied: (the versions of its weights when copied, the copy)}
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def int8_copy(linear: nn.Linear) -> nn.Module:
@@ -118,26 +118,54 @@ def int8_copy(linear: nn.Linear) -> nn.Module:
     return layer
 
 
-def int8_linear(linear: nn.Linear) -> nn.Module:
-    """The int8 copy of `linear`, made once and again only when its weights change (their autograd
-    version counters move with every in-place update: an optimizer step, a load)."""
+def bf16_copy(linear: nn.Linear) -> nn.Linear:
+    """`linear` with bf16 weights: what autocast would cast them to on every call."""
+    layer = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                      device=linear.weight.device, dtype=torch.bfloat16)
+    layer.load_state_dict(linear.state_dict())
+    return layer.requires_grad_(False)
+
+
+def cached_copy(linear: nn.Linear, make: Callable[[nn.Linear], nn.Module]) -> nn.Module:
+    """`make(linear)`, made once and again only when its weights change (their autograd version
+    counters move with every in-place update: an optimizer step, a load)."""
     versions = tuple(p._version for p in linear.parameters())
-    cached = _INT8_COPIES.get(linear)
-    if cached is None or cached[0] != versions:
-        cached = _INT8_COPIES[linear] = (versions, int8_copy(linear))
-    return cached[1]
+    copies = _COPIES.setdefault(linear, {})
+    if make not in copies or copies[make][0] != versions:
+        copies[make] = (versions, make(linear))
+    return copies[make][1]
+
+
+def int8_linear(linear: nn.Linear) -> nn.Module:
+    """The int8 copy of `linear` (`int8_copy`), kept while its weights stay the same."""
+    return cached_copy(linear, int8_copy)
 
 
 @contextlib.contextmanager
-def int8_linears(model: nn.Module) -> Iterator[None]:
-    """Every `nn.Linear` of `model` replaced by its int8 copy while the context lasts, but those
-    marked `layer.int8 = False` (the model knows which layers int8 harms)."""
+def swapped_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module],
+                    keep: Callable[[nn.Linear], bool] = lambda layer: True) -> Iterator[None]:
+    """Every `nn.Linear` of `model` for which `keep` holds replaced by its cached `make` copy while
+    the context lasts."""
     swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-             if type(child) is nn.Linear and getattr(child, "int8", True)]
+             if type(child) is nn.Linear and keep(child)]
     for parent, name, child in swaps:
-        setattr(parent, name, int8_linear(child))
+        setattr(parent, name, cached_copy(child, make))
     try:
         yield
     finally:
         for parent, name, child in swaps:
             setattr(parent, name, child)
+
+
+def int8_linears(model: nn.Module) -> ContextManager:
+    """`model`'s linear layers as int8 copies, but those marked `layer.int8 = False` (the model knows
+    which layers int8 harms)."""
+    return swapped_linears(model, int8_copy, lambda layer: getattr(layer, "int8", True))
+
+
+def bf16_linears(model: nn.Module) -> ContextManager:
+    """`model`'s linear layers as bf16 copies made once: under bf16 autocast the outputs are the same,
+    but autocast no longer casts the weights on every call (it keeps its casts only while one autocast
+    context lasts: a server that embeds each batch in its own call re-cast them every time). The copies
+    stay in memory beside the fp32 weights (half their size) as long as the model lives."""
+    return swapped_linears(model, bf16_copy)
