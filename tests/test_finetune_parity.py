@@ -1,7 +1,8 @@
 """A bertkit fine-tuning step with the default settings is the transformers Trainer's step: from the
 same weights, on the same batches, with dropout off (the one random part) and the Trainer's weight
 decay of 0 (bertkit's default is 0.01), the CoNLL-2003 tagger's losses, gradient norms and weights
-follow `BertForTokenClassification` + AdamW + the linear schedule + clipping step by step."""
+follow `BertForTokenClassification` + AdamW + the linear schedule + clipping step by step; with
+dropout on, the loss over many draws has the same mean and spread."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import transformers
 from tiny_task_data import conll_head
 
 from bertkit.config import FinetuneConfig, TrainConfig
+from bertkit.convert import save_pretrained
 from bertkit.train.finetune import setup
 from bertkit.train.loop import make_optimizer, train_step
 
@@ -60,3 +62,46 @@ def test_a_tagging_step_equals_the_trainers(data_dir, minilm_dir, tmp_path):
     ours_up = ours.encoder.layers[0].feed_forward.up.weight
     assert torch.allclose(ours_up, theirs.bert.encoder.layer[0].intermediate.dense.weight, atol=1e-6)
     assert torch.allclose(ours.head.out.weight, theirs.classifier.weight, atol=1e-6)
+
+
+def test_dropout_is_where_the_trainers_model_has_it(data_dir, minilm_dir, tmp_path):
+    """Dropout on (off above): over many draws on one batch, from weights trained a few steps, bertkit's
+    loss has the mean and the spread of `BertForTokenClassification`'s with the same weights. Dropout
+    raises the loss here by about 40 standard errors; without the attention dropout bertkit's mean fell
+    6 of them below the Trainer's model (this test then fails). The head's dropout, before one linear
+    layer, moves the mean too little to be seen this way."""
+    train = conll_head(data_dir / "conll2003" / "eng.train", tmp_path / "train.conll", 200)
+    config = FinetuneConfig(task="tag", model=str(minilm_dir), train=str(train), out=str(tmp_path / "out"),
+                            epochs=1, batch_size=32)
+    run = setup(config, TrainConfig(lr=1e-4, seed=0))
+    ours, data = run.model, run.data
+    optimizer, scheduler = make_optimizer(ours, run.train)
+    for step in range(6):
+        train_step(ours, ours, data.batches(step, 0, 1), optimizer, scheduler, 1.0, torch.float32)
+    save_pretrained(ours.encoder, tmp_path / "encoder")
+    theirs = transformers.AutoModelForTokenClassification.from_pretrained(tmp_path / "encoder",
+                                                                          num_labels=len(ours.spec.labels))
+    with torch.no_grad():
+        theirs.classifier.weight.copy_(ours.head.out.weight)
+        theirs.classifier.bias.copy_(ours.head.out.bias)
+    batch = data.batches(0, 0, 1)[0]
+    labels = first_subword_labels(batch)
+
+    def our_loss() -> float:
+        return (ours(batch)["loss"] / batch["counts"]["loss"]).item()
+
+    def their_loss() -> float:
+        return theirs(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss.item()
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        ours.eval(), theirs.eval()
+        assert abs(our_loss() - their_loss()) < 1e-4
+        plain = our_loss()
+        ours.train(), theirs.train()
+        draws = torch.tensor([[our_loss(), their_loss()] for _ in range(60)])
+    mean, sd = draws.mean(0), draws.std(0)
+    se = (sd ** 2 / len(draws)).sum().sqrt()
+    assert abs(mean[0] - mean[1]) < 4 * se, (mean, se)
+    assert 0.7 < sd[0] / sd[1] < 1.4, sd
+    assert mean[1] - plain > 10 * se  # the test can see a dropout's worth of difference
