@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,6 +20,9 @@ pytest.importorskip("fastapi", reason="bertkit serve needs fastapi and uvicorn: 
 import uvicorn  # noqa: E402
 
 from bertkit import Encoder, Tokenizer, add_pretraining_heads, embed, preset, save_pretrained  # noqa: E402
+from bertkit.data.readers import word_example  # noqa: E402
+from bertkit.fill_mask import fill_mask  # noqa: E402
+from bertkit.predict import predict_examples, prediction_record  # noqa: E402
 from bertkit.serve import ServeConfig, Service, build_app, load_service  # noqa: E402
 from bertkit.tasks import TaskSpec  # noqa: E402
 from bertkit.tasks.model import TaskModel, save_task_model  # noqa: E402
@@ -172,6 +176,27 @@ def test_fill_mask_predict_and_explain(tiny_models):
         assert found["label"] == prediction["label"]
     finally:
         classifier.stop()
+
+
+def test_in_bf16_the_service_answers_as_the_library_does_and_keeps_its_fp32_layers(tiny_models):
+    """bf16 serving runs on bf16 copies of the linear layers, made once: the answers equal the library's
+    bf16 calls, and the model's own layers stay fp32 (explanations read them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 is emulated on CPUs without AVX-512 BF16: slow, not wrong
+        mlm = load_service(tiny_models / "mlm", config=ServeConfig(precision="bf16"))
+        texts = ["Paris is the capital of France.", "A man plays a guitar in the park."]
+        expected = embed(mlm.encoder, mlm.tokenizer, texts, precision="bf16", progress=False)
+        for _ in range(2):  # the second call runs on the copies the first made
+            assert np.array_equal(mlm.embed_batch(texts, False), expected)
+        text = "Paris is the [MASK] of France."
+        assert mlm.fill_mask(text, 3) == fill_mask(mlm.encoder, mlm.tokenizer, text, 3, "bf16")
+        tagger = load_service(tiny_models / "tagger", config=ServeConfig(precision="bf16"))
+        text = "Angela Merkel visited Paris."
+        example = word_example(text, tagger.tokenizer.pre_tokenize, "inputs[0]")
+        [prediction] = predict_examples(tagger.task_model, tagger.tokenizer, [example], 32, "bf16")
+        assert tagger.predict([text]) == [prediction_record(example, prediction)]
+    for model in (mlm.encoder, tagger.task_model):
+        assert all(m.weight.dtype == torch.float32 for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
 def test_the_page_in_a_real_browser_compares_sentences(minilm_server, tmp_path):

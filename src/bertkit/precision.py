@@ -11,6 +11,12 @@ each batch of activations quantized on the fly, the product in int8 with fp32 re
 layer norms, the rest and linear layers marked `int8 = False` (model.py says which, and why) stay
 fp32. `evaluating(model, "int8")` swaps the linear layers in for its duration
 and keeps the quantized copies until the weights change.
+
+`bf16_linears(model)` swaps in bf16 copies of the linear layers the same way. Under bf16 autocast
+the outputs do not change, but autocast keeps its casts of the weights only while one autocast
+context lasts, so a caller that runs many short calls (the server: one call per gathered batch)
+otherwise pays for casting every weight in each. The copies (half the fp32 weights' size) stay in
+memory as long as the model does.
 """
 
 from __future__ import annotations
@@ -126,7 +132,7 @@ def bf16_copy(linear: nn.Linear) -> nn.Linear:
     return layer.requires_grad_(False)
 
 
-def cached_copy(linear: nn.Linear, make: Callable[[nn.Linear], nn.Module]) -> nn.Module:
+def _cached_copy(linear: nn.Linear, make: Callable[[nn.Linear], nn.Module]) -> nn.Module:
     """`make(linear)`, made once and again only when its weights change (their autograd version
     counters move with every in-place update: an optimizer step, a load)."""
     versions = tuple(p._version for p in linear.parameters())
@@ -138,19 +144,19 @@ def cached_copy(linear: nn.Linear, make: Callable[[nn.Linear], nn.Module]) -> nn
 
 def int8_linear(linear: nn.Linear) -> nn.Module:
     """The int8 copy of `linear` (`int8_copy`), kept while its weights stay the same."""
-    return cached_copy(linear, int8_copy)
+    return _cached_copy(linear, int8_copy)
 
 
 @contextlib.contextmanager
-def swapped_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module],
+def _swapped_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module],
                     keep: Callable[[nn.Linear], bool] = lambda layer: True) -> Iterator[None]:
     """Every `nn.Linear` of `model` for which `keep` holds replaced by its cached `make` copy while
-    the context lasts."""
+    the context lasts (`make` a module-level function: the copies are kept per function)."""
     swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
              if type(child) is nn.Linear and keep(child)]
-    for parent, name, child in swaps:
-        setattr(parent, name, cached_copy(child, make))
-    try:
+    try:  # a copy that fails half-way (memory) leaves no layer swapped
+        for parent, name, child in swaps:
+            setattr(parent, name, _cached_copy(child, make))
         yield
     finally:
         for parent, name, child in swaps:
@@ -160,12 +166,10 @@ def swapped_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module],
 def int8_linears(model: nn.Module) -> ContextManager:
     """`model`'s linear layers as int8 copies, but those marked `layer.int8 = False` (the model knows
     which layers int8 harms)."""
-    return swapped_linears(model, int8_copy, lambda layer: getattr(layer, "int8", True))
+    return _swapped_linears(model, int8_copy, lambda layer: getattr(layer, "int8", True))
 
 
 def bf16_linears(model: nn.Module) -> ContextManager:
-    """`model`'s linear layers as bf16 copies made once: under bf16 autocast the outputs are the same,
-    but autocast no longer casts the weights on every call (it keeps its casts only while one autocast
-    context lasts: a server that embeds each batch in its own call re-cast them every time). The copies
-    stay in memory beside the fp32 weights (half their size) as long as the model lives."""
-    return swapped_linears(model, bf16_copy)
+    """`model`'s linear layers as bf16 copies made once (see the module docstring); one thread at a
+    time, since the layers are swapped in the model itself."""
+    return _swapped_linears(model, bf16_copy)

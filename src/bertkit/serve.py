@@ -186,10 +186,11 @@ class Service:
                 "task": spec.task if spec else None, "labels": list(spec.labels) if spec else [],
                 "pair": bool(spec and spec.pair), "precision": self.config.precision}
 
-    def weights(self) -> ContextManager:
+    def bf16_weights(self) -> ContextManager:
         """The model's linear layers as bf16 copies made once, when the server runs in bf16: autocast
         casts the weights anew in every call, and each gathered batch is a call (2-4 ms of a batch of
-        about 20 STS-B sentences with all-MiniLM-L6-v2); outputs are the same. Explanations keep fp32."""
+        about 20 STS-B sentences with all-MiniLM-L6-v2); outputs are the same. Explanations keep fp32.
+        On the model thread only (the layers are swapped in the shared model)."""
         if resolve(self.config.precision) != torch.bfloat16:
             return contextlib.nullcontext()
         return bf16_linears(self.task_model if self.task_model is not None else self.encoder)
@@ -209,12 +210,12 @@ class Service:
         """One forward pass for a gathered batch (the batcher caps its texts and tokens; one request of more
         than max_batch texts runs in pieces of max_batch): the same batches embedded in embed's default
         pieces of 32 ran about 20% slower (72 STS-B sentences a call, measured alone)."""
-        with self.weights():
+        with self.bf16_weights():
             return embed(self.encoder, self.tokenizer, texts, precision=self.config.precision, progress=False,
                          overflow="truncate" if truncate else "error", batch_size=self.config.max_batch)
 
     def fill_mask(self, text: str, top_k: int) -> list:
-        with self.weights():
+        with self.bf16_weights():
             return fill_mask(self.encoder, self.tokenizer, text, top_k, self.config.precision)
 
     def predict(self, items: list) -> list[dict]:
@@ -228,7 +229,7 @@ class Service:
                                    f"{'[first, second] pairs of texts' if spec.pair else 'single texts, not pairs'}")
             examples.append(word_example(text, self.tokenizer.pre_tokenize, f"inputs[{i}]") if words
                             else TextExample(text, pair, source=f"inputs[{i}]"))
-        with self.weights():
+        with self.bf16_weights():
             predictions = predict_examples(self.task_model, self.tokenizer, examples, 32, self.config.precision)
         return [prediction_record(e, p) for e, p in zip(examples, predictions)]
 
