@@ -210,8 +210,8 @@ def main() -> None:
     figures: dict[str, list[dict]] = {}
 
     def keep(name, fn):
-        def go():  # repeat r runs with seed first_seed + r
-            seed, cpu = args.first_seed + len(figures.setdefault(name, [])), time.process_time()
+        def go():  # repeat r runs with seeds[r]
+            seed, cpu = seeds[len(figures.setdefault(name, []))], time.process_time()
             figures[name].append({**fn(seed), "seed": seed})
             figures[name][-1]["cpu_seconds"] = time.process_time() - cpu
         return go

@@ -30,17 +30,22 @@ def first_subword_labels(batch: dict) -> torch.Tensor:
     return labels
 
 
+def with_our_classifier(path, ours, **config) -> torch.nn.Module:
+    """`BertForTokenClassification` of the encoder at `path` with the classifier of our tagger `ours`."""
+    theirs = transformers.AutoModelForTokenClassification.from_pretrained(path, num_labels=len(ours.spec.labels), **config)
+    with torch.no_grad():
+        theirs.classifier.weight.copy_(ours.head.out.weight)
+        theirs.classifier.bias.copy_(ours.head.out.bias)
+    return theirs
+
+
 def test_a_tagging_step_equals_the_trainers(data_dir, minilm_dir, tmp_path):
     train = conll_head(data_dir / "conll2003" / "eng.train", tmp_path / "train.conll", 200)
     config = FinetuneConfig(task="tag", model=str(minilm_dir), train=str(train), out=str(tmp_path / "out"),
                             epochs=1, batch_size=16)  # the default batches and loss normalisation
     run = setup(config, TrainConfig(lr=5e-5, weight_decay=0.0, seed=0))  # eps: the default; decay: the Trainer's 0
     ours, data = run.model, run.data
-    theirs = transformers.AutoModelForTokenClassification.from_pretrained(
-        minilm_dir, num_labels=len(ours.spec.labels), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    with torch.no_grad():
-        theirs.classifier.weight.copy_(ours.head.out.weight)
-        theirs.classifier.bias.copy_(ours.head.out.bias)
+    theirs = with_our_classifier(minilm_dir, ours, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     for module in ours.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
@@ -79,11 +84,7 @@ def test_dropout_is_where_the_trainers_model_has_it(data_dir, minilm_dir, tmp_pa
     for step in range(6):
         train_step(ours, ours, data.batches(step, 0, 1), optimizer, scheduler, 1.0, torch.float32)
     save_pretrained(ours.encoder, tmp_path / "encoder")
-    theirs = transformers.AutoModelForTokenClassification.from_pretrained(tmp_path / "encoder",
-                                                                          num_labels=len(ours.spec.labels))
-    with torch.no_grad():
-        theirs.classifier.weight.copy_(ours.head.out.weight)
-        theirs.classifier.bias.copy_(ours.head.out.bias)
+    theirs = with_our_classifier(tmp_path / "encoder", ours)
     batch = data.batches(0, 0, 1)[0]
     labels = first_subword_labels(batch)
 

@@ -186,12 +186,16 @@ class Service:
                 "task": spec.task if spec else None, "labels": list(spec.labels) if spec else [],
                 "pair": bool(spec and spec.pair), "precision": self.config.precision}
 
+    @functools.cached_property  # read on every batch: the precision does not change
+    def in_bf16(self) -> bool:
+        return resolve(self.config.precision) == torch.bfloat16
+
     def bf16_weights(self) -> ContextManager:
         """The model's linear layers as bf16 copies made once, when the server runs in bf16: autocast
         casts the weights anew in every call, and each gathered batch is a call (2-4 ms of a batch of
         about 20 STS-B sentences with all-MiniLM-L6-v2); outputs are the same. Explanations keep fp32.
         On the model thread only (the layers are swapped in the shared model)."""
-        if resolve(self.config.precision) != torch.bfloat16:
+        if not self.in_bf16:
             return contextlib.nullcontext()
         return bf16_linears(self.task_model if self.task_model is not None else self.encoder)
 
