@@ -10,9 +10,9 @@ one part for what the Trainer's run has:
 - `trainer-head-init`: bertkit's tagger with its classifier set to that same draw;
 - `torch-dropout`: bertkit's tagger with PyTorch's dropout, and attention through
   `scaled_dot_product_attention(dropout_p=...)`, in place of the fast dropout mask;
-- `loop-replays-init`: bertkit's tagger with the loop seeded as it was until 2026-12-03, with the
-  run's seed itself (`torch.manual_seed(seed + rank)`), so that its dropout masks replay the random
-  bits the setup drew the classifier from (`loop.loop_seed` now derives another seed).
+- `loop-reseeded`: bertkit's tagger, the loop's dropout stream seeded with seed + 1000 (`fit` seeds
+  it with the run's seed, the one the setup drew the classifier with, so that its first masks replay
+  the bits of the initialisation): another draw of the dropout masks alone.
 
 Dev F1 is scored as bench_finetune_ner scores it: eng.testa, the tag of each word's first subword,
 seqeval's default mode. Same seed, same batches in every variant.
@@ -45,10 +45,9 @@ from bertkit.precision import resolve  # noqa: E402
 from bertkit.predict import predict_examples  # noqa: E402
 from bertkit.tasks import read_examples  # noqa: E402
 from bertkit.tasks.model import TaskModel, load_task_model  # noqa: E402
-from bertkit.train import loop  # noqa: E402
 from bertkit.train.loop import fit  # noqa: E402
 
-VARIANTS = ("bertkit", "transformers-model", "trainer-head-init", "torch-dropout", "loop-replays-init")
+VARIANTS = ("bertkit", "transformers-model", "trainer-head-init", "torch-dropout", "loop-reseeded")
 
 
 def trainer_classifier(seed: int, num_labels: int):
@@ -115,8 +114,9 @@ def swap_in(variant: str, seed: int, num_labels: int) -> None:
                     self.head.out.weight.copy_(theirs.weight)
                     self.head.out.bias.copy_(theirs.bias)
         finetune_module.TaskModel = TrainerHeadInit
-    if variant == "loop-replays-init":
-        loop.loop_seed = lambda seed, rank: seed + rank
+    if variant == "loop-reseeded":
+        finetune_module.fit = lambda model, data, config, *args, **kwargs: fit(
+            model, data, dataclasses.replace(config, seed=config.seed + 1000), *args, **kwargs)
 
 
 def run(variant: str, seed: int, args, dev_examples) -> float:
