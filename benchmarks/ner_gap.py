@@ -96,7 +96,7 @@ def transformers_dev_tags(model, dev_examples, labels, dtype: torch.dtype) -> li
     return tags
 
 
-def swap_in(variant: str, seed: int, num_labels: int) -> None:
+def swap_in(variant: str, seed: int) -> None:
     """Patch bertkit for `variant` (each run is its own process's last variant: see main)."""
     if variant == "torch-dropout":
         plain = bertkit.model.attention
@@ -105,11 +105,10 @@ def swap_in(variant: str, seed: int, num_labels: int) -> None:
             plain(q, k, v, key_mask, p, causal) if p == 0.0 or causal
             else F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p))
     if variant == "trainer-head-init":
-        theirs = trainer_classifier(seed, num_labels).classifier
-
         class TrainerHeadInit(TaskModel):
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
+                theirs = trainer_classifier(seed, self.head.out.out_features).classifier
                 with torch.no_grad():
                     self.head.out.weight.copy_(theirs.weight)
                     self.head.out.bias.copy_(theirs.bias)
@@ -128,12 +127,12 @@ def run(variant: str, seed: int, args, dev_examples) -> float:
     train = TrainConfig(lr=5e-5, precision=args.dtype, seed=seed, log_every=50, checkpoint_every=10**6)
     gold = [list(ex.tags) for ex in dev_examples]
     if variant == "transformers-model":
-        run_setup = finetune_module.setup(dataclasses.replace(config, out=str(out)), train)
+        run_setup = finetune_module.setup(config, train)
         labels = run_setup.model.spec.labels
         theirs = trainer_classifier(seed, len(labels))
         fit(TransformersTagger(theirs), run_setup.data, run_setup.train, out, progress=False)
         return seqeval.metrics.f1_score(gold, transformers_dev_tags(theirs, dev_examples, labels, resolve(args.dtype)))
-    swap_in(variant, seed, 9)
+    swap_in(variant, seed)
     finetune_module.finetune(config, train, overwrite=True)
     preds = predict_examples(load_task_model(out), Tokenizer.from_pretrained(str(out)), dev_examples, 64, args.dtype)
     return seqeval.metrics.f1_score(gold, [p["tags"] for p in preds])
