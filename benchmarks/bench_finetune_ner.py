@@ -73,9 +73,14 @@ VARIANTS = {
 }
 
 
+def hf_encode(hf_tok, examples):
+    """The run_ner tokenization of word examples: split into words, truncated to 512 tokens."""
+    return hf_tok([list(ex.words) for ex in examples], is_split_into_words=True, truncation=True, max_length=512)
+
+
 def hf_features(hf_tok, examples, label_ids: dict[str, int]) -> list[dict]:
     """The run_ner preprocessing: words -> subwords, the first subword of each word labelled."""
-    enc = hf_tok([list(ex.words) for ex in examples], is_split_into_words=True, truncation=True, max_length=512)
+    enc = hf_encode(hf_tok, examples)
     rows = []
     for i, ex in enumerate(examples):
         labels, previous = [], None
@@ -170,7 +175,7 @@ def trainer_dev_tags(state: dict, seed: int, dev_examples, labels) -> list[list[
     rows = hf_features(hf_tok, dev_examples, {x: i for i, x in enumerate(labels)})
     trainer.data_collator = trainer.data_collator.collator
     logits = trainer.predict(rows).predictions  # (N, T_max, L), padded with -100
-    enc = hf_tok([list(ex.words) for ex in dev_examples], is_split_into_words=True, truncation=True, max_length=512)
+    enc = hf_encode(hf_tok, dev_examples)
     return [word_tags_from_tokens(logits[i].argmax(-1), enc.word_ids(i), len(ex.words), labels)
             for i, ex in enumerate(dev_examples)]
 

@@ -34,13 +34,14 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_finetune_ner import word_tags_from_tokens  # noqa: E402
+from bench_finetune_ner import hf_encode, word_tags_from_tokens  # noqa: E402
 from common import DATA, minilm_dir, write_results  # noqa: E402
 
 import bertkit.model  # noqa: E402
 import bertkit.train.finetune as finetune_module  # noqa: E402
 from bertkit import Tokenizer  # noqa: E402
 from bertkit.config import FinetuneConfig, TrainConfig  # noqa: E402
+from bertkit.heads import first_subwords  # noqa: E402
 from bertkit.precision import resolve  # noqa: E402
 from bertkit.predict import predict_examples  # noqa: E402
 from bertkit.tasks import read_examples  # noqa: E402
@@ -48,6 +49,7 @@ from bertkit.tasks.model import TaskModel, load_task_model  # noqa: E402
 from bertkit.train.loop import fit  # noqa: E402
 
 VARIANTS = ("bertkit", "transformers-model", "trainer-head-init", "torch-dropout", "loop-reseeded")
+PLAIN_ATTENTION = bertkit.model.attention  # bertkit's, before torch-dropout swaps it
 
 
 def trainer_classifier(seed: int, num_labels: int):
@@ -59,9 +61,8 @@ def trainer_classifier(seed: int, num_labels: int):
 
 def first_subword_labels(batch: dict) -> torch.Tensor:
     """(B, T) labels at each word's first subword, -100 elsewhere (the run_ner recipe's)."""
-    slots, words = batch["slots"], batch["labels"]
-    first = slots.ne(torch.cat([torch.full_like(slots[:, :1], -1), slots[:, :-1]], 1)) & slots.ge(0)
-    return torch.where(first, words.gather(1, slots.clamp(min=0)), torch.full_like(slots, -100))
+    slots = first_subwords(batch["slots"])
+    return torch.where(slots >= 0, batch["labels"].gather(1, slots.clamp(min=0)), torch.full_like(slots, -100))
 
 
 class TransformersTagger(torch.nn.Module):
@@ -81,7 +82,7 @@ def transformers_dev_tags(model, dev_examples, labels, dtype: torch.dtype) -> li
     """One tag per dev word (its first subword's) from a transformers token classifier."""
     import transformers
     hf_tok = transformers.AutoTokenizer.from_pretrained(minilm_dir())
-    enc = hf_tok([list(ex.words) for ex in dev_examples], is_split_into_words=True, truncation=True, max_length=512)
+    enc = hf_encode(hf_tok, dev_examples)
     model.eval()
     tags = []
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
@@ -97,12 +98,11 @@ def transformers_dev_tags(model, dev_examples, labels, dtype: torch.dtype) -> li
 
 
 def swap_in(variant: str, seed: int) -> None:
-    """Patch bertkit for `variant` (each run is its own process's last variant: see main)."""
+    """Patch bertkit for `variant`, for the rest of the process (so main runs one such variant per call)."""
     if variant == "torch-dropout":
-        plain = bertkit.model.attention
         bertkit.model.dropout = lambda x, p, training: F.dropout(x, p, training)
         bertkit.model.attention = lambda q, k, v, key_mask, p, causal=False: (
-            plain(q, k, v, key_mask, p, causal) if p == 0.0 or causal
+            PLAIN_ATTENTION(q, k, v, key_mask, p, causal) if p == 0.0 or causal
             else F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p))
     if variant == "trainer-head-init":
         class TrainerHeadInit(TaskModel):
