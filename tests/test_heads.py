@@ -65,3 +65,17 @@ def test_draws_taken_with_the_loss_equal_draws_from_the_softmax(grad, monkeypatc
         with_draws, x.grad = x.grad, None
         heads.vocabulary_cross_entropy(x, weight, bias, labels).backward()
         torch.testing.assert_close(with_draws, x.grad)
+
+
+def test_tempered_draws_come_from_the_tempered_softmax(monkeypatch):
+    """ELECTRA's sampling temperature t: the draws are `draw`'s from softmax(logits / t), chunk by
+    chunk as without it; the loss stays the untempered cross-entropy."""
+    monkeypatch.setattr(heads, "_CHUNK_BYTES", 4 * 300 * 7)
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(20, 32), torch.randn(300, 32), torch.randn(300)
+    labels, uniforms = torch.randint(300, (20,)), torch.rand(20)
+    logits = F.linear(x, weight, bias)
+    loss, drawn = heads.sampled_vocabulary_cross_entropy(x, weight, bias, labels, uniforms, temperature=2.0)
+    assert torch.equal(drawn, heads.draw((logits / 2.0).softmax(-1), uniforms))
+    assert not torch.equal(drawn, heads.draw(logits.softmax(-1), uniforms))
+    torch.testing.assert_close(loss, F.cross_entropy(logits, labels, reduction="sum"))

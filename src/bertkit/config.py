@@ -230,6 +230,7 @@ class PretrainConfig:
     generator_size: float = 0.25  # electra: the generator's hidden size as a fraction of the discriminator's
     rtd_weight: float = 50.0  # electra: loss = generator MLM + rtd_weight x replaced-token detection
     generator_lr_scale: float = 1.0  # electra: the generator's own layers learn at train.lr x this (shared embeddings at train.lr)
+    sample_temperature: float = 1.0  # electra: replacements drawn from softmax(generator logits / this) (the reference's `temperature`)
     partial: int = 6  # plm: predict 1/partial of the tokens, after the others in a random order (XLNet's K)
     out: str = "runs/pretrain"
     cache: str = ".bertkit-cache"
@@ -241,7 +242,7 @@ class PretrainConfig:
             raise ValueError("give a corpus (--corpus PATH, repeatable; LANG=PATH for several languages)")
         _require(self, "must be in (0, 1)", "mask_rate")
         _require(self, "must be positive", "vocab_size", "max_length", "batch_size", "micro_batches", "eval_blocks",
-                 "rtd_weight", "partial", "generator_lr_scale")
+                 "rtd_weight", "partial", "generator_lr_scale", "sample_temperature")
         if self.batch_size % self.micro_batches:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of micro_batches {self.micro_batches}")
         _require(self, "must be in (0, 1]", "alpha", "generator_size")

@@ -71,17 +71,18 @@ def vocabulary_cross_entropy(x: Tensor, weight: Tensor, bias: Tensor, labels: Te
 
 
 def sampled_vocabulary_cross_entropy(x: Tensor, weight: Tensor, bias: Tensor, labels: Tensor,
-                                     uniforms: Tensor | None) -> tuple[Tensor, Tensor | None]:
+                                     uniforms: Tensor | None, temperature: float = 1.0) -> tuple[Tensor, Tensor | None]:
     """`vocabulary_cross_entropy`, and one token drawn from each row's softmax at the (M,) `uniforms`
     as `draw` does (None: no draw), from the same logits: ELECTRA's generator both learns from and
     samples its predictions, and the (M, V) projection, its largest product, then runs once.
+    `temperature`: the draws come from softmax(logits / temperature) (the loss is unchanged).
 
     Returns:
         (loss sum, (M,) drawn ids or None); no gradient flows through the draws.
     """
     device = x.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.result_type(x, weight)
-    return _VocabularyCrossEntropy.apply(x, weight, bias, labels, uniforms, dtype)
+    return _VocabularyCrossEntropy.apply(x, weight, bias, labels, uniforms, dtype, temperature)
 
 
 def draw(probabilities: Tensor, uniforms: Tensor, cumulative: Tensor | None = None) -> Tensor:
@@ -100,7 +101,7 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, labels: Tensor, uniforms: Tensor | None,
-                dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+                dtype: torch.dtype, temperature: float) -> tuple[Tensor, Tensor | None]:
         with torch.autocast(x.device.type, enabled=False):
             w, b = weight.to(dtype), bias.to(dtype)
             needs_grad = any(ctx.needs_input_grad[:3])
@@ -129,8 +130,9 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
                 if not needs_grad and drawn is None:  # evaluation: the loss alone
                     continue
                 grad = exps.div_(sums[:, None])  # softmax
-                if drawn is not None:
-                    drawn[start:start + rows] = draw(grad, uniforms[start:start + rows], cumulative[:len(yc)])
+                if drawn is not None:  # softmax(l / t) is softmax(l) ** (1 / t), renormalised (draw does that)
+                    tempered = grad if temperature == 1.0 else grad.pow(1.0 / temperature)
+                    drawn[start:start + rows] = draw(tempered, uniforms[start:start + rows], cumulative[:len(yc)])
                 if not needs_grad:
                     continue
                 grad[torch.arange(len(yc), device=x.device), yc] -= 1
@@ -153,7 +155,7 @@ class _VocabularyCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_total: Tensor, grad_drawn: Tensor | None):
         grad_x, grad_w, grad_b = ctx.saved_tensors  # scaled in place, no (V, H) copy: a second
         # backward through the same graph (retain_graph=True) is not supported
-        return grad_x.mul_(grad_total), grad_w.mul_(grad_total), grad_b.mul_(grad_total), None, None, None
+        return grad_x.mul_(grad_total), grad_w.mul_(grad_total), grad_b.mul_(grad_total), None, None, None, None
 
 
 class NSPHead(nn.Module):

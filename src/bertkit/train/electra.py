@@ -58,7 +58,8 @@ class Electra(nn.Module):
     {"mlm": generator's cross-entropy over the chosen tokens, "rtd": rtd_weight x the
     discriminator's binary cross-entropy over the real tokens}."""
 
-    def __init__(self, discriminator: Encoder, generator: Encoder, rtd_weight: float = 50.0):
+    def __init__(self, discriminator: Encoder, generator: Encoder, rtd_weight: float = 50.0,
+                 temperature: float = 1.0):
         super().__init__()
         if discriminator.rtd_head is None:
             raise ValueError("the discriminator has no RTD head; call heads.add_pretraining_heads(rtd=True)")
@@ -69,13 +70,14 @@ class Electra(nn.Module):
         add_pretraining_heads(generator, mlm=generator.mlm_head is None)
         generator.mlm_head.decoder.weight = discriminator.embeddings.word.weight
         self.discriminator, self.generator, self.rtd_weight = discriminator, generator, rtd_weight
+        self.temperature = temperature  # the generator's samples come from softmax(logits / temperature)
 
     objective = "mlm"  # the vocabulary loss: the generator's
 
     def blank(self) -> "Electra":
         """A new Electra of the same shapes (to load a trained state into)."""
         discriminator = add_pretraining_heads(Encoder(self.discriminator.config), mlm=False, rtd=True)
-        return Electra(discriminator, Encoder(self.generator.config), self.rtd_weight)
+        return Electra(discriminator, Encoder(self.generator.config), self.rtd_weight, self.temperature)
 
     def saved(self) -> dict[str, Encoder]:
         """{folder in the run's out/: encoder}: the discriminator in out/, the generator in out/generator."""
@@ -94,7 +96,7 @@ class Electra(nn.Module):
         uniforms = batch["sample_uniforms"][chosen] if "sample_uniforms" in batch else torch.rand(len(scores))
         decoder = self.generator.mlm_head.decoder
         mlm, sampled = sampled_vocabulary_cross_entropy(scores, decoder.weight, decoder.bias, labels[chosen],
-                                                        uniforms.to(scores.device))
+                                                        uniforms.to(scores.device), self.temperature)
         original = torch.where(chosen, labels, ids)
         filled = original.masked_scatter(chosen, sampled)
         return {"mlm": mlm, "mlm_scores": scores, "mlm_labels": labels[chosen], "input_ids": filled,

@@ -307,7 +307,7 @@ def _pretraining_model(config: PretrainConfig, tokenizer: Tokenizer) -> Pretrain
     saved = Path(config.init or "") / "generator"
     generator = (load_pretrained(saved) if config.init and (saved / "config.json").exists()
                  else Encoder(generator_config(encoder.config, config.generator_size)))
-    return Electra(encoder, generator, config.rtd_weight)
+    return Electra(encoder, generator, config.rtd_weight, config.sample_temperature)
 
 
 def _initial_encoder(config: PretrainConfig, tokenizer: Tokenizer) -> Encoder:
