@@ -48,34 +48,25 @@ def test_vocabulary_cross_entropy_equals_cross_entropy_of_the_logits(precision, 
         torch.testing.assert_close(ours, theirs, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
 @pytest.mark.parametrize("grad", [True, False])
-def test_draws_taken_with_the_loss_equal_draws_from_the_softmax(grad, monkeypatch):
+def test_draws_taken_with_the_loss_equal_draws_from_the_softmax(grad, temperature, monkeypatch):
     """ELECTRA's generator samples from the logits its loss computes, chunk by chunk: the same ids as
-    `draw` over the whole softmax, the same loss and gradients as without drawing."""
+    `draw` over the whole softmax of logits / temperature, the same loss and gradients as without
+    drawing (the temperature changes the draws only)."""
     monkeypatch.setattr(heads, "_CHUNK_BYTES", 4 * 300 * 7)
     torch.manual_seed(0)
     x, weight, bias = torch.randn(20, 32, requires_grad=grad), torch.randn(300, 32), torch.randn(300)
     labels, uniforms = torch.randint(300, (20,)), torch.rand(20)
-    loss, drawn = heads.sampled_vocabulary_cross_entropy(x, weight, bias, labels, uniforms)
-    expected = heads.draw(F.linear(x, weight, bias).softmax(-1), uniforms)
+    loss, drawn = heads.sampled_vocabulary_cross_entropy(x, weight, bias, labels, uniforms, temperature)
+    logits = F.linear(x, weight, bias).detach()
+    expected = heads.draw((logits / temperature).softmax(-1), uniforms)
     assert torch.equal(drawn, expected) and len(set(drawn.tolist())) > 10
+    if temperature != 1.0:
+        assert not torch.equal(drawn, heads.draw(logits.softmax(-1), uniforms))
     torch.testing.assert_close(loss, heads.vocabulary_cross_entropy(x, weight, bias, labels))
     if grad:
         loss.backward()
         with_draws, x.grad = x.grad, None
         heads.vocabulary_cross_entropy(x, weight, bias, labels).backward()
         torch.testing.assert_close(with_draws, x.grad)
-
-
-def test_tempered_draws_come_from_the_tempered_softmax(monkeypatch):
-    """ELECTRA's sampling temperature t: the draws are `draw`'s from softmax(logits / t), chunk by
-    chunk as without it; the loss stays the untempered cross-entropy."""
-    monkeypatch.setattr(heads, "_CHUNK_BYTES", 4 * 300 * 7)
-    torch.manual_seed(0)
-    x, weight, bias = torch.randn(20, 32), torch.randn(300, 32), torch.randn(300)
-    labels, uniforms = torch.randint(300, (20,)), torch.rand(20)
-    logits = F.linear(x, weight, bias)
-    loss, drawn = heads.sampled_vocabulary_cross_entropy(x, weight, bias, labels, uniforms, temperature=2.0)
-    assert torch.equal(drawn, heads.draw((logits / 2.0).softmax(-1), uniforms))
-    assert not torch.equal(drawn, heads.draw(logits.softmax(-1), uniforms))
-    torch.testing.assert_close(loss, F.cross_entropy(logits, labels, reduction="sum"))
