@@ -42,10 +42,12 @@ CORPUS = DATA / "gutenberg_nltk"
 MINUTES, STEPS, SEED = 20, 1500, 0
 VARIANTS = {  # variant -> pretraining recipe (configs/RECIPE.yaml); None: no pretraining
     "random init": None, "MLM": "roberta", "MLM + NSP": "bert", "SpanBERT": "spanbert", "ELECTRA": "electra",
-    "PLM": "plm", "ARLM": "arlm", "ELECTRA (lr 5e-4)": "electra", "ELECTRA (sample temperature 2)": "electra"}
+    "PLM": "plm", "ARLM": "arlm", "ELECTRA (lr 5e-4)": "electra", "ELECTRA (sample temperature 2)": "electra",
+    "ELECTRA (sample temperature 3)": "electra"}
 SETTINGS = {  # variant -> its settings beyond the recipe's: ELECTRA at the other recipes' learning rate,
-    # and with its generator's samples drawn from softmax(logits / 2)
-    "ELECTRA (lr 5e-4)": ["--train.lr=5e-4"], "ELECTRA (sample temperature 2)": ["--pretrain.sample_temperature=2"]}
+    # and with its generator's samples drawn from softmax(logits / t) for t = 2 and 3
+    "ELECTRA (lr 5e-4)": ["--train.lr=5e-4"], "ELECTRA (sample temperature 2)": ["--pretrain.sample_temperature=2"],
+    "ELECTRA (sample temperature 3)": ["--pretrain.sample_temperature=3"]}
 FINETUNE = {  # one fixed recipe per data set: bertkit finetune TASK --config configs/finetune/NAME.yaml, 1 epoch, lr 1e-4
     "SST-2": ("classify", "sst2", DATA / "sst2" / "train.tsv", DATA / "sst2" / "dev.tsv", "accuracy"),
     "CoNLL-2003": ("tag", "conll2003", DATA / "conll2003" / "eng.train", DATA / "conll2003" / "eng.testa", "f1"),
