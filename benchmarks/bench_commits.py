@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, minilm_dir, write_results  # noqa: E402
+from common import DATA, commit_of, minilm_dir, write_results  # noqa: E402
 
 RUNS = {  # name -> the `bertkit finetune` arguments that differ
     "greedy": ["tag", "--train", str(DATA / "conll2003" / "eng.train"), "--epochs", str(110 / 439)],
@@ -56,8 +56,7 @@ def main() -> None:
     parser.add_argument("--runs", default="greedy,crf,sst2", help=f"comma-separated, of {', '.join(RUNS)}")
     args = parser.parse_args()
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
-    commits = {k: subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=t, capture_output=True, text=True).stdout.strip()
-               for k, t in trees.items()}
+    commits = {k: commit_of(t) for k, t in trees.items()}
     figures: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as work:
         for _ in range(args.repeats):

