@@ -49,6 +49,35 @@ def test_attention_in_groups_gives_the_same_outputs_and_gradients():
         assert (g - grads[False][name]).abs().max() <= 1e-4 * g.abs().max(), name
 
 
+def test_spare_rows_in_bf16_change_no_output_and_no_gradient(monkeypatch):
+    """Under bf16 autocast the flat tensor carries spare rows (padding.rows_for); the outputs and
+    every gradient equal those of the same step without them."""
+    torch.manual_seed(0)
+    model = Encoder(preset("tiny", vocab_size=500, hidden_dropout=0.0, attention_dropout=0.0)).train()
+    batch = random_batch(500, [17, 3, 9, 1, 17, 12, 30])  # 89 tokens: 92 rows, two groups
+    target = torch.randn(*batch["input_ids"].shape, model.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    outputs, grads = {}, {}
+    for spare in (True, False):
+        monkeypatch.setattr(Encoder, "kernels_per_shape", lambda self, device: spare)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(**batch).last_hidden_state.float()
+        (out * target * batch["attention_mask"][..., None]).sum().backward()
+        outputs[spare] = out[batch["attention_mask"].bool()]
+        grads[spare] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert (outputs[True] - outputs[False]).abs().max() <= 1e-5
+    assert grads[True].keys() == grads[False].keys()
+    for name, g in grads[True].items():
+        assert (g - grads[False][name]).abs().max() <= 1e-3 * g.abs().max(), name
+
+
+def test_spare_rows_only_where_matrix_products_run_in_bf16_on_cpu(tiny):
+    assert not tiny.kernels_per_shape(torch.device("cpu"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert tiny.kernels_per_shape(torch.device("cpu"))
+        assert not tiny.kernels_per_shape(torch.device("meta"))
+
+
 def test_padding_does_not_change_a_sequence(tiny):
     """A sequence encodes the same alone and beside a longer one."""
     batch = random_batch(500, [5, 20], seed=1)

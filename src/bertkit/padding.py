@@ -16,11 +16,20 @@ part of a step (random CoNLL-2003 batches trained at 0.74x the speed of length-g
 attention runs on groups of consecutive rows, each padded to its own longest row only; the exit
 restores the given row order. The result is the same function (a test holds it equal).
 
+Spare rows: in bf16, matrix products run on oneDNN kernels compiled for each shape and kept in a
+cache of 1,024, and with padding removed the token count N, hence the shape, differs almost every
+batch: each new one paid the compilation, and random training batches cycled through more shapes
+than the cache holds. With `spare_rows=True` the flat tensor carries spare rows (zeros on entry)
+after the N real tokens, up to the next of a few sizes (`rows_for`: at most 1/16 more rows), so that the shapes
+repeat. Attention and the exit ignore them, and nothing that reaches an output depends on them, so
+their gradients are zero.
+
 `right_pad` builds such a (B, T) batch from rows of different lengths.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from typing import Sequence
@@ -38,9 +47,11 @@ class TokenLayout:
     key_mask: Tensor | None  # (B, 1, 1, T) True where attention may look; None: no padding
     order: Tensor | None = None  # (B,) the rows in the order their tokens follow; None: as given
     groups: tuple[AttentionGroup, ...] = ()  # attention by groups of rows; () attends the batch at once
+    spare: int = 0  # zero rows after the kept tokens in the flat (N + spare, ...) tensor
 
     @property
     def num_tokens(self) -> int:
+        """N, the kept tokens (spare rows not counted)."""
         return self.batch * self.seqlen if self.indices is None else self.indices.numel()
 
 
@@ -57,7 +68,7 @@ GROUP_MIN_SHARE = 0.6
 
 
 def make_layout(attention_mask: Tensor | None, batch: int, seqlen: int, unpad: bool = True,
-                group: bool = False) -> TokenLayout:
+                group: bool = False, spare_rows: bool = False) -> TokenLayout:
     """Build the layout of a right-padded batch.
 
     Args:
@@ -65,6 +76,7 @@ def make_layout(attention_mask: Tensor | None, batch: int, seqlen: int, unpad: b
         unpad: drop the padded positions (the fast path) or keep them (the plain path).
         group: with `unpad`, attend by groups of rows of similar length (see the module docstring)
             where that saves attention work; the layout's `order` and `groups` then say how.
+        spare_rows: with `unpad`, round the flat row count up with zero rows (`rows_for`).
     """
     if attention_mask is None:
         return TokenLayout(batch, seqlen, None, None)
@@ -72,14 +84,25 @@ def make_layout(attention_mask: Tensor | None, batch: int, seqlen: int, unpad: b
     if mask.shape != (batch, seqlen):
         raise ValueError(f"attention_mask has shape {tuple(mask.shape)}, expected {(batch, seqlen)}")
     check_right_padded(mask, "attention_mask")
+    layout = None
     if unpad and group:
         row_lengths = mask.sum(1)
         order = row_lengths.argsort(descending=True, stable=True)
         lengths = row_lengths[order].tolist()  # longest first
         bounds = group_bounds(lengths)
         if len(bounds) > 1:
-            return grouped_layout(mask[order], order, lengths, bounds)
-    return checked_layout(mask, unpad)
+            layout = grouped_layout(mask[order], order, lengths, bounds)
+    layout = layout or checked_layout(mask, unpad)
+    if unpad and spare_rows:
+        return dataclasses.replace(layout, spare=rows_for(layout.num_tokens) - layout.num_tokens)
+    return layout
+
+
+def rows_for(n: int) -> int:
+    """n rounded up to a multiple of the power of two that is 1/16 to 1/32 of it (n < 32: n itself):
+    16 sizes between each power of two and the next, at most 1/16 more rows than tokens."""
+    step = 1 << max(0, n.bit_length() - 5)
+    return -(-n // step) * step
 
 
 def check_right_padded(mask: Tensor, name: str) -> None:
@@ -131,14 +154,21 @@ def right_pad(rows: Sequence[Sequence[int]], fill: int, width: int | None = None
 
 
 def unpad(x: Tensor, layout: TokenLayout) -> Tensor:
-    """(B, T, ...) -> (N, ...) with the layout's kept tokens."""
+    """(B, T, ...) -> (N + spare, ...): the layout's kept tokens, then its spare rows (zeros)."""
     x = x if layout.order is None else x.index_select(0, layout.order)
     flat = x.reshape(layout.batch * layout.seqlen, *x.shape[2:])
-    return flat if layout.indices is None else flat.index_select(0, layout.indices)
+    flat = flat if layout.indices is None else flat.index_select(0, layout.indices)
+    return with_spare_rows(flat, layout)
+
+
+def with_spare_rows(x: Tensor, layout: TokenLayout) -> Tensor:
+    """(N, ...) -> (N + spare, ...), the spare rows zeros."""
+    return torch.cat([x, x.new_zeros(layout.spare, *x.shape[1:])]) if layout.spare else x
 
 
 def repad(x: Tensor, layout: TokenLayout) -> Tensor:
-    """(N, ...) -> (B, T, ...), zeros where padding was removed."""
+    """(N + spare, ...) -> (B, T, ...), zeros where padding was removed; spare rows dropped."""
+    x = x[:layout.num_tokens] if layout.spare else x
     if layout.indices is None:
         return x.reshape(layout.batch, layout.seqlen, *x.shape[1:])
     out = x.new_zeros(layout.batch * layout.seqlen, *x.shape[1:])
