@@ -69,30 +69,35 @@ def dropout_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
 
 class _Dropout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, p: float) -> Tensor:
+    def forward(ctx, x: Tensor, p: float, rows: int) -> Tensor:
         # 0 or 1 / (1 - p), in fp32 at least (in bf16 1 / 0.9 would be off by 0.2%): one
         # multiplication each way; a bf16 input (under autocast) gives an fp32 output
         dtype = torch.promote_types(x.dtype, torch.float32)
-        scale = dropout_mask(x.shape, p, x.device).to(dtype).mul_(1.0 / (1.0 - p))
+        scale = dropout_mask((rows, *x.shape[1:]), p, x.device).to(dtype).mul_(1.0 / (1.0 - p))
+        if rows < x.shape[0]:  # rows past `rows` kept as they are
+            scale = torch.cat([scale, scale.new_ones(x.shape[0] - rows, *x.shape[1:])])
         ctx.save_for_backward(scale)
         return x * scale
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (scale,) = ctx.saved_tensors
-        return grad * scale, None
+        return grad * scale, None, None
 
 
-def dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Inverted dropout with the fast mask of `dropout_mask`."""
-    return _Dropout.apply(x, p) if training and p > 0 else x
+def dropout(x: Tensor, p: float, training: bool, rows: int | None = None) -> Tensor:
+    """Inverted dropout with the fast mask of `dropout_mask`. With `rows`, only x[:rows] is dropped
+    from and draws random numbers: a layout's spare rows (`padding.py`) change no later draw, so a
+    seed trains with the same masks with them (bf16) and without (fp32)."""
+    rows = x.shape[0] if rows is None else rows
+    return _Dropout.apply(x, p, rows) if training and p > 0 else x
 
 
 class Dropout(nn.Dropout):
     """`nn.Dropout` with the fast mask (same parameters, same state dict: none)."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return dropout(x, self.p, self.training)
+    def forward(self, x: Tensor, rows: int | None = None) -> Tensor:
+        return dropout(x, self.p, self.training, rows)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, p: float, causal: bool = False) -> Tensor:
@@ -149,13 +154,14 @@ class Embeddings(nn.Module):
         self.dropout = Dropout(config.hidden_dropout)
 
     def forward(self, input_ids: Tensor, position_ids: Tensor, token_type_ids: Tensor | None,
-                word_vectors: Tensor | None = None) -> Tensor:
-        """(N,) ids -> (N, E) vectors; `word_vectors` (N, E), if given, stand in for the ids' embeddings."""
+                word_vectors: Tensor | None = None, real_rows: int | None = None) -> Tensor:
+        """(N,) ids -> (N, E) vectors; `word_vectors` (N, E), if given, stand in for the ids' embeddings.
+        `real_rows`: the rows before a layout's spare rows (dropout draws for those only)."""
         x = (self.word(input_ids) if word_vectors is None else word_vectors) + self.position(position_ids)
         if self.segment is not None:
             segments = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
             x = x + self.segment(segments)
-        return self.dropout(self.norm(x))
+        return self.dropout(self.norm(x), real_rows)
 
 
 class SelfAttention(nn.Module):
@@ -190,7 +196,7 @@ class SelfAttention(nn.Module):
             y = with_spare_rows(torch.cat([self.attend(qkv[g.start:g.end], g.layout) for g in layout.groups]), layout)
         else:
             y = self.attend(qkv, layout, look)
-        return self.norm(x + self.dropout(self.out(y.to(x.dtype))))
+        return self.norm(x + self.dropout(self.out(y.to(x.dtype)), layout.num_tokens))
 
     def attend(self, qkv: Tensor, layout: TokenLayout, look: Callable[[Tensor], Tensor] | None = None,
                mask: Tensor | None = None) -> Tensor:
@@ -225,9 +231,10 @@ class FeedForward(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, H) -> (N, H): feed-forward, then residual and post-layer-norm."""
-        return self.norm(x + self.dropout(self.down(activation(self.act, self.up(x)))))
+    def forward(self, x: Tensor, real_rows: int | None = None) -> Tensor:
+        """(N, H) -> (N, H): feed-forward, then residual and post-layer-norm (dropout on the first
+        `real_rows` rows, see `dropout`)."""
+        return self.norm(x + self.dropout(self.down(activation(self.act, self.up(x))), real_rows))
 
 
 class Layer(nn.Module):
@@ -242,7 +249,7 @@ class Layer(nn.Module):
         XLNet's two streams through this layer, -> (content, query), the query stream attending to
         the content stream's input `x`."""
         if query is None:
-            return self.feed_forward(self.attention(x, layout, look))
+            return self.feed_forward(self.attention(x, layout, look), layout.num_tokens)
         content_mask, query_mask = masks
         return (self.feed_forward(self.attention(x, layout, mask=content_mask)),
                 self.feed_forward(self.attention(query, layout, mask=query_mask, keys_from=x)))
@@ -374,8 +381,8 @@ class Encoder(nn.Module):
         in place of the ids', if given) at their positions, projected to the hidden size if narrower."""
         B, T = layout.batch, layout.seqlen
         positions = (torch.arange(T, device=ids.device) + self.config.position_offset).expand(B, T)
-        x = self.embeddings(ids, unpad(positions, layout),
-                            None if token_type_ids is None else unpad(token_type_ids, layout), word_vectors)  # (N, E)
+        segments = None if token_type_ids is None else unpad(token_type_ids, layout)
+        x = self.embeddings(ids, unpad(positions, layout), segments, word_vectors, layout.num_tokens)  # (N + spare, E)
         return x if self.embeddings_project is None else self.embeddings_project(x)
 
     def pretraining_heads(self) -> dict[str, nn.Module]:
