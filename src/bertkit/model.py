@@ -363,7 +363,7 @@ class Encoder(nn.Module):
     def kernels_per_shape(self, device: torch.device) -> bool:
         """Whether this forward's matrix products run on CPU in bf16 (autocast or bf16 weights), where
         oneDNN compiles a kernel per shape: then spare rows make the shapes repeat (`padding.rows_for`).
-        In fp32 they only cost (all-MiniLM-L6-v2 fine-tuning steps, fp32: no faster)."""
+        In fp32 they only cost (all-MiniLM-L6-v2 forward and backward on random batch lengths: no faster)."""
         if device.type != "cpu":
             return False
         autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16

@@ -20,9 +20,9 @@ Spare rows: in bf16, matrix products run on oneDNN kernels compiled for each sha
 cache of 1,024, and with padding removed the token count N, hence the shape, differs almost every
 batch: each new one paid the compilation, and random training batches cycled through more shapes
 than the cache holds. With `spare_rows=True` the flat tensor carries spare rows (zeros on entry)
-after the N real tokens, up to the next of a few sizes (`rows_for`: at most 1/16 more rows), so that the shapes
-repeat. Attention and the exit ignore them, and nothing that reaches an output depends on them, so
-their gradients are zero.
+after the N real tokens, up to the next of a few sizes (`rows_for`: at most 1/16 more rows), so
+that the shapes repeat. Attention and the exit ignore them, dropout draws no random numbers for
+them (model.dropout), and nothing that reaches an output depends on them: their gradients are zero.
 
 `right_pad` builds such a (B, T) batch from rows of different lengths.
 """
@@ -47,7 +47,7 @@ class TokenLayout:
     key_mask: Tensor | None  # (B, 1, 1, T) True where attention may look; None: no padding
     order: Tensor | None = None  # (B,) the rows in the order their tokens follow; None: as given
     groups: tuple[AttentionGroup, ...] = ()  # attention by groups of rows; () attends the batch at once
-    spare: int = 0  # zero rows after the kept tokens in the flat (N + spare, ...) tensor
+    spare: int = 0  # rows after the kept tokens in the flat (N + spare, ...) tensor, zeros on entry
 
     @property
     def num_tokens(self) -> int:
