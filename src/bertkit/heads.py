@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .config import EncoderConfig
 from .model import Encoder, activation, init_weights
+from .precision import matmul_dtype
 
 IGNORE_INDEX = -100  # the label of positions no loss reads (unchosen tokens, padding, unknown labels)
 Pooling = Literal["mean", "cls", "max"]
@@ -80,9 +81,7 @@ def sampled_vocabulary_cross_entropy(x: Tensor, weight: Tensor, bias: Tensor, la
     Returns:
         (loss sum, (M,) drawn ids or None); no gradient flows through the draws.
     """
-    device = x.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.result_type(x, weight)
-    return _VocabularyCrossEntropy.apply(x, weight, bias, labels, uniforms, dtype, temperature)
+    return _VocabularyCrossEntropy.apply(x, weight, bias, labels, uniforms, matmul_dtype(x, weight), temperature)
 
 
 def draw(probabilities: Tensor, uniforms: Tensor, cumulative: Tensor | None = None) -> Tensor:

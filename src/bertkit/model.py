@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from .config import EncoderConfig
 from .padding import TokenLayout, make_layout, repad, unpad, with_spare_rows
+from .precision import matmul_dtype
 
 
 def activation(name: str, x: Tensor) -> Tensor:
@@ -338,7 +339,7 @@ class Encoder(nn.Module):
         self.check_length(T)
         explicit = output_attentions or edit_attention is not None  # the weights are kept (B, nh, T, T)
         layout = make_layout(attention_mask, B, T, unpad=unpad_tokens, group=unpad_tokens and not explicit,
-                             spare_rows=self.kernels_per_shape(input_ids.device))
+                             spare_rows=self.kernels_per_shape(input_ids))
         x = self.embed(unpad(input_ids, layout), layout, token_type_ids,
                        None if word_vectors is None else unpad(word_vectors, layout))  # (N, H)
         wanted = {self.layer_index(i) for i in output_layers}
@@ -360,14 +361,11 @@ class Encoder(nn.Module):
         last = repad(x, layout)
         return EncoderOutput(last, {i: last if h is x else repad(h, layout) for i, h in kept.items()}, weights)
 
-    def kernels_per_shape(self, device: torch.device) -> bool:
+    def kernels_per_shape(self, input_ids: Tensor) -> bool:
         """Whether this forward's matrix products run on CPU in bf16 (autocast or bf16 weights), where
         oneDNN compiles a kernel per shape: then spare rows make the shapes repeat (`padding.rows_for`).
         In fp32 they only cost (all-MiniLM-L6-v2 forward and backward on random batch lengths: no faster)."""
-        if device.type != "cpu":
-            return False
-        autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        return autocast or self.embeddings.word.weight.dtype == torch.bfloat16
+        return input_ids.device.type == "cpu" and matmul_dtype(input_ids, self.embeddings.word.weight) == torch.bfloat16
 
     def check_length(self, T: int) -> None:
         if T > self.config.max_length:

@@ -29,9 +29,16 @@ import weakref
 from typing import Callable, ContextManager, Iterator, Literal
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 Precision = Literal["auto", "fp32", "bf16", "int8"]
+
+
+def matmul_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
+    """The dtype a matrix product of `x` and `weight` runs in: autocast's where it is on for their
+    device, else the one their own dtypes promote to."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.result_type(x, weight)
 
 
 def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
