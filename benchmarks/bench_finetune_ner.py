@@ -70,6 +70,8 @@ VARIANTS = {
     "random-datasetnorm": {"loss_norm": "dataset"},
     "random-eps1e-6": {"eps": 1e-6},
     "tokens": {"batching": "grouped", "batch_by": "tokens", "loss_norm": "dataset"},
+    "head-lr-10": {"head_lr_scale": 10.0},  # the randomly initialised classifier learns at 10x the encoder's lr
+    "head-lr-30": {"head_lr_scale": 30.0},
 }
 
 
