@@ -48,7 +48,8 @@ SETTINGS = {  # variant -> its settings beyond the recipe's: ELECTRA at the othe
     # and with its generator's samples drawn from softmax(logits / t) for t = 1 (the paper's; the rows measured
     # before bert-mini's recipe took t = 3), 2 and 3
     "ELECTRA": ["--pretrain.sample_temperature=1"],
-    "ELECTRA (lr 5e-4)": ["--train.lr=5e-4", "--pretrain.sample_temperature=1"], "ELECTRA (sample temperature 2)": ["--pretrain.sample_temperature=2"],
+    "ELECTRA (lr 5e-4)": ["--train.lr=5e-4", "--pretrain.sample_temperature=1"],
+    "ELECTRA (sample temperature 2)": ["--pretrain.sample_temperature=2"],
     "ELECTRA (sample temperature 3)": ["--pretrain.sample_temperature=3"]}
 FINETUNE = {  # one fixed recipe per data set: bertkit finetune TASK --config configs/finetune/NAME.yaml, 1 epoch, lr 1e-4
     "SST-2": ("classify", "sst2", DATA / "sst2" / "train.tsv", DATA / "sst2" / "dev.tsv", "accuracy"),
