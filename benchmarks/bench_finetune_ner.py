@@ -10,9 +10,10 @@ seed s go to OUT/greedy, OUT/crf for seed 0 and OUT/greedy-seed<s>, OUT/crf-seed
 finetune-ner-seeds3-5).
 
 - bertkit: `finetune(FinetuneConfig(task="tag", ...), TrainConfig(...))`, the library's own defaults
-  otherwise (random batches, first-subword words, AdamW fused). No dev file is given, so
-  neither side evaluates or selects weights during training; bertkit's periodic resume checkpoints
-  are set to the end only, as the Trainer runs with save_strategy="no".
+  otherwise (random batches, first-subword words, the classifier at 30x the encoder's lr, AdamW
+  fused). No dev file is given, so neither side evaluates or selects weights during training;
+  bertkit's periodic resume checkpoints are set to the end only, as the Trainer runs with
+  save_strategy="no".
 - transformers: `Trainer` + `AutoModelForTokenClassification` + `DataCollatorForTokenClassification`,
   tokenized with is_split_into_words, truncation to 512, only the first subword labelled (-100
   elsewhere), TrainingArguments defaults otherwise (the run_ner recipe).
@@ -61,8 +62,9 @@ from bertkit.train.finetune import finetune, task_data, task_spec  # noqa: E402
 BATCH, LR = 32, 5e-5
 # Batching and loss-normalisation choices bertkit can train with (issue: no accuracy given up for speed):
 # FinetuneConfig fields, plus "eps" for AdamW's epsilon (TrainConfig). "default" is the library's: random
-# batches, each batch's loss over its own items, eps 1e-8 (the Trainer's three choices); "grouped" was the
-# default until 2026-12-02 (the runs named "random-eps1e-8" in older results are today's default).
+# batches, each batch's loss over its own items, eps 1e-8 (the Trainer's three choices), the classifier at
+# 30x the encoder's lr (since 2026-12-04; "head-lr-1" is the Trainer's single lr, the default before);
+# "grouped" was the default until 2026-12-02 (the runs named "random-eps1e-8" in older results).
 VARIANTS = {
     "default": {},
     "grouped": {"batching": "grouped", "loss_norm": "dataset", "eps": 1e-6},
@@ -70,8 +72,9 @@ VARIANTS = {
     "random-datasetnorm": {"loss_norm": "dataset"},
     "random-eps1e-6": {"eps": 1e-6},
     "tokens": {"batching": "grouped", "batch_by": "tokens", "loss_norm": "dataset"},
-    "head-lr-10": {"head_lr_scale": 10.0},  # the randomly initialised classifier learns at 10x the encoder's lr
-    "head-lr-30": {"head_lr_scale": 30.0},
+    "head-lr-1": {"head_lr_scale": 1.0},  # the randomly initialised classifier learns at 1x the encoder's lr
+    "head-lr-10": {"head_lr_scale": 10.0},
+    "head-lr-30": {"head_lr_scale": 30.0},  # the default
 }
 
 

@@ -122,6 +122,16 @@ def test_frozen_layers_keep_their_weights(trainable_layers, changed, tiny, conll
     assert head["head.out.bias"].abs().min() > 0  # initialised to zeros, moved by training
 
 
+def test_the_head_learning_rate_defaults_per_task_kind(tiny, conll, tmp_path):
+    """A tagger's classifier learns at 30x the encoder's lr unless told otherwise; the other kinds at 1x
+    (the Trainer's); the run records the number it used."""
+    assert tag_config(tiny, conll, tmp_path).head_lr_scale == 30.0
+    assert tag_config(tiny, conll, tmp_path, head_lr_scale=2.0).head_lr_scale == 2.0
+    assert FinetuneConfig(task="classify", model=str(tiny), train=str(conll[0])).head_lr_scale == 1.0
+    with pytest.raises(ValueError, match="head_lr_scale must be positive"):
+        tag_config(tiny, conll, tmp_path, head_lr_scale=0.0)
+
+
 def test_layer_lr_decay_scales_each_layer(tiny):
     model = TaskModel(load_pretrained(tiny), TaskSpec("tag", ("B-X", "I-X", "O")))
     optimizer, _ = make_optimizer(model, TrainConfig(lr=1e-3), layer_scale(2, 0.5, head=10.0))

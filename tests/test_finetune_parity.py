@@ -1,18 +1,21 @@
-"""A bertkit fine-tuning step with the default settings is the transformers Trainer's step: from the
-same weights, on the same batches, with dropout off (the one random part) and the Trainer's weight
-decay of 0 (bertkit's default is 0.01), the CoNLL-2003 tagger's losses, gradient norms and weights
-follow `BertForTokenClassification` + AdamW + the linear schedule + clipping step by step; with
-dropout on, the loss over many draws has the same mean and spread."""
+"""A bertkit fine-tuning step is the transformers Trainer's step: from the same weights, on the same
+batches, with dropout off (the one random part) and the Trainer's weight decay of 0 (bertkit's default
+is 0.01), the CoNLL-2003 tagger's losses, gradient norms and weights follow
+`BertForTokenClassification` + AdamW + the linear schedule + clipping step by step, with the
+classifier at the encoder's learning rate (head_lr_scale 1, the Trainer's) and at the tagger's
+default 30x (the reference's AdamW given the classifier as a group of its own); with dropout on, the
+loss over many draws has the same mean and spread."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import transformers
 from tiny_task_data import conll_head
 
 from bertkit.config import FinetuneConfig, TrainConfig
 from bertkit.convert import save_pretrained
-from bertkit.train.finetune import setup
+from bertkit.train.finetune import layer_scale, setup
 from bertkit.train.loop import make_optimizer, train_step
 
 
@@ -39,10 +42,12 @@ def with_our_classifier(path, ours, **config) -> torch.nn.Module:
     return theirs
 
 
-def test_a_tagging_step_equals_the_trainers(data_dir, minilm_dir, tmp_path):
+@pytest.mark.parametrize("head_lr_scale", [1.0, None], ids=["trainers-head-lr", "default-head-lr"])
+def test_a_tagging_step_equals_the_trainers(data_dir, minilm_dir, tmp_path, head_lr_scale):
     train = conll_head(data_dir / "conll2003" / "eng.train", tmp_path / "train.conll", 200)
     config = FinetuneConfig(task="tag", model=str(minilm_dir), train=str(train), out=str(tmp_path / "out"),
-                            epochs=1, batch_size=16)  # the default batches and loss normalisation
+                            epochs=1, batch_size=16, head_lr_scale=head_lr_scale)  # the default batches, loss norm
+    assert config.head_lr_scale == (head_lr_scale or 30.0)
     run = setup(config, TrainConfig(lr=5e-5, weight_decay=0.0, seed=0))  # eps: the default; decay: the Trainer's 0
     ours, data = run.model, run.data
     theirs = with_our_classifier(minilm_dir, ours, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -52,8 +57,12 @@ def test_a_tagging_step_equals_the_trainers(data_dir, minilm_dir, tmp_path):
         if hasattr(module, "attention_dropout"):
             module.attention_dropout = 0.0
     ours.train(), theirs.train()
-    optimizer, scheduler = make_optimizer(ours, run.train)
-    their_optimizer = torch.optim.AdamW(theirs.parameters(), lr=5e-5, eps=1e-8, weight_decay=0.0)
+    optimizer, scheduler = make_optimizer(ours, run.train, layer_scale(len(ours.encoder.layers), 1.0,
+                                                                       config.head_lr_scale))
+    head = [p for name, p in theirs.named_parameters() if name.startswith("classifier.")]
+    body = [p for name, p in theirs.named_parameters() if not name.startswith("classifier.")]
+    their_optimizer = torch.optim.AdamW([{"params": body}, {"params": head, "lr": 5e-5 * config.head_lr_scale}],
+                                        lr=5e-5, eps=1e-8, weight_decay=0.0)
     their_scheduler = transformers.get_linear_schedule_with_warmup(their_optimizer, 0, run.train.max_steps)
     for step in range(4):
         batch = data.batches(step, 0, 1)[0]

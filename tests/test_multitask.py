@@ -15,7 +15,7 @@ from bertkit.predict import predict_examples, task_metrics
 from bertkit.tasks import read_examples
 from bertkit.tasks.model import load_task_model
 from bertkit.train.finetune import finetune
-from bertkit.train.multitask import multitask, schedule
+from bertkit.train.multitask import head_scales, multitask, schedule, task_configs
 
 from test_finetune import quiet, records, tag_config
 from tiny_task_data import conll, tiny  # noqa: F401 (fixtures)
@@ -42,6 +42,16 @@ def test_a_task_weighted_zero_leaves_the_other_trained_as_alone(tiny, conll, tmp
     np.testing.assert_allclose(multi, single, rtol=0, atol=1e-6)
     assert both["ner"]["f1"] == pytest.approx(alone["f1"], abs=1e-9)
     assert "accuracy" in both["pos"]  # scored, though never trained
+
+
+def test_each_head_learns_at_its_task_kinds_rate(tiny, conll, tmp_path):
+    """A tagging head at a tagger's 30x the encoder's lr, a classifier at 1x, as each would alone;
+    multitask.head_lr_scale sets one rate for every head."""
+    mixed = {"ner": tasks(conll)["ner"], "topic": {"task": "classify", "train": str(conll[0])}}
+    scale = head_scales(lambda name: 0.5, task_configs(config(tiny, conll, tmp_path, tasks=mixed)))
+    assert [scale(n) for n in ("heads.ner.out.weight", "heads.topic.out.bias", "encoder.layers.0.x")] == [30.0, 1.0, 0.5]
+    one = head_scales(lambda name: 0.5, task_configs(config(tiny, conll, tmp_path, tasks=mixed, head_lr_scale=2.0)))
+    assert one("heads.ner.out.weight") == one("heads.topic.out.weight") == 2.0
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,12 @@ def task_configs(config: MultitaskConfig) -> dict[str, FinetuneConfig]:
     return out
 
 
+def head_scales(encoder_scale, configs: dict[str, FinetuneConfig]):
+    """lr factor by parameter name: the encoder's as `encoder_scale` gives it, each task's head (and
+    CRF) its own task's head_lr_scale (a tagger's 30x, unless multitask.head_lr_scale sets one for all)."""
+    return lambda name: configs[name.split(".")[1]].head_lr_scale if name.startswith("heads.") else encoder_scale(name)
+
+
 def schedule(sizes: list[float], kind: str, alpha: float, steps: int, seed: int) -> np.ndarray:
     """(steps,) the index of the task each step trains. `sizes`: each task's batches per epoch times
     its epochs (0 for a task that never trains)."""
@@ -165,7 +171,7 @@ def _multitask(config: MultitaskConfig, configs: dict[str, FinetuneConfig], trai
 
     fit(model, MultiTaskSteps(names, [d.steps for d in data.values()], order), train, out, resume=resume,
         evaluate=evaluate if any(d.dev_examples for d in data.values()) else None,
-        lr_scale=layer_scale(len(model.encoder.layers), config.layer_lr_decay, config.head_lr_scale))
+        lr_scale=head_scales(layer_scale(len(model.encoder.layers), config.layer_lr_decay), configs))
     for name, d in data.items():  # a kind that tunes itself on dev (multi-label: each label's threshold)
         tune = kind_of(d.spec.task).tune
         if tune and d.dev_examples and configs[name].tune_thresholds:
