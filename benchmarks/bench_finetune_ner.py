@@ -63,8 +63,8 @@ BATCH, LR = 32, 5e-5
 # Batching and loss-normalisation choices bertkit can train with (issue: no accuracy given up for speed):
 # FinetuneConfig fields, plus "eps" for AdamW's epsilon (TrainConfig). "default" is the library's: random
 # batches, each batch's loss over its own items, eps 1e-8 (the Trainer's three choices), the classifier at
-# 30x the encoder's lr (since 2026-12-04; "head-lr-1" is the Trainer's single lr, the default before);
-# "grouped" was the default until 2026-12-02 (the runs named "random-eps1e-8" in older results).
+# 30x the encoder's lr ("head-lr-1" is the Trainer's single lr); "grouped" was the default until
+# 2026-12-02 (the runs named "random-eps1e-8" in older results).
 VARIANTS = {
     "default": {},
     "grouped": {"batching": "grouped", "loss_norm": "dataset", "eps": 1e-6},

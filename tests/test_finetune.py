@@ -124,7 +124,7 @@ def test_frozen_layers_keep_their_weights(trainable_layers, changed, tiny, conll
 
 def test_the_head_learning_rate_defaults_per_task_kind(tiny, conll, tmp_path):
     """A tagger's classifier learns at 30x the encoder's lr unless told otherwise; the other kinds at 1x
-    (the Trainer's); the run records the number it used."""
+    (the Trainer's); the config holds the number, so a run's finetune_config.json records it."""
     assert tag_config(tiny, conll, tmp_path).head_lr_scale == 30.0
     assert tag_config(tiny, conll, tmp_path, head_lr_scale=2.0).head_lr_scale == 2.0
     assert FinetuneConfig(task="classify", model=str(tiny), train=str(conll[0])).head_lr_scale == 1.0

@@ -49,7 +49,8 @@ def test_each_head_learns_at_its_task_kinds_rate(tiny, conll, tmp_path):
     multitask.head_lr_scale sets one rate for every head."""
     mixed = {"ner": tasks(conll)["ner"], "topic": {"task": "classify", "train": str(conll[0])}}
     scale = head_scales(lambda name: 0.5, task_configs(config(tiny, conll, tmp_path, tasks=mixed)))
-    assert [scale(n) for n in ("heads.ner.out.weight", "heads.topic.out.bias", "encoder.layers.0.x")] == [30.0, 1.0, 0.5]
+    names = ("heads.ner.out.weight", "heads.topic.out.bias", "encoder.layers.0.x")
+    assert [scale(n) for n in names] == [30.0, 1.0, 0.5]
     one = head_scales(lambda name: 0.5, task_configs(config(tiny, conll, tmp_path, tasks=mixed, head_lr_scale=2.0)))
     assert one("heads.ner.out.weight") == one("heads.topic.out.weight") == 2.0
 

@@ -271,10 +271,11 @@ TASK_CHOICES = {"alignment": ("first", "mean", "every"), "decoder": ("greedy", "
 
 
 # The task head's learning rate / the encoder's, per task kind, when a run does not set it. A tagger's
-# classifier starts at random (std 0.02) and at the encoder's lr moves about 0.01 a weight in an epoch,
-# so the encoder spends the epoch fitting a near-random head: at 30x, CoNLL-2003 dev F1 rises from 0.832
-# to 0.855 after one epoch and 0.896 to 0.902 after three (README, "Fine-tuning quality"). A sentence
-# classifier lost accuracy at 30x (SST-2 dev 0.897 -> 0.889), so the other kinds keep 1, as the Trainer.
+# classifier starts at random (std 0.02) and at the encoder's lr moves at most about 0.01 a weight in an
+# epoch, so the encoder spends the epoch fitting a near-random head: at 30x, CoNLL-2003 dev F1 rises from
+# 0.832 to 0.855 after one epoch and 0.896 to 0.902 after three (README, "Batches, and what a step
+# learns"). A sentence classifier lost accuracy at 30x (SST-2 dev 0.897 -> 0.889), so the other kinds
+# keep 1, as the Trainer.
 HEAD_LR_SCALE = {"tag": 30.0}
 
 
