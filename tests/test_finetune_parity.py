@@ -15,7 +15,7 @@ from tiny_task_data import conll_head
 
 from bertkit.config import FinetuneConfig, TrainConfig
 from bertkit.convert import save_pretrained
-from bertkit.train.finetune import layer_scale, setup
+from bertkit.train.finetune import run_lr_scale, setup
 from bertkit.train.loop import make_optimizer, train_step
 
 
@@ -57,8 +57,7 @@ def test_a_tagging_step_equals_the_trainers(data_dir, minilm_dir, tmp_path, head
         if hasattr(module, "attention_dropout"):
             module.attention_dropout = 0.0
     ours.train(), theirs.train()
-    optimizer, scheduler = make_optimizer(ours, run.train, layer_scale(len(ours.encoder.layers), 1.0,
-                                                                       config.head_lr_scale))
+    optimizer, scheduler = make_optimizer(ours, run.train, run_lr_scale(ours, config))  # as the run's loop gets it
     head = [p for name, p in theirs.named_parameters() if name.startswith("classifier.")]
     body = [p for name, p in theirs.named_parameters() if not name.startswith("classifier.")]
     their_optimizer = torch.optim.AdamW([{"params": body}, {"params": head, "lr": 5e-5 * config.head_lr_scale}],

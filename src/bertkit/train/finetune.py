@@ -140,6 +140,11 @@ def layer_scale(num_layers: int, decay: float, head: float = 1.0):
     return scale
 
 
+def run_lr_scale(model: TaskModel, config: FinetuneConfig):
+    """The run's lr factor by parameter name: `layer_scale` with the config's decay and head rate."""
+    return layer_scale(len(model.encoder.layers), config.layer_lr_decay, config.head_lr_scale)
+
+
 @dataclass
 class TaskSteps:
     """The loop's step data: random (or length-grouped) batches, epoch after epoch; each rank its
@@ -274,7 +279,7 @@ def _finetune(config: FinetuneConfig, train: TrainConfig, out: Path, resume: boo
                 if isinstance(v, (int, float))}
 
     fit(model, run.data, run.train, out, resume=resume, evaluate=evaluate if dev else None,
-        lr_scale=layer_scale(len(model.encoder.layers), config.layer_lr_decay, config.head_lr_scale))
+        lr_scale=run_lr_scale(model, config))
     predictions = dev_predictions(model) if dev else []
     if dev and config.tune_thresholds and model.kind.tune:
         model.spec, predictions = model.kind.tune(model.spec, dev, predictions)
