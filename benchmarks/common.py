@@ -47,6 +47,15 @@ def commit_of(tree: Path = ROOT) -> str:
     return commit + (f" with uncommitted changes to {', '.join(changed)}" if changed else "")
 
 
+# Environment variables that hold PyTorch, oneDNN and MKL to a narrower instruction set than the CPU
+# has: with AVX-512 switched off, an AVX-512 machine stands in for an AVX2 one (same cores, same caches)
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def isa_limits() -> dict[str, str]:
+    return {name: os.environ[name] for name in ISA_LIMITS if os.environ.get(name)}
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -56,7 +65,8 @@ def machine() -> dict:
     return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": bf16_is_fast(),
             "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "commit": commit_of(), "reuse_freed_memory": REUSES_FREED_MEMORY}
+            "python": platform.python_version(), "commit": commit_of(), "reuse_freed_memory": REUSES_FREED_MEMORY,
+            "isa_limits": isa_limits()}
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
@@ -89,10 +99,14 @@ def median(values: list[float]) -> float:
 
 def write_results(name: str, command: str, payload: dict, table: str) -> None:
     """Save JSON and replace this benchmark's section of BENCHMARKS.md. Figures of a CPU without
-    native bf16 (AVX2 alone) are kept apart, as NAME-avx2: the two kinds of machine differ."""
+    native bf16 (AVX2 alone) are kept apart, as NAME-avx2: the two kinds of machine differ; so are
+    those of a run held to a narrower instruction set (`ISA_LIMITS`), as NAME-isa-<PyTorch's level>."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine()
     name = name if bf16_is_fast() else f"{name}-avx2"
+    if info["isa_limits"]:
+        name += f"-isa-{info['cpu_capability'].lower()}"
+        command = " ".join(f"{k}={v}" for k, v in info["isa_limits"].items()) + " " + command
     (RESULTS / f"{name}.json").write_text(json.dumps({"benchmark": name, "command": command, "machine": info,
                                                       **payload}, indent=2) + "\n")
     section = (f"<!-- {name}:start -->\n## `{name}`\n\nCommand: `{command}`  \n"

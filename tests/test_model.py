@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bertkit import Encoder, preset
-from bertkit.model import CPU_BF16_ATTENTION_MIN_LENGTH, attention, forward_flops
+from bertkit.model import CPU_BF16_ATTENTION_MIN_LENGTH, attention, forward_flops, short_attention
 
 
 def random_batch(vocab: int, lengths: list[int], seed: int = 0):
@@ -140,6 +140,24 @@ def test_attention_fast_precision_equals_plain_sdpa():
     got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.0).float()
     assert 10 < CPU_BF16_ATTENTION_MIN_LENGTH
     assert (got - exact).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("mask_rows", [None, 1, 7])
+def test_short_attention_equals_sdpa_with_gradients(mask_rows):
+    """The three-product attention for short CPU sequences computes SDPA's outputs and gradients, with
+    no mask, a key mask (B, 1, 1, T) and a mask per query (B, 1, T, T)."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 7, 8, generator=g, requires_grad=True) for _ in range(3))
+    mask = None
+    if mask_rows is not None:
+        mask = (torch.rand(3, 1, mask_rows, 7, generator=g) > 0.4) | torch.eye(7, dtype=torch.bool)[:mask_rows]
+        mask[0, ..., 5:] = False  # a padded row's keys
+        mask[0, ..., 0] = True
+    exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    got = short_attention(q, k, v, mask)
+    torch.testing.assert_close(got, exact, atol=1e-6, rtol=1e-5)
+    for a, b in zip(torch.autograd.grad(got.sum(), (q, k, v)), torch.autograd.grad(exact.sum(), (q, k, v))):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
 def test_training_mode_applies_dropout_and_gradients_flow(tiny):

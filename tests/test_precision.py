@@ -58,23 +58,34 @@ def test_int8_swaps_every_linear_layer_for_the_context_and_back():
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
     x = torch.randn(5, 8)
     with torch.no_grad(), precision.evaluating(model, "int8"):
-        assert all(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in (model[0], model[2]))
+        assert all(type(m) is precision.Int8Linear for m in (model[0], model[2]))
         got = model(x)
     assert type(model[0]) is torch.nn.Linear and type(model[2]) is torch.nn.Linear
     torch.testing.assert_close(got, model(x), atol=0.05, rtol=0.05)
 
 
-def test_int8_leaves_the_layers_marked_for_fp32():
-    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
-    model[2].int8 = False
-    with torch.no_grad(), precision.evaluating(model, "int8"):
-        assert isinstance(model[0], torch.ao.nn.quantized.dynamic.Linear) and type(model[2]) is torch.nn.Linear
+def test_int8_product_is_exact_on_its_quantized_values():
+    """The int8 layer computes the exact product of its quantized inputs and weights (no int16
+    saturation, whatever the CPU), each token with its own scale: a row of small values next to a
+    row with an outlier keeps its precision."""
+    g = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(64, 8)
+    x = torch.randn(3, 64, generator=g) * torch.tensor([[1.0], [0.01], [100.0]])
+    x[2, 0] = 3000.0  # an outlier in the third row only
+    layer = precision.Int8Linear(linear)
+    w = linear.weight.detach().double()
+    w_scale = w.abs().amax(1, keepdim=True) / 63
+    x_scale = x.double().abs().amax(1, keepdim=True) / 127
+    expected = (x.double() / x_scale).round() @ (w / w_scale).round().T * x_scale * w_scale.T + linear.bias.double()
+    torch.testing.assert_close(layer(x).double(), expected, rtol=1e-5, atol=1e-6)
+    product = (x @ linear.weight.T).detach()
+    assert (layer(x) - linear.bias - product)[1].abs().max() < 0.02 * product[1].abs().max()  # the small row
 
 
 def test_int8_copies_are_made_once_and_again_when_the_weights_change():
     linear = torch.nn.Linear(4, 4)
     first = precision.int8_linear(linear)
-    assert precision.int8_linear(linear) is first
+    assert type(first) is precision.Int8Linear and precision.int8_linear(linear) is first
     with torch.no_grad():
         linear.weight.mul_(2)  # as an optimizer step would
     second = precision.int8_linear(linear)
@@ -102,6 +113,34 @@ def test_bf16_copies_give_autocasts_outputs_and_are_made_once():
         model.layers[0].feed_forward.up.weight.mul_(2)  # as a load or an optimizer step would
     with precision.bf16_linears(model):
         assert model.layers[0].feed_forward.up is not copy
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
+@pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
+def test_packed_fp32_layers_give_the_plain_outputs_for_the_context_and_back(monkeypatch, act):
+    """fp32 inference runs oneDNN-packed copies of the linear layers (the feed-forward's activation
+    fused into its product) with the plain layers' outputs; the plain layers come back after."""
+    from bertkit import Encoder, add_pretraining_heads, preset
+    monkeypatch.setattr(precision, "packs_linears", lambda device="cpu": True)
+    torch.manual_seed(0)
+    model = add_pretraining_heads(Encoder(preset("tiny", vocab_size=500, hidden_act=act)), mlm=True).eval()
+    ids = torch.randint(5, 500, (3, 9))
+    with torch.no_grad():
+        expected = model.mlm_head(model(ids).last_hidden_state)
+        with precision.evaluating(model, "fp32"):
+            assert type(model.layers[0].feed_forward.up) is precision.PackedLinear
+            got = model.mlm_head(model(ids).last_hidden_state)
+    assert all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_layer_with_gradients_on_computes_the_plain_product():
+    linear = torch.nn.Linear(6, 5)
+    x = torch.randn(4, 6, requires_grad=True)
+    packed = precision.PackedLinear(linear)
+    packed(x).sum().backward()
+    assert x.grad is not None and linear.weight.grad is not None
+    torch.testing.assert_close(packed(x), linear(x))
 
 
 def test_int8_is_for_inference_on_the_cpu():
