@@ -12,8 +12,9 @@ layer norms and the rest stay fp32. This departs from PyTorch's dynamic quantiza
 (`torch.ao.nn.quantized.dynamic.Linear`: one activation scale per batch, 7 bits), which the
 feed-forward's second layer could not take: its inputs, the activation's outputs, carry outliers that
 one scale per batch flattens (all-MiniLM-L6-v2, STS-B dev Spearman 0.8616 against fp32's 0.8672;
-0.8658 with a scale per token); with that layer left in fp32 it was 1.5x fp32's speed at most (AVX-512
-EPYC, 2 threads), with it in int8 1.85x. `evaluating(model, "int8")` swaps the layers in for its duration
+0.8658 with a scale per token). STS-B dev embedding on an AVX-512 EPYC, 2 threads, one alternating
+run: 1.51x fp32's speed with that layer left in fp32, 1.85x with it in int8 (BENCHMARKS.md
+`cpu-inference`: 1.68x, median of 5). `evaluating(model, "int8")` swaps the layers in for its duration
 and keeps the quantized copies until the weights change.
 
 `bf16_linears(model)` swaps in bf16 copies of the linear layers the same way. Under bf16 autocast
