@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from bertkit import Encoder, preset
-from bertkit.model import CPU_BF16_ATTENTION_MIN_LENGTH, attention, forward_flops, short_attention
+from bertkit.model import (CPU_BF16_ATTENTION_MIN_LENGTH, CPU_SHORT_ATTENTION_MAX_LENGTH, attention,
+                           forward_flops, short_attention)
 
 
 def random_batch(vocab: int, lengths: list[int], seed: int = 0):
@@ -158,6 +159,18 @@ def test_short_attention_equals_sdpa_with_gradients(mask_rows):
     torch.testing.assert_close(got, exact, atol=1e-6, rtol=1e-5)
     for a, b in zip(torch.autograd.grad(got.sum(), (q, k, v)), torch.autograd.grad(exact.sum(), (q, k, v))):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_attention_takes_the_short_path_for_short_fp32_sequences_only():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(2, 1, 1, 10, dtype=torch.bool)
+    mask[1, ..., 6:] = False
+    q, k, v = (torch.randn(2, 3, 10, 8, generator=g) for _ in range(3))
+    assert torch.equal(attention(q, k, v, mask, 0.0), short_attention(q, k, v, mask))
+    assert torch.equal(attention(q, k, v, mask, 0.0, short=False),
+                       torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    long = [torch.randn(1, 2, CPU_SHORT_ATTENTION_MAX_LENGTH + 1, 8, generator=g) for _ in range(3)]
+    assert torch.equal(attention(*long, None, 0.0), torch.nn.functional.scaled_dot_product_attention(*long))
 
 
 def test_training_mode_applies_dropout_and_gradients_flow(tiny):

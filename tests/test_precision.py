@@ -82,6 +82,15 @@ def test_int8_product_is_exact_on_its_quantized_values():
     assert (layer(x) - linear.bias - product)[1].abs().max() < 0.02 * product[1].abs().max()  # the small row
 
 
+def test_int8_takes_any_leading_shape_zero_rows_and_no_bias():
+    linear = torch.nn.Linear(16, 4, bias=False)
+    x = torch.randn(2, 3, 16)
+    x[1, 2] = 0.0  # a zero row (a layout's spare rows are zeros)
+    got = precision.Int8Linear(linear)(x)
+    assert got.shape == (2, 3, 4) and torch.isfinite(got).all() and torch.equal(got[1, 2], torch.zeros(4))
+    torch.testing.assert_close(got, linear(x).detach(), atol=0.05, rtol=0.05)
+
+
 def test_int8_copies_are_made_once_and_again_when_the_weights_change():
     linear = torch.nn.Linear(4, 4)
     first = precision.int8_linear(linear)
@@ -134,6 +143,7 @@ def test_packed_fp32_layers_give_the_plain_outputs_for_the_context_and_back(monk
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
 def test_packed_layer_with_gradients_on_computes_the_plain_product():
     linear = torch.nn.Linear(6, 5)
     x = torch.randn(4, 6, requires_grad=True)

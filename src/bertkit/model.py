@@ -68,10 +68,10 @@ def linear_activation(layer: nn.Module, name: str, x: Tensor) -> Tensor:
 # 8.1 ms vs 5.6 ms; at 512 tokens bf16 wins, 15.8 ms vs 23.2 ms), so shorter sequences run it in fp32.
 CPU_BF16_ATTENTION_MIN_LENGTH = 384
 
-# On CPU, PyTorch's fused attention kernel is 2-3x slower than three batched products for short
+# On CPU, PyTorch's fused attention kernel is up to 3x slower than three batched products for short
 # sequences without dropout (fp32, 2 threads, torch 2.13, AVX-512 EPYC: 32 rows x 12 heads x 16 tokens
 # 1.42 ms vs 0.46 ms; 16 x 64 2.7 vs 2.1 ms) and faster from about 100 tokens (16 x 128 7.8 vs 9.9 ms),
-# so fp32 inference on sequences up to this length multiplies out (`short_attention`). Not bf16 runs'
+# so fp32 sequences up to this length without dropout multiply out (`short_attention`). Not bf16 runs'
 # fp32 detour: there it gained nothing measurable offline, and under `bertkit serve` (the model's
 # thread sharing the GIL with the HTTP loop, where each of its dozen calls may wait) the server fell
 # from 0.72x to 0.56x of offline embedding.
@@ -130,7 +130,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, p: float
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[2] < CPU_BF16_ATTENTION_MIN_LENGTH:
         with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
             return attention(q.float(), k.float(), v.float(), key_mask, p, causal, short=False)
-    if (short and p == 0.0 and not causal and q.device.type == "cpu"
+    if (short and p == 0.0 and not causal and q.device.type == "cpu" and q.dtype == torch.float32
             and q.shape[2] <= CPU_SHORT_ATTENTION_MAX_LENGTH):
         return short_attention(q, k, v, key_mask)
     if p == 0.0:
@@ -144,17 +144,18 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, p: float
 
 def short_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
     """`attention` without dropout, not causal, as three batched products (the fast way for short
-    sequences on CPU): (B, nh, T, hs) each -> (B, nh, T, hs); `key_mask` (B, 1, 1 or T, T)."""
+    sequences on CPU): (B, nh, T, hs) each -> (B, nh, T, hs); `key_mask` (B, 1, 1 or T, T) lets every
+    query see at least one key (a layout's rows hold a real token; `padding.check_right_padded`)."""
     B, nh, T, hs = q.shape
-    q, k, v = (t.reshape(B * nh, T, hs) for t in (q, k, v))
+    q, k, v = (t.reshape(B * nh, T, hs) for t in (q, k, v))  # (B*nh, T, hs)
     if key_mask is None:
-        scores = torch.bmm(q, k.transpose(1, 2)).mul_(hs ** -0.5)  # (B nh, T, T)
+        scores = torch.bmm(q, k.transpose(1, 2)).mul_(hs ** -0.5)  # (B*nh, T, T)
     else:  # 0 or -inf per key, added to the scores in the same product
         bias = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~key_mask, float("-inf"))
         rows = key_mask.shape[2]  # 1: the same keys for every query
-        bias = bias.expand(B, nh, rows, T).reshape(B * nh, rows, T).expand(-1, T, T)
+        bias = bias.expand(B, nh, rows, T).reshape(B * nh, rows, T).expand(-1, T, T)  # (B*nh, T, T)
         scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=hs ** -0.5)
-    return torch.bmm(scores.softmax(-1), v).view(B, nh, T, hs)
+    return torch.bmm(scores.softmax(-1), v).view(B, nh, T, hs)  # (B*nh, T, hs) -> (B, nh, T, hs)
 
 
 def attention_weights(q: Tensor, k: Tensor, key_mask: Tensor | None, causal: bool = False) -> Tensor:

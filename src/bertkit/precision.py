@@ -27,8 +27,9 @@ In fp32 on a CPU with AVX-512, inference runs the linear layers as `PackedLinear
 reordered once into oneDNN's blocked layout and each product computed by oneDNN, where `F.linear`
 calls MKL's sgemm, which packs the weights again at every call. Measured with all-MiniLM-L6-v2's
 shapes (M = 256-1024 tokens, 2 threads, torch 2.13, AMD EPYC with AVX-512): 207-223 GFLOP/s against
-MKL's 167-202 (ONNX Runtime's MLAS, the peer, 196-224). On an AVX2-only CPU (AVX-512 switched off on
-the same machine, ONEDNN_MAX_CPU_ISA=AVX2) the two were level, so the plain layers stay there. The
+MKL's 167-202 (ONNX Runtime's MLAS, the peer, 196-224). With AVX-512 switched off on the same machine
+(ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2, standing in for an
+AVX2-only CPU) the two were level, so the plain layers stay where PyTorch's level is below AVX-512. The
 copies hold as much memory as the fp32 weights; `evaluating` keeps them until the weights change.
 """
 
@@ -70,7 +71,7 @@ def resolve(precision: str, device: torch.device | str = "cpu") -> torch.dtype:
     (the linear layers' products; see the module docstring)."""
     if precision == "int8":
         if torch.device(device).type != "cpu":
-            raise ValueError(f"precision 'int8' runs on the CPU only (PyTorch's quantized kernels), not on "
+            raise ValueError(f"precision 'int8' runs on the CPU only (its products are torch._int_mm's), not on "
                              f"{torch.device(device)}; use 'auto' there")
         return torch.qint8
     if precision == "auto":
@@ -110,8 +111,10 @@ def autocast(dtype: torch.dtype, device: torch.device | str = "cpu") -> ContextM
 
 @contextlib.contextmanager
 def evaluating(model: torch.nn.Module, precision: str = "fp32") -> Iterator[torch.device]:
-    """`model` in eval mode under `precision`'s autocast, its training mode restored on leaving;
-    yields the device of its parameters."""
+    """`model` in eval mode under `precision`'s autocast, with the linear layers `fast_linears`
+    picks swapped in (int8; fp32 where packing is faster), its training mode and layers restored on
+    leaving; yields the device of its parameters. The layers are swapped in the model itself: one
+    thread at a time per model."""
     device = next(model.parameters()).device
     dtype = resolve(precision, device)
     was_training = model.training
@@ -137,7 +140,7 @@ class Int8Linear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach().float()
-        self.weight_scale = weight.abs().amax(1).clamp(min=torch.finfo(torch.float32).tiny) / 63  # (out,)
+        self.weight_scale = (weight.abs().amax(1) / 63).clamp_(min=torch.finfo(torch.float32).tiny)  # (out,)
         self.weight_int8 = torch.round(weight / self.weight_scale[:, None]).to(torch.int8).t()  # (in, out)
         self.bias = None if linear.bias is None else linear.bias.detach().float()
 
@@ -145,7 +148,7 @@ class Int8Linear(nn.Module):
         """(..., in) -> (..., out) in fp32."""
         shape = x.shape
         x = x.reshape(-1, shape[-1]).float()  # (M, in)
-        scale = x.abs().amax(1, keepdim=True).clamp_(min=torch.finfo(torch.float32).tiny) / 127  # (M, 1)
+        scale = (x.abs().amax(1, keepdim=True) / 127).clamp_(min=torch.finfo(torch.float32).tiny)  # (M, 1)
         y = torch._int_mm(torch.round(x / scale).to(torch.int8), self.weight_int8).float()  # (M, out)
         y = y.mul_(scale * self.weight_scale)
         return (y if self.bias is None else y.add_(self.bias)).view(*shape[:-1], self.out_features)
