@@ -112,8 +112,9 @@ def write_results(name: str, command: str, payload: dict, table: str) -> None:
     section = (f"<!-- {name}:start -->\n## `{name}`\n\nCommand: `{command}`  \n"
                f"Machine: {info['cpu']} ({info['cpu_capability']}"
                f"{', held there by the environment' if info['isa_limits'] else ''}, "
-               f"{'native' if info['native_bf16'] else 'no native'} bf16), {info['cores']} cores, {info['threads']} threads, torch {info['torch']}, "
-               f"commit {info['commit']}, {time.strftime('%Y-%m-%d')}\n\n{table}\n<!-- {name}:end -->")
+               f"{'native' if info['native_bf16'] else 'no native'} bf16), {info['cores']} cores, "
+               f"{info['threads']} threads, torch {info['torch']}, commit {info['commit']}, "
+               f"{time.strftime('%Y-%m-%d')}\n\n{table}\n<!-- {name}:end -->")
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n\nSide-by-side runs against the peers; see benchmarks/.\n"
     pattern = re.compile(f"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
