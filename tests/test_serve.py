@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -127,7 +128,7 @@ def test_a_batch_waits_wait_ms_from_its_first_jobs_arrival_not_longer():
     job waits wait_ms for company, and a job that comes meanwhile joins it."""
     async def gathered() -> tuple[list[str], list[str], float]:
         loop = asyncio.get_running_loop()
-        batcher = Batcher(run=None, executor=None, config=ServeConfig(wait_ms=50))
+        batcher = Batcher(run=None, config=ServeConfig(wait_ms=50))
 
         def queue(text: str, waited: float = 0.0) -> None:
             batcher.queue.put_nowait(Job([text], 1, False, True, loop.create_future(), loop.time() - waited))
@@ -206,6 +207,20 @@ def test_fill_mask_predict_and_explain(tiny_models):
         assert found["label"] == prediction["label"]
     finally:
         classifier.stop()
+
+
+def test_a_dead_model_process_fails_its_requests_and_the_next_start_a_new_one(tiny_models):
+    mlm = Server(load_service(tiny_models / "mlm"))
+    try:
+        assert mlm.call("/embed", {"inputs": ["before"]})[0] == 200
+        [pid] = mlm.server.config.app.state.model.executor._processes  # the executor keeps its processes by pid
+        os.kill(pid, signal.SIGKILL)  # what the kernel's out-of-memory killer does
+        status, reply = mlm.call("/embed", {"inputs": ["during"]})
+        assert status == 500 and "terminated abruptly" in reply["error"]
+        assert mlm.call("/embed", {"inputs": ["after"]})[0] == 200
+        assert mlm.call("/health") == (200, {"status": "ok"})
+    finally:
+        mlm.stop()
 
 
 def test_in_bf16_the_service_answers_as_the_library_does_and_keeps_its_fp32_layers(tiny_models):

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from ..convert import load_pretrained, save_pretrained
 from ..files import write_safetensors, write_text
 from ..model import Encoder
-from . import check_spec
-from .kind import TaskSpec
+from . import check_spec, kind_of
+from .kind import TaskKind, TaskSpec
 
 
 class TaskModel(nn.Module):
@@ -28,10 +28,14 @@ class TaskModel(nn.Module):
                  head: nn.Module | None = None):
         """The encoder with its task's head: a new one, or `head` (a multi-task model's, shared)."""
         super().__init__()
-        self.kind = check_spec(spec)
         self.encoder, self.spec = encoder, spec
-        self.head = self.kind.head(encoder.config, spec) if head is None else head
+        self.head = check_spec(spec).head(encoder.config, spec) if head is None else head
         self.register_buffer("class_weights", class_weights, persistent=False)
+
+    @property
+    def kind(self) -> TaskKind:
+        """Looked up, not kept: kinds hold lambdas, and a model is pickled to reach `bertkit serve`'s model process."""
+        return kind_of(self.spec.task)
 
     def scores(self, batch: dict, **encoder_options) -> Tensor:
         """The head's scores: (B, L) per row, (B, W, L) per word, or (S, L + 1) per span.
