@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from bertkit import reuse_freed_memory
-from bertkit.precision import bf16_is_fast
+from bertkit.precision import cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -62,7 +62,7 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": bf16_is_fast(),
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16(),
             "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "commit": commit_of(), "reuse_freed_memory": REUSES_FREED_MEMORY,
@@ -103,7 +103,7 @@ def write_results(name: str, command: str, payload: dict, table: str) -> None:
     those of a run held to a narrower instruction set (`ISA_LIMITS`), as NAME-isa-<PyTorch's level>."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine()
-    name = name if bf16_is_fast() else f"{name}-avx2"
+    name = name if cpu_has_native_bf16() else f"{name}-avx2"
     if info["isa_limits"]:
         name += f"-isa-{info['cpu_capability'].lower()}"
         command = " ".join(f"{k}={v}" for k, v in info["isa_limits"].items()) + " " + command

@@ -54,6 +54,19 @@ def test_asking_for_bf16_where_the_cpu_emulates_it_warns_once(monkeypatch):
         assert precision.resolve("bf16") == torch.bfloat16
 
 
+def test_auto_picks_fp32_where_an_instruction_set_limit_leaves_bf16_emulated(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 on a CPU with AVX-512 BF16: the instructions are there, bf16 products are not
+    fast (65x fp32's measured so), and 'auto' must not pick bf16."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "emulated_bf16_slowdown", lambda: 65.0)
+    precision._warn_emulated_bf16.cache_clear()
+    assert precision.resolve("auto") == torch.float32
+    with pytest.warns(UserWarning, match="bf16 instructions left unused by an instruction-set limit"):
+        precision.resolve("bf16")
+    monkeypatch.setattr(precision, "emulated_bf16_slowdown", lambda: 0.4)
+    assert precision.resolve("auto") == torch.bfloat16
+
+
 def test_int8_swaps_every_linear_layer_for_the_context_and_back():
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
     x = torch.randn(5, 8)

@@ -56,14 +56,22 @@ def matmul_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.result_type(x, weight)
 
 
-def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
-    """True where bf16 matrix products run natively (CUDA with bf16, or AVX-512 BF16 / AMX CPUs)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX-512 BF16 or AMX), whether or not PyTorch may use them."""
     cpu = torch.cpu
     return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
                 or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
+    """True where bf16 matrix products run natively: CUDA with bf16, or a CPU with bf16 instructions whose
+    products are measured faster than fp32's (`emulated_bf16_slowdown`, once per process): an instruction-set
+    limit (ONEDNN_MAX_CPU_ISA=AVX2) leaves the instructions unused, and bf16 emulated (bench_serve's offline
+    bf16 embedding fell from about 600 sentences/s to 88 under it while 'auto' still picked bf16)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16() and emulated_bf16_slowdown() < 1
 
 
 def resolve(precision: str, device: torch.device | str = "cpu") -> torch.dtype:
@@ -88,7 +96,9 @@ def resolve(precision: str, device: torch.device | str = "cpu") -> torch.dtype:
 @functools.cache
 def _warn_emulated_bf16() -> None:
     """Once per process: bf16 asked for on a CPU that emulates it, with the slowdown measured here."""
-    warnings.warn(f"this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX-512 BF16 or AMX) emulates bf16: a "
+    why = "bf16 instructions left unused by an instruction-set limit such as ONEDNN_MAX_CPU_ISA" \
+        if cpu_has_native_bf16() else "no AVX-512 BF16 or AMX"
+    warnings.warn(f"this CPU ({torch.backends.cpu.get_cpu_capability()}, {why}) emulates bf16: a "
                   f"matrix product runs {emulated_bf16_slowdown():.1f}x slower than in fp32 here; use precision "
                   "'auto' (--dtype auto), which picks fp32 on this CPU", stacklevel=3)
 
@@ -96,7 +106,7 @@ def _warn_emulated_bf16() -> None:
 @functools.cache
 def emulated_bf16_slowdown(size: int = 512, repeats: int = 3) -> float:
     """How many times longer a (size x size) bf16 matrix product takes than fp32 on this CPU (best of
-    `repeats`, measured once per process: about a tenth of a second)."""
+    `repeats`, measured once per process: about a tenth of a second); about 0.4 where bf16 is native."""
     a = torch.randn(size, size)
     bf16, fp32 = (min(timeit.repeat(lambda: x @ x, number=1, repeat=repeats)) for x in (a.bfloat16(), a))
     return bf16 / fp32
