@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from bertkit import reuse_freed_memory
-from bertkit.precision import cpu_has_native_bf16
+from bertkit.precision import bf16_is_fast, cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -62,8 +62,8 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16(),
-            "cores": os.cpu_count(),
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_instructions": cpu_has_native_bf16(), "bf16_fast": bf16_is_fast(), "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "commit": commit_of(), "reuse_freed_memory": REUSES_FREED_MEMORY,
             "isa_limits": isa_limits()}
@@ -97,6 +97,11 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+# (the CPU has bf16 instructions, bf16 products are fast here) -> how a BENCHMARKS.md header says it
+BF16_WORDS = {(True, True): "native bf16", (True, False): "bf16 instructions left unused",
+              (False, False): "no native bf16"}
+
+
 def write_results(name: str, command: str, payload: dict, table: str) -> None:
     """Save JSON and replace this benchmark's section of BENCHMARKS.md. Figures of a CPU without
     native bf16 (AVX2 alone) are kept apart, as NAME-avx2: the two kinds of machine differ; so are
@@ -112,7 +117,7 @@ def write_results(name: str, command: str, payload: dict, table: str) -> None:
     section = (f"<!-- {name}:start -->\n## `{name}`\n\nCommand: `{command}`  \n"
                f"Machine: {info['cpu']} ({info['cpu_capability']}"
                f"{', held there by the environment' if info['isa_limits'] else ''}, "
-               f"{'native' if info['native_bf16'] else 'no native'} bf16), {info['cores']} cores, "
+               f"{BF16_WORDS[info['bf16_instructions'], info['bf16_fast']]}), {info['cores']} cores, "
                f"{info['threads']} threads, torch {info['torch']}, commit {info['commit']}, "
                f"{time.strftime('%Y-%m-%d')}\n\n{table}\n<!-- {name}:end -->")
     path = ROOT / "BENCHMARKS.md"

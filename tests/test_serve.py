@@ -2,11 +2,14 @@
 headless Chromium (Playwright)."""
 
 import asyncio
+import glob
 import json
 import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -209,18 +212,61 @@ def test_fill_mask_predict_and_explain(tiny_models):
         classifier.stop()
 
 
-def test_a_dead_model_process_fails_its_requests_and_the_next_start_a_new_one(tiny_models):
-    mlm = Server(load_service(tiny_models / "mlm"))
+def test_a_model_process_killed_mid_batch_fails_that_batch_and_one_new_process_serves_the_next(minilm_dir,
+                                                                                               sts_sentences):
+    server = Server(load_service(minilm_dir, config=ServeConfig(precision="fp32")))
+    long_texts = [" ".join(sts_sentences[i:i + 5]) for i in range(0, 640, 5)]  # 128 texts of about 80 tokens
     try:
-        assert mlm.call("/embed", {"inputs": ["before"]})[0] == 200
-        [pid] = mlm.server.config.app.state.model.executor._processes  # the executor keeps its processes by pid
-        os.kill(pid, signal.SIGKILL)  # what the kernel's out-of-memory killer does
-        status, reply = mlm.call("/embed", {"inputs": ["during"]})
-        assert status == 500 and "terminated abruptly" in reply["error"]
-        assert mlm.call("/embed", {"inputs": ["after"]})[0] == 200
-        assert mlm.call("/health") == (200, {"status": "ok"})
+        model = server.server.config.app.state.model
+        [pid] = model.executor._processes  # the standard library's executor keeps its processes by pid
+        with ThreadPoolExecutor(1) as pool:
+            reply = pool.submit(server.call, "/embed", {"inputs": long_texts})  # about 1.5 s in the model
+            time.sleep(0.3)
+            os.kill(pid, signal.SIGKILL)  # what the kernel's out-of-memory killer does
+            status, error = reply.result(timeout=60)
+        assert status == 500 and "the model process ended abruptly" in error["error"]
+        status, vectors = server.call("/embed", {"inputs": sts_sentences[:3]})
+        assert status == 200 and len(vectors) == 3
+        assert [p for p in model.executor._processes] != [pid] and len(model.executor._processes) == 1
     finally:
-        mlm.stop()
+        server.stop()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads the processes from Linux's /proc")
+def test_the_model_process_ends_with_a_killed_server(tiny_models):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "bertkit.cli", "serve", "--model", str(tiny_models / "mlm"),
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        tasks = glob.glob(f"/proc/{server.pid}/task/*")  # a child belongs to the thread that started it
+        children = [c for task in tasks for c in open(f"{task}/children").read().split()]
+        [model] = [int(c) for c in children if b"spawn_main" in open(f"/proc/{c}/cmdline", "rb").read()]
+        server.kill()
+        server.wait()
+        deadline = time.time() + 30
+        while _running(model) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _running(model)
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_in_bf16_the_service_answers_as_the_library_does_and_keeps_its_fp32_layers(tiny_models):

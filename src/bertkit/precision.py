@@ -65,9 +65,9 @@ def cpu_has_native_bf16() -> bool:
 
 def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
     """True where bf16 matrix products run natively: CUDA with bf16, or a CPU with bf16 instructions whose
-    products are measured faster than fp32's (`emulated_bf16_slowdown`, once per process): an instruction-set
-    limit (ONEDNN_MAX_CPU_ISA=AVX2) leaves the instructions unused, and bf16 emulated (bench_serve's offline
-    bf16 embedding fell from about 600 sentences/s to 88 under it while 'auto' still picked bf16)."""
+    products are measured faster than fp32's (`emulated_bf16_slowdown`, once per process): the flags alone do
+    not say it, since an instruction-set limit (ONEDNN_MAX_CPU_ISA=AVX2) leaves the instructions unused and bf16
+    emulated (65x fp32's product; offline bf16 embedding at 88 sentences/s against about 600)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()

@@ -273,7 +273,8 @@ _service_here: Service | None = None  # in the model process: the service it run
 def _start_model_process(service: Service, threads: int) -> None:
     """The model process's start: keep the service, take the server's torch threads, end with the server."""
     global _service_here
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the server decides
+    for name in ("SIGINT", "SIGTERM"):  # Ctrl-C and systemd reach the whole group: the server decides when to stop
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     torch.set_num_threads(threads)
     _service_here = service
     threading.Thread(target=_exit_with, args=(multiprocessing.parent_process().sentinel,), daemon=True).start()
@@ -301,24 +302,44 @@ class ModelProcess:
 
     def __init__(self, service: Service):
         self.service = service
-        self.executor = self._spawn()
+        self.executor: ProcessPoolExecutor | None = None  # None until started, and after the process died
+        self.starting = asyncio.Lock()
 
-    def _spawn(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_model_process, initargs=(self.service, torch.get_num_threads()))
+    def _start(self) -> ProcessPoolExecutor:
+        """A started model process, its layers packed or copied by a first call (blocks for a second or two)."""
+        executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_start_model_process,
+                                       initargs=(self.service, torch.get_num_threads()))
+        try:
+            executor.submit(_call_service, "embed_batch", ["warm up"], False).result()
+        except BaseException:
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
+        return executor
+
+    async def running(self) -> ProcessPoolExecutor:
+        """The model process, started first if need be, off the event loop (other requests go on meanwhile)."""
+        async with self.starting:
+            if self.executor is None:
+                self.executor = await asyncio.to_thread(self._start)
+            return self.executor
 
     async def call(self, method: str, *args):
         """`service.method(*args)` in the model process."""
-        executor = self.executor
+        executor = self.executor or await self.running()
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, _call_service, method, *args)
-        except BrokenProcessPool:  # the process died (killed, out of memory): these requests fail, the next go on
-            if self.executor is executor:
-                self.executor = self._spawn()
-            raise
+        except BrokenProcessPool:
+            if self.executor is executor:  # the first call to see it; the next call starts a new process
+                self.executor = None
+                executor.shutdown(wait=False, cancel_futures=True)
+            raise RuntimeError("the model process ended abruptly (killed, or out of memory: see the kernel's log, "
+                               "dmesg); this request failed, the next one starts a new model process") from None
 
     def stop(self) -> None:
-        self.executor.shutdown(wait=True)
+        """Ends the model process once the call it runs is done; calls still queued are cancelled."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def build_app(service: Service):
@@ -331,11 +352,7 @@ def build_app(service: Service):
 
     async def lifespan(app):
         model = ModelProcess(service)
-        try:
-            await model.call("embed_batch", ["warm up"], False)  # started, layers packed or copied, before any request
-        except BaseException:
-            model.stop()
-            raise
+        await model.running()  # before the first request
         app.state.model, app.state.batcher = model, Batcher(functools.partial(model.call, "embed_batch"), config)
         batching = asyncio.create_task(app.state.batcher.serve_forever())
         yield
