@@ -295,7 +295,7 @@ class ModelProcess:
     In a thread of the server's process, the model's Python (between its kernels) waited for the GIL
     whenever the event loop parsed or answered a request: under bench_serve's load (16 clients, bf16)
     the model thread ran 0.80 of its core, the machine stood 20% idle, and the server reached 0.62-0.65x
-    offline `embed`; in a process of its own, 0.75x and 0.77x. Spawned, not forked: OpenMP's threads do
+    offline `embed`; in a process of its own, 0.73x-0.77x in three runs. Spawned, not forked: OpenMP's threads do
     not survive a fork. The weights reach the process through shared memory (torch.multiprocessing), not
     as a copy: /dev/shm must hold the model (Docker: `--shm-size`).
     """
