@@ -121,7 +121,8 @@ def write_results(name: str, command: str, payload: dict, table: str) -> None:
                f"{info['threads']} threads, torch {info['torch']}, commit {info['commit']}, "
                f"{time.strftime('%Y-%m-%d')}\n\n{table}\n<!-- {name}:end -->")
     path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nSide-by-side runs against the peers; see benchmarks/.\n"
+    fresh = "# Benchmarks\n\nSide-by-side runs against the peers; see benchmarks/.\n"
+    text = path.read_text() if path.exists() else fresh
     pattern = re.compile(f"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)

@@ -431,7 +431,8 @@ def build_app(service: Service):
             raise RequestError(422, "encoding_format: this server returns \"float\" vectors only")
         vectors, tokens = await embed_request(body, "input")
         return json_response({"object": "list", "model": body.get("model") or service.name,
-                              "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                              "data": [{"object": "embedding", "index": i, "embedding": v}
+                                       for i, v in enumerate(vectors)],
                               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     @app.post("/predict")
