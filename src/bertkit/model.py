@@ -72,9 +72,8 @@ CPU_BF16_ATTENTION_MIN_LENGTH = 384
 # sequences without dropout (fp32, 2 threads, torch 2.13, AVX-512 EPYC: 32 rows x 12 heads x 16 tokens
 # 1.42 ms vs 0.46 ms; 16 x 64 2.7 vs 2.1 ms) and faster from about 100 tokens (16 x 128 7.8 vs 9.9 ms),
 # so fp32 sequences up to this length without dropout multiply out (`short_attention`). Not bf16 runs'
-# fp32 detour: there it gained nothing measurable offline, and under `bertkit serve` (the model's
-# thread sharing the GIL with the HTTP loop, where each of its dozen calls may wait) the server fell
-# from 0.72x to 0.56x of offline embedding.
+# fp32 detour: there it gained nothing measurable offline (under `bertkit serve` it cost 0.72x -> 0.56x
+# of offline embedding while the model shared the server's GIL; not re-measured in its own process).
 CPU_SHORT_ATTENTION_MAX_LENGTH = 64
 
 
