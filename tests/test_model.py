@@ -161,14 +161,16 @@ def test_short_attention_equals_sdpa_with_gradients(mask_rows):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
-def test_attention_takes_the_short_path_for_short_fp32_sequences_only():
+def test_attention_takes_the_short_path_for_short_sequences_without_dropout_only():
     g = torch.Generator().manual_seed(0)
     mask = torch.ones(2, 1, 1, 10, dtype=torch.bool)
     mask[1, ..., 6:] = False
     q, k, v = (torch.randn(2, 3, 10, 8, generator=g) for _ in range(3))
     assert torch.equal(attention(q, k, v, mask, 0.0), short_attention(q, k, v, mask))
-    assert torch.equal(attention(q, k, v, mask, 0.0, short=False),
-                       torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    bf16 = [t.bfloat16() for t in (q, k, v)]  # bf16 attends in fp32 on CPU, by the same short path
+    assert torch.equal(attention(*bf16, mask, 0.0), short_attention(*(t.float() for t in bf16), mask))
+    assert torch.equal(attention(q, k, v, None, 0.0, causal=True),
+                       torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
     long = [torch.randn(1, 2, CPU_SHORT_ATTENTION_MAX_LENGTH + 1, 8, generator=g) for _ in range(3)]
     assert torch.equal(attention(*long, None, 0.0), torch.nn.functional.scaled_dot_product_attention(*long))
 

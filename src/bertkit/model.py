@@ -71,9 +71,9 @@ CPU_BF16_ATTENTION_MIN_LENGTH = 384
 # On CPU, PyTorch's fused attention kernel is up to 3x slower than three batched products for short
 # sequences without dropout (fp32, 2 threads, torch 2.13, AVX-512 EPYC: 32 rows x 12 heads x 16 tokens
 # 1.42 ms vs 0.46 ms; 16 x 64 2.7 vs 2.1 ms) and faster from about 100 tokens (16 x 128 7.8 vs 9.9 ms),
-# so fp32 sequences up to this length without dropout multiply out (`short_attention`). Not bf16 runs'
-# fp32 detour: there it gained nothing measurable offline (under `bertkit serve` it cost 0.72x -> 0.56x
-# of offline embedding while the model shared the server's GIL; not re-measured in its own process).
+# so fp32 sequences up to this length without dropout multiply out (`short_attention`), bf16 runs'
+# fp32 detour included (all-MiniLM-L6-v2 bf16 embedding of STS-B dev, two runs of 7 alternating
+# repeats against SDPA there: batches of 32 1.05x and 1.13x faster, of 64 1.04x, of 8 0.96x and 1.03x).
 CPU_SHORT_ATTENTION_MAX_LENGTH = 64
 
 
@@ -117,19 +117,18 @@ class Dropout(nn.Dropout):
         return dropout(x, self.p, self.training, rows)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, p: float, causal: bool = False,
-              short: bool = True) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, p: float, causal: bool = False) -> Tensor:
     """Scaled dot-product attention with dropout `p` on its weights, (B, nh, T, hs) each -> (B, nh, T, hs).
     `causal`: query i sees keys 0..i only (rows are right-padded, so no real query sees padding).
 
     For short bf16 inputs on CPU the result comes back in fp32; the caller casts it to the
-    residual stream's dtype (a no-op under autocast, where that stream is fp32). `short`: let
-    sequences of up to CPU_SHORT_ATTENTION_MAX_LENGTH tokens take `short_attention` on CPU.
+    residual stream's dtype (a no-op under autocast, where that stream is fp32). On CPU, fp32
+    sequences of up to CPU_SHORT_ATTENTION_MAX_LENGTH tokens take `short_attention`.
     """
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[2] < CPU_BF16_ATTENTION_MIN_LENGTH:
         with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
-            return attention(q.float(), k.float(), v.float(), key_mask, p, causal, short=False)
-    if (short and p == 0.0 and not causal and q.device.type == "cpu" and q.dtype == torch.float32
+            return attention(q.float(), k.float(), v.float(), key_mask, p, causal)
+    if (p == 0.0 and not causal and q.device.type == "cpu" and q.dtype == torch.float32
             and q.shape[2] <= CPU_SHORT_ATTENTION_MAX_LENGTH):
         return short_attention(q, k, v, key_mask)
     if p == 0.0:
