@@ -4,6 +4,7 @@ headless Chromium (Playwright)."""
 import asyncio
 import glob
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ from bertkit import Encoder, Tokenizer, add_pretraining_heads, embed, preset, sa
 from bertkit.data.readers import word_example  # noqa: E402
 from bertkit.fill_mask import fill_mask  # noqa: E402
 from bertkit.predict import predict_examples, prediction_record  # noqa: E402
-from bertkit.serve import Batcher, Job, ServeConfig, Service, build_app, load_service  # noqa: E402
+from bertkit.serve import Batcher, Job, ModelProcess, ServeConfig, Service, build_app, load_service  # noqa: E402
 from bertkit.tasks import TaskSpec  # noqa: E402
 from bertkit.tasks.model import TaskModel, save_task_model  # noqa: E402
 
@@ -214,11 +215,12 @@ def test_fill_mask_predict_and_explain(tiny_models):
 
 def test_a_model_process_killed_mid_batch_fails_that_batch_and_one_new_process_serves_the_next(minilm_dir,
                                                                                                sts_sentences):
+    before = set(multiprocessing.active_children())
     server = Server(load_service(minilm_dir, config=ServeConfig(precision="fp32")))
     long_texts = [" ".join(sts_sentences[i:i + 5]) for i in range(0, 640, 5)]  # 128 texts of about 80 tokens
     try:
-        model = server.server.config.app.state.model
-        [pid] = model.executor._processes  # the standard library's executor keeps its processes by pid
+        [model] = set(multiprocessing.active_children()) - before
+        pid = model.pid
         with ThreadPoolExecutor(1) as pool:
             reply = pool.submit(server.call, "/embed", {"inputs": long_texts})  # about 1.5 s in the model
             time.sleep(0.3)
@@ -227,9 +229,28 @@ def test_a_model_process_killed_mid_batch_fails_that_batch_and_one_new_process_s
         assert status == 500 and "the model process ended abruptly" in error["error"]
         status, vectors = server.call("/embed", {"inputs": sts_sentences[:3]})
         assert status == 200 and len(vectors) == 3
-        assert [p for p in model.executor._processes] != [pid] and len(model.executor._processes) == 1
+        [model] = set(multiprocessing.active_children()) - before  # the killed one is gone
+        assert model.pid != pid
     finally:
         server.stop()
+
+
+def test_a_ctrl_c_while_the_model_process_starts_does_not_end_it(tiny_models):
+    model = ModelProcess(load_service(tiny_models / "mlm"))
+    before = set(multiprocessing.active_children())
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(asyncio.run, model.running())
+        deadline = time.time() + 60
+        while not (spawned := set(multiprocessing.active_children()) - before) and time.time() < deadline:
+            time.sleep(0.001)
+        [process] = spawned
+        os.kill(process.pid, signal.SIGINT)  # while it imports: Ctrl-C in a terminal reaches the whole group
+        starting.result(timeout=120)
+    try:
+        vectors = asyncio.run(model.call("embed_batch", ["still here"], False))
+        assert len(vectors) == 1 and process.is_alive()
+    finally:
+        model.stop()
 
 
 def _running(pid: int) -> bool:

@@ -270,11 +270,17 @@ def load_service(path: str | Path, head: str | None = None, config: ServeConfig 
 _service_here: Service | None = None  # in the model process: the service it runs
 
 
+# Ctrl-C and systemd reach the whole process group: the server decides when the model process stops
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _start_model_process(service: Service, threads: int) -> None:
-    """The model process's start: keep the service, take the server's torch threads, end with the server."""
+    """The model process's start: ignore the stop signals (held blocked since the spawn, see
+    `ModelProcess._start`), keep the service, take the server's torch threads, end with the server."""
     global _service_here
-    for name in ("SIGINT", "SIGTERM"):  # Ctrl-C and systemd reach the whole group: the server decides when to stop
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile is ignored
     torch.set_num_threads(threads)
     _service_here = service
     threading.Thread(target=_exit_with, args=(multiprocessing.parent_process().sentinel,), daemon=True).start()
@@ -306,12 +312,19 @@ class ModelProcess:
         self.starting = asyncio.Lock()
 
     def _start(self) -> ProcessPoolExecutor:
-        """A started model process, its layers packed or copied by a first call (blocks for a second or two)."""
+        """A started model process, its layers packed or copied by a first call (blocks for a second or two).
+        The process is spawned with the stop signals blocked in this thread, whose mask it inherits, so that a
+        Ctrl-C while it imports does not kill it; its initializer ignores them, then unblocks them."""
         executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_start_model_process,
                                        initargs=(self.service, torch.get_num_threads()))
         try:
-            executor.submit(_call_service, "embed_batch", ["warm up"], False).result()
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                warm_up = executor.submit(_call_service, "embed_batch", ["warm up"], False)  # spawns the process
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            warm_up.result()
         except BaseException:
             executor.shutdown(wait=False, cancel_futures=True)
             raise
