@@ -4,7 +4,7 @@ import torch
 
 from bertkit import Encoder, preset
 from bertkit.model import (CPU_BF16_ATTENTION_MIN_LENGTH, CPU_SHORT_ATTENTION_MAX_LENGTH, attention,
-                           forward_flops, short_attention)
+                           attention_weights, dropout, forward_flops, short_attention)
 
 
 def random_batch(vocab: int, lengths: list[int], seed: int = 0):
@@ -171,6 +171,10 @@ def test_attention_takes_the_short_path_for_short_sequences_without_dropout_only
     assert torch.equal(attention(*bf16, mask, 0.0), short_attention(*(t.float() for t in bf16), mask))
     assert torch.equal(attention(q, k, v, None, 0.0, causal=True),
                        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
+    torch.manual_seed(1)  # with dropout, the weights are written out (the same draw of the mask)
+    with_dropout = attention(q, k, v, mask, 0.1)
+    torch.manual_seed(1)
+    assert torch.equal(with_dropout, dropout(attention_weights(q, k, mask), 0.1, True) @ v)
     long = [torch.randn(1, 2, CPU_SHORT_ATTENTION_MAX_LENGTH + 1, 8, generator=g) for _ in range(3)]
     assert torch.equal(attention(*long, None, 0.0), torch.nn.functional.scaled_dot_product_attention(*long))
 

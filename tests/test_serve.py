@@ -219,8 +219,8 @@ def test_a_model_process_killed_mid_batch_fails_that_batch_and_one_new_process_s
     server = Server(load_service(minilm_dir, config=ServeConfig(precision="fp32")))
     long_texts = [" ".join(sts_sentences[i:i + 5]) for i in range(0, 640, 5)]  # 128 texts of about 80 tokens
     try:
-        [model] = set(multiprocessing.active_children()) - before
-        pid = model.pid
+        [process] = set(multiprocessing.active_children()) - before
+        pid = process.pid
         with ThreadPoolExecutor(1) as pool:
             reply = pool.submit(server.call, "/embed", {"inputs": long_texts})  # about 1.5 s in the model
             time.sleep(0.3)
@@ -229,8 +229,8 @@ def test_a_model_process_killed_mid_batch_fails_that_batch_and_one_new_process_s
         assert status == 500 and "the model process ended abruptly" in error["error"]
         status, vectors = server.call("/embed", {"inputs": sts_sentences[:3]})
         assert status == 200 and len(vectors) == 3
-        [model] = set(multiprocessing.active_children()) - before  # the killed one is gone
-        assert model.pid != pid
+        [process] = set(multiprocessing.active_children()) - before  # the killed one is gone
+        assert process.pid != pid
     finally:
         server.stop()
 
@@ -243,6 +243,7 @@ def test_a_ctrl_c_while_the_model_process_starts_does_not_end_it(tiny_models):
         deadline = time.time() + 60
         while not (spawned := set(multiprocessing.active_children()) - before) and time.time() < deadline:
             time.sleep(0.001)
+        assert spawned, "no model process started within 60 s"
         [process] = spawned
         os.kill(process.pid, signal.SIGINT)  # while it imports: Ctrl-C in a terminal reaches the whole group
         starting.result(timeout=120)

@@ -73,7 +73,7 @@ CPU_BF16_ATTENTION_MIN_LENGTH = 384
 # 1.42 ms vs 0.46 ms; 16 x 64 2.7 vs 2.1 ms) and faster from about 100 tokens (16 x 128 7.8 vs 9.9 ms),
 # so fp32 sequences up to this length without dropout multiply out (`short_attention`), bf16 runs'
 # fp32 detour included (all-MiniLM-L6-v2 bf16 embedding of STS-B dev, two runs of 7 alternating
-# repeats against SDPA there: batches of 32 1.05x and 1.13x faster, of 64 1.04x, of 8 0.96x and 1.03x).
+# repeats: 0.96x-1.13x SDPA's speed there; batches of 32 1.05x and 1.13x, of 64 1.04x, of 8 0.96x and 1.03x).
 CPU_SHORT_ATTENTION_MAX_LENGTH = 64
 
 
@@ -122,8 +122,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, p: float
     `causal`: query i sees keys 0..i only (rows are right-padded, so no real query sees padding).
 
     For short bf16 inputs on CPU the result comes back in fp32; the caller casts it to the
-    residual stream's dtype (a no-op under autocast, where that stream is fp32). On CPU, fp32
-    sequences of up to CPU_SHORT_ATTENTION_MAX_LENGTH tokens take `short_attention`.
+    residual stream's dtype (a no-op under autocast, where that stream is fp32). On CPU, sequences of
+    up to CPU_SHORT_ATTENTION_MAX_LENGTH tokens without dropout and not causal take `short_attention`,
+    bf16 ones through the fp32 detour.
     """
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[2] < CPU_BF16_ATTENTION_MIN_LENGTH:
         with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16

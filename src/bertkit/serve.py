@@ -270,7 +270,7 @@ def load_service(path: str | Path, head: str | None = None, config: ServeConfig 
 _service_here: Service | None = None  # in the model process: the service it runs
 
 
-# Ctrl-C and systemd reach the whole process group: the server decides when the model process stops
+# Ctrl-C reaches the whole process group, systemd the whole cgroup: the server decides when the model process stops
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -318,7 +318,7 @@ class ModelProcess:
         executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_start_model_process,
                                        initargs=(self.service, torch.get_num_threads()))
-        try:
+        try:  # the executor is built before: starting multiprocessing's resource tracker unblocks the signals
             mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             try:
                 warm_up = executor.submit(_call_service, "embed_batch", ["warm up"], False)  # spawns the process
