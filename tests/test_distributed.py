@@ -4,7 +4,6 @@ ELECTRA and permutation-LM objectives."""
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -14,15 +13,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).parent))
+from loopback import free_port  # noqa: E402
 from pretrain_job import run  # noqa: E402
 
 STEPS = 6
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, out: str, strategy: str, objective: str) -> None:
@@ -43,7 +37,7 @@ def _worker(rank: int, world: int, port: int, out: str, strategy: str, objective
 def test_two_processes_match_one(tmp_path, strategy, objective):
     single, _ = run(tmp_path / "single", STEPS, micro_batches=1, dropout=0.0, objective=objective)
     expected = {r["step"]: r["loss"] for r in single if "loss" in r}
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), strategy, objective), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path / "ddp"), strategy, objective), nprocs=2, join=True)
     got = {int(k): v for k, v in json.loads((tmp_path / "ddp" / "losses.json").read_text()).items()}
     assert got.keys() == expected.keys()
     for step, loss in expected.items():
@@ -81,7 +75,7 @@ def test_finetuning_two_processes_match_one(tmp_path, minilm_dir, data_dir):
     tokenizer.save(tmp_path / "model")
     train = conll_head(data_dir / "conll2003" / "eng.train", tmp_path / "train.conll", 21)  # 21 rows: a short last batch
     single = {r["step"]: r["loss"] for r in _finetune(tmp_path / "one", tmp_path / "model", train) if "loss" in r}
-    mp.spawn(_finetune_worker, args=(2, _free_port(), str(tmp_path / "two"), str(tmp_path / "model"), str(train)),
+    mp.spawn(_finetune_worker, args=(2, free_port(), str(tmp_path / "two"), str(tmp_path / "model"), str(train)),
              nprocs=2, join=True)
     log = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     double = {r["step"]: r["loss"] for r in log if "loss" in r}

@@ -8,7 +8,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from bertkit.predict import predict_examples, prediction_record  # noqa: E402
 from bertkit.serve import Batcher, Job, ModelProcess, ServeConfig, Service, build_app, load_service  # noqa: E402
 from bertkit.tasks import TaskSpec  # noqa: E402
 from bertkit.tasks.model import TaskModel, save_task_model  # noqa: E402
+from loopback import free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -40,9 +40,7 @@ class Server:
     """The app of `service` served by uvicorn in a thread, on a free port."""
 
     def __init__(self, service: Service):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(build_app(service), host="127.0.0.1", port=self.port,
                                                     log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -264,9 +262,7 @@ def _running(pid: int) -> bool:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads the processes from Linux's /proc")
 def test_the_model_process_ends_with_a_killed_server(tiny_models):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "bertkit.cli", "serve", "--model", str(tiny_models / "mlm"),
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -279,13 +275,13 @@ def test_the_model_process_ends_with_a_killed_server(tiny_models):
                 time.sleep(0.2)
         tasks = glob.glob(f"/proc/{server.pid}/task/*")  # a child belongs to the thread that started it
         children = [c for task in tasks for c in open(f"{task}/children").read().split()]
-        [model] = [int(c) for c in children if b"spawn_main" in open(f"/proc/{c}/cmdline", "rb").read()]
+        [model_pid] = [int(c) for c in children if b"spawn_main" in open(f"/proc/{c}/cmdline", "rb").read()]
         server.kill()
         server.wait()
         deadline = time.time() + 30
-        while _running(model) and time.time() < deadline:
+        while _running(model_pid) and time.time() < deadline:
             time.sleep(0.1)
-        assert not _running(model)
+        assert not _running(model_pid)
     finally:
         server.kill()
         server.wait()
