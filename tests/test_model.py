@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+import bertkit.model
 from bertkit import Encoder, preset
 from bertkit.model import (CPU_BF16_ATTENTION_MIN_LENGTH, CPU_SHORT_ATTENTION_MAX_LENGTH, attention,
-                           attention_weights, dropout, forward_flops, short_attention)
+                           attention_weights, dropout, forward_flops, short_attention,
+                           softmax_in_place)
 
 
 def random_batch(vocab: int, lengths: list[int], seed: int = 0):
@@ -143,22 +145,44 @@ def test_attention_fast_precision_equals_plain_sdpa():
     assert (got - exact).abs().max() < 0.05
 
 
-@pytest.mark.parametrize("mask_rows", [None, 1, 7])
-def test_short_attention_equals_sdpa_with_gradients(mask_rows):
-    """The three-product attention for short CPU sequences computes SDPA's outputs and gradients, with
-    no mask, a key mask (B, 1, 1, T) and a mask per query (B, 1, T, T)."""
+def short_inputs(mask_rows: int | None, requires_grad: bool = False):
+    """q, k, v (3, 4, 7, 8) and a mask of `mask_rows` rows (None: no mask), every query seeing a key."""
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(3, 4, 7, 8, generator=g, requires_grad=True) for _ in range(3))
+    q, k, v = (torch.randn(3, 4, 7, 8, generator=g, requires_grad=requires_grad) for _ in range(3))
     mask = None
     if mask_rows is not None:
         mask = (torch.rand(3, 1, mask_rows, 7, generator=g) > 0.4) | torch.eye(7, dtype=torch.bool)[:mask_rows]
         mask[0, ..., 5:] = False  # a padded row's keys
         mask[0, ..., 0] = True
+    return q, k, v, mask
+
+
+@pytest.mark.parametrize("mask_rows", [None, 1, 7])
+def test_short_attention_equals_sdpa_with_gradients(mask_rows):
+    """The three-product attention for short CPU sequences computes SDPA's outputs and gradients, with
+    no mask, a key mask (B, 1, 1, T) and a mask per query (B, 1, T, T)."""
+    q, k, v, mask = short_inputs(mask_rows, requires_grad=True)
     exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     got = short_attention(q, k, v, mask)
     torch.testing.assert_close(got, exact, atol=1e-6, rtol=1e-5)
     for a, b in zip(torch.autograd.grad(got.sum(), (q, k, v)), torch.autograd.grad(exact.sum(), (q, k, v))):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mask_rows", [None, 1, 7])
+def test_short_attention_softmaxes_short_rows_in_place_without_gradients(monkeypatch, mask_rows):
+    """Where the CPU's softmax is slow over short rows (AVX-512), inference computes it in place: the same
+    outputs as SDPA, with and without masks."""
+    monkeypatch.setattr(bertkit.model, "SHORT_SOFTMAX_KEYS", 16)
+    calls = []
+    monkeypatch.setattr(bertkit.model, "softmax_in_place",
+                        lambda scores: calls.append(scores.shape) or softmax_in_place(scores))
+    q, k, v, mask = short_inputs(mask_rows)
+    with torch.no_grad():
+        got = short_attention(q, k, v, mask)
+    torch.testing.assert_close(got, torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+                               atol=1e-6, rtol=1e-5)
+    assert calls == [(12, 7, 7)]
 
 
 def test_attention_takes_the_short_path_for_short_sequences_without_dropout_only():
