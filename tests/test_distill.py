@@ -260,7 +260,10 @@ def test_the_mlm_triple_loss_matches_its_definition_and_a_run_saves_a_masked_lm(
         cosine = float((1 - F.cosine_similarity(s[real], t[real], dim=-1)).sum())
     assert float(loss["soft"].detach()) == pytest.approx(5 * soft, rel=1e-4)
     assert float(loss["mlm"].detach()) == pytest.approx(2 * mlm, rel=1e-5)
-    assert float(loss["cosine"].detach()) == pytest.approx(cosine, rel=1e-5)
+    # a sum of (1 - cos) over near-equal vectors: fp32 rounding of the hidden states moves it by about 2e-7
+    # (the student runs with gradients, through PyTorch's softmax; this check without, through the in-place
+    # softmax of short rows on AVX-512 CPUs)
+    assert float(loss["cosine"].detach()) == pytest.approx(cosine, rel=1e-5, abs=1e-6)
 
     teacher_dir = tmp_path / "teacher"
     save_pretrained(teacher, teacher_dir)
