@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from .config import EncoderConfig
 from .padding import TokenLayout, make_layout, repad, unpad, with_spare_rows
-from .precision import ONEDNN_ACTIVATIONS, PackedLinear, matmul_dtype
+from .precision import ONEDNN_ACTIVATIONS, PackedLinear, cpu_has_avx512, matmul_dtype
 
 
 def activation(name: str, x: Tensor) -> Tensor:
@@ -146,7 +146,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, p: float
 # so there `short_attention` computes the softmax of such rows itself, in four passes (96 us). In
 # all-MiniLM-L6-v2's embedding of STS-B dev (16 tokens on average) attention took 0.53 s instead of 0.63
 # in fp32, 0.42 instead of 0.51 in int8 (median of 5 alternating runs); with AVX2 it gained nothing.
-SHORT_SOFTMAX_KEYS = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 0
+SHORT_SOFTMAX_KEYS = 16 if cpu_has_avx512() else 0
 
 
 def short_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:

@@ -203,10 +203,14 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, attr, [], algorithm)
 
 
+def cpu_has_avx512() -> bool:
+    """Whether PyTorch's CPU kernels run with AVX-512 here (the CPU has it and ATEN_CPU_CAPABILITY allows it)."""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def packs_linears(device: torch.device | str = "cpu") -> bool:
     """Whether fp32 inference on `device` runs `PackedLinear`s: on CPUs with AVX-512 (module docstring)."""
-    return (torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available()
-            and torch.backends.cpu.get_cpu_capability().startswith("AVX512"))
+    return torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available() and cpu_has_avx512()
 
 
 def _cached_copy(linear: nn.Linear, make: Callable[[nn.Linear], nn.Module]) -> nn.Module:
