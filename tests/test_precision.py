@@ -116,24 +116,36 @@ def test_int8_copies_are_made_once_and_again_when_the_weights_change():
     torch.testing.assert_close(second(x), linear(x), atol=0.05, rtol=0.05)
 
 
-def test_bf16_copies_give_autocasts_outputs_and_are_made_once():
+@pytest.mark.parametrize("packed", [False, True])
+def test_bf16_layers_give_autocasts_outputs_and_are_made_once(monkeypatch, packed):
+    """bf16 inference runs copies of the linear layers made once (oneDNN-packed where the CPU takes
+    them, else plain bf16 copies) with autocast's outputs; the plain layers come back after."""
     from bertkit import Encoder, add_pretraining_heads, preset
+    if packed and not precision.packs_linears("cpu", torch.bfloat16):
+        pytest.skip("this CPU has no AVX-512 or oneDNN has no bf16 here: bf16 layers are not packed")
+    monkeypatch.setattr(precision, "packs_linears", lambda device="cpu", dtype=torch.float32: packed)
     torch.manual_seed(0)
     model = add_pretraining_heads(Encoder(preset("tiny", vocab_size=500)), mlm=True).eval()  # a tied decoder too
     ids = torch.randint(5, 500, (3, 9))
+    cpu = torch.device("cpu")
     with torch.no_grad(), precision.autocast(torch.bfloat16):
         expected = model.mlm_head(model(ids).last_hidden_state)
-        with precision.bf16_linears(model):
+        with precision.fast_linears(model, torch.bfloat16, cpu):
             copy = model.layers[0].feed_forward.up
-            assert copy.weight.dtype == torch.bfloat16
+            assert type(copy) is (precision.PackedLinear if packed else torch.nn.Linear)
+            assert (copy.packed if packed else copy.weight).dtype == torch.bfloat16
             got = model.mlm_head(model(ids).last_hidden_state)
-        with precision.bf16_linears(model):
-            assert model.layers[0].feed_forward.up is copy  # not cast again
-    assert all(m.weight.dtype == torch.float32 for m in model.modules() if isinstance(m, torch.nn.Linear))
-    assert torch.equal(got, expected)
+        with precision.fast_linears(model, torch.bfloat16, cpu):
+            assert model.layers[0].feed_forward.up is copy  # not made again
+    assert all(type(m) is torch.nn.Linear and m.weight.dtype == torch.float32
+               for m in model.modules() if isinstance(m, torch.nn.Linear))
+    if packed:  # the GELU fused into oneDNN's product, on the fp32 sums: within bf16's rounding of autocast's
+        torch.testing.assert_close(got, expected, atol=0.05, rtol=0.02)
+    else:
+        assert torch.equal(got, expected)
     with torch.no_grad():
         model.layers[0].feed_forward.up.weight.mul_(2)  # as a load or an optimizer step would
-    with precision.bf16_linears(model):
+    with precision.fast_linears(model, torch.bfloat16, cpu):
         assert model.layers[0].feed_forward.up is not copy
 
 
@@ -143,7 +155,7 @@ def test_packed_fp32_layers_give_the_plain_outputs_for_the_context_and_back(monk
     """fp32 inference runs oneDNN-packed copies of the linear layers (the feed-forward's activation
     fused into its product) with the plain layers' outputs; the plain layers come back after."""
     from bertkit import Encoder, add_pretraining_heads, preset
-    monkeypatch.setattr(precision, "packs_linears", lambda device="cpu": True)
+    monkeypatch.setattr(precision, "packs_linears", lambda device="cpu", dtype=torch.float32: True)
     torch.manual_seed(0)
     model = add_pretraining_heads(Encoder(preset("tiny", vocab_size=500, hidden_act=act)), mlm=True).eval()
     ids = torch.randint(5, 500, (3, 9))

@@ -17,11 +17,15 @@ run: 1.51x fp32's speed with that layer left in fp32, 1.85x with it in int8 (BEN
 `cpu-inference`: 1.68x, median of 5). `evaluating(model, "int8")` swaps the layers in for its duration
 and keeps the quantized copies until the weights change.
 
-`bf16_linears(model)` swaps in bf16 copies of the linear layers the same way. Under bf16 autocast
-the outputs do not change, but autocast keeps its casts of the weights only while one autocast
-context lasts, so a caller that runs many short calls (the server: one call per gathered batch)
-otherwise pays for casting every weight in each. The copies (half the fp32 weights' size) stay in
-memory as long as the model does.
+bf16 inference swaps in copies of the linear layers the same way, made once: on a CPU with AVX-512
+where oneDNN computes bf16, `PackedLinear`s with bf16 weights reordered once into oneDNN's layout
+(below), else plain bf16 copies. Autocast casts the weights anew in every autocast context (a call
+of `embed`, a gathered batch of the server), and its bf16 product reorders them for oneDNN anew in
+every call. all-MiniLM-L6-v2's shapes on a Xeon with AMX (torch 2.13, 2 threads, 200 calls each):
+1.3x-1.7x faster at 576-1152 tokens, 1.9x-2.4x at 12-96; the same results. With oneDNN held below
+AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16) 1.03x-1.38x. The feed-forward's GELU is then fused into
+its first product (computed on the fp32 sums before they are rounded to bf16, where autocast rounds
+first). The copies hold half as much memory as the fp32 weights.
 
 In fp32 on a CPU with AVX-512, inference runs the linear layers as `PackedLinear`s: their weights
 reordered once into oneDNN's blocked layout and each product computed by oneDNN, where `F.linear`
@@ -122,18 +126,21 @@ def autocast(dtype: torch.dtype, device: torch.device | str = "cpu") -> ContextM
 @contextlib.contextmanager
 def evaluating(model: torch.nn.Module, precision: str = "fp32") -> Iterator[torch.device]:
     """`model` in eval mode under `precision`'s autocast, with the linear layers `fast_linears`
-    picks swapped in (int8; fp32 where packing is faster), its training mode and layers restored on
+    picks swapped in (int8; bf16; fp32 where packing is faster), its training mode and layers restored on
     leaving; yields the device of its parameters. The layers are swapped in the model itself: one
     thread at a time per model."""
     device = next(model.parameters()).device
     dtype = resolve(precision, device)
     was_training = model.training
-    model.eval()
+    training = lambda: any(m.training for m in model.modules())  # noqa: E731 (setting the mode is slower: 0.5 ms)
+    if training():
+        model.eval()
     try:
         with autocast(dtype, device), fast_linears(model, dtype, device):
             yield device
     finally:
-        model.train(was_training)
+        if was_training or training():
+            model.train(was_training)
 
 
 # linear layer -> {how it was copied: (the versions of its weights when copied, the copy)}
@@ -180,27 +187,35 @@ ONEDNN_ACTIVATIONS = {"gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"),
 
 
 class PackedLinear(nn.Module):
-    """An fp32 `nn.Linear` for inference, its weights reordered once for oneDNN (see the module
-    docstring); the same parameters, so that code reading `.weight` still finds them. With
-    gradients on it computes the plain `F.linear`: oneDNN's product has no backward."""
+    """An `nn.Linear` for inference, its weights reordered once for oneDNN in `dtype` (fp32, or bf16
+    for bf16 inference; see the module docstring); the same parameters, so that code reading
+    `.weight` still finds them. With gradients on it computes the plain `F.linear` (under autocast
+    if on): oneDNN's product has no backward. In bf16 it takes its input as autocast would, cast to
+    bf16, and gives bf16."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.in_features, self.out_features, self.dtype = linear.in_features, linear.out_features, dtype
         self.weight, self.bias = linear.weight, linear.bias
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().to(dtype))
+        self.packed_bias = None if linear.bias is None else linear.bias.detach().to(dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., in) -> (..., out)."""
         if torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.packed_bias, "none", [], "")
 
     def with_activation(self, x: Tensor, activation: str) -> Tensor:
         """The activation (a name of `ONEDNN_ACTIVATIONS`) of the product, in the same oneDNN call;
         inference only (with gradients off)."""
         attr, algorithm = ONEDNN_ACTIVATIONS[activation]
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, attr, [], algorithm)
+        return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.packed_bias, attr, [], algorithm)
+
+
+def packed_bf16(linear: nn.Linear) -> PackedLinear:
+    """`linear` packed for bf16 inference (`PackedLinear`)."""
+    return PackedLinear(linear, torch.bfloat16)
 
 
 def cpu_has_avx512() -> bool:
@@ -208,9 +223,11 @@ def cpu_has_avx512() -> bool:
     return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
-def packs_linears(device: torch.device | str = "cpu") -> bool:
-    """Whether fp32 inference on `device` runs `PackedLinear`s: on CPUs with AVX-512 (module docstring)."""
-    return torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available() and cpu_has_avx512()
+def packs_linears(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> bool:
+    """Whether inference at `dtype` (fp32 or bf16) on `device` runs `PackedLinear`s: on CPUs with
+    AVX-512, in bf16 where oneDNN computes bf16 (module docstring)."""
+    return (torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available() and cpu_has_avx512()
+            and (dtype == torch.float32 or torch.ops.mkldnn._is_mkldnn_bf16_supported()))
 
 
 def _cached_copy(linear: nn.Linear, make: Callable[[nn.Linear], nn.Module]) -> nn.Module:
@@ -244,16 +261,13 @@ def _swapped_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module]) -
 
 
 def fast_linears(model: nn.Module, dtype: torch.dtype, device: torch.device) -> ContextManager:
-    """The linear layers inference at `dtype` runs with: `Int8Linear`s for int8, `PackedLinear`s for
-    fp32 where they are faster, the layers themselves otherwise."""
+    """The linear layers inference at `dtype` runs with: `Int8Linear`s for int8; `PackedLinear`s for
+    fp32 and bf16 where they are faster; else bf16 copies for bf16 (made once, not cast by autocast
+    at every call) and the layers themselves for fp32."""
     if dtype == torch.qint8:
         return _swapped_linears(model, Int8Linear)
+    if dtype == torch.bfloat16:
+        return _swapped_linears(model, packed_bf16 if packs_linears(device, dtype) else bf16_copy)
     if dtype == torch.float32 and packs_linears(device):
         return _swapped_linears(model, PackedLinear)
     return contextlib.nullcontext()
-
-
-def bf16_linears(model: nn.Module) -> ContextManager:
-    """`model`'s linear layers as bf16 copies made once (see the module docstring); one thread at a
-    time, since the layers are swapped in the model itself."""
-    return _swapped_linears(model, bf16_copy)

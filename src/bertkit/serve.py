@@ -21,7 +21,6 @@ one. uvicorn finishes requests in flight on SIGTERM / Ctrl-C before it stops.
 """
 
 import asyncio  # no `from __future__ import annotations`: FastAPI reads the routes' annotations at run time
-import contextlib
 import dataclasses
 import functools
 import importlib.util
@@ -36,7 +35,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Awaitable, Callable, ContextManager
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 import torch
@@ -48,7 +47,6 @@ from .embed import embed
 from .explain import word_importance
 from .fill_mask import fill_mask
 from .model import Encoder
-from .precision import bf16_linears, resolve
 from .predict import predict_examples, prediction_record
 from .tasks import kind_of
 from .tasks.model import TaskModel, load_task_model
@@ -200,19 +198,6 @@ class Service:
                 "task": spec.task if spec else None, "labels": list(spec.labels) if spec else [],
                 "pair": bool(spec and spec.pair), "precision": self.config.precision}
 
-    @functools.cached_property  # read on every batch: the precision does not change
-    def in_bf16(self) -> bool:
-        return resolve(self.config.precision) == torch.bfloat16
-
-    def bf16_weights(self) -> ContextManager:
-        """The model's linear layers as bf16 copies made once, when the server runs in bf16: autocast
-        casts the weights anew in every call, and each gathered batch is a call (2-4 ms of a batch of
-        about 20 STS-B sentences with all-MiniLM-L6-v2); outputs are the same. Explanations keep fp32.
-        In the model process only (the layers are swapped in the model)."""
-        if not self.in_bf16:
-            return contextlib.nullcontext()
-        return bf16_linears(self.task_model if self.task_model is not None else self.encoder)
-
     def token_counts(self, texts: list[str], truncate: bool) -> list[int]:
         """Tokens of each text (special tokens included); too long is an error unless truncating."""
         limit = self.encoder.config.max_length
@@ -228,13 +213,11 @@ class Service:
         """One forward pass for a gathered batch (the batcher caps its texts and tokens; one request of more
         than max_batch texts runs in pieces of max_batch): the same batches embedded in embed's default
         pieces of 32 ran about 20% slower (72 STS-B sentences a call, measured alone)."""
-        with self.bf16_weights():
-            return embed(self.encoder, self.tokenizer, texts, precision=self.config.precision, progress=False,
-                         overflow="truncate" if truncate else "error", batch_size=self.config.max_batch)
+        return embed(self.encoder, self.tokenizer, texts, precision=self.config.precision, progress=False,
+                     overflow="truncate" if truncate else "error", batch_size=self.config.max_batch)
 
     def fill_mask(self, text: str, top_k: int) -> list:
-        with self.bf16_weights():
-            return fill_mask(self.encoder, self.tokenizer, text, top_k, self.config.precision)
+        return fill_mask(self.encoder, self.tokenizer, text, top_k, self.config.precision)
 
     def predict(self, items: list) -> list[dict]:
         spec = self.task_model.spec
@@ -247,8 +230,7 @@ class Service:
                                    f"{'[first, second] pairs of texts' if spec.pair else 'single texts, not pairs'}")
             examples.append(word_example(text, self.tokenizer.pre_tokenize, f"inputs[{i}]") if words
                             else TextExample(text, pair, source=f"inputs[{i}]"))
-        with self.bf16_weights():
-            predictions = predict_examples(self.task_model, self.tokenizer, examples, 32, self.config.precision)
+        predictions = predict_examples(self.task_model, self.tokenizer, examples, 32, self.config.precision)
         return [prediction_record(e, p) for e, p in zip(examples, predictions)]
 
     def explain(self, text: str, pair: str | None) -> dict:
