@@ -22,7 +22,8 @@ measured in the same run (int8 runs too, so the fractions compare on one scale).
     python benchmarks/bench_cpu_inference.py [--repeats 5] [--ner-model DIR]
 
 On a CPU with AVX-512, the same run with AVX-512 switched off in PyTorch, oneDNN and MKL stands in for
-an AVX2 machine (ONNX Runtime keeps its own choice of kernels), recorded as `cpu-inference-isa-avx2`:
+an AVX2 machine (ONNX Runtime keeps its own choice of kernels), recorded as `cpu-inference-isa-avx2`
+(`cpu-inference-amx-isa-avx2` on a CPU with AMX):
 
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python benchmarks/bench_cpu_inference.py
 """

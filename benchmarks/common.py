@@ -56,6 +56,11 @@ def isa_limits() -> dict[str, str]:
     return {name: os.environ[name] for name in ISA_LIMITS if os.environ.get(name)}
 
 
+def cpu_has_amx() -> bool:
+    """Whether the CPU has AMX tiles (Intel Xeon from Sapphire Rapids), whose bf16 and int8 products outrun AVX-512's."""
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -63,7 +68,8 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "bf16_instructions": cpu_has_native_bf16(), "bf16_fast": bf16_is_fast(), "cores": os.cpu_count(),
+            "bf16_instructions": cpu_has_native_bf16(), "bf16_fast": bf16_is_fast(), "amx": cpu_has_amx(),
+            "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "commit": commit_of(), "reuse_freed_memory": REUSES_FREED_MEMORY,
             "isa_limits": isa_limits()}
@@ -104,11 +110,12 @@ BF16_WORDS = {(True, True): "native bf16", (True, False): "bf16 instructions lef
 
 def write_results(name: str, command: str, payload: dict, table: str) -> None:
     """Save JSON and replace this benchmark's section of BENCHMARKS.md. Figures of a CPU without
-    native bf16 (AVX2 alone) are kept apart, as NAME-avx2: the two kinds of machine differ; so are
-    those of a run held to a narrower instruction set (`ISA_LIMITS`), as NAME-isa-<PyTorch's level>."""
+    native bf16 (AVX2 alone) are kept apart, as NAME-avx2, and those of a CPU with AMX as NAME-amx:
+    the kinds of machine differ; so are those of a run held to a narrower instruction set
+    (`ISA_LIMITS`), as NAME[-amx]-isa-<PyTorch's level>."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine()
-    name = name if cpu_has_native_bf16() else f"{name}-avx2"
+    name = f"{name}-amx" if info["amx"] else name if info["bf16_instructions"] else f"{name}-avx2"
     if info["isa_limits"]:
         name += f"-isa-{info['cpu_capability'].lower()}"
         command = " ".join(f"{k}={v}" for k, v in info["isa_limits"].items()) + " " + command
@@ -117,7 +124,8 @@ def write_results(name: str, command: str, payload: dict, table: str) -> None:
     section = (f"<!-- {name}:start -->\n## `{name}`\n\nCommand: `{command}`  \n"
                f"Machine: {info['cpu']} ({info['cpu_capability']}"
                f"{', held there by the environment' if info['isa_limits'] else ''}, "
-               f"{BF16_WORDS[info['bf16_instructions'], info['bf16_fast']]}), {info['cores']} cores, "
+               f"{BF16_WORDS[info['bf16_instructions'], info['bf16_fast']]}{', AMX' if info['amx'] else ''}), "
+               f"{info['cores']} cores, "
                f"{info['threads']} threads, torch {info['torch']}, commit {info['commit']}, "
                f"{time.strftime('%Y-%m-%d')}\n\n{table}\n<!-- {name}:end -->")
     path = ROOT / "BENCHMARKS.md"
