@@ -15,9 +15,11 @@ Each server is its own process (`bertkit serve`, or this file with `--naive-app`
 the clients in this process. Both servers run on the same machine in the same run: the seconds are
 split into `--rounds` slices, each round loading our server, then embedding offline as many
 sentences as it served, then loading the plain app, so that a slow spell of a shared machine falls
-on all three alike (the ratios of single rounds are reported too). all-MiniLM-L6-v2, precision `auto`.
+on all three alike (the ratios of single rounds are reported too). all-MiniLM-L6-v2, precision `auto`
+(bertkit's server and offline embed; `--dtype int8` for both, recorded as serve-int8; the plain app
+keeps sentence-transformers' fp32).
 
-    python benchmarks/bench_serve.py [--seconds 60] [--clients 16] [--rounds 6]
+    python benchmarks/bench_serve.py [--seconds 60] [--clients 16] [--rounds 6] [--dtype auto]
 """
 
 # no `from __future__ import annotations`: FastAPI reads the naive app's annotations at run time
@@ -171,6 +173,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=6, help="slices the seconds are split into, alternating")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"],
+                        help="bertkit's precision, in the server and offline alike")
     parser.add_argument("--naive-app", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_app:
@@ -179,11 +183,11 @@ def main() -> None:
     from bertkit.precision import resolve
     torch.set_num_threads(2)
     sentences = [line.split("\t")[5] for line in open(DATA / "stsb" / "sts-dev.csv", encoding="utf-8")]
-    dtype = "bf16" if resolve("auto") == torch.bfloat16 else "fp32"
+    dtype = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.qint8: "int8"}[resolve(args.dtype)]
     model, tokenizer = bertkit.load_pretrained(minilm_dir()), bertkit.Tokenizer.from_pretrained(minilm_dir())
     names = {"ours": "bertkit serve", "offline": "offline bertkit.embed",
              "naive": "FastAPI + sentence-transformers encode per request"}
-    commands = {"ours": [sys.executable, "-m", "bertkit.cli", "serve", "--model", str(minilm_dir()), "--dtype", "auto",
+    commands = {"ours": [sys.executable, "-m", "bertkit.cli", "serve", "--model", str(minilm_dir()), "--dtype", args.dtype,
                          "--port"], "naive": [sys.executable, __file__, "--naive-app"]}
     servers = {}
     slices: dict[str, list[dict]] = {key: [] for key in names}
@@ -195,7 +199,7 @@ def main() -> None:
             served = slices["ours"][-1]["sentences"]
             texts = random.Random(r).choices(sentences, k=served)
             began = time.perf_counter()
-            bertkit.embed(model, tokenizer, texts, normalize=True, batch_size=32, progress=False)
+            bertkit.embed(model, tokenizer, texts, normalize=True, batch_size=32, precision=args.dtype, progress=False)
             slices["offline"].append({"sentences": served, "seconds": time.perf_counter() - began})
             slices["naive"].append(load(servers["naive"][0], sentences, args.clients, args.seconds / args.rounds, r))
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(
@@ -227,8 +231,9 @@ def main() -> None:
     table += [f"| {k} | {v:.2f}x | {lo:.2f}x - {hi:.2f}x | {t} |" for k, (v, lo, hi, t) in ratios.items()]
     text = "\n".join(table)
     print(text)
-    write_results("serve", f"python benchmarks/bench_serve.py --seconds {args.seconds:g} --clients {args.clients} "
-                  f"--rounds {args.rounds}", {"dtype": dtype, "runs": rows, "slices": {
+    write_results("serve" if args.dtype == "auto" else f"serve-{args.dtype}",
+                  f"python benchmarks/bench_serve.py --seconds {args.seconds:g} --clients {args.clients} "
+                  f"--rounds {args.rounds}" + ("" if args.dtype == "auto" else f" --dtype {args.dtype}"), {"dtype": dtype, "runs": rows, "slices": {
                       key: [{k: v for k, v in s.items() if k != "latencies"} for s in kept] for key, kept in slices.items()},
                                               "ratios": {k: v[:3] for k, v in ratios.items()}}, text)
 
