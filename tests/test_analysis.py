@@ -5,11 +5,13 @@ import pytest
 import torch
 
 from bertkit.analysis.vectors import word_vectors, write_word_vectors
+from bertkit.precision import evaluating
 
 
 def hidden_states(model, tokenizer, text, split: bool, layers):
+    """The text's hidden states alone, computed as word_vectors computes them (fp32 inference's layers)."""
     encoded = tokenizer.encode([text], split_into_words=split)
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model, "fp32"):
         out = model(**encoded.tensors(), output_layers=layers).layers
     return encoded.word_ids(0), [out[model.layer_index(i)][0].numpy() for i in layers]
 
