@@ -132,7 +132,10 @@ def evaluating(model: torch.nn.Module, precision: str = "fp32") -> Iterator[torc
     device = next(model.parameters()).device
     dtype = resolve(precision, device)
     was_training = model.training
-    training = lambda: any(m.training for m in model.modules())  # noqa: E731 (setting the mode is slower: 0.5 ms)
+
+    def training() -> bool:  # whether some module trains: reading the modes is cheaper than setting them (0.5 ms)
+        return any(m.training for m in model.modules())
+
     if training():
         model.eval()
     try:
