@@ -22,8 +22,8 @@ where oneDNN computes bf16, `PackedLinear`s with bf16 weights reordered once int
 (below), else plain bf16 copies. Autocast casts the weights anew in every autocast context (a call
 of `embed`, a gathered batch of the server), and its bf16 product reorders them for oneDNN anew in
 every call. all-MiniLM-L6-v2's shapes on a Xeon with AMX (torch 2.13, 2 threads, 200 calls each):
-1.3x-1.7x faster at 576-1152 tokens, 1.9x-2.4x at 12-96; the same results. With oneDNN held below
-AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16) 1.03x-1.38x. The feed-forward's GELU is then fused into
+1.2x-1.7x faster at 576-1152 tokens, 1.9x-2.4x at 12-96; the same results. With oneDNN held below
+AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16) 1.02x-1.39x. The feed-forward's GELU is then fused into
 its first product (computed on the fp32 sums before they are rounded to bf16, where autocast rounds
 first). The copies hold half as much memory as the fp32 weights.
 
