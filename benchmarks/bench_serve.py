@@ -16,7 +16,7 @@ the clients in this process. Both servers run on the same machine in the same ru
 split into `--rounds` slices, each round loading our server, then embedding offline as many
 sentences as it served, then loading the plain app, so that a slow spell of a shared machine falls
 on all three alike (the ratios of single rounds are reported too). all-MiniLM-L6-v2, precision `auto`
-(bertkit's server and offline embed; `--dtype int8` for both, recorded as serve-int8; the plain app
+(bertkit's server and offline embed; `--dtype int8` for both, recorded as serve-int8 with the machine's suffix; the plain app
 keeps sentence-transformers' fp32).
 
     python benchmarks/bench_serve.py [--seconds 60] [--clients 16] [--rounds 6] [--dtype auto]

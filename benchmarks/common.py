@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from bertkit import reuse_freed_memory
-from bertkit.precision import bf16_is_fast, cpu_has_native_bf16
+from bertkit.precision import bf16_is_fast, cpu_has_amx, cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -54,11 +54,6 @@ ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTI
 
 def isa_limits() -> dict[str, str]:
     return {name: os.environ[name] for name in ISA_LIMITS if os.environ.get(name)}
-
-
-def cpu_has_amx() -> bool:
-    """Whether the CPU has AMX tiles (Intel Xeon from Sapphire Rapids), whose bf16 and int8 products outrun AVX-512's."""
-    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def machine() -> dict:

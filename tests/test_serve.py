@@ -288,8 +288,8 @@ def test_the_model_process_ends_with_a_killed_server(tiny_models):
 
 
 def test_in_bf16_the_service_answers_as_the_library_does_and_keeps_its_fp32_layers(tiny_models):
-    """bf16 serving runs on bf16 copies of the linear layers, made once: the answers equal the library's
-    bf16 calls, and the model's own layers stay fp32 (explanations read them)."""
+    """bf16 serving answers as the library's bf16 calls do, call after call (the second runs on the bf16
+    layers the first made), and the model's own layers stay fp32 (explanations read them)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bf16 is emulated on CPUs without AVX-512 BF16: slow, not wrong
         mlm = load_service(tiny_models / "mlm", config=ServeConfig(precision="bf16"))
