@@ -22,13 +22,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, alternate, matmul_peak, median, speed_table, write_results  # noqa: E402
+from common import DATA, DTYPE_NAMES, alternate, matmul_peak, median, speed_table, write_results  # noqa: E402
 
 from bertkit.perplexity import load_causal_lm, sliding_windows, window_nll  # noqa: E402
 from bertkit.precision import resolve  # noqa: E402
 
-
-DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 
 def smollm2_gguf() -> Path:

@@ -16,8 +16,8 @@ the clients in this process. Both servers run on the same machine in the same ru
 split into `--rounds` slices, each round loading our server, then embedding offline as many
 sentences as it served, then loading the plain app, so that a slow spell of a shared machine falls
 on all three alike (the ratios of single rounds are reported too). all-MiniLM-L6-v2, precision `auto`
-(bertkit's server and offline embed; `--dtype int8` for both, recorded as serve-int8 with the machine's suffix; the plain app
-keeps sentence-transformers' fp32).
+(bertkit's server and offline embed; `--dtype int8` for both, recorded as serve-int8 with the machine's
+suffix; the plain app keeps sentence-transformers' fp32).
 
     python benchmarks/bench_serve.py [--seconds 60] [--clients 16] [--rounds 6] [--dtype auto]
 """
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, minilm_dir, write_results  # noqa: E402
+from common import DATA, DTYPE_NAMES, minilm_dir, write_results  # noqa: E402
 
 BAD_REQUESTS = [b"{not json", b'{"inputs": 5}', json.dumps({"inputs": ["word " * 600]}).encode(),
                 b'{"inputs": "caf\xe9"}']
@@ -183,12 +183,12 @@ def main() -> None:
     from bertkit.precision import resolve
     torch.set_num_threads(2)
     sentences = [line.split("\t")[5] for line in open(DATA / "stsb" / "sts-dev.csv", encoding="utf-8")]
-    dtype = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.qint8: "int8"}[resolve(args.dtype)]
+    dtype = DTYPE_NAMES[resolve(args.dtype)]
     model, tokenizer = bertkit.load_pretrained(minilm_dir()), bertkit.Tokenizer.from_pretrained(minilm_dir())
     names = {"ours": "bertkit serve", "offline": "offline bertkit.embed",
              "naive": "FastAPI + sentence-transformers encode per request"}
-    commands = {"ours": [sys.executable, "-m", "bertkit.cli", "serve", "--model", str(minilm_dir()), "--dtype", args.dtype,
-                         "--port"], "naive": [sys.executable, __file__, "--naive-app"]}
+    commands = {"ours": [sys.executable, "-m", "bertkit.cli", "serve", "--model", str(minilm_dir()),
+                         "--dtype", args.dtype, "--port"], "naive": [sys.executable, __file__, "--naive-app"]}
     servers = {}
     slices: dict[str, list[dict]] = {key: [] for key in names}
     try:
@@ -231,11 +231,13 @@ def main() -> None:
     table += [f"| {k} | {v:.2f}x | {lo:.2f}x - {hi:.2f}x | {t} |" for k, (v, lo, hi, t) in ratios.items()]
     text = "\n".join(table)
     print(text)
-    write_results("serve" if args.dtype == "auto" else f"serve-{args.dtype}",
-                  f"python benchmarks/bench_serve.py --seconds {args.seconds:g} --clients {args.clients} "
-                  f"--rounds {args.rounds}" + ("" if args.dtype == "auto" else f" --dtype {args.dtype}"), {"dtype": dtype, "runs": rows, "slices": {
-                      key: [{k: v for k, v in s.items() if k != "latencies"} for s in kept] for key, kept in slices.items()},
-                                              "ratios": {k: v[:3] for k, v in ratios.items()}}, text)
+    asked = "" if args.dtype == "auto" else f"-{args.dtype}"
+    command = (f"python benchmarks/bench_serve.py --seconds {args.seconds:g} --clients {args.clients} "
+               f"--rounds {args.rounds}" + (f" --dtype {args.dtype}" if asked else ""))
+    kept_slices = {key: [{k: v for k, v in s.items() if k != "latencies"} for s in kept]
+                   for key, kept in slices.items()}
+    write_results(f"serve{asked}", command, {"dtype": dtype, "runs": rows, "slices": kept_slices,
+                                             "ratios": {k: v[:3] for k, v in ratios.items()}}, text)
 
 
 if __name__ == "__main__":

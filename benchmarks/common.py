@@ -25,6 +25,8 @@ from bertkit.precision import bf16_is_fast, cpu_has_amx, cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+# what `precision.resolve` returns -> the precision's name in the tables
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.qint8: "int8"}
 DATA = Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
 # The `bertkit` command lets glibc keep freed memory; benchmarks call bertkit in-process, and the
 # setting is process-wide, so it is made here, before either side runs: both get the same allocator.

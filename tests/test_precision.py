@@ -116,14 +116,22 @@ def test_int8_copies_are_made_once_and_again_when_the_weights_change():
     torch.testing.assert_close(second(x), linear(x), atol=0.05, rtol=0.05)
 
 
+TOLERANCE = 1e-2  # bf16 keeps 8 bits: autocast's and the fused GELU's roundings differ by a few thousandths here
+
+
+def packs_bf16_layers(monkeypatch, packed: bool) -> None:
+    """bf16 inference takes oneDNN-packed layers (`packed`, where this CPU has them) or plain bf16 copies."""
+    if packed and not precision.packs_linears("cpu", torch.bfloat16):
+        pytest.skip("this CPU has no AVX-512 or oneDNN has no bf16 here: bf16 layers are not packed")
+    monkeypatch.setattr(precision, "packs_linears", lambda device="cpu", dtype=torch.float32: packed)
+
+
 @pytest.mark.parametrize("packed", [False, True])
 def test_bf16_layers_give_autocasts_outputs_and_are_made_once(monkeypatch, packed):
     """bf16 inference runs copies of the linear layers made once (oneDNN-packed where the CPU takes
     them, else plain bf16 copies) with autocast's outputs; the plain layers come back after."""
     from bertkit import Encoder, add_pretraining_heads, preset
-    if packed and not precision.packs_linears("cpu", torch.bfloat16):
-        pytest.skip("this CPU has no AVX-512 or oneDNN has no bf16 here: bf16 layers are not packed")
-    monkeypatch.setattr(precision, "packs_linears", lambda device="cpu", dtype=torch.float32: packed)
+    packs_bf16_layers(monkeypatch, packed)
     torch.manual_seed(0)
     model = add_pretraining_heads(Encoder(preset("tiny", vocab_size=500)), mlm=True).eval()  # a tied decoder too
     with torch.no_grad():  # biases start at zero: give them values the copies must carry
@@ -146,7 +154,8 @@ def test_bf16_layers_give_autocasts_outputs_and_are_made_once(monkeypatch, packe
         torch.testing.assert_close(got, expected, atol=TOLERANCE, rtol=TOLERANCE)
     else:
         assert torch.equal(got, expected)
-    up, replacement = model.layers[0].feed_forward.up, torch.nn.Parameter(2 * model.layers[0].feed_forward.up.weight.detach())
+    up = model.layers[0].feed_forward.up
+    replacement = torch.nn.Parameter(2 * up.weight.detach())
     with torch.no_grad():  # a new tensor whose version count equals the old one's (as a model loaded alike can have)
         while replacement._version < up.weight._version:
             replacement.add_(0)
@@ -160,14 +169,9 @@ def test_bf16_layers_give_autocasts_outputs_and_are_made_once(monkeypatch, packe
         assert model.layers[0].feed_forward.up is not second
 
 
-TOLERANCE = 1e-2  # bf16 keeps 8 bits: autocast's and the fused GELU's roundings differ by a few thousandths here
-
-
 @pytest.mark.parametrize("packed", [False, True])
 def test_bf16_layers_made_in_inference_mode_serve_a_call_with_gradients(monkeypatch, packed):
-    if packed and not precision.packs_linears("cpu", torch.bfloat16):
-        pytest.skip("this CPU has no AVX-512 or oneDNN has no bf16 here: bf16 layers are not packed")
-    monkeypatch.setattr(precision, "packs_linears", lambda device="cpu", dtype=torch.float32: packed)
+    packs_bf16_layers(monkeypatch, packed)
     model, cpu = torch.nn.Sequential(torch.nn.Linear(8, 4)), torch.device("cpu")
     with torch.inference_mode(), precision.fast_linears(model, torch.bfloat16, cpu):
         copy = model[0]  # made here

@@ -150,7 +150,7 @@ def evaluating(model: torch.nn.Module, precision: str = "fp32") -> Iterator[torc
             model.train(was_training)
 
 
-# linear layer -> {how it was copied: (the versions of its weights when copied, the copy)}
+# linear layer -> {how it was copied: (its parameters' (identity, version) pairs when copied, the copy)}
 _COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
