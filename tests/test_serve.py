@@ -6,6 +6,7 @@ import glob
 import json
 import multiprocessing
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from bertkit import Encoder, Tokenizer, add_pretraining_heads, embed, preset, sa
 from bertkit.data.readers import word_example  # noqa: E402
 from bertkit.fill_mask import fill_mask  # noqa: E402
 from bertkit.predict import predict_examples, prediction_record  # noqa: E402
-from bertkit.serve import Batcher, Job, ModelProcess, ServeConfig, Service, build_app, load_service  # noqa: E402
+from bertkit.serve import Call, Gatherer, Job, ModelProcess, ServeConfig, Service, build_app, load_service  # noqa: E402
 from bertkit.tasks import TaskSpec  # noqa: E402
 from bertkit.tasks.model import TaskModel, save_task_model  # noqa: E402
 from loopback import free_port  # noqa: E402
@@ -124,33 +125,31 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(minilm_se
         assert status == 200 and np.allclose(vectors, want, atol=1e-5)
 
 
-def test_a_batch_waits_wait_ms_from_its_first_jobs_arrival_not_longer():
+def test_a_batch_waits_wait_ms_from_its_first_jobs_arrival_not_longer(minilm):
     """Under load the first queued job has already waited while the model ran: the batch is taken at
-    once (the coroutine never suspends), with what is queued behind it. On an idle server the first
-    job waits wait_ms for company, and a job that comes meanwhile joins it."""
-    async def gathered() -> tuple[list[str], list[str], float]:
-        loop = asyncio.get_running_loop()
-        batcher = Batcher(run=None, config=ServeConfig(wait_ms=50))
+    once, with what is queued behind it, up to the caps, and a call waits for the next turn. On an idle
+    server the first job waits wait_ms for company, and a job that comes meanwhile joins it."""
+    _, tokenizer = minilm
+    inbox = queue.Queue()
+    gatherer = Gatherer(inbox, ServeConfig(wait_ms=50, max_batch=4))
 
-        def queue(text: str, waited: float = 0.0) -> None:
-            batcher.queue.put_nowait(Job([text], 1, False, True, loop.create_future(), loop.time() - waited))
+    def job(text: str, waited: float = 0.0) -> Job:
+        return Job(text, tokenizer.backend.encode_batch([text]), True, time.monotonic() - waited)
 
-        def texts(batch: list[Job]) -> list[str]:
-            return [text for job in batch for text in job.texts]
-
-        queue("a", waited=0.06)
-        queue("b", waited=0.01)
-        with pytest.raises(StopIteration) as finished:  # done on its first step: no sleep, no wait
-            batcher.next_batch().send(None)
-        queue("c")
-        loop.call_later(0.02, queue, "d")
-        began = loop.time()
-        idle = await batcher.next_batch()
-        return texts(finished.value.value), texts(idle), loop.time() - began
-
-    under_load, idle, waited = asyncio.run(gathered())
-    assert under_load == ["a", "b"]
-    assert idle == ["c", "d"] and waited >= 0.045
+    for text, waited in (("a", 0.06), ("b", 0.01)):
+        inbox.put(job(text, waited))
+    inbox.put(Call(1, "fill_mask", ("a [MASK]", 5)))
+    began = time.monotonic()
+    assert [j.id for j in gatherer.next()] == ["a", "b"]
+    assert gatherer.next() == Call(1, "fill_mask", ("a [MASK]", 5)) and time.monotonic() - began < 0.04
+    inbox.put(job("c"))
+    threading.Timer(0.02, lambda: inbox.put(job("d"))).start()
+    began = time.monotonic()
+    assert [j.id for j in gatherer.next()] == ["c", "d"] and time.monotonic() - began >= 0.045
+    inbox.put(Job("five", tokenizer.backend.encode_batch(["x"] * 5), True, time.monotonic() - 1))
+    inbox.put(job("e"))
+    assert [j.id for j in gatherer.next()] == ["five"]  # one job over the cap runs alone (in pieces)
+    assert [j.id for j in gatherer.next()] == ["e"]
 
 
 @pytest.mark.parametrize("body, raw, status, message", [
@@ -236,20 +235,25 @@ def test_a_model_process_killed_mid_batch_fails_that_batch_and_one_new_process_s
 def test_a_ctrl_c_while_the_model_process_starts_does_not_end_it(tiny_models):
     model = ModelProcess(load_service(tiny_models / "mlm"))
     before = set(multiprocessing.active_children())
+
+    async def start_then_embed() -> tuple[np.ndarray, bool]:
+        await model.running()
+        try:
+            vectors, _ = await model.embed(["still here"], False, True)
+            return vectors, model.process.is_alive()
+        finally:
+            await model.stop()
+
     with ThreadPoolExecutor(1) as pool:
-        starting = pool.submit(asyncio.run, model.running())
+        answer = pool.submit(asyncio.run, start_then_embed())
         deadline = time.time() + 60
         while not (spawned := set(multiprocessing.active_children()) - before) and time.time() < deadline:
             time.sleep(0.001)
         assert spawned, "no model process started within 60 s"
         [process] = spawned
         os.kill(process.pid, signal.SIGINT)  # while it imports: Ctrl-C in a terminal reaches the whole group
-        starting.result(timeout=120)
-    try:
-        vectors = asyncio.run(model.call("embed_batch", ["still here"], False))
-        assert len(vectors) == 1 and process.is_alive()
-    finally:
-        model.stop()
+        vectors, alive = answer.result(timeout=120)
+    assert len(vectors) == 1 and alive
 
 
 def _running(pid: int) -> bool:
@@ -296,7 +300,7 @@ def test_in_bf16_the_service_answers_as_the_library_does_and_keeps_its_fp32_laye
         texts = ["Paris is the capital of France.", "A man plays a guitar in the park."]
         expected = embed(mlm.encoder, mlm.tokenizer, texts, precision="bf16", progress=False)
         for _ in range(2):  # the second call runs on the copies the first made
-            assert np.array_equal(mlm.embed_batch(texts, False), expected)
+            assert np.array_equal(mlm.embed(texts), expected)
         text = "Paris is the [MASK] of France."
         assert mlm.fill_mask(text, 3) == fill_mask(mlm.encoder, mlm.tokenizer, text, 3, "bf16")
         tagger = load_service(tiny_models / "tagger", config=ServeConfig(precision="bf16"))

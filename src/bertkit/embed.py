@@ -36,7 +36,7 @@ from .heads import Pooling, pool
 from .model import Encoder, fingerprint
 from .postprocess import PostProcess, load_postprocess
 from .textfiles import DecodeErrors, read_lines
-from .tokenizer import Overflow, Tokenizer
+from .tokenizer import Encoded, Overflow, Tokenizer
 
 def vectors_key(model: Encoder, tokenizer: Tokenizer, precision: str, *extra) -> str:
     """A digest of what cached vectors depend on: the model (its config and every weight), the
@@ -73,21 +73,30 @@ def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling
     layer_list = [model.layer_index(i) for i in ([layers] if isinstance(layers, int) else layers)]
     max_length = max_length or model.config.max_length
     encoded = tokenizer.encode(list(texts), max_length=max_length, overflow=overflow, stride=stride)
-    lengths = encoded.lengths
-    vectors = np.empty((len(encoded), model.config.hidden_size), dtype=np.float32)
-    with precision_.evaluating(model, precision) as device, tqdm(total=len(encoded), desc="embed", unit="seq",
-                                                                 disable=not progress) as bar:
-        for rows in in_length_order(lengths, batch_size):  # longest first: a memory error shows at once
-            batch = {k: v.to(device) for k, v in encoded.tensors(rows, tokenizer.pad_id).items()}
-            out = model(**batch, output_layers=layer_list)
-            hidden = torch.stack([out.layers[i] for i in layer_list]).mean(0)
-            vectors[rows] = pool(hidden.float(), batch["attention_mask"], pooling).cpu().numpy()
-            bar.update(len(rows))
-    vectors = combine_windows(vectors, encoded.origin, len(texts), lengths, how="max" if pooling == "max" else "mean")
+    vectors = pooled_rows(model, encoded, tokenizer.pad_id, pooling, layer_list, batch_size, precision, progress)
+    vectors = combine_windows(vectors, encoded.origin, len(texts), encoded.lengths,
+                              how="max" if pooling == "max" else "mean")
     if postprocess is not None:
         vectors = (load_postprocess(postprocess) if isinstance(postprocess, (str, Path)) else postprocess)(vectors)
     if normalize:
         vectors = F.normalize(torch.from_numpy(vectors), dim=-1).numpy()
+    return vectors
+
+
+@torch.no_grad()
+def pooled_rows(model: Encoder, encoded: Encoded, pad_id: int, pooling: Pooling = "mean", layers: Sequence[int] = (-1,),
+                batch_size: int = 32, precision: str = "auto", progress: bool = False) -> np.ndarray:
+    """(len(encoded), H) float32: each row of `encoded` pooled (layers as `Encoder.layer_index` takes them,
+    averaged), in batches of `batch_size` rows of similar length."""
+    vectors = np.empty((len(encoded), model.config.hidden_size), dtype=np.float32)
+    with precision_.evaluating(model, precision) as device, tqdm(total=len(encoded), desc="embed", unit="seq",
+                                                                 disable=not progress) as bar:
+        for rows in in_length_order(encoded.lengths, batch_size):  # longest first: a memory error shows at once
+            batch = {k: v.to(device) for k, v in encoded.tensors(rows, pad_id).items()}
+            out = model(**batch, output_layers=layers)
+            hidden = torch.stack([out.layers[model.layer_index(i)] for i in layers]).mean(0)
+            vectors[rows] = pool(hidden.float(), batch["attention_mask"], pooling).cpu().numpy()
+            bar.update(len(rows))
     return vectors
 
 

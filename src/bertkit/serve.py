@@ -10,10 +10,11 @@ FastAPI routes, served by uvicorn:
 - `POST /fill-mask` (models with an MLM head), `POST /explain` (classifiers, with Captum installed);
 - `GET /health`, `GET /info` (what this model can do), and `GET /`, the page.
 
-Embedding requests that arrive together are gathered for `wait_ms` and run as one batch (embed
-sorts it by length), up to `max_batch` texts and `max_batch_tokens` tokens. The model runs in a process
-of its own, one call at a time, so requests never interleave inside it and the event loop's work never
-holds up the model's (see ModelProcess). Bad requests get a 4xx JSON error that says
+The model runs in a process of its own (see ModelProcess), so that the event loop's work never holds
+up the model's. The event loop checks each request's shape and sends it there at once; the model
+process tokenizes embedding requests as they arrive, and gathers those that come together for
+`wait_ms` into one batch (sorted by length), up to `max_batch` texts and `max_batch_tokens` tokens.
+Bad requests get a 4xx JSON error that says
 what is wrong (body too large, invalid UTF-8 or JSON, wrong types, too many inputs, an input longer
 than the model takes, unless truncation is asked for); an error inside the model is a 500 for that
 request only; if the model process dies, its requests get a 500 and the next request starts a new
@@ -21,36 +22,43 @@ one. uvicorn finishes requests in flight on SIGTERM / Ctrl-C before it stops.
 """
 
 import asyncio  # no `from __future__ import annotations`: FastAPI reads the routes' annotations at run time
+import copy
 import dataclasses
 import functools
 import importlib.util
+import itertools
 import json
 import multiprocessing
-import multiprocessing.connection
+import multiprocessing.synchronize
 import os
+import pickle
+import queue
 import signal
+import struct
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+import time
+import warnings
+from dataclasses import dataclass
 from importlib import resources
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, BinaryIO
 
 import numpy as np
+import tokenizers
 import torch
 
 from .convert import load_pretrained
 from .data.examples import TextExample
 from .data.readers import word_example
-from .embed import embed
+from .embed import pooled_rows
 from .explain import word_importance
 from .fill_mask import fill_mask
 from .model import Encoder
 from .predict import predict_examples, prediction_record
 from .tasks import kind_of
 from .tasks.model import TaskModel, load_task_model
-from .tokenizer import Tokenizer
+from .tokenizer import Encoded, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -77,69 +85,56 @@ class RequestError(Exception):
 
 @dataclass
 class Job:
-    texts: list[str]
-    tokens: int
-    truncate: bool
+    """An embedding request in the model process, tokenized as it arrived."""
+    id: int
+    encodings: list[tokenizers.Encoding]  # one per text, cut to the model's length where truncation was asked
     normalize: bool
-    future: asyncio.Future
-    arrived: float  # the event loop's clock when the job was queued
+    arrived: float  # time.monotonic() when the model process received it
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(e.ids) for e in self.encodings)
 
 
 @dataclass
-class Batcher:
-    """Gathers concurrent embedding jobs into batches and runs each in the model."""
-    run: Callable[[list[str], bool], Awaitable[np.ndarray]]  # (texts, truncate) -> vectors
+class Gatherer:
+    """The model process's next piece of work from its inbox: a batch of embedding jobs, or one other call."""
+    inbox: queue.Queue  # Job, Call or STOP, in the order the server sent them
     config: ServeConfig
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-    carried: Job | None = None
+    carried: Any = None  # taken from the inbox but left for the next batch
 
-    async def embed(self, texts: list[str], tokens: int, truncate: bool, normalize: bool) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        job = Job(texts, tokens, truncate, normalize, loop.create_future(), loop.time())
-        await self.queue.put(job)
-        return await job.future
-
-    async def next_batch(self) -> list[Job]:
-        """The waiting jobs of one kind (truncate or not), gathered until the first of them has waited
-        wait_ms, within the caps. Under load the first job has waited out its wait_ms while the previous
-        batch ran, so the model goes on with what is queued at once; an idle server waits for company."""
-        loop = asyncio.get_running_loop()
-        first = self.carried or await self.queue.get()
-        self.carried, batch = None, [first]
-        texts, tokens, deadline = len(first.texts), first.tokens, first.arrived + self.config.wait_ms / 1000
+    def next(self) -> "list[Job] | Call | str":
+        """Embedding jobs gathered until the first of them has waited wait_ms, within the caps on texts
+        and tokens. Under load the first job has waited out its wait_ms while the previous batch ran, so
+        the model goes on with what is queued at once; an idle server waits for company."""
+        first = self.carried if self.carried is not None else self.inbox.get()
+        self.carried = None
+        if not isinstance(first, Job):
+            return first
+        batch, texts, tokens = [first], len(first.encodings), first.tokens
+        deadline = first.arrived + self.config.wait_ms / 1000
         while True:
-            while not self.queue.empty():  # get_nowait, not wait_for(get()): a timeout never loses a job
-                job = self.queue.get_nowait()
-                if (job.truncate != first.truncate or texts + len(job.texts) > self.config.max_batch
-                        or tokens + job.tokens > self.config.max_batch_tokens):
-                    self.carried = job
-                    return batch
-                batch.append(job)
-                texts, tokens = texts + len(job.texts), tokens + job.tokens
-            left = deadline - loop.time()
-            if left <= 0:
-                return batch
-            await asyncio.sleep(min(left, 0.001))
-
-    async def serve_forever(self) -> None:
-        while True:
-            batch = await self.next_batch()
-            texts = [t for job in batch for t in job.texts]
             try:
-                vectors = await self.run(texts, batch[0].truncate)
-            except Exception as error:  # the model failed: these requests get a 500, the server goes on
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(error)
-                continue
-            start = 0
-            for job in batch:
-                rows = vectors[start:start + len(job.texts)]
-                start += len(job.texts)
-                if job.normalize:
-                    rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-                if not job.future.done():  # a client that went away
-                    job.future.set_result(rows)
+                job = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return batch
+            if (not isinstance(job, Job) or texts + len(job.encodings) > self.config.max_batch
+                    or tokens + job.tokens > self.config.max_batch_tokens):
+                self.carried = job
+                return batch
+            batch.append(job)
+            texts, tokens = texts + len(job.encodings), tokens + job.tokens
+
+
+@dataclass
+class Call:
+    """A call of a Service method in the model process (fill-mask, predict, explain)."""
+    id: int
+    method: str
+    args: tuple
+
+
+STOP = "stop"  # the server's last message to the model process
 
 
 def request_texts(body: dict, key: str, config: ServeConfig, pairs: bool = False) -> list:
@@ -198,25 +193,47 @@ class Service:
                 "task": spec.task if spec else None, "labels": list(spec.labels) if spec else [],
                 "pair": bool(spec and spec.pair), "precision": self.config.precision}
 
-    def token_counts(self, texts: list[str], truncate: bool) -> list[int]:
-        """Tokens of each text (special tokens included); too long is an error unless truncating."""
-        limit = self.encoder.config.max_length
-        counts = [len(e.ids) for e in self.tokenizer.backend.encode_batch(texts)]
-        too_long = [i for i, n in enumerate(counts) if n > limit]
-        if too_long and not truncate:
+    def encode(self, texts: list[str], truncate: bool, tokenizer: Tokenizer | None = None) -> list[tokenizers.Encoding]:
+        """Each text's tokens (special tokens included); too long is a 413 unless truncating. `tokenizer`:
+        a copy of the service's, for a thread of its own (truncation is a setting of the tokenizer)."""
+        tokenizer, limit = tokenizer or self.tokenizer, self.encoder.config.max_length
+        encodings = tokenizer.backend.encode_batch(texts)
+        too_long = [i for i, e in enumerate(encodings) if len(e.ids) > limit]
+        if not too_long:
+            return encodings
+        if not truncate:
             i = too_long[0]
-            raise RequestError(413, f"input {i} has {counts[i]} tokens, more than the model's {limit} "
+            raise RequestError(413, f"input {i} has {len(encodings[i].ids)} tokens, more than the model's {limit} "
                                f"({len(too_long)} inputs are too long); send shorter texts or \"truncate\": true")
-        return [min(n, limit) for n in counts]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the client asked for it: no warning per request in the server's log
+            return tokenizer.encode(texts, max_length=limit, overflow="truncate").rows
 
-    def embed_batch(self, texts: list[str], truncate: bool) -> np.ndarray:
-        """One forward pass for a gathered batch (the batcher caps its texts and tokens; one request of more
-        than max_batch texts runs in pieces of max_batch): the same batches embedded in embed's default
-        pieces of 32 ran about 20% slower (72 STS-B sentences a call, measured alone)."""
-        return embed(self.encoder, self.tokenizer, texts, precision=self.config.precision, progress=False,
-                     overflow="truncate" if truncate else "error", batch_size=self.config.max_batch)
+    def embed_jobs(self, jobs: list[Job]) -> list[tuple[np.ndarray, int]]:
+        """One forward pass for a gathered batch -> each job's (vectors, tokens). The batch is capped in
+        texts and tokens (one job of more than max_batch texts runs in pieces of max_batch): the same
+        batches embedded in embed's default pieces of 32 ran about 20% slower (72 STS-B sentences a call,
+        measured alone)."""
+        rows = [e for job in jobs for e in job.encodings]
+        encoded = Encoded(rows, np.arange(len(rows), dtype=np.int64))
+        vectors = pooled_rows(self.encoder, encoded, self.tokenizer.pad_id, batch_size=self.config.max_batch,
+                              precision=self.config.precision)
+        answers, start = [], 0
+        for job in jobs:
+            mine = vectors[start:start + len(job.encodings)]
+            start += len(job.encodings)
+            if job.normalize:
+                mine = mine / np.maximum(np.linalg.norm(mine, axis=1, keepdims=True), 1e-12)
+            answers.append((mine, job.tokens))
+        return answers
+
+    def embed(self, texts: list[str], truncate: bool = False, normalize: bool = False) -> np.ndarray:
+        """The vectors the server answers for one request of `texts`."""
+        [(vectors, _)] = self.embed_jobs([Job(0, self.encode(texts, truncate), normalize, time.monotonic())])
+        return vectors
 
     def fill_mask(self, text: str, top_k: int) -> list:
+        self.encode([text], truncate=False)
         return fill_mask(self.encoder, self.tokenizer, text, top_k, self.config.precision)
 
     def predict(self, items: list) -> list[dict]:
@@ -234,6 +251,7 @@ class Service:
         return [prediction_record(e, p) for e, p in zip(examples, predictions)]
 
     def explain(self, text: str, pair: str | None) -> dict:
+        self.encode([text] + ([pair] if pair else []), truncate=False)
         found = word_importance(self.task_model, self.tokenizer, text, pair, methods=("integrated_gradients",))
         return {"label": found.label, "output": found.output, "words": found.words,
                 "scores": found.scores["integrated_gradients"].tolist()}
@@ -249,92 +267,226 @@ def load_service(path: str | Path, head: str | None = None, config: ServeConfig 
     return Service(load_pretrained(path), tokenizer, path.name, None, config)
 
 
-_service_here: Service | None = None  # in the model process: the service it runs
-
-
 # Ctrl-C reaches the whole process group, systemd the whole cgroup: the server decides when the model process stops
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+# Messages between the server and its model process, each way: an 8-byte big-endian length, then a pickle.
+FRAME_HEADER = struct.Struct("!Q")
 
-def _start_model_process(service: Service, threads: int) -> None:
-    """The model process's start: ignore the stop signals (held blocked since the spawn, see
-    `ModelProcess._start`), keep the service, take the server's torch threads, end with the server."""
-    global _service_here
+
+def frame(message: Any) -> bytes:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return FRAME_HEADER.pack(len(payload)) + payload
+
+
+def read_frame(stream: BinaryIO) -> Any:
+    """The next message of a blocking stream; EOFError once its other end has closed."""
+    header = stream.read(FRAME_HEADER.size)
+    if len(header) < FRAME_HEADER.size:
+        raise EOFError
+    (size,) = FRAME_HEADER.unpack(header)
+    payload = stream.read(size)
+    if len(payload) < size:
+        raise EOFError
+    return pickle.loads(payload)
+
+
+class Replies:
+    """The model process's side of its replies: [(id, ok, result or exception), ...] frames, written whole by
+    the receiving thread and the model's thread alike."""
+
+    def __init__(self, stream: BinaryIO):
+        self.stream, self.lock = stream, threading.Lock()
+
+    def send(self, answers: list[tuple[int, bool, Any]]) -> None:
+        try:
+            data = frame(answers)
+        except Exception:  # an exception that does not pickle: its text does
+            data = frame([(i, ok, value if ok else RuntimeError(f"{type(value).__name__}: {value}"))
+                          for i, ok, value in answers])
+        with self.lock:
+            self.stream.write(data)
+            self.stream.flush()
+
+
+def _model_process(service: Service, threads: int, requests_fd: Connection, replies_fd: Connection,
+                   ready: multiprocessing.synchronize.Event) -> None:
+    """The model process: ignore the stop signals (held blocked since the spawn, see `ModelProcess._spawn`),
+    take the server's torch threads, pack the layers by a first call, then answer the server's messages
+    until it says STOP (or ends: its end of the requests pipe closes)."""
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile is ignored
     torch.set_num_threads(threads)
-    _service_here = service
-    threading.Thread(target=_exit_with, args=(multiprocessing.parent_process().sentinel,), daemon=True).start()
+    requests, replies = open(os.dup(requests_fd.fileno()), "rb"), Replies(open(os.dup(replies_fd.fileno()), "wb"))
+    requests_fd.close()
+    replies_fd.close()
+    service.embed(["warm up"])
+    inbox: queue.Queue = queue.Queue()
+    threading.Thread(target=_receive, args=(service, requests, inbox, replies), daemon=True).start()
+    ready.set()
+    gatherer = Gatherer(inbox, service.config)
+    while (work := gatherer.next()) != STOP:
+        if isinstance(work, Call):
+            try:
+                replies.send([(work.id, True, getattr(service, work.method)(*work.args))])
+            except Exception as error:
+                replies.send([(work.id, False, error)])
+            continue
+        try:
+            replies.send([(job.id, True, answer) for job, answer in zip(work, service.embed_jobs(work))])
+        except Exception as error:  # these requests get a 500, the process goes on
+            replies.send([(job.id, False, error) for job in work])
 
 
-def _exit_with(server_sentinel: int) -> None:
-    multiprocessing.connection.wait([server_sentinel])  # ready once the server's process has ended, even by SIGKILL
-    os._exit(1)
-
-
-def _call_service(method: str, *args):
-    return getattr(_service_here, method)(*args)
+def _receive(service: Service, requests: BinaryIO, inbox: queue.Queue, replies: Replies) -> None:
+    """The model process's receiving thread: tokenizes embedding requests as they come (while the model runs:
+    the tokenizer's Rust code does not hold the GIL) and answers those with too long inputs at once."""
+    tokenizer = copy.deepcopy(service.tokenizer)  # truncating sets the tokenizer: not the model thread's
+    while True:
+        try:
+            message = read_frame(requests)
+        except EOFError:  # the server's process ended without a STOP (killed, say): end with it
+            os._exit(1)
+        if message == STOP:
+            inbox.put(STOP)
+            continue
+        kind, id, *rest = message  # ("call", id, method, args) or ("embed", id, texts, truncate, normalize)
+        if kind == "call":
+            inbox.put(Call(id, *rest))
+            continue
+        texts, truncate, normalize = rest
+        try:
+            inbox.put(Job(id, service.encode(texts, truncate, tokenizer), normalize, time.monotonic()))
+        except RequestError as error:
+            replies.send([(id, False, error)])
 
 
 class ModelProcess:
-    """A service's model in a process of its own, one call at a time.
+    """A service's model in a process of its own, which gathers embedding requests into batches itself.
 
     In a thread of the server's process, the model's Python (between its kernels) waited for the GIL
     whenever the event loop parsed or answered a request: under bench_serve's load (16 clients, bf16)
     the model thread ran 0.80 of its core, the machine stood 20% idle, and the server reached 0.62-0.65x
-    offline `embed`; in a process of its own, 0.73x-0.77x in three runs. Spawned, not forked: OpenMP's threads do
-    not survive a fork. The weights reach the process through shared memory (torch.multiprocessing), not
-    as a copy: /dev/shm must hold the model (Docker: `--shm-size`).
+    offline `embed`; in a process of its own, 0.73x-0.77x in three runs. The event loop sends each request
+    down a pipe as soon as it has read it, and the model process tokenizes it on arrival and takes the
+    next batch from what has arrived the moment the last one is done.
+
+    Spawned, not forked: OpenMP's threads do not survive a fork. The weights reach the process through
+    shared memory (torch.multiprocessing), not as a copy: /dev/shm must hold the model (Docker: `--shm-size`).
     """
 
     def __init__(self, service: Service):
         self.service = service
-        self.executor: ProcessPoolExecutor | None = None  # None until started, and after the process died
+        self.process: multiprocessing.Process | None = None  # None until started, and after it died
+        self.requests: asyncio.WriteTransport | None = None
+        self.waiting: dict[int, asyncio.Future] = {}  # request id -> its answer
+        self.ids = itertools.count()
         self.starting = asyncio.Lock()
 
-    def _start(self) -> ProcessPoolExecutor:
-        """A started model process, its layers packed or copied by a first call (blocks for a second or two).
-        The process is spawned with the stop signals blocked in this thread, whose mask it inherits, so that a
-        Ctrl-C while it imports does not kill it; its initializer ignores them, then unblocks them."""
-        executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_start_model_process,
-                                       initargs=(self.service, torch.get_num_threads()))
-        try:  # the executor is built before: starting multiprocessing's resource tracker unblocks the signals
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-            try:
-                warm_up = executor.submit(_call_service, "embed_batch", ["warm up"], False)  # spawns the process
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            warm_up.result()
-        except BaseException:
-            executor.shutdown(wait=False, cancel_futures=True)
-            raise
-        return executor
-
-    async def running(self) -> ProcessPoolExecutor:
-        """The model process, started first if need be, off the event loop (other requests go on meanwhile)."""
-        async with self.starting:
-            if self.executor is None:
-                self.executor = await asyncio.to_thread(self._start)
-            return self.executor
-
-    async def call(self, method: str, *args):
-        """`service.method(*args)` in the model process."""
-        executor = self.executor or await self.running()
+    def _spawn(self) -> tuple[multiprocessing.Process, Connection, Connection]:
+        """A started model process, its layers packed or copied by a first call (blocks for a second or two),
+        with the server's ends of its requests and replies pipes. The process is spawned with the stop
+        signals blocked in this thread, whose mask it inherits, so that a Ctrl-C while it imports does not
+        kill it; it ignores them, then unblocks them."""
+        context = multiprocessing.get_context("spawn")
+        requests_in, requests_out = context.Pipe(duplex=False)
+        replies_in, replies_out = context.Pipe(duplex=False)
+        ready = context.Event()  # before the signals are blocked: the resource tracker its lock starts unblocks them
+        process = context.Process(target=_model_process, name="bertkit-model", daemon=True,
+                                  args=(self.service, torch.get_num_threads(), requests_in, replies_out, ready))
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, _call_service, method, *args)
-        except BrokenProcessPool:
-            if self.executor is executor:  # the first call to see it; the next call starts a new process
-                self.executor = None
-                executor.shutdown(wait=False, cancel_futures=True)
-            raise RuntimeError("the model process ended abruptly (killed, or out of memory: see the kernel's log, "
-                               "dmesg); this request failed, the next one starts a new model process") from None
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            requests_in.close()
+            replies_out.close()
+        while not ready.wait(0.1):
+            if not process.is_alive():
+                requests_out.close()
+                replies_in.close()
+                raise RuntimeError(f"the model process ended while starting (exit code {process.exitcode}); "
+                                   "its error is above")
+        return process, requests_out, replies_in
 
-    def stop(self) -> None:
-        """Ends the model process once the call it runs is done; calls still queued are cancelled."""
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
+    async def running(self) -> None:
+        """The model process started if need be, off the event loop (other requests go on meanwhile)."""
+        async with self.starting:
+            if self.process is not None:
+                return
+            process, requests, replies = await asyncio.to_thread(self._spawn)
+            loop = asyncio.get_running_loop()
+            self.requests, _ = await loop.connect_write_pipe(asyncio.Protocol, requests)
+            await loop.connect_read_pipe(functools.partial(ReplyReader, self, process), replies)
+            self.process = process
+
+    async def ask(self, *message) -> Any:
+        """The model process's answer to `message` (its second item the id, filled in here)."""
+        if self.process is None:
+            await self.running()
+        id = next(self.ids)
+        answer = self.waiting[id] = asyncio.get_running_loop().create_future()
+        self.requests.write(frame((message[0], id, *message[1:])))
+        try:
+            return await answer
+        finally:
+            self.waiting.pop(id, None)
+
+    async def embed(self, texts: list[str], truncate: bool, normalize: bool) -> tuple[np.ndarray, int]:
+        """The texts' vectors and their tokens, embedded in a batch with the requests that come meanwhile."""
+        return await self.ask("embed", texts, truncate, normalize)
+
+    async def call(self, method: str, *args) -> Any:
+        """`service.method(*args)` in the model process."""
+        return await self.ask("call", method, args)
+
+    def answer(self, id: int, ok: bool, value: Any) -> None:
+        answer = self.waiting.get(id)
+        if answer is not None and not answer.done():  # not a request whose client went away
+            answer.set_result(value) if ok else answer.set_exception(value)
+
+    def ended(self, process: multiprocessing.Process) -> None:
+        """`process` ended: unless stopped, its requests fail and the next request starts a new one."""
+        if self.process is not process:
+            return
+        self.process, requests, self.requests = None, self.requests, None
+        requests.close()
+        error = RuntimeError("the model process ended abruptly (killed, or out of memory: see the kernel's log, "
+                             "dmesg); this request failed, the next one starts a new model process")
+        for answer in self.waiting.values():
+            if not answer.done():
+                answer.set_exception(error)
+
+    async def stop(self) -> None:
+        """Ends the model process once the work it has is done."""
+        process, self.process = self.process, None
+        if process is not None:
+            self.requests.write(frame(STOP))
+            await asyncio.to_thread(process.join)
+            self.requests.close()
+
+
+class ReplyReader(asyncio.Protocol):
+    """The server's side of the model process's replies, read by the event loop as they come."""
+
+    def __init__(self, model: ModelProcess, process: multiprocessing.Process):
+        self.model, self.process, self.buffer = model, process, bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= FRAME_HEADER.size:
+            (size,) = FRAME_HEADER.unpack_from(self.buffer)
+            end = FRAME_HEADER.size + size
+            if len(self.buffer) < end:
+                return
+            answers = pickle.loads(bytes(self.buffer[FRAME_HEADER.size:end]))
+            del self.buffer[:end]
+            for answer in answers:
+                self.model.answer(*answer)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.model.ended(self.process)
 
 
 def build_app(service: Service):
@@ -346,13 +498,10 @@ def build_app(service: Service):
     config = service.config
 
     async def lifespan(app):
-        model = ModelProcess(service)
-        await model.running()  # before the first request
-        app.state.model, app.state.batcher = model, Batcher(functools.partial(model.call, "embed_batch"), config)
-        batching = asyncio.create_task(app.state.batcher.serve_forever())
+        app.state.model = ModelProcess(service)
+        await app.state.model.running()  # before the first request
         yield
-        batching.cancel()
-        model.stop()
+        await app.state.model.stop()
 
     app = FastAPI(title=f"bertkit: {service.name}", lifespan=lifespan)
 
@@ -388,10 +537,8 @@ def build_app(service: Service):
 
     async def embed_request(body: dict, key: str) -> tuple[np.ndarray, int]:
         texts = request_texts(body, key, config)
-        truncate = _flag(body, "truncate", config.truncate)
-        counts = service.token_counts(texts, truncate)
-        vectors = await app.state.batcher.embed(texts, sum(counts), truncate, _flag(body, "normalize", True))
-        return vectors, sum(counts)
+        return await app.state.model.embed(texts, _flag(body, "truncate", config.truncate),
+                                           _flag(body, "normalize", True))
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, error: RequestError):
@@ -433,9 +580,7 @@ def build_app(service: Service):
     @app.post("/predict")
     async def predict_route(request: Request):
         body = await read_body(request, "predict")
-        items = request_texts(body, "inputs", config, pairs=True)
-        service.token_counts([t for item in items for t in ([item] if isinstance(item, str) else item)], True)
-        return await app.state.model.call("predict", items)
+        return await app.state.model.call("predict", request_texts(body, "inputs", config, pairs=True))
 
     @app.post("/fill-mask")
     async def fill_mask_route(request: Request):
@@ -446,7 +591,6 @@ def build_app(service: Service):
         top_k = body.get("top_k", 5)
         if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= 100:
             raise RequestError(422, "'top_k' must be a whole number from 1 to 100")
-        service.token_counts([text], False)
         try:
             found = await app.state.model.call("fill_mask", text, top_k)
         except ValueError as e:  # no [MASK] in the text
@@ -459,7 +603,6 @@ def build_app(service: Service):
         text, pair = body.get("inputs"), body.get("pair")
         if not isinstance(text, str) or not (pair is None or isinstance(pair, str)):
             raise RequestError(422, "'inputs' must be a string (and 'pair', if given, a string)")
-        service.token_counts([text] + ([pair] if pair else []), False)
         return await app.state.model.call("explain", text, pair)
 
     @app.get("/", response_class=HTMLResponse)
