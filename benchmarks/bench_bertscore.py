@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from common import DATA, alternate, matmul_peak, median, minilm_dir, write_results  # noqa: E402
+from common import DATA, DTYPE_NAMES, alternate, matmul_peak, median, minilm_dir, write_results  # noqa: E402
 
 import bertkit  # noqa: E402
 from bertkit.bertscore import bertscore, default_layer, text_token_ids  # noqa: E402
@@ -46,7 +46,7 @@ def main() -> None:
     path = minilm_dir()
     model, tokenizer = bertkit.load_pretrained(path), bertkit.Tokenizer.from_pretrained(path)
     layer = args.layer if args.layer is not None else default_layer(model, path)[0]
-    precision = "fp32" if bertkit.precision.resolve("auto") == torch.float32 else "bf16"
+    precision = DTYPE_NAMES[bertkit.precision.resolve("auto")]
     scorer = bert_score.BERTScorer(model_type=str(path), num_layers=layer, device="cpu", nthreads=2)
     if precision == "bf16":
         scorer._model.to(torch.bfloat16)
@@ -69,7 +69,7 @@ def main() -> None:
     runs = {"bertkit": ours(False), "bert_score": theirs(False), "bertkit idf": ours(True), "bert_score idf": theirs(True)}
     for go in runs.values():  # warm-up
         go()
-    peak = matmul_peak(torch.float32 if precision == "fp32" else torch.bfloat16)
+    peak = matmul_peak(bertkit.precision.resolve(precision))
     times = alternate(runs, args.repeats)
     texts = sorted({t.strip() for t in cands + refs})
     lengths = [len(i) for i in text_token_ids(tokenizer, texts)]

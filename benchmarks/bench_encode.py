@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from common import DATA, alternate, matmul_peak, median, minilm_dir, write_results  # noqa: E402
+from common import DATA, DTYPE_NAMES, alternate, matmul_peak, median, minilm_dir, write_results  # noqa: E402
 
 import bertkit  # noqa: E402
 from bertkit.model import forward_flops  # noqa: E402
@@ -104,7 +104,7 @@ def main() -> None:
         "bertkit fp32 / transformers fp32": speed["bertkit fp32"] / speed["transformers fp32"],
     }
     for name in ("bertkit default", "bertkit fp32", "bertkit bf16"):
-        prec = "fp32" if name.endswith("fp32") else "bf16" if bertkit.precision.resolve("auto") == torch.bfloat16 or name.endswith("bf16") else "fp32"
+        prec = DTYPE_NAMES[bertkit.precision.resolve("auto" if name == "bertkit default" else name.split()[-1])]
         rows[name]["fraction_of_matmul_peak"] = flops / rows[name]["seconds"] / peaks[prec]
         rows[name]["peak_used"] = prec
     table = [f"{len(sentences)} sentences, mean {lengths.mean():.1f} tokens, batch 32, median of {args.repeats}; "

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, alternate, matmul_peak, median, minilm_dir, write_results  # noqa: E402
+from common import DATA, DTYPE_NAMES, alternate, matmul_peak, median, minilm_dir, write_results  # noqa: E402
 
 from bertkit import Tokenizer, load_pretrained  # noqa: E402
 from bertkit.config import FinetuneConfig, TrainConfig  # noqa: E402
@@ -201,7 +201,7 @@ def main() -> None:
                         help="bertkit's batching / loss-normalisation choices to run (each with every decoder)")
     parser.add_argument("--skip-trainer", action="store_true", help="bertkit only (exploration; not recorded)")
     args = parser.parse_args()
-    args.asked_dtype, args.dtype = args.dtype, "bf16" if resolve(args.dtype) == torch.bfloat16 else "fp32"
+    args.asked_dtype, args.dtype = args.dtype, DTYPE_NAMES[resolve(args.dtype)]
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     import seqeval.metrics
@@ -238,9 +238,9 @@ def main() -> None:
     ours = {run_name(d, v): (d, v) for d in args.decoders for v in args.variants}
     for name, (d, v) in ours.items():
         runs[name] = keep(name, lambda seed, d=d, v=v: run_bertkit(d, v, args, model_dir(d, v, seed), seed))
-    peak = matmul_peak(getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}[args.dtype]))
+    peak = matmul_peak(resolve(args.dtype))
     times = alternate(runs, args.repeats)
-    peak = max(peak, matmul_peak(getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}[args.dtype])))
+    peak = max(peak, matmul_peak(resolve(args.dtype)))
 
     config = load_pretrained(minilm_dir()).config
     rows = {}

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, matmul_peak, minilm_dir, write_results  # noqa: E402
+from common import DATA, DTYPE_NAMES, matmul_peak, minilm_dir, write_results  # noqa: E402
 
 import bertkit  # noqa: E402
 from bertkit.analysis.wsd import SenseVectors, all_sense_keys, gloss_words, wordnet  # noqa: E402
@@ -38,7 +38,7 @@ def main() -> None:
     keys = all_sense_keys(wn)[:args.senses]
     model, tokenizer = bertkit.load_pretrained(minilm_dir()), bertkit.Tokenizer.from_pretrained(minilm_dir())
     dtype = resolve("auto", torch.device("cpu"))  # bf16 where the CPU computes it natively
-    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+    precision = DTYPE_NAMES[dtype]
     texts = [" ".join(gloss_words(wn, k)[0]) for k in keys]
     peak = matmul_peak(dtype)
     flops = forward_flops(model.config, tokenizer.encode(texts).lengths.tolist())

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, alternate, matmul_peak, median, minilm_dir, throughput_table, write_results  # noqa: E402
+from common import DATA, DTYPE_NAMES, ROOT, alternate, matmul_peak, median, minilm_dir, throughput_table, write_results  # noqa: E402
 
 from bertkit import Encoder, Tokenizer, add_pretraining_heads, precision, preset  # noqa: E402
 from bertkit.config import TrainConfig  # noqa: E402
@@ -55,7 +55,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     dtype = precision.resolve(args.dtype, torch.device("cpu"))
-    prec = "bf16" if dtype == torch.bfloat16 else "fp32"
+    prec = DTYPE_NAMES[dtype]
 
     tokenizer = Tokenizer.from_pretrained(minilm_dir())
     corpus = build_corpus([DATA / "gutenberg_nltk"], tokenizer, ROOT / ".bertkit-cache", errors="replace", progress=False)
