@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from bertkit import precision
 from bertkit.config import TrainConfig
 from bertkit.train.checkpoint import read_tensors
 from bertkit.train.loop import NonFiniteLossError, fit, linear_schedule, parameter_groups
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pretrain_job import run  # noqa: E402
+from pretrain_job import build, run  # noqa: E402
 
 
 def losses(records):
@@ -61,6 +62,25 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert after and all(after[s] == pytest.approx(losses(reference)[s], abs=1e-6) for s in after)
     logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert logged[-1]["step"] == steps - 1
+
+
+@pytest.mark.parametrize("name", ["int8", "fp32"])
+def test_evaluations_during_training_hold_no_copies_of_the_layers(tmp_path, name):
+    """An evaluation runs inference copies of the linear layers (int8; oneDNN-packed fp32 where the CPU has
+    AVX-512); the next step changes the weights, so the loop lets them go rather than hold their memory."""
+    pretrainer, data = build()
+    encoder, made = pretrainer.encoder, []
+
+    def evaluate(model) -> dict[str, float]:
+        with torch.no_grad(), precision.evaluating(encoder, name):
+            hidden = encoder(torch.tensor([[2, 5, 6, 7, 3]])).last_hidden_state
+        made.append(sum(m in precision._COPIES for m in encoder.modules()))  # kept for the next call
+        return {"norm": float(hidden.norm())}
+
+    fit(pretrainer, data, TrainConfig(max_steps=4, eval_every=2, lr=1e-3, warmup_steps=1), tmp_path,
+        evaluate=evaluate, progress=False)
+    assert made[0] > 0 or (name == "fp32" and not precision.packs_linears())  # copies were made and used
+    assert not any(m in precision._COPIES for m in pretrainer.modules())
 
 
 def test_non_finite_loss_stops_with_intact_checkpoint(tmp_path):

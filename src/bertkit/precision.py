@@ -250,6 +250,14 @@ def _cached_copy(linear: nn.Linear, make: Callable[[nn.Linear], nn.Module]) -> n
     return copies[make][1]
 
 
+def drop_copies(model: nn.Module) -> None:
+    """Let the inference copies of `model`'s linear layers go: after an evaluation during training, whose
+    next step changes the weights they copy. Kept, packed fp32 copies would hold as much memory as the
+    linear layers themselves until the next evaluation made new ones."""
+    for module in model.modules():
+        _COPIES.pop(module, None)
+
+
 def int8_linear(linear: nn.Linear) -> nn.Module:
     """The `Int8Linear` of `linear`, kept while its weights stay the same."""
     return _cached_copy(linear, Int8Linear)

@@ -150,6 +150,7 @@ def fit(model: nn.Module, data: StepData, config: TrainConfig, out: str | Path, 
         if evaluate is not None and ((config.eval_every and (step + 1) % config.eval_every == 0) or done):
             model.eval()
             metrics = {f"eval_{k}": v for k, v in evaluate(model).items()}
+            precision_.drop_copies(model)
             log.write({"step": step, **metrics})
             bar.write(f"evaluation after step {step + 1}: " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()))
             if best.update(metrics, step):
