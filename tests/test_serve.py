@@ -29,7 +29,8 @@ from bertkit import Encoder, Tokenizer, add_pretraining_heads, embed, preset, sa
 from bertkit.data.readers import word_example  # noqa: E402
 from bertkit.fill_mask import fill_mask  # noqa: E402
 from bertkit.predict import predict_examples, prediction_record  # noqa: E402
-from bertkit.serve import Call, Gatherer, Job, ModelProcess, ServeConfig, Service, build_app, load_service  # noqa: E402
+from bertkit.serve import (Call, Gatherer, Job, ModelProcess, ReplyReader, RequestError, RequestTokenizer,  # noqa: E402
+                           ServeConfig, Service, build_app, load_service, reply_frame)
 from bertkit.tasks import TaskSpec  # noqa: E402
 from bertkit.tasks.model import TaskModel, save_task_model  # noqa: E402
 from loopback import free_port  # noqa: E402
@@ -125,31 +126,88 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(minilm_se
         assert status == 200 and np.allclose(vectors, want, atol=1e-5)
 
 
+class Inbox(queue.Queue):
+    """A queue that records how long each `get` would wait for an item."""
+
+    def __init__(self):
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        self.waits.append(timeout)
+        return super().get(block, timeout)
+
+
 def test_a_batch_waits_wait_ms_from_its_first_jobs_arrival_not_longer(minilm):
     """Under load the first queued job has already waited while the model ran: the batch is taken at
     once, with what is queued behind it, up to the caps, and a call waits for the next turn. On an idle
-    server the first job waits wait_ms for company, and a job that comes meanwhile joins it."""
-    _, tokenizer = minilm
-    inbox = queue.Queue()
-    gatherer = Gatherer(inbox, ServeConfig(wait_ms=50, max_batch=4))
+    server the first job waits what is left of its wait_ms for company, and a job that comes meanwhile
+    joins it."""
+    tokenize = RequestTokenizer(minilm[1], 512)
+    inbox, wait = Inbox(), 0.05
+    gatherer = Gatherer(inbox, ServeConfig(wait_ms=1000 * wait, max_batch=4))
 
-    def job(text: str, waited: float = 0.0) -> Job:
-        return Job(text, tokenizer.backend.encode_batch([text]), True, time.monotonic() - waited)
+    def job(text: str, waited: float, texts: int = 1) -> Job:
+        return Job(text, tokenize([text] * texts, False), True, time.monotonic() - waited)
 
-    for text, waited in (("a", 0.06), ("b", 0.01)):
-        inbox.put(job(text, waited))
-    inbox.put(Call(1, "fill_mask", ("a [MASK]", 5)))
-    began = time.monotonic()
-    assert [j.id for j in gatherer.next()] == ["a", "b"]
-    assert gatherer.next() == Call(1, "fill_mask", ("a [MASK]", 5)) and time.monotonic() - began < 0.04
-    inbox.put(job("c"))
-    threading.Timer(0.02, lambda: inbox.put(job("d"))).start()
-    began = time.monotonic()
-    assert [j.id for j in gatherer.next()] == ["c", "d"] and time.monotonic() - began >= 0.045
-    inbox.put(Job("five", tokenizer.backend.encode_batch(["x"] * 5), True, time.monotonic() - 1))
-    inbox.put(job("e"))
+    for item in (job("a", 2 * wait), job("b", 0.0), Call(1, "fill_mask", ("a [MASK]", 5))):
+        inbox.put(item)
+    assert [j.id for j in gatherer.next()] == ["a", "b"] and inbox.waits[1:] == [0.0, 0.0]
+    assert gatherer.next() == Call(1, "fill_mask", ("a [MASK]", 5))
+    inbox.waits.clear()
+    inbox.put(job("c", 0.0))
+    inbox.put(job("d", 0.0))  # comes while c waits
+    assert [j.id for j in gatherer.next()] == ["c", "d"]
+    assert 0.8 * wait < inbox.waits[1] <= wait  # c waited for company
+    inbox.put(job("five", 1.0, texts=5))
+    inbox.put(job("e", 1.0))
     assert [j.id for j in gatherer.next()] == ["five"]  # one job over the cap runs alone (in pieces)
     assert [j.id for j in gatherer.next()] == ["e"]
+
+
+def test_long_and_short_requests_in_one_batch_embed_as_the_library_does(tiny_models):
+    service = load_service(tiny_models / "mlm", config=ServeConfig(precision="fp32"))
+    model, tokenizer = service.encoder, service.tokenizer
+    limit = model.config.max_length
+    long_text, short = " ".join(["word"] * (limit + 20)), ["A man plays a guitar.", "Paris in spring."]
+    with pytest.raises(RequestError, match=f"input 1 has {limit + 22} tokens, more than the model's {limit}"):
+        service.tokenize([short[0], long_text], False)
+    jobs = [Job(0, service.tokenize([short[0], long_text], True), False, 0.0), Job(1, service.tokenize(short, False), True, 0.0)]
+    (cut, cut_tokens), (plain, plain_tokens) = service.embed_jobs(jobs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the library warns that it truncated
+        assert np.allclose(cut, embed(model, tokenizer, [short[0], long_text], overflow="truncate",
+                                      precision="fp32", progress=False), atol=1e-5)
+        assert cut_tokens == tokenizer.encode([short[0], long_text], overflow="truncate").lengths.sum()
+    assert np.allclose(plain, embed(model, tokenizer, short, normalize=True, precision="fp32", progress=False), atol=1e-5)
+    assert plain_tokens == tokenizer.encode(short).lengths.sum()
+
+
+class Unloadable(Exception):
+    def __init__(self, path: str, line: int):  # pickles, but does not load: its args are the message only
+        super().__init__(f"{path}:{line}: broken")
+
+
+def test_answers_that_do_not_pickle_or_load_fail_their_own_request_only():
+    async def settled() -> list:
+        model = ModelProcess(None)
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(5)]
+        model.waiting = dict(enumerate(futures))
+        answers = [(0, True, [1.0, 2.0]), (1, False, Unloadable("a.txt", 3)), (2, False, StopIteration()),
+                   (3, True, lambda: None), (4, False, RequestError(413, "too long"))]
+        reader = ReplyReader(model, None)
+        data = reply_frame(answers)
+        reader.data_received(data[:7])  # the pipe may hand over a message in pieces
+        reader.data_received(data[7:])
+        return [f.result() if f.exception() is None else f.exception() for f in futures]
+
+    ok, unloadable, stop, unpicklable, request = asyncio.run(settled())
+    assert ok == [1.0, 2.0]
+    assert isinstance(unloadable, RuntimeError) and "could not be read" in str(unloadable)
+    assert isinstance(stop, RuntimeError) and "StopIteration" in str(stop)
+    assert isinstance(unpicklable, RuntimeError) and "could not be sent" in str(unpicklable)
+    assert isinstance(request, RequestError) and request.status == 413
 
 
 @pytest.mark.parametrize("body, raw, status, message", [
@@ -186,6 +244,8 @@ def test_fill_mask_predict_and_explain(tiny_models):
         status, masks = mlm.call("/fill-mask", {"inputs": "Paris is the [MASK] of France.", "top_k": 3})
         assert status == 200 and len(masks) == 1 and len(masks[0]) == 3 and {"token", "probability"} <= set(masks[0][0])
         assert mlm.call("/fill-mask", {"inputs": "no mask here"})[0] == 422
+        status, error = mlm.call("/fill-mask", {"inputs": "[MASK] " + "word " * 600})
+        assert status == 413 and "more than the model's 512" in error["error"] and "truncate" not in error["error"]
     finally:
         mlm.stop()
     tagger = Server(load_service(tiny_models / "tagger"))
@@ -254,6 +314,10 @@ def test_a_ctrl_c_while_the_model_process_starts_does_not_end_it(tiny_models):
         os.kill(process.pid, signal.SIGINT)  # while it imports: Ctrl-C in a terminal reaches the whole group
         vectors, alive = answer.result(timeout=120)
     assert len(vectors) == 1 and alive
+    process.join(timeout=30)
+    assert not process.is_alive()
+    with pytest.raises(RuntimeError, match="the server is stopping"):  # a stopped model process stays stopped
+        asyncio.run(model.embed(["too late"], False, True))
 
 
 def _running(pid: int) -> bool:

@@ -73,7 +73,8 @@ def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling
     layer_list = [model.layer_index(i) for i in ([layers] if isinstance(layers, int) else layers)]
     max_length = max_length or model.config.max_length
     encoded = tokenizer.encode(list(texts), max_length=max_length, overflow=overflow, stride=stride)
-    vectors = pooled_rows(model, encoded, tokenizer.pad_id, pooling, layer_list, batch_size, precision, progress)
+    vectors = pooled_rows(model, encoded, tokenizer.pad_id, pooling=pooling, layers=layer_list, batch_size=batch_size,
+                          precision=precision, progress=progress)
     vectors = combine_windows(vectors, encoded.origin, len(texts), encoded.lengths,
                               how="max" if pooling == "max" else "mean")
     if postprocess is not None:
@@ -86,8 +87,18 @@ def embed(model: Encoder, tokenizer: Tokenizer, texts: Sequence[str], *, pooling
 @torch.no_grad()
 def pooled_rows(model: Encoder, encoded: Encoded, pad_id: int, pooling: Pooling = "mean", layers: Sequence[int] = (-1,),
                 batch_size: int = 32, precision: str = "auto", progress: bool = False) -> np.ndarray:
-    """(len(encoded), H) float32: each row of `encoded` pooled (layers as `Encoder.layer_index` takes them,
-    averaged), in batches of `batch_size` rows of similar length."""
+    """Pooled vectors of tokenized rows (`embed` without the tokenizing and the windows' combining).
+
+    Args:
+        encoded: the rows, each one sequence the model takes whole.
+        pad_id: the tokenizer's padding id.
+        pooling, precision: as `embed` takes them.
+        layers: hidden states to pool, averaged (as `Encoder.layer_index` takes them).
+        batch_size: rows run together, of similar length.
+
+    Returns:
+        (len(encoded), H) float32 array in the order of the rows.
+    """
     vectors = np.empty((len(encoded), model.config.hidden_size), dtype=np.float32)
     with precision_.evaluating(model, precision) as device, tqdm(total=len(encoded), desc="embed", unit="seq",
                                                                  disable=not progress) as bar:

@@ -30,6 +30,7 @@ import itertools
 import json
 import multiprocessing
 import multiprocessing.synchronize
+import multiprocessing.util
 import os
 import pickle
 import queue
@@ -37,8 +38,8 @@ import signal
 import struct
 import threading
 import time
-import warnings
-from dataclasses import dataclass
+import traceback
+from dataclasses import dataclass, field
 from importlib import resources
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -83,17 +84,13 @@ class RequestError(Exception):
         return RequestError, (self.status, self.message, self.kind)
 
 
+# Messages from the server to its model process: EmbedRequest, Call, or STOP.
 @dataclass
-class Job:
-    """An embedding request in the model process, tokenized as it arrived."""
-    id: int
-    encodings: list[tokenizers.Encoding]  # one per text, cut to the model's length where truncation was asked
+class EmbedRequest:
+    id: int  # the server's key for the answer
+    texts: list[str]
+    truncate: bool
     normalize: bool
-    arrived: float  # time.monotonic() when the model process received it
-
-    @property
-    def tokens(self) -> int:
-        return sum(len(e.ids) for e in self.encodings)
 
 
 @dataclass
@@ -104,7 +101,43 @@ class Call:
     args: tuple
 
 
-STOP = "stop"  # the server's last message to the model process
+STOP = "stop"  # the server's last message: the model process ends once the work before it is done
+
+
+@dataclass
+class Job:
+    """An embedding request in the model process, tokenized as it arrived."""
+    id: int
+    encodings: list[tokenizers.Encoding]  # one per text, cut to the model's length where truncation was asked
+    normalize: bool
+    arrived: float  # time.monotonic() when the model process received it
+    tokens: int = field(init=False)
+
+    def __post_init__(self):
+        self.tokens = sum(len(e) for e in self.encodings)
+
+
+class RequestTokenizer:
+    """Tokenizes requests' texts for a model of `limit` tokens: too long is a 413 unless truncating. It
+    holds its own copies of the tokenizer, one set to truncate (truncation is a setting of a tokenizer,
+    and each thread needs its own)."""
+
+    def __init__(self, tokenizer: Tokenizer, limit: int):
+        self.plain, self.truncating, self.limit = copy.deepcopy(tokenizer.backend), copy.deepcopy(tokenizer.backend), limit
+        self.plain.no_truncation()
+        self.truncating.enable_truncation(limit)
+
+    def __call__(self, texts: list[str], truncate: bool, hint: str = "send shorter texts") -> list[tokenizers.Encoding]:
+        """Each text's tokens, special tokens included (as the model reads them)."""
+        encodings = self.plain.encode_batch(texts)
+        too_long = [i for i, e in enumerate(encodings) if len(e) > self.limit]
+        if too_long and not truncate:
+            i = too_long[0]
+            raise RequestError(413, f"input {i} has {len(encodings[i])} tokens, more than the model's {self.limit} "
+                               f"({len(too_long)} inputs are too long); {hint}")
+        for i, cut in zip(too_long, self.truncating.encode_batch([texts[i] for i in too_long])):
+            encodings[i] = cut
+        return encodings
 
 
 @dataclass
@@ -193,21 +226,10 @@ class Service:
                 "task": spec.task if spec else None, "labels": list(spec.labels) if spec else [],
                 "pair": bool(spec and spec.pair), "precision": self.config.precision}
 
-    def encode(self, texts: list[str], truncate: bool, tokenizer: Tokenizer | None = None) -> list[tokenizers.Encoding]:
-        """Each text's tokens (special tokens included); too long is a 413 unless truncating. `tokenizer`:
-        a copy of the service's, for a thread of its own (truncation is a setting of the tokenizer)."""
-        tokenizer, limit = tokenizer or self.tokenizer, self.encoder.config.max_length
-        encodings = tokenizer.backend.encode_batch(texts)
-        too_long = [i for i, e in enumerate(encodings) if len(e.ids) > limit]
-        if not too_long:
-            return encodings
-        if not truncate:
-            i = too_long[0]
-            raise RequestError(413, f"input {i} has {len(encodings[i].ids)} tokens, more than the model's {limit} "
-                               f"({len(too_long)} inputs are too long); send shorter texts or \"truncate\": true")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the client asked for it: no warning per request in the server's log
-            return tokenizer.encode(texts, max_length=limit, overflow="truncate").rows
+    @functools.cached_property
+    def tokenize(self) -> RequestTokenizer:
+        """The model thread's request tokenizer (the receiving thread makes its own)."""
+        return RequestTokenizer(self.tokenizer, self.encoder.config.max_length)
 
     def embed_jobs(self, jobs: list[Job]) -> list[tuple[np.ndarray, int]]:
         """One forward pass for a gathered batch -> each job's (vectors, tokens). The batch is capped in
@@ -229,11 +251,11 @@ class Service:
 
     def embed(self, texts: list[str], truncate: bool = False, normalize: bool = False) -> np.ndarray:
         """The vectors the server answers for one request of `texts`."""
-        [(vectors, _)] = self.embed_jobs([Job(0, self.encode(texts, truncate), normalize, time.monotonic())])
+        [(vectors, _)] = self.embed_jobs([Job(0, self.tokenize(texts, truncate), normalize, time.monotonic())])
         return vectors
 
     def fill_mask(self, text: str, top_k: int) -> list:
-        self.encode([text], truncate=False)
+        self.tokenize([text], truncate=False)
         return fill_mask(self.encoder, self.tokenizer, text, top_k, self.config.precision)
 
     def predict(self, items: list) -> list[dict]:
@@ -251,7 +273,7 @@ class Service:
         return [prediction_record(e, p) for e, p in zip(examples, predictions)]
 
     def explain(self, text: str, pair: str | None) -> dict:
-        self.encode([text] + ([pair] if pair else []), truncate=False)
+        self.tokenize([text] + ([pair] if pair else []), truncate=False)
         found = word_importance(self.task_model, self.tokenizer, text, pair, methods=("integrated_gradients",))
         return {"label": found.label, "output": found.output, "words": found.words,
                 "scores": found.scores["integrated_gradients"].tolist()}
@@ -275,6 +297,7 @@ FRAME_HEADER = struct.Struct("!Q")
 
 
 def frame(message: Any) -> bytes:
+    """`message` as one message down a pipe."""
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return FRAME_HEADER.pack(len(payload)) + payload
 
@@ -291,22 +314,51 @@ def read_frame(stream: BinaryIO) -> Any:
     return pickle.loads(payload)
 
 
+def reply_frame(answers: list[tuple[int, bool, Any]]) -> bytes:
+    """The model process's answers, [(request id, ok, result or exception)], as one message whose values
+    are pickled one by one: a value that does not pickle goes as an error with its text, and one that does
+    not load on the other side fails its own request only (`read_answer`)."""
+    packed = []
+    for request, ok, value in answers:
+        try:
+            payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as error:
+            text = f"the answer could not be sent: {error}" if ok else f"{type(value).__name__}: {value}"
+            ok, payload = False, pickle.dumps(RuntimeError(text))
+        packed.append((request, ok, payload))
+    return frame(packed)
+
+
+def read_answer(ok: bool, payload: bytes) -> tuple[bool, Any]:
+    """(ok, the result or an exception a future can take) of one answer of `reply_frame`."""
+    try:
+        value = pickle.loads(payload)
+    except Exception as error:
+        return False, RuntimeError(f"the model process's answer could not be read: {type(error).__name__}: {error}")
+    if not ok and (not isinstance(value, Exception) or isinstance(value, StopIteration)):  # futures refuse these
+        return False, RuntimeError(f"{type(value).__name__}: {value}")
+    return ok, value
+
+
 class Replies:
-    """The model process's side of its replies: [(id, ok, result or exception), ...] frames, written whole by
-    the receiving thread and the model's thread alike."""
+    """The model process's end of the replies pipe, written whole by its two threads."""
 
     def __init__(self, stream: BinaryIO):
         self.stream, self.lock = stream, threading.Lock()
 
     def send(self, answers: list[tuple[int, bool, Any]]) -> None:
-        try:
-            data = frame(answers)
-        except Exception:  # an exception that does not pickle: its text does
-            data = frame([(i, ok, value if ok else RuntimeError(f"{type(value).__name__}: {value}"))
-                          for i, ok, value in answers])
+        data = reply_frame(answers)
         with self.lock:
             self.stream.write(data)
             self.stream.flush()
+
+
+def failed(error: Exception) -> Exception:
+    """`error` with its traceback in the model process as a note (the server's log shows it), unless it
+    is the client's error."""
+    if not isinstance(error, RequestError):
+        error.add_note("in the model process:\n" + traceback.format_exc())
+    return error
 
 
 def _model_process(service: Service, threads: int, requests_end: Connection, replies_end: Connection,
@@ -323,7 +375,8 @@ def _model_process(service: Service, threads: int, requests_end: Connection, rep
     replies_end.close()
     service.embed(["warm up"])
     inbox: queue.Queue = queue.Queue()
-    threading.Thread(target=_receive, args=(service, requests, inbox, replies), daemon=True).start()
+    tokenize = RequestTokenizer(service.tokenizer, service.encoder.config.max_length)
+    threading.Thread(target=_receive, args=(requests, inbox, replies, tokenize), daemon=True).start()
     ready.set()
     gatherer = Gatherer(inbox, service.config)
     while (work := gatherer.next()) != STOP:
@@ -331,50 +384,45 @@ def _model_process(service: Service, threads: int, requests_end: Connection, rep
             try:
                 replies.send([(work.id, True, getattr(service, work.method)(*work.args))])
             except Exception as error:
-                replies.send([(work.id, False, error)])
+                replies.send([(work.id, False, failed(error))])
             continue
         try:
             replies.send([(job.id, True, answer) for job, answer in zip(work, service.embed_jobs(work))])
         except Exception as error:  # these requests get a 500, the process goes on
-            replies.send([(job.id, False, error) for job in work])
+            replies.send([(job.id, False, failed(error)) for job in work])
 
 
-def _receive(service: Service, requests: BinaryIO, inbox: queue.Queue, replies: Replies) -> None:
+def _receive(requests: BinaryIO, inbox: queue.Queue, replies: Replies, tokenize: RequestTokenizer) -> None:
     """The model process's receiving thread: tokenizes embedding requests as they come (while the model runs:
-    the tokenizer's Rust code does not hold the GIL) and answers those with too long inputs at once."""
-    tokenizer = copy.deepcopy(service.tokenizer)  # truncating sets the tokenizer: not the model thread's
-    while True:
-        try:
-            message = read_frame(requests)
-        except EOFError:  # the server's process ended without a STOP (killed, say): end with it
-            os._exit(1)
-        if message == STOP:
-            inbox.put(STOP)
-            continue
-        kind, id, *rest = message  # ("call", id, method, args) or ("embed", id, texts, truncate, normalize)
-        if kind == "call":
-            inbox.put(Call(id, *rest))
-            continue
-        texts, truncate, normalize = rest
-        try:
-            inbox.put(Job(id, service.encode(texts, truncate, tokenizer), normalize, time.monotonic()))
-        except Exception as error:  # too long (a 413), or the tokenizer failed (a 500): this thread goes on
-            replies.send([(id, False, error)])
+    the tokenizer's Rust code does not hold the GIL) and answers those with too long inputs at once. If
+    it fails, or the server ends without a STOP (killed, say), the process ends: the server then fails
+    the requests it was answering and starts a new one."""
+    try:
+        while (message := read_frame(requests)) != STOP:
+            if isinstance(message, EmbedRequest):
+                try:
+                    encodings = tokenize(message.texts, message.truncate, 'send shorter texts or "truncate": true')
+                except Exception as error:  # too long (a 413), or the tokenizer failed (a 500): the thread goes on
+                    replies.send([(message.id, False, failed(error))])
+                    continue
+                message = Job(message.id, encodings, message.normalize, time.monotonic())
+            inbox.put(message)
+        inbox.put(STOP)
+    except EOFError:
+        os._exit(1)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
 
 
 class ModelProcess:
     """A service's model in a process of its own, which gathers embedding requests into batches itself.
 
     In a thread of the server's process, the model's Python (between its kernels) waited for the GIL
-    whenever the event loop parsed or answered a request: under bench_serve's load (16 clients, bf16)
-    the model thread ran 0.80 of its core, the machine stood 20% idle, and the server reached 0.62-0.65x
-    offline `embed`; in a process of its own, 0.73x-0.77x in three runs (AMD EPYC). The event loop sends
-    each request down a pipe as soon as it has read it; the model process tokenizes it on arrival and
-    takes its next batch from what has arrived the moment the last one is done. When the event loop
-    gathered the batches, the model process stood idle 10% of the time between them (2.8 ms median:
-    the batch waited for the event loop, then for the executor's thread); gathering them here, it is
-    busy 99% of the time, and the server served 1.03x-1.07x as many sentences/s (Xeon with AMX, bf16,
-    three alternating 20 s runs of bench_serve's load).
+    whenever the event loop parsed or answered a request; in a process of its own, it does not. The
+    event loop sends each request down a pipe as soon as it has read it; the model process tokenizes it
+    on arrival and takes its next batch from what has arrived the moment the last one is done, so that
+    it does not wait for the event loop between batches.
 
     Spawned, not forked: OpenMP's threads do not survive a fork. The weights reach the process through
     shared memory (torch.multiprocessing), not as a copy: /dev/shm must hold the model (Docker: `--shm-size`).
@@ -382,11 +430,12 @@ class ModelProcess:
 
     def __init__(self, service: Service):
         self.service = service
-        self.process: multiprocessing.Process | None = None  # None until started, and after it died
+        self.process: multiprocessing.Process | None = None  # None until started, after it died, and once stopped
         self.requests: asyncio.WriteTransport | None = None
         self.waiting: dict[int, asyncio.Future] = {}  # request id -> its answer
         self.ids = itertools.count()
-        self.starting = asyncio.Lock()
+        self.starting: asyncio.Future | None = None
+        self.stopped = False
 
     def _spawn(self) -> tuple[multiprocessing.Process, Connection, Connection]:
         """A started model process, its layers packed or copied by a first call (blocks for a second or two),
@@ -396,7 +445,8 @@ class ModelProcess:
         context = multiprocessing.get_context("spawn")
         requests_in, requests_out = context.Pipe(duplex=False)
         replies_in, replies_out = context.Pipe(duplex=False)
-        ready = context.Event()  # before the signals are blocked: the resource tracker its lock starts unblocks them
+        ready = context.Event()  # made before the signals are blocked: making its lock starts multiprocessing's
+        # resource tracker, which unblocks them
         process = context.Process(target=_model_process, name="bertkit-model", daemon=True,
                                   args=(self.service, torch.get_num_threads(), requests_in, replies_out, ready))
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
@@ -406,6 +456,9 @@ class ModelProcess:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             requests_in.close()
             replies_out.close()
+        # At the interpreter's exit multiprocessing ends daemon processes with SIGTERM, which this one
+        # ignores, then waits for them: a forced quit (a second Ctrl-C) skips `stop`, and would hang there.
+        multiprocessing.util.Finalize(None, process.kill, exitpriority=10)
         while not ready.wait(0.1):
             if not process.is_alive():
                 requests_out.close()
@@ -414,65 +467,87 @@ class ModelProcess:
                                    "its error is above")
         return process, requests_out, replies_in
 
-    async def running(self) -> None:
-        """The model process started if need be, off the event loop (other requests go on meanwhile)."""
-        async with self.starting:
-            if self.process is not None:
-                return
-            process, requests, replies = await asyncio.to_thread(self._spawn)
-            loop = asyncio.get_running_loop()
-            self.requests, _ = await loop.connect_write_pipe(asyncio.Protocol, requests)
+    async def _start(self) -> None:
+        process, requests, replies = await asyncio.to_thread(self._spawn)
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.connect_write_pipe(asyncio.Protocol, requests)
             await loop.connect_read_pipe(functools.partial(ReplyReader, self, process), replies)
-            self.process = process
+        except BaseException:
+            process.kill()
+            requests.close()
+            replies.close()
+            raise
+        self.process, self.requests = process, transport
 
-    async def ask(self, *message) -> Any:
-        """The model process's answer to `message` (its second item the id, filled in here)."""
+    async def running(self) -> None:
+        """The model process started if need be, off the event loop (other requests go on meanwhile). The
+        start goes on if the request that asked for it is cancelled."""
+        if self.stopped:
+            raise RuntimeError("the server is stopping")
         if self.process is None:
-            await self.running()
-        id = next(self.ids)
-        answer = self.waiting[id] = asyncio.get_running_loop().create_future()
-        self.requests.write(frame((message[0], id, *message[1:])))
+            if self.starting is None or self.starting.done():
+                self.starting = asyncio.ensure_future(self._start())
+            await asyncio.shield(self.starting)
+
+    async def ask(self, message: EmbedRequest | Call) -> Any:
+        """The model process's answer to `message`."""
+        await self.running()
+        answer = self.waiting[message.id] = asyncio.get_running_loop().create_future()
+        self.requests.write(frame(message))
         try:
             return await answer
         finally:
-            self.waiting.pop(id, None)
+            self.waiting.pop(message.id, None)
 
     async def embed(self, texts: list[str], truncate: bool, normalize: bool) -> tuple[np.ndarray, int]:
         """The texts' vectors and their tokens, embedded in a batch with the requests that come meanwhile."""
-        return await self.ask("embed", texts, truncate, normalize)
+        return await self.ask(EmbedRequest(next(self.ids), texts, truncate, normalize))
 
     async def call(self, method: str, *args) -> Any:
         """`service.method(*args)` in the model process."""
-        return await self.ask("call", method, args)
+        return await self.ask(Call(next(self.ids), method, args))
 
-    def answer(self, id: int, ok: bool, value: Any) -> None:
-        answer = self.waiting.get(id)
-        if answer is not None and not answer.done():  # not a request whose client went away
-            answer.set_result(value) if ok else answer.set_exception(value)
+    def settle(self, request: int, ok: bool, payload: bytes) -> None:
+        """Give a waiting request its answer (`reply_frame`'s); a request whose client went away has none."""
+        future = self.waiting.get(request)
+        if future is not None and not future.done():
+            ok, value = read_answer(ok, payload)
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
     def ended(self, process: multiprocessing.Process) -> None:
-        """`process` ended: unless stopped, its requests fail and the next request starts a new one."""
+        """`process` ended: unless it was stopped, the requests it had fail and the next request starts a new one."""
         if self.process is not process:
             return
         self.process, requests, self.requests = None, self.requests, None
         requests.close()
-        error = RuntimeError("the model process ended abruptly (killed, or out of memory: see the kernel's log, "
-                             "dmesg); this request failed, the next one starts a new model process")
-        for answer in self.waiting.values():
-            if not answer.done():
-                answer.set_exception(error)
+        self.fail_waiting(RuntimeError("the model process ended abruptly (killed, or out of memory: see the "
+                                       "kernel's log, dmesg); this request failed, the next one starts a new "
+                                       "model process"))
 
-    async def stop(self) -> None:
-        """Ends the model process once the work it has is done."""
+    def fail_waiting(self, error: Exception) -> None:
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_exception(error)
+
+    async def stop(self, seconds: float = 10) -> None:
+        """Ends the model process once the work it has is done, or after `seconds` (it is killed then)."""
+        self.stopped = True
         process, self.process = self.process, None
-        if process is not None:
-            self.requests.write(frame(STOP))
-            await asyncio.to_thread(process.join)
-            self.requests.close()
+        if process is None:
+            return
+        self.requests.write(frame(STOP))
+        await asyncio.to_thread(process.join, seconds)
+        process.kill()  # if still running: requests given up on since, which no one waits for any more
+        self.requests.close()
+        self.fail_waiting(RuntimeError("the server stopped before this request was answered"))
 
 
 class ReplyReader(asyncio.Protocol):
-    """The server's side of the model process's replies, read by the event loop as they come."""
+    """The server's end of the model process's replies, read by the event loop as they come."""
 
     def __init__(self, model: ModelProcess, process: multiprocessing.Process):
         self.model, self.process, self.buffer = model, process, bytearray()
@@ -484,10 +559,10 @@ class ReplyReader(asyncio.Protocol):
             end = FRAME_HEADER.size + size
             if len(self.buffer) < end:
                 return
-            answers = pickle.loads(bytes(self.buffer[FRAME_HEADER.size:end]))
+            answers = pickle.loads(bytes(self.buffer[FRAME_HEADER.size:end]))  # (id, ok, bytes) triples: loads
             del self.buffer[:end]
             for answer in answers:
-                self.model.answer(*answer)
+                self.model.settle(*answer)
 
     def connection_lost(self, error: Exception | None) -> None:
         self.model.ended(self.process)
