@@ -519,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "them with 413) when a request does not say")
     p.add_argument("--max-batch", type=_positive, default=128, help="texts of concurrent requests run together")
     p.add_argument("--max-batch-tokens", type=_positive, default=16_384)
-    p.add_argument("--wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    p.add_argument("--wait-ms", type=float, default=ServeConfig.wait_ms,
+                   help="how long a batch gathers requests once the model is free (ms)")
     _precision_arg(p)
 
     p = sub.add_parser("fill-mask", help="predict the words behind [MASK] (models with an MLM head)")

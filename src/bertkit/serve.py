@@ -70,7 +70,10 @@ class ServeConfig:
     truncate: bool = False  # default for requests that do not say: cut long inputs instead of refusing them
     max_batch: int = 128  # texts run together
     max_batch_tokens: int = 16_384
-    wait_ms: float = 5.0  # how long the first request of a batch waits for others
+    # how long a batch gathers requests once the model is free (see Gatherer.next). bench_serve on the AMX Xeon,
+    # bf16, 20 s loads: 8 ms 1,020 and 1,074 sentences/s; 5 ms 982, 972; 12 ms 992, 972; 0 ms 926, 866. fp32 with
+    # AVX-512 off: level (425, 425 against 405, 427 at 0 ms)
+    wait_ms: float = 8.0
 
 
 class RequestError(Exception):
@@ -151,8 +154,8 @@ class Gatherer:
         """Embedding jobs gathered for wait_ms from when the model is free and a job has arrived (the later
         of the two), within the caps on texts and tokens. Under load the model so waits wait_ms after each
         batch: the clients answered at the end of the last one send their next requests meanwhile, and
-        the batch takes them too, where it would have run with about half of the clients' requests
-        (bench_serve, AMX Xeon, bf16: 1.07x-1.13x the sentences/s with 6 to 10 ms; see ServeConfig)."""
+        the batch takes them too, where it would have run with about half of the clients' requests; the
+        model's threads also have the cores to themselves while it runs (measured: ServeConfig.wait_ms)."""
         free = time.monotonic()
         first = self.carried if self.carried is not None else self.inbox.get()
         self.carried = None
