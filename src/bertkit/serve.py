@@ -12,13 +12,13 @@ FastAPI routes, served by uvicorn:
 
 The model runs in a process of its own (see ModelProcess), so that the event loop's work never holds
 up the model's. The event loop checks each request's shape and sends it there at once; the model
-process tokenizes embedding requests as they arrive, and gathers those that come together for
+process tokenizes embedding requests as they arrive and, once the model is free, gathers them for
 `wait_ms` into one batch (sorted by length), up to `max_batch` texts and `max_batch_tokens` tokens.
-Bad requests get a 4xx JSON error that says
-what is wrong (body too large, invalid UTF-8 or JSON, wrong types, too many inputs, an input longer
-than the model takes, unless truncation is asked for); an error inside the model is a 500 for that
-request only; if the model process dies, its requests get a 500 and the next request starts a new
-one. uvicorn finishes requests in flight on SIGTERM / Ctrl-C before it stops.
+Bad requests get a 4xx JSON error that says what is wrong (body too large, invalid UTF-8 or JSON, wrong
+types, too many inputs, an input longer than the model takes, unless truncation is asked for); an
+error inside the model is a 500 for that request only; if the model process dies, its requests get a
+500 and the next request starts a new one. uvicorn finishes requests in flight on SIGTERM / Ctrl-C
+before it stops.
 """
 
 import asyncio  # no `from __future__ import annotations`: FastAPI reads the routes' annotations at run time
