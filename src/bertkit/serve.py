@@ -395,7 +395,8 @@ def _model_process(service: Service, threads: int, requests_end: Connection, rep
         try:
             replies.send([(job.id, True, answer) for job, answer in zip(work, service.embed_jobs(work))])
         except Exception as error:  # these requests get a 500, the process goes on
-            replies.send([(job.id, False, failed(error)) for job in work])
+            error = failed(error)
+            replies.send([(job.id, False, error) for job in work])
 
 
 def _receive(requests: BinaryIO, inbox: queue.Queue, replies: Replies, tokenize: RequestTokenizer) -> None:
