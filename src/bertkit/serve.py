@@ -48,6 +48,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import tokenizers
 import torch
+import torch.nn.functional as F
 
 from .convert import load_pretrained
 from .data.examples import TextExample
@@ -251,7 +252,7 @@ class Service:
             mine = vectors[start:start + len(job.encodings)]
             start += len(job.encodings)
             if job.normalize:
-                mine = mine / np.maximum(np.linalg.norm(mine, axis=1, keepdims=True), 1e-12)
+                mine = F.normalize(torch.from_numpy(mine), dim=-1).numpy()  # as embed(normalize=True)
             answers.append((mine, job.tokens))
         return answers
 
