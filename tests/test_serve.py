@@ -269,24 +269,44 @@ def test_fill_mask_predict_and_explain(tiny_models):
         classifier.stop()
 
 
-def test_a_model_process_killed_mid_batch_fails_that_batch_and_one_new_process_serves_the_next(minilm_dir,
-                                                                                               sts_sentences):
+def long_texts(sts_sentences: list[str]) -> list[str]:
+    """128 texts of about 80 tokens: about 1.5 s in all-MiniLM-L6-v2 in fp32 on two threads."""
+    return [" ".join(sts_sentences[i:i + 5]) for i in range(0, 640, 5)]
+
+
+def test_model_processes_killed_mid_batch_fail_that_batch_and_new_processes_serve_the_next(minilm_dir,
+                                                                                           sts_sentences):
     before = set(multiprocessing.active_children())
     server = Server(load_service(minilm_dir, config=ServeConfig(precision="fp32")))
-    long_texts = [" ".join(sts_sentences[i:i + 5]) for i in range(0, 640, 5)]  # 128 texts of about 80 tokens
     try:
-        [process] = set(multiprocessing.active_children()) - before
-        pid = process.pid
+        killed = {process.pid for process in set(multiprocessing.active_children()) - before}
+        assert len(killed) == ServeConfig.workers
         with ThreadPoolExecutor(1) as pool:
-            reply = pool.submit(server.call, "/embed", {"inputs": long_texts})  # about 1.5 s in the model
+            reply = pool.submit(server.call, "/embed", {"inputs": long_texts(sts_sentences)})
             time.sleep(0.3)
-            os.kill(pid, signal.SIGKILL)  # what the kernel's out-of-memory killer does
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)  # what the kernel's out-of-memory killer does
             status, error = reply.result(timeout=60)
         assert status == 500 and "the model process ended abruptly" in error["error"]
         status, vectors = server.call("/embed", {"inputs": sts_sentences[:3]})
         assert status == 200 and len(vectors) == 3
-        [process] = set(multiprocessing.active_children()) - before  # the killed one is gone
-        assert process.pid != pid
+        started = {process.pid for process in set(multiprocessing.active_children()) - before}
+        assert len(started) == 1 and not started & killed  # the killed are gone; the one that served is new
+    finally:
+        server.stop()
+
+
+def test_with_two_model_processes_a_short_request_is_answered_while_a_long_one_runs(minilm_dir, sts_sentences):
+    server = Server(load_service(minilm_dir, config=ServeConfig(precision="fp32", workers=2)))
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            long = pool.submit(server.call, "/embed", {"inputs": long_texts(sts_sentences)})
+            time.sleep(0.3)  # in the first model process
+            status, vectors = server.call("/embed", {"inputs": sts_sentences[:2]})
+            assert status == 200 and len(vectors) == 2
+            assert not long.done()  # one model process would have answered it after the long one
+            status, vectors = long.result(timeout=60)
+        assert status == 200 and len(vectors) == 128
     finally:
         server.stop()
 
@@ -328,7 +348,7 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads the processes from Linux's /proc")
-def test_the_model_process_ends_with_a_killed_server(tiny_models):
+def test_the_model_processes_end_with_a_killed_server(tiny_models):
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "bertkit.cli", "serve", "--model", str(tiny_models / "mlm"),
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -342,13 +362,14 @@ def test_the_model_process_ends_with_a_killed_server(tiny_models):
                 time.sleep(0.2)
         tasks = glob.glob(f"/proc/{server.pid}/task/*")  # a child belongs to the thread that started it
         children = [c for task in tasks for c in open(f"{task}/children").read().split()]
-        [model_pid] = [int(c) for c in children if b"spawn_main" in open(f"/proc/{c}/cmdline", "rb").read()]
+        model_pids = [int(c) for c in children if b"spawn_main" in open(f"/proc/{c}/cmdline", "rb").read()]
+        assert len(model_pids) == ServeConfig.workers
         server.kill()
         server.wait()
         deadline = time.time() + 30
-        while _running(model_pid) and time.time() < deadline:
+        while any(map(_running, model_pids)) and time.time() < deadline:
             time.sleep(0.1)
-        assert not _running(model_pid)
+        assert not any(map(_running, model_pids))
     finally:
         server.kill()
         server.wait()

@@ -521,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-tokens", type=_positive, default=16_384)
     p.add_argument("--wait-ms", type=float, default=ServeConfig.wait_ms,
                    help="how long a batch gathers requests once the model is free (ms)")
+    p.add_argument("--workers", type=_positive, default=ServeConfig.workers,
+                   help="model processes, the torch threads shared out among them")
     _precision_arg(p)
 
     p = sub.add_parser("fill-mask", help="predict the words behind [MASK] (models with an MLM head)")
@@ -629,7 +631,7 @@ def cmd_train_static(args) -> None:
 def cmd_serve(args) -> None:
     config = ServeConfig(precision=args.dtype, max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs,
                          truncate=args.truncate, max_batch=args.max_batch, max_batch_tokens=args.max_batch_tokens,
-                         wait_ms=args.wait_ms)
+                         wait_ms=args.wait_ms, workers=args.workers)
     service = load_service(args.model, args.head, config)
     _note(f"serving {args.model} ({', '.join(service.abilities)}) on http://{args.host}:{args.port}/")
     serve(service, args.host, args.port)

@@ -10,14 +10,15 @@ FastAPI routes, served by uvicorn:
 - `POST /fill-mask` (models with an MLM head), `POST /explain` (classifiers, with Captum installed);
 - `GET /health`, `GET /info` (what this model can do), and `GET /`, the page.
 
-The model runs in a process of its own (see ModelProcess), so that the event loop's work never holds
-up the model's. The event loop checks each request's shape and sends it there at once; the model
-process tokenizes embedding requests as they arrive and, once the model is free, gathers them for
-`wait_ms` into one batch (sorted by length), up to `max_batch` texts and `max_batch_tokens` tokens.
+The model runs in processes of its own (`workers`, 2 by default; see ModelPool and ModelProcess), so
+that the event loop's work never holds up the model's. The event loop checks each request's shape and
+sends it at once to the model process with the least work outstanding; that process tokenizes
+embedding requests as they arrive and, once its model is free, gathers them for `wait_ms` into one
+batch (sorted by length), up to `max_batch` texts and `max_batch_tokens` tokens.
 Bad requests get a 4xx JSON error that says what is wrong (body too large, invalid UTF-8 or JSON, wrong
 types, too many inputs, an input longer than the model takes, unless truncation is asked for); an
-error inside the model is a 500 for that request only; if the model process dies, its requests get a
-500 and the next request starts a new one. uvicorn finishes requests in flight on SIGTERM / Ctrl-C
+error inside the model is a 500 for that request only; if a model process dies, its requests get a
+500 and the next request it is sent starts a new one. uvicorn finishes requests in flight on SIGTERM / Ctrl-C
 before it stops.
 """
 
@@ -71,10 +72,11 @@ class ServeConfig:
     truncate: bool = False  # default for requests that do not say: cut long inputs instead of refusing them
     max_batch: int = 128  # texts run together
     max_batch_tokens: int = 16_384
-    # how long a batch gathers requests once the model is free (see Gatherer.next). bench_serve on the AMX Xeon,
-    # bf16, 20 s loads: 8 ms 1,020 and 1,074 sentences/s; 5 ms 982, 972; 12 ms 992, 972; 0 ms 926, 866. fp32 with
-    # AVX-512 off: level (425, 425 against 405, 427 at 0 ms)
-    wait_ms: float = 8.0
+    # how long a batch gathers requests once the model is free (see Gatherer.next). bench_serve's load on the AMX
+    # Xeon, bf16, 20 s runs, alternating: with two model processes, 4 ms 1,034, 1,071, 1,049 sentences/s; 0 ms
+    # 1,045, 1,081, 1,039; 8 ms 1,008, 1,012, 1,006. With one, 8 ms 1,020, 1,074; 5 ms 982, 972; 0 ms 926, 866
+    wait_ms: float = 4.0
+    workers: int = 2  # model processes, the torch threads shared out among them (measured: ModelPool)
 
 
 class RequestError(Exception):
@@ -436,8 +438,9 @@ class ModelProcess:
     shared memory (torch.multiprocessing), not as a copy: /dev/shm must hold the model (Docker: `--shm-size`).
     """
 
-    def __init__(self, service: Service):
-        self.service = service
+    def __init__(self, service: Service, threads: int | None = None):
+        self.service, self.threads = service, threads or torch.get_num_threads()
+        self.outstanding = 0  # texts of the requests sent and not yet answered
         self.process: multiprocessing.Process | None = None  # None until started, after it died, and once stopped
         self.requests: asyncio.WriteTransport | None = None
         self.waiting: dict[int, asyncio.Future] = {}  # request id -> its answer
@@ -456,7 +459,7 @@ class ModelProcess:
         ready = context.Event()  # made before the signals are blocked: making its lock starts multiprocessing's
         # resource tracker, which unblocks them
         process = context.Process(target=_model_process, name="bertkit-model", daemon=True,
-                                  args=(self.service, torch.get_num_threads(), requests_in, replies_out, ready))
+                                  args=(self.service, self.threads, requests_in, replies_out, ready))
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             process.start()
@@ -498,19 +501,21 @@ class ModelProcess:
                 self.starting = asyncio.ensure_future(self._start())
             await asyncio.shield(self.starting)
 
-    async def ask(self, message: EmbedRequest | Call) -> Any:
-        """The model process's answer to `message`."""
-        await self.running()
-        answer = self.waiting[message.id] = asyncio.get_running_loop().create_future()
-        self.requests.write(frame(message))
+    async def ask(self, message: EmbedRequest | Call, texts: int = 1) -> Any:
+        """The model process's answer to `message`, of `texts` texts."""
+        self.outstanding += texts
         try:
+            await self.running()
+            answer = self.waiting[message.id] = asyncio.get_running_loop().create_future()
+            self.requests.write(frame(message))
             return await answer
         finally:
             self.waiting.pop(message.id, None)
+            self.outstanding -= texts
 
     async def embed(self, texts: list[str], truncate: bool, normalize: bool) -> tuple[np.ndarray, int]:
         """The texts' vectors and their tokens, embedded in a batch with the requests that come meanwhile."""
-        return await self.ask(EmbedRequest(next(self.ids), texts, truncate, normalize))
+        return await self.ask(EmbedRequest(next(self.ids), texts, truncate, normalize), len(texts))
 
     async def call(self, method: str, *args) -> Any:
         """`service.method(*args)` in the model process."""
@@ -554,6 +559,40 @@ class ModelProcess:
         self.fail_waiting(RuntimeError("the server stopped before this request was answered"))
 
 
+class ModelPool:
+    """The server's model processes (`ServeConfig.workers`), this process's torch threads shared out among
+    them (at least one each); each request goes to the one with the fewest texts outstanding.
+
+    Two processes of one thread each embed more than one of two threads: each runs its batch on a core
+    of its own without the threads' hand-offs around every kernel, and one computes while the other
+    gathers its next batch. all-MiniLM-L6-v2 bf16 on the AMX Xeon, batches of 68 random STS-B sentences
+    (`embed` alone, two runs): 808 + 762 and 829 + 829 sentences/s against 1,322 and 1,326; under
+    bench_serve's load (20 s, alternating): 997 and 1,018 against 914 and 898. Each process holds its
+    own inference copies of the linear layers (`precision.fast_linears`); the weights are shared."""
+
+    def __init__(self, service: Service):
+        workers, threads = service.config.workers, torch.get_num_threads()
+        if workers < 1:
+            raise ValueError(f"a server needs at least one model process, not workers={workers}")
+        self.processes = [ModelProcess(service, max(1, threads // workers + (i < threads % workers)))
+                          for i in range(workers)]
+
+    def least_busy(self) -> ModelProcess:
+        return min(self.processes, key=lambda process: process.outstanding)
+
+    async def running(self) -> None:
+        await asyncio.gather(*(process.running() for process in self.processes))
+
+    async def embed(self, texts: list[str], truncate: bool, normalize: bool) -> tuple[np.ndarray, int]:
+        return await self.least_busy().embed(texts, truncate, normalize)
+
+    async def call(self, method: str, *args) -> Any:
+        return await self.least_busy().call(method, *args)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(process.stop() for process in self.processes))
+
+
 class ReplyReader(asyncio.Protocol):
     """The server's end of the model process's replies, read by the event loop as they come."""
 
@@ -585,7 +624,7 @@ def build_app(service: Service):
     config = service.config
 
     async def lifespan(app):
-        app.state.model = ModelProcess(service)
+        app.state.model = ModelPool(service)
         await app.state.model.running()  # before the first request
         yield
         await app.state.model.stop()
