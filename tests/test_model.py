@@ -140,7 +140,7 @@ def test_attention_fast_precision_equals_plain_sdpa():
     mask = torch.ones(2, 1, 1, 10, dtype=torch.bool)
     mask[1, ..., 6:] = False
     exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.0).float()
+    got = attention(torch.stack([q, k, v]).bfloat16(), mask, 0.0).float()
     assert 10 < CPU_BF16_ATTENTION_MIN_LENGTH
     assert (got - exact).abs().max() < 0.05
 
@@ -190,17 +190,18 @@ def test_attention_takes_the_short_path_for_short_sequences_without_dropout_only
     mask = torch.ones(2, 1, 1, 10, dtype=torch.bool)
     mask[1, ..., 6:] = False
     q, k, v = (torch.randn(2, 3, 10, 8, generator=g) for _ in range(3))
-    assert torch.equal(attention(q, k, v, mask, 0.0), short_attention(q, k, v, mask))
-    bf16 = [t.bfloat16() for t in (q, k, v)]  # bf16 attends in fp32 on CPU, by the same short path
-    assert torch.equal(attention(*bf16, mask, 0.0), short_attention(*(t.float() for t in bf16), mask))
-    assert torch.equal(attention(q, k, v, None, 0.0, causal=True),
+    qkv = torch.stack([q, k, v])
+    assert torch.equal(attention(qkv, mask, 0.0), short_attention(q, k, v, mask))
+    bf16 = qkv.bfloat16()  # bf16 attends in fp32 on CPU, by the same short path
+    assert torch.equal(attention(bf16, mask, 0.0), short_attention(*bf16.float(), mask))
+    assert torch.equal(attention(qkv, None, 0.0, causal=True),
                        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
     torch.manual_seed(1)  # with dropout, the weights are written out (the same draw of the mask)
-    with_dropout = attention(q, k, v, mask, 0.1)
+    with_dropout = attention(qkv, mask, 0.1)
     torch.manual_seed(1)
     assert torch.equal(with_dropout, dropout(attention_weights(q, k, mask), 0.1, True) @ v)
-    long = [torch.randn(1, 2, CPU_SHORT_ATTENTION_MAX_LENGTH + 1, 8, generator=g) for _ in range(3)]
-    assert torch.equal(attention(*long, None, 0.0), torch.nn.functional.scaled_dot_product_attention(*long))
+    long = torch.randn(3, 1, 2, CPU_SHORT_ATTENTION_MAX_LENGTH + 1, 8, generator=g)
+    assert torch.equal(attention(long, None, 0.0), torch.nn.functional.scaled_dot_product_attention(*long))
 
 
 def test_training_mode_applies_dropout_and_gradients_flow(tiny):
