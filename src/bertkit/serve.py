@@ -739,7 +739,8 @@ def build_app(service: Service):
 
 
 def serve(service: Service, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Run the app until SIGINT / SIGTERM; requests in flight are finished (30 s at most).
+    """Run the app until SIGINT / SIGTERM; requests in flight are finished (30 s at most). uvicorn runs it
+    on uvloop and httptools where they are installed (`bertkit[serve]` installs them; measured: pyproject.toml).
 
     The model process is spawned: a script that calls this needs Python's `if __name__ == "__main__":`
     guard around it, as for any multiprocessing (the new process imports the script's module)."""
