@@ -11,8 +11,9 @@ against
 - a plain FastAPI app that calls sentence-transformers' `encode` once per request (target: bertkit
   serves >= 3x its sentences/s), run under the same load.
 
-Each server is its own process (`bertkit serve`, or this file with `--naive-app`), 2 torch threads,
-the clients in this process. Both servers run on the same machine in the same run: the seconds are
+Each server is its own process (`bertkit serve`, or this file with `--naive-app`) with 2 torch threads
+(`bertkit serve` shares them out among its model processes, one each by default), the clients in
+this process. Both servers run on the same machine in the same run: the seconds are
 split into `--rounds` slices, each round loading our server, then embedding offline as many
 sentences as it served, then loading the plain app, so that a slow spell of a shared machine falls
 on all three alike (the ratios of single rounds are reported too). all-MiniLM-L6-v2, precision `auto`

@@ -134,15 +134,17 @@ class RequestTokenizer:
         self.truncating.enable_truncation(limit)
 
     def __call__(self, texts: list[str], truncate: bool, hint: str = "send shorter texts") -> list[tokenizers.Encoding]:
-        """Each text's tokens, special tokens included (as the model reads them)."""
-        encodings = self.plain.encode_batch(texts)
+        """Each text's tokens, special tokens included (as the model reads them). One text after the other:
+        `encode_batch` hands a request's few texts to a pool of threads, which cost more than it saved
+        (requests of 1-8 STS-B sentences: 207 us of CPU a request, against 120 one by one)."""
+        encodings = [self.plain.encode(text) for text in texts]
         too_long = [i for i, e in enumerate(encodings) if len(e) > self.limit]
         if too_long and not truncate:
             i = too_long[0]
             raise RequestError(413, f"input {i} has {len(encodings[i])} tokens, more than the model's {self.limit} "
                                f"({len(too_long)} inputs are too long); {hint}")
-        for i, cut in zip(too_long, self.truncating.encode_batch([texts[i] for i in too_long])):
-            encodings[i] = cut
+        for i in too_long:
+            encodings[i] = self.truncating.encode(texts[i])
         return encodings
 
 
