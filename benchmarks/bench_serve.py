@@ -12,8 +12,8 @@ against
   serves >= 3x its sentences/s), run under the same load.
 
 Each server is its own process (`bertkit serve`, or this file with `--naive-app`) with 2 torch threads
-(`bertkit serve` shares them out among its model processes, one each by default), the clients in
-this process. Both servers run on the same machine in the same run: the seconds are
+(OMP_NUM_THREADS; `bertkit serve` shares them out among its model processes, one each by default), the
+clients in this process. Both servers run on the same machine in the same run: the seconds are
 split into `--rounds` slices, each round loading our server, then embedding offline as many
 sentences as it served, then loading the plain app, so that a slow spell of a shared machine falls
 on all three alike (the ratios of single rounds are reported too). all-MiniLM-L6-v2, precision `auto`
@@ -28,6 +28,7 @@ suffix; the plain app keeps sentence-transformers' fp32).
 import argparse
 import http.client
 import json
+import os
 import random
 import socket
 import subprocess
@@ -159,7 +160,8 @@ def summary(slices: list[dict]) -> dict:
 def start_server(command: list[str]) -> tuple[int, subprocess.Popen]:
     """Start the server `command` (which takes the port as its last argument); its port and process."""
     port = free_port()
-    process = subprocess.Popen(command + [str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command + [str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "2"})  # bertkit serve's torch threads
     try:
         wait_healthy(port, process)
     except BaseException:

@@ -100,7 +100,7 @@ def transformers_dev_tags(model, dev_examples, labels, dtype: torch.dtype) -> li
 def swap_in(variant: str, seed: int) -> None:
     """Patch bertkit for `variant`, for the rest of the process (so main runs one such variant per call)."""
     if variant == "torch-dropout":
-        bertkit.model.dropout = lambda x, p, training: F.dropout(x, p, training)
+        bertkit.model.dropout = lambda x, p, training, rows=None: F.dropout(x, p, training)
         bertkit.model.attention = lambda q, k, v, key_mask, p, causal=False: (
             PLAIN_ATTENTION(q, k, v, key_mask, p, causal) if p == 0.0 or causal
             else F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p))

@@ -5,7 +5,7 @@ import torch
 import bertkit.model
 from bertkit import Encoder, preset
 from bertkit.model import (CPU_BF16_ATTENTION_MIN_LENGTH, CPU_SHORT_ATTENTION_MAX_LENGTH, attention,
-                           attention_weights, dropout, forward_flops, short_attention,
+                           attention_inputs, attention_weights, dropout, forward_flops, short_attention,
                            softmax_in_place)
 
 
@@ -140,9 +140,33 @@ def test_attention_fast_precision_equals_plain_sdpa():
     mask = torch.ones(2, 1, 1, 10, dtype=torch.bool)
     mask[1, ..., 6:] = False
     exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    got = attention(torch.stack([q, k, v]).bfloat16(), mask, 0.0).float()
+    got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.0).float()
     assert 10 < CPU_BF16_ATTENTION_MIN_LENGTH
     assert (got - exact).abs().max() < 0.05
+
+
+def test_attention_inputs_in_one_copy_attend_as_sdpa_does_with_gradients():
+    """q, k and v taken from the permuted projections as the encoder takes them (one copy: contiguous in
+    fp32, and in fp32 under bf16 autocast for the CPU detour) attend as SDPA does, gradients included."""
+    g = torch.Generator().manual_seed(0)
+    B, T, nh, hs = 2, 10, 3, 8
+    projections = torch.randn(B, T, 3 * nh * hs, generator=g, requires_grad=True)
+    mask = torch.ones(B, 1, 1, T, dtype=torch.bool)
+    mask[1, ..., 6:] = False
+    permuted = projections.view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs), as SelfAttention.attend
+    exact = torch.nn.functional.scaled_dot_product_attention(*permuted, attn_mask=mask)
+    [exact_grad] = torch.autograd.grad(exact.sum(), projections)
+    q, k, v = attention_inputs(permuted)
+    assert all(t.is_contiguous() for t in (q, k, v))
+    got = attention(q, k, v, mask, 0.0)
+    torch.testing.assert_close(got, exact, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(torch.autograd.grad(got.sum(), projections)[0], exact_grad, atol=1e-5, rtol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, k, v = attention_inputs(permuted.bfloat16())
+        got = attention(q, k, v, mask, 0.0)
+    assert q.dtype == got.dtype == torch.float32 and q.is_contiguous()
+    assert (got - exact).abs().max() < 0.05  # the projections rounded to bf16
+    assert (torch.autograd.grad(got.sum(), projections)[0] - exact_grad).abs().max() < 0.05
 
 
 def short_inputs(mask_rows: int | None, requires_grad: bool = False):
@@ -190,18 +214,17 @@ def test_attention_takes_the_short_path_for_short_sequences_without_dropout_only
     mask = torch.ones(2, 1, 1, 10, dtype=torch.bool)
     mask[1, ..., 6:] = False
     q, k, v = (torch.randn(2, 3, 10, 8, generator=g) for _ in range(3))
-    qkv = torch.stack([q, k, v])
-    assert torch.equal(attention(qkv, mask, 0.0), short_attention(q, k, v, mask))
-    bf16 = qkv.bfloat16()  # bf16 attends in fp32 on CPU, by the same short path
-    assert torch.equal(attention(bf16, mask, 0.0), short_attention(*bf16.float(), mask))
-    assert torch.equal(attention(qkv, None, 0.0, causal=True),
+    assert torch.equal(attention(q, k, v, mask, 0.0), short_attention(q, k, v, mask))
+    bf16 = [t.bfloat16() for t in (q, k, v)]  # bf16 attends in fp32 on CPU, by the same short path
+    assert torch.equal(attention(*bf16, mask, 0.0), short_attention(*(t.float() for t in bf16), mask))
+    assert torch.equal(attention(q, k, v, None, 0.0, causal=True),
                        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
     torch.manual_seed(1)  # with dropout, the weights are written out (the same draw of the mask)
-    with_dropout = attention(qkv, mask, 0.1)
+    with_dropout = attention(q, k, v, mask, 0.1)
     torch.manual_seed(1)
     assert torch.equal(with_dropout, dropout(attention_weights(q, k, mask), 0.1, True) @ v)
-    long = torch.randn(3, 1, 2, CPU_SHORT_ATTENTION_MAX_LENGTH + 1, 8, generator=g)
-    assert torch.equal(attention(long, None, 0.0), torch.nn.functional.scaled_dot_product_attention(*long))
+    long = [torch.randn(1, 2, CPU_SHORT_ATTENTION_MAX_LENGTH + 1, 8, generator=g) for _ in range(3)]
+    assert torch.equal(attention(*long, None, 0.0), torch.nn.functional.scaled_dot_product_attention(*long))
 
 
 def test_training_mode_applies_dropout_and_gradients_flow(tiny):

@@ -29,8 +29,8 @@ from bertkit import Encoder, Tokenizer, add_pretraining_heads, embed, preset, sa
 from bertkit.data.readers import word_example  # noqa: E402
 from bertkit.fill_mask import fill_mask  # noqa: E402
 from bertkit.predict import predict_examples, prediction_record  # noqa: E402
-from bertkit.serve import (Call, Gatherer, Job, ModelProcess, ReplyReader, RequestError, RequestTokenizer,  # noqa: E402
-                           ServeConfig, Service, build_app, load_service, reply_frame)
+from bertkit.serve import (Call, Gatherer, Job, ModelPool, ModelProcess, ReplyReader, RequestError,  # noqa: E402
+                           RequestTokenizer, ServeConfig, Service, build_app, load_service, reply_frame)
 from bertkit.tasks import TaskSpec  # noqa: E402
 from bertkit.tasks.model import TaskModel, save_task_model  # noqa: E402
 from loopback import free_port  # noqa: E402
@@ -270,38 +270,48 @@ def test_fill_mask_predict_and_explain(tiny_models):
 
 
 def long_texts(sts_sentences: list[str]) -> list[str]:
-    """128 texts of about 80 tokens: about 1.5 s in all-MiniLM-L6-v2 in fp32 on two threads."""
+    """128 texts of about 80 tokens: about 1.5 s in all-MiniLM-L6-v2 in fp32 on two threads, 3 s on one."""
     return [" ".join(sts_sentences[i:i + 5]) for i in range(0, 640, 5)]
 
 
-def test_model_processes_killed_mid_batch_fail_that_batch_and_new_processes_serve_the_next(minilm_dir,
-                                                                                           sts_sentences):
-    before = set(multiprocessing.active_children())
-    server = Server(load_service(minilm_dir, config=ServeConfig(precision="fp32")))
+def wait_until(condition, seconds: float = 60, what: str = "the condition") -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, f"{what} did not hold within {seconds} s"
+        time.sleep(0.01)
+
+
+def test_a_model_process_killed_mid_batch_fails_that_batch_the_other_serves_and_a_new_one_starts(minilm_dir,
+                                                                                                 sts_sentences):
+    server = Server(load_service(minilm_dir, config=ServeConfig(precision="fp32", workers=2)))
+    pool = server.server.config.app.state.model
     try:
-        killed = {process.pid for process in set(multiprocessing.active_children()) - before}
-        assert len(killed) == ServeConfig.workers
-        with ThreadPoolExecutor(1) as pool:
-            reply = pool.submit(server.call, "/embed", {"inputs": long_texts(sts_sentences)})
-            time.sleep(0.3)
-            for pid in killed:
-                os.kill(pid, signal.SIGKILL)  # what the kernel's out-of-memory killer does
+        busy, other = pool.processes
+        killed, spared = busy.process.pid, other.process.pid
+        with ThreadPoolExecutor(1) as threads:
+            reply = threads.submit(server.call, "/embed", {"inputs": long_texts(sts_sentences)})
+            wait_until(lambda: busy.outstanding == 128, what="the long request reaching the first process")
+            time.sleep(0.3)  # in the model
+            os.kill(killed, signal.SIGKILL)  # what the kernel's out-of-memory killer does
             status, error = reply.result(timeout=60)
         assert status == 500 and "the model process ended abruptly" in error["error"]
+        status, vectors = server.call("/embed", {"inputs": sts_sentences[:3]})  # by the live one
+        assert status == 200 and len(vectors) == 3
+        wait_until(lambda: busy.process is not None, what="a new model process")
+        assert busy.process.pid != killed and other.process.pid == spared
         status, vectors = server.call("/embed", {"inputs": sts_sentences[:3]})
         assert status == 200 and len(vectors) == 3
-        started = {process.pid for process in set(multiprocessing.active_children()) - before}
-        assert len(started) == 1 and not started & killed  # the killed are gone; the one that served is new
     finally:
         server.stop()
 
 
 def test_with_two_model_processes_a_short_request_is_answered_while_a_long_one_runs(minilm_dir, sts_sentences):
     server = Server(load_service(minilm_dir, config=ServeConfig(precision="fp32", workers=2)))
+    first = server.server.config.app.state.model.processes[0]
     try:
-        with ThreadPoolExecutor(1) as pool:
-            long = pool.submit(server.call, "/embed", {"inputs": long_texts(sts_sentences)})
-            time.sleep(0.3)  # in the first model process
+        with ThreadPoolExecutor(1) as threads:
+            long = threads.submit(server.call, "/embed", {"inputs": long_texts(sts_sentences)})
+            wait_until(lambda: first.outstanding == 128, what="the long request reaching the first process")
             status, vectors = server.call("/embed", {"inputs": sts_sentences[:2]})
             assert status == 200 and len(vectors) == 2
             assert not long.done()  # one model process would have answered it after the long one
@@ -309,6 +319,37 @@ def test_with_two_model_processes_a_short_request_is_answered_while_a_long_one_r
         assert status == 200 and len(vectors) == 128
     finally:
         server.stop()
+
+
+def test_the_model_processes_share_out_the_threads_and_bad_settings_are_refused(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert [p.threads for p in ModelPool(Service(None, None, "m", config=ServeConfig(workers=2))).processes] == [2, 1]
+    assert [p.threads for p in ModelPool(Service(None, None, "m", config=ServeConfig(workers=4))).processes] == [1] * 4
+    with pytest.raises(ValueError, match="workers must be at least 1, not 0"):
+        ServeConfig(workers=0)
+    with pytest.raises(ValueError, match="wait_ms must be 0 or more"):
+        ServeConfig(wait_ms=-1)
+
+
+def test_a_request_that_fails_or_is_cancelled_leaves_no_texts_outstanding(monkeypatch):
+    async def outstanding_after(running) -> int:
+        model = ModelProcess(None)
+        monkeypatch.setattr(model, "running", running)
+        task = asyncio.ensure_future(model.embed(["a", "b"], False, True))
+        await asyncio.sleep(0.01)
+        assert model.outstanding == 2 or task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return model.outstanding
+
+    async def fails():
+        raise RuntimeError("no process")
+
+    async def hangs():
+        await asyncio.sleep(3600)
+
+    assert asyncio.run(outstanding_after(fails)) == 0
+    assert asyncio.run(outstanding_after(hangs)) == 0
 
 
 def test_a_ctrl_c_while_the_model_process_starts_does_not_end_it(tiny_models):

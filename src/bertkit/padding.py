@@ -158,12 +158,15 @@ def unpad(x: Tensor, layout: TokenLayout) -> Tensor:
     x = x if layout.order is None else x.index_select(0, layout.order)
     flat = x.reshape(layout.batch * layout.seqlen, *x.shape[2:])
     flat = flat if layout.indices is None else flat.index_select(0, layout.indices)
-    return with_spare_rows(flat, layout)
+    return with_spare_rows([flat], layout)
 
 
-def with_spare_rows(x: Tensor, layout: TokenLayout) -> Tensor:
-    """(N, ...) -> (N + spare, ...), the spare rows zeros."""
-    return torch.cat([x, x.new_zeros(layout.spare, *x.shape[1:])]) if layout.spare else x
+def with_spare_rows(parts: Sequence[Tensor], layout: TokenLayout) -> Tensor:
+    """The layout's N rows, given in `parts` (each (rows, ...)), then its spare rows (zeros): (N + spare,
+    ...), in one concatenation."""
+    if layout.spare:
+        parts = [*parts, parts[0].new_zeros(layout.spare, *parts[0].shape[1:])]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def repad(x: Tensor, layout: TokenLayout) -> Tensor:

@@ -12,13 +12,13 @@ FastAPI routes, served by uvicorn:
 
 The model runs in processes of its own (`workers`, 2 by default; see ModelPool and ModelProcess), so
 that the event loop's work never holds up the model's. The event loop checks each request's shape and
-sends it at once to the model process with the least work outstanding; that process tokenizes
+sends it at once to the model process with the fewest texts outstanding; that process tokenizes
 embedding requests as they arrive and, once its model is free, gathers them for `wait_ms` into one
 batch (sorted by length), up to `max_batch` texts and `max_batch_tokens` tokens.
 Bad requests get a 4xx JSON error that says what is wrong (body too large, invalid UTF-8 or JSON, wrong
 types, too many inputs, an input longer than the model takes, unless truncation is asked for); an
 error inside the model is a 500 for that request only; if a model process dies, its requests get a
-500 and the next request it is sent starts a new one. uvicorn finishes requests in flight on SIGTERM / Ctrl-C
+500, a new one starts at once, and requests go to the live ones meanwhile. uvicorn finishes requests in flight on SIGTERM / Ctrl-C
 before it stops.
 """
 
@@ -29,6 +29,7 @@ import functools
 import importlib.util
 import itertools
 import json
+import logging
 import multiprocessing
 import multiprocessing.synchronize
 import multiprocessing.util
@@ -74,9 +75,17 @@ class ServeConfig:
     max_batch_tokens: int = 16_384
     # how long a batch gathers requests once the model is free (see Gatherer.next). bench_serve's load on the AMX
     # Xeon, bf16, 20 s runs, alternating: with two model processes, 4 ms 1,034, 1,071, 1,049 sentences/s; 0 ms
-    # 1,045, 1,081, 1,039; 8 ms 1,008, 1,012, 1,006. With one, 8 ms 1,020, 1,074; 5 ms 982, 972; 0 ms 926, 866
+    # 1,045, 1,081, 1,039; 8 ms 1,008, 1,012, 1,006. With one, 8 ms 1,020, 1,074; 5 ms 982, 972; 0 ms 926, 866.
+    # 4 ms, not 0, though level under load: an idle server's requests sent together still share a batch
     wait_ms: float = 4.0
     workers: int = 2  # model processes, the torch threads shared out among them (measured: ModelPool)
+
+    def __post_init__(self):
+        for name in ("max_body_bytes", "max_inputs", "max_batch", "max_batch_tokens", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"serve's {name} must be at least 1, not {getattr(self, name)}")
+        if self.wait_ms < 0:
+            raise ValueError(f"serve's wait_ms must be 0 or more, not {self.wait_ms}")
 
 
 class RequestError(Exception):
@@ -136,7 +145,7 @@ class RequestTokenizer:
     def __call__(self, texts: list[str], truncate: bool, hint: str = "send shorter texts") -> list[tokenizers.Encoding]:
         """Each text's tokens, special tokens included (as the model reads them). One text after the other:
         `encode_batch` hands a request's few texts to a pool of threads, which cost more than it saved
-        (requests of 1-8 STS-B sentences: 207 us of CPU a request, against 120 one by one)."""
+        (requests of 1-8 STS-B sentences: 207 us of CPU a request, against 128 one by one)."""
         encodings = [self.plain.encode(text) for text in texts]
         too_long = [i for i, e in enumerate(encodings) if len(e) > self.limit]
         if too_long and not truncate:
@@ -159,8 +168,8 @@ class Gatherer:
         """Embedding jobs gathered for wait_ms from when the model is free and a job has arrived (the later
         of the two), within the caps on texts and tokens. Under load the model so waits wait_ms after each
         batch: the clients answered at the end of the last one send their next requests meanwhile, and
-        the batch takes them too, where it would have run with about half of the clients' requests; the
-        model's threads also have the cores to themselves while it runs (measured: ServeConfig.wait_ms)."""
+        the batch takes them too, where it would have run with about half of the clients' requests
+        (measured: ServeConfig.wait_ms)."""
         free = time.monotonic()
         first = self.carried if self.carried is not None else self.inbox.get()
         self.carried = None
@@ -375,7 +384,7 @@ def failed(error: Exception) -> Exception:
 def _model_process(service: Service, threads: int, requests_end: Connection, replies_end: Connection,
                    ready: multiprocessing.synchronize.Event) -> None:
     """The model process: ignore the stop signals (held blocked since the spawn, see `ModelProcess._spawn`),
-    take the server's torch threads, pack the layers by a first call, then answer the server's messages
+    take its share of the server's torch threads (`threads`), pack the layers by a first call, then answer the server's messages
     until it says STOP (or ends: its end of the requests pipe closes)."""
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
@@ -484,6 +493,8 @@ class ModelProcess:
         process, requests, replies = await asyncio.to_thread(self._spawn)
         loop = asyncio.get_running_loop()
         try:
+            if self.stopped:  # while it started: the server stops, and waits for no new process
+                raise RuntimeError("the server is stopping")
             transport, _ = await loop.connect_write_pipe(asyncio.Protocol, requests)
             await loop.connect_read_pipe(functools.partial(ReplyReader, self, process), replies)
         except BaseException:
@@ -519,9 +530,9 @@ class ModelProcess:
         """The texts' vectors and their tokens, embedded in a batch with the requests that come meanwhile."""
         return await self.ask(EmbedRequest(next(self.ids), texts, truncate, normalize), len(texts))
 
-    async def call(self, method: str, *args) -> Any:
-        """`service.method(*args)` in the model process."""
-        return await self.ask(Call(next(self.ids), method, args))
+    async def call(self, method: str, *args, texts: int = 1) -> Any:
+        """`service.method(*args)` in the model process (for `texts` texts)."""
+        return await self.ask(Call(next(self.ids), method, args), texts)
 
     def settle(self, request: int, ok: bool, payload: bytes) -> None:
         """Give a waiting request its answer (`reply_frame`'s); a request whose client went away has none."""
@@ -534,14 +545,17 @@ class ModelProcess:
                 future.set_exception(value)
 
     def ended(self, process: multiprocessing.Process) -> None:
-        """`process` ended: unless it was stopped, the requests it had fail and the next request starts a new one."""
+        """`process` ended: unless it was stopped, the requests it had fail and a new process starts (a
+        request sent meanwhile waits for it; ModelPool sends them to live processes first)."""
         if self.process is not process:
             return
         self.process, requests, self.requests = None, self.requests, None
         requests.close()
         self.fail_waiting(RuntimeError("the model process ended abruptly (killed, or out of memory: see the "
-                                       "kernel's log, dmesg); this request failed, the next one starts a new "
-                                       "model process"))
+                                       "kernel's log, dmesg); this request failed, a new model process starts"))
+        if not self.stopped:
+            self.starting = asyncio.ensure_future(self._start())
+            self.starting.add_done_callback(_log_failed_start)
 
     def fail_waiting(self, error: Exception) -> None:
         for future in self.waiting.values():
@@ -551,6 +565,8 @@ class ModelProcess:
     async def stop(self, seconds: float = 10) -> None:
         """Ends the model process once the work it has is done, or after `seconds` (it is killed then)."""
         self.stopped = True
+        if self.starting is not None and not self.starting.done():  # it ends the process it started
+            await asyncio.wait([self.starting])
         process, self.process = self.process, None
         if process is None:
             return
@@ -559,6 +575,12 @@ class ModelProcess:
         process.kill()  # if still running: requests given up on since, which no one waits for any more
         self.requests.close()
         self.fail_waiting(RuntimeError("the server stopped before this request was answered"))
+
+
+def _log_failed_start(start: asyncio.Future) -> None:
+    """A new model process that did not start: said in the server's log (the next request sent to it tries again)."""
+    if not start.cancelled() and start.exception() is not None:
+        logging.getLogger("uvicorn.error").error("a model process did not start again: %s", start.exception())
 
 
 class ModelPool:
@@ -574,22 +596,26 @@ class ModelPool:
 
     def __init__(self, service: Service):
         workers, threads = service.config.workers, torch.get_num_threads()
-        if workers < 1:
-            raise ValueError(f"a server needs at least one model process, not workers={workers}")
         self.processes = [ModelProcess(service, max(1, threads // workers + (i < threads % workers)))
                           for i in range(workers)]
 
     def least_busy(self) -> ModelProcess:
-        return min(self.processes, key=lambda process: process.outstanding)
+        """The live process with the fewest texts outstanding (one starting again if none is live)."""
+        return min(self.processes, key=lambda process: (process.process is None, process.outstanding))
 
     async def running(self) -> None:
-        await asyncio.gather(*(process.running() for process in self.processes))
+        """Every process started; if one fails to, the others are stopped."""
+        try:
+            await asyncio.gather(*(process.running() for process in self.processes))
+        except BaseException:
+            await self.stop()
+            raise
 
     async def embed(self, texts: list[str], truncate: bool, normalize: bool) -> tuple[np.ndarray, int]:
         return await self.least_busy().embed(texts, truncate, normalize)
 
-    async def call(self, method: str, *args) -> Any:
-        return await self.least_busy().call(method, *args)
+    async def call(self, method: str, *args, texts: int = 1) -> Any:
+        return await self.least_busy().call(method, *args, texts=texts)
 
     async def stop(self) -> None:
         await asyncio.gather(*(process.stop() for process in self.processes))
@@ -708,7 +734,8 @@ def build_app(service: Service):
     @app.post("/predict")
     async def predict_route(request: Request):
         body = await read_body(request, "predict")
-        return await app.state.model.call("predict", request_texts(body, "inputs", config, pairs=True))
+        items = request_texts(body, "inputs", config, pairs=True)
+        return await app.state.model.call("predict", items, texts=len(items))
 
     @app.post("/fill-mask")
     async def fill_mask_route(request: Request):
@@ -744,7 +771,7 @@ def serve(service: Service, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Run the app until SIGINT / SIGTERM; requests in flight are finished (30 s at most). uvicorn runs it
     on uvloop and httptools where they are installed (`bertkit[serve]` installs them; measured: pyproject.toml).
 
-    The model process is spawned: a script that calls this needs Python's `if __name__ == "__main__":`
+    The model processes are spawned: a script that calls this needs Python's `if __name__ == "__main__":`
     guard around it, as for any multiprocessing (the new process imports the script's module)."""
     import uvicorn
     uvicorn.run(build_app(service), host=host, port=port, timeout_graceful_shutdown=30, log_level="info")

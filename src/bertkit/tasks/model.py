@@ -34,7 +34,7 @@ class TaskModel(nn.Module):
 
     @property
     def kind(self) -> TaskKind:
-        """Looked up, not kept: kinds hold lambdas, and a model is pickled to reach `bertkit serve`'s model process."""
+        """Looked up, not kept: kinds hold lambdas, and a model is pickled to reach `bertkit serve`'s model processes."""
         return kind_of(self.spec.task)
 
     def scores(self, batch: dict, **encoder_options) -> Tensor:
