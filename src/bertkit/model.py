@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import EncoderConfig
-from .padding import TokenLayout, make_layout, repad, unpad, with_spare_rows
+from .padding import TokenLayout, attention_rows, make_layout, repad, unpad, with_spare_rows
 from .precision import ONEDNN_ACTIVATIONS, PackedLinear, cpu_has_avx512, matmul_dtype
 
 
@@ -278,7 +278,7 @@ class SelfAttention(nn.Module):
         """(N, 3H) -> (N, H): the attention of the layout's rows (each query sees the keys `mask`
         allows, if given, else the layout's real keys)."""
         B, T = layout.batch, layout.seqlen
-        qkv = repad(qkv, layout).view(B, T, 3, self.num_heads, self.head_size)
+        qkv = attention_rows(qkv, layout).view(B, T, 3, self.num_heads, self.head_size)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
         q, k, v = qkv.unbind(0) if look is not None else attention_inputs(qkv)  # (B, nh, T, hs) each
         p = self.attention_dropout if self.training else 0.0
