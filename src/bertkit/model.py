@@ -130,8 +130,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, p: float
     if fp32_detour(q):
         with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
             return attention(q.float(), k.float(), v.float(), key_mask, p, causal)
-    if (p == 0.0 and not causal and q.device.type == "cpu" and q.dtype == torch.float32
-            and q.shape[2] <= CPU_SHORT_ATTENTION_MAX_LENGTH):
+    if p == 0.0 and not causal and short_on_cpu(q):
         return short_attention(q, k, v, key_mask)
     if p == 0.0:
         if causal:  # the causal mask hides every padded key from the real queries
@@ -149,6 +148,12 @@ def fp32_detour(x: Tensor) -> bool:
         x.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu"))
 
 
+def short_on_cpu(x: Tensor) -> bool:
+    """Whether (B, nh, T, hs) inputs like `x` are fp32 on CPU and at most CPU_SHORT_ATTENTION_MAX_LENGTH
+    tokens long: `short_attention`'s, without dropout and not causal."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[-2] <= CPU_SHORT_ATTENTION_MAX_LENGTH
+
+
 def attention_inputs(qkv: Tensor) -> tuple[Tensor, ...]:
     """q, k and v of the (3, B, nh, T, hs) projections, in one copy where `attention` would copy each of
     them: to fp32 for its CPU detour, contiguous for `short_attention`'s batched products. all-MiniLM-L6-v2
@@ -156,7 +161,7 @@ def attention_inputs(qkv: Tensor) -> tuple[Tensor, ...]:
     against 746-771 with a copy each (commit 3eff825)."""
     if fp32_detour(qkv):
         qkv = qkv.to(torch.float32, memory_format=torch.contiguous_format)
-    elif qkv.device.type == "cpu" and qkv.dtype == torch.float32 and qkv.shape[-2] <= CPU_SHORT_ATTENTION_MAX_LENGTH:
+    elif short_on_cpu(qkv):
         qkv = qkv.contiguous()
     return qkv.unbind(0)
 

@@ -183,7 +183,7 @@ def attention_rows(x: Tensor, layout: TokenLayout) -> Tensor:
     all-MiniLM-L6-v2 bf16 on the AMX Xeon, best of 3, two alternating runs: offline batches of 32 on two
     threads 1,827 and 1,714 sentences/s against 1,771 and 1,629; calls of 18 random STS-B sentences on one
     thread 869 and 839 against 838 and 821; fp32 level (734 and 695 against 737 and 719)."""
-    if layout.gather is None or layout.order is not None:
+    if layout.gather is None:  # nothing padded, or the plain path: repad's reshape
         return repad(x, layout)
     return x.index_select(0, layout.gather).view(layout.batch, layout.seqlen, *x.shape[1:])
 

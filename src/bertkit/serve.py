@@ -18,8 +18,8 @@ batch (sorted by length), up to `max_batch` texts and `max_batch_tokens` tokens.
 Bad requests get a 4xx JSON error that says what is wrong (body too large, invalid UTF-8 or JSON, wrong
 types, too many inputs, an input longer than the model takes, unless truncation is asked for); an
 error inside the model is a 500 for that request only; if a model process dies, its requests get a
-500, a new one starts at once, and requests go to the live ones meanwhile. uvicorn finishes requests in flight on SIGTERM / Ctrl-C
-before it stops.
+500, a new one starts at once, and requests go to the live ones meanwhile. uvicorn finishes requests
+in flight on SIGTERM / Ctrl-C before it stops.
 """
 
 import asyncio  # no `from __future__ import annotations`: FastAPI reads the routes' annotations at run time
@@ -138,7 +138,8 @@ class RequestTokenizer:
     and each thread needs its own)."""
 
     def __init__(self, tokenizer: Tokenizer, limit: int):
-        self.plain, self.truncating, self.limit = copy.deepcopy(tokenizer.backend), copy.deepcopy(tokenizer.backend), limit
+        self.plain, self.truncating = copy.deepcopy(tokenizer.backend), copy.deepcopy(tokenizer.backend)
+        self.limit = limit
         self.plain.no_truncation()
         self.truncating.enable_truncation(limit)
 
@@ -246,10 +247,14 @@ class Service:
                 "task": spec.task if spec else None, "labels": list(spec.labels) if spec else [],
                 "pair": bool(spec and spec.pair), "precision": self.config.precision}
 
+    def request_tokenizer(self) -> RequestTokenizer:
+        """A request tokenizer of its own, for a thread: the model thread's is `tokenize`."""
+        return RequestTokenizer(self.tokenizer, self.encoder.config.max_length)
+
     @functools.cached_property
     def tokenize(self) -> RequestTokenizer:
         """The model thread's request tokenizer (the receiving thread makes its own)."""
-        return RequestTokenizer(self.tokenizer, self.encoder.config.max_length)
+        return self.request_tokenizer()
 
     def embed_jobs(self, jobs: list[Job]) -> list[tuple[np.ndarray, int]]:
         """One forward pass for a gathered batch -> each job's (vectors, tokens). The batch is capped in
@@ -384,8 +389,8 @@ def failed(error: Exception) -> Exception:
 def _model_process(service: Service, threads: int, requests_end: Connection, replies_end: Connection,
                    ready: multiprocessing.synchronize.Event) -> None:
     """The model process: ignore the stop signals (held blocked since the spawn, see `ModelProcess._spawn`),
-    take its share of the server's torch threads (`threads`), pack the layers by a first call, then answer the server's messages
-    until it says STOP (or ends: its end of the requests pipe closes)."""
+    take its share of the server's torch threads (`threads`), pack the layers by a first call, then answer
+    the server's messages until it says STOP (or ends: its end of the requests pipe closes)."""
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile is ignored
@@ -395,8 +400,7 @@ def _model_process(service: Service, threads: int, requests_end: Connection, rep
     replies_end.close()
     service.embed(["warm up"])
     inbox: queue.Queue = queue.Queue()
-    tokenize = RequestTokenizer(service.tokenizer, service.encoder.config.max_length)
-    threading.Thread(target=_receive, args=(requests, inbox, replies, tokenize), daemon=True).start()
+    threading.Thread(target=_receive, args=(requests, inbox, replies, service.request_tokenizer()), daemon=True).start()
     ready.set()
     gatherer = Gatherer(inbox, service.config)
     while (work := gatherer.next()) != STOP:
