@@ -79,7 +79,8 @@ def minilm_server(minilm_dir):
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory, minilm_dir):
-    """A tiny encoder with an MLM head, and a tiny NER tagger (untrained: the shapes are what is tested)."""
+    """A tiny encoder with an MLM head, a tiny NER tagger, a classifier and a sentence-pair classifier that
+    truncates (untrained: the shapes are what is tested)."""
     out = tmp_path_factory.mktemp("serve-models")
     tokenizer = Tokenizer.from_pretrained(minilm_dir)
     torch.manual_seed(0)
@@ -90,6 +91,8 @@ def tiny_models(tmp_path_factory, minilm_dir):
     save_task_model(TaskModel(Encoder(config), spec), tokenizer, out / "tagger")
     spec = TaskSpec("classify", ("negative", "positive"))
     save_task_model(TaskModel(Encoder(config), spec), tokenizer, out / "classifier")
+    spec = TaskSpec("pair", ("contradiction", "entailment", "neutral"), pair=True, overflow="truncate")
+    save_task_model(TaskModel(Encoder(config), spec), tokenizer, out / "nli")
     return out
 
 
@@ -267,6 +270,27 @@ def test_fill_mask_predict_and_explain(tiny_models):
         assert found["label"] == prediction["label"]
     finally:
         classifier.stop()
+
+
+def test_a_pair_is_measured_as_the_model_reads_it_and_too_long_is_a_413_unless_truncating(tiny_models):
+    nli = Server(load_service(tiny_models / "nli"))
+    first, second = "word " * 300, "other " * 300  # 302 tokens alone each, 603 read together
+    try:
+        status, error = nli.call("/predict", {"inputs": [["a", "b"], [first, second]]})
+        assert status == 413 and "input 1 has 603 tokens, more than the model's 512" in error["error"]
+        status, [prediction] = nli.call("/predict", {"inputs": [[first, second]], "truncate": True})
+        assert status == 200 and set(prediction["probabilities"]) == {"contradiction", "entailment", "neutral"}
+        status, error = nli.call("/predict", {"inputs": ["a single text"]})
+        assert status == 422 and "pairs of texts" in error["error"]
+        pytest.importorskip("captum")
+        status, error = nli.call("/explain", {"inputs": first, "pair": second})
+        assert status == 413 and "603 tokens" in error["error"]
+        status, found = nli.call("/explain", {"inputs": first, "pair": second, "truncate": True})
+        assert status == 200 and len(found["words"]) == 512 - 3 and len(found["unscored"]) == 600 - 509
+        status, error = nli.call("/explain", {"inputs": "a single text"})
+        assert status == 422 and "pairs of texts" in error["error"]
+    finally:
+        nli.stop()
 
 
 def long_texts(sts_sentences: list[str]) -> list[str]:

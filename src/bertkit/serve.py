@@ -5,9 +5,10 @@ FastAPI routes, served by uvicorn:
   (`{"inputs": "text" | ["text", ...], "normalize": true, "truncate": false}` -> `[[float, ...], ...]`);
 - `POST /v1/embeddings`: OpenAI's (`{"input": "text" | [...], "model": ...}` -> `{"object": "list",
   "data": [{"object": "embedding", "index": i, "embedding": [...]}], "model": ..., "usage": {...}}`);
-- `POST /predict` (fine-tuned models): `{"inputs": "text" | [...]}`, pairs as `["first", "second"]`,
-  -> what `bertkit predict` writes, one object per input;
-- `POST /fill-mask` (models with an MLM head), `POST /explain` (classifiers, with Captum installed);
+- `POST /predict` (fine-tuned models): `{"inputs": "text" | [...], "truncate": false}`, pairs as
+  `["first", "second"]`, -> what `bertkit predict` writes, one object per input;
+- `POST /fill-mask` (models with an MLM head), `POST /explain` (classifiers, with Captum installed:
+  `{"inputs": "text", "pair": "second text", "truncate": false}`);
 - `GET /health`, `GET /info` (what this model can do), and `GET /`, the page.
 
 The model runs in processes of its own (`workers`, 2 by default; see ModelPool and ModelProcess), so
@@ -16,7 +17,8 @@ sends it at once to the model process with the fewest texts outstanding; that pr
 embedding requests as they arrive and, once its model is free, gathers them for `wait_ms` into one
 batch (sorted by length), up to `max_batch` texts and `max_batch_tokens` tokens.
 Bad requests get a 4xx JSON error that says what is wrong (body too large, invalid UTF-8 or JSON, wrong
-types, too many inputs, an input longer than the model takes, unless truncation is asked for); an
+types, too many inputs, an input longer than the model takes, unless truncation is asked for: a pair
+counted as the model reads it, both texts together); an
 error inside the model is a 500 for that request only; if a model process dies, its requests get a
 500, a new one starts at once, and requests go to the live ones meanwhile. uvicorn finishes requests
 in flight on SIGTERM / Ctrl-C before it stops.
@@ -150,12 +152,24 @@ class RequestTokenizer:
         encodings = [self.plain.encode(text) for text in texts]
         too_long = [i for i, e in enumerate(encodings) if len(e) > self.limit]
         if too_long and not truncate:
-            i = too_long[0]
-            raise RequestError(413, f"input {i} has {len(encodings[i])} tokens, more than the model's {self.limit} "
-                               f"({len(too_long)} inputs are too long); {hint}")
+            raise too_long_error([len(e) for e in encodings], too_long, self.limit, hint)
         for i in too_long:
             encodings[i] = self.truncating.encode(texts[i])
         return encodings
+
+    def check(self, items: list, limit: int, hint: str) -> None:
+        """A 413 if an item (a text, or a [first, second] pair read together) has more than `limit` tokens."""
+        lengths = [len(self.plain.encode(*([item] if isinstance(item, str) else item))) for item in items]
+        too_long = [i for i, n in enumerate(lengths) if n > limit]
+        if too_long:
+            raise too_long_error(lengths, too_long, limit, hint)
+
+
+def too_long_error(lengths: list[int], too_long: list[int], limit: int, hint: str) -> RequestError:
+    """The 413 for inputs of `lengths` tokens, those at `too_long` over `limit`."""
+    i = too_long[0]
+    return RequestError(413, f"input {i} has {lengths[i]} tokens, more than the model's {limit} "
+                             f"({len(too_long)} inputs are too long); {hint}")
 
 
 @dataclass
@@ -283,25 +297,40 @@ class Service:
         self.tokenize([text], truncate=False)
         return fill_mask(self.encoder, self.tokenizer, text, top_k, self.config.precision)
 
-    def predict(self, items: list) -> list[dict]:
+    def predict(self, items: list, truncate: bool = False) -> list[dict]:
+        """Predictions for texts or [first, second] pairs. Inputs longer than the model reads are windowed
+        where its task windows them; where it truncates them, they are a 413 unless `truncate`."""
         spec = self.task_model.spec
         words = kind_of(spec.task).words
+        for i, item in enumerate(items):
+            self.check_pairing(isinstance(item, list), f"inputs[{i}]")
+        if spec.overflow == "truncate" and not truncate:
+            self.tokenize.check(items, spec.max_length, 'send shorter texts, or "truncate": true')
         examples = []
         for i, item in enumerate(items):
             text, pair = (item, None) if isinstance(item, str) else item
-            if bool(spec.pair) != (pair is not None):
-                raise RequestError(422, f"inputs[{i}]: this model reads "
-                                   f"{'[first, second] pairs of texts' if spec.pair else 'single texts, not pairs'}")
             examples.append(word_example(text, self.tokenizer.pre_tokenize, f"inputs[{i}]") if words
                             else TextExample(text, pair, source=f"inputs[{i}]"))
         predictions = predict_examples(self.task_model, self.tokenizer, examples, 32, self.config.precision)
         return [prediction_record(e, p) for e, p in zip(examples, predictions)]
 
-    def explain(self, text: str, pair: str | None) -> dict:
-        self.tokenize([text] + ([pair] if pair else []), truncate=False)
+    def explain(self, text: str, pair: str | None, truncate: bool = False) -> dict:
+        """Word importances (integrated gradients) for the predicted label. An input longer than the model
+        reads (text and pair together) is a 413 unless `truncate`: then the words cut off are `unscored`."""
+        self.check_pairing(pair is not None, "the input")
+        if not truncate:
+            self.tokenize.check([text if pair is None else [text, pair]], self.task_model.spec.max_length,
+                                'send a shorter text, or "truncate": true to explain its start')
         found = word_importance(self.task_model, self.tokenizer, text, pair, methods=("integrated_gradients",))
         return {"label": found.label, "output": found.output, "words": found.words,
-                "scores": found.scores["integrated_gradients"].tolist()}
+                "scores": found.scores["integrated_gradients"].tolist(), "unscored": found.unscored}
+
+    def check_pairing(self, paired: bool, what: str) -> None:
+        """A 422 if an input is a pair and the model reads single texts, or the other way round."""
+        pair_model = bool(self.task_model.spec.pair)
+        if pair_model != paired:
+            reads = "[first, second] pairs of texts" if pair_model else "single texts, not pairs"
+            raise RequestError(422, f"{what}: this model reads {reads}")
 
 
 def load_service(path: str | Path, head: str | None = None, config: ServeConfig = ServeConfig()) -> Service:
@@ -739,7 +768,7 @@ def build_app(service: Service):
     async def predict_route(request: Request):
         body = await read_body(request, "predict")
         items = request_texts(body, "inputs", config, pairs=True)
-        return await app.state.model.call("predict", items, texts=len(items))
+        return await app.state.model.call("predict", items, _flag(body, "truncate", config.truncate), texts=len(items))
 
     @app.post("/fill-mask")
     async def fill_mask_route(request: Request):
@@ -762,7 +791,7 @@ def build_app(service: Service):
         text, pair = body.get("inputs"), body.get("pair")
         if not isinstance(text, str) or not (pair is None or isinstance(pair, str)):
             raise RequestError(422, "'inputs' must be a string (and 'pair', if given, a string)")
-        return await app.state.model.call("explain", text, pair)
+        return await app.state.model.call("explain", text, pair, _flag(body, "truncate", config.truncate))
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
