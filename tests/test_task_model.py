@@ -1,5 +1,7 @@
 """TaskModel: word pooling, subword labels, spec checks, and its directory (save, load, transformers)."""
 
+import json
+
 import pytest
 import torch
 
@@ -66,6 +68,7 @@ def test_later_subwords_of_a_b_word_learn_i(tokenizer):
     ({"task": "tagging"}, "task must be one of"),
     ({"task": "classify", "labels": ()}, "needs labels"),
     ({"task": "multilabel", "threshold": 1.0}, "threshold must be in"),
+    ({"task": "pair", "labels": ("entailment", "neutral", "contradiction")}, "labels must be sorted and unique"),
 ])
 def test_task_spec_refuses_what_cannot_work(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -109,6 +112,18 @@ def test_saved_model_predicts_the_same(spec, tokenizer, sentences, data_dir, tmp
 def test_loading_a_plain_encoder_directory_says_what_is_missing(tokenizer, tmp_path):
     save_pretrained(tiny_encoder(tokenizer), tmp_path)
     with pytest.raises(FileNotFoundError, match="no task.json; this is not a fine-tuned"):
+        load_task_model(tmp_path)
+
+
+def test_a_task_json_with_a_bad_field_is_refused_naming_the_file(tokenizer, tmp_path):
+    save_task_model(TaskModel(tiny_encoder(tokenizer), TaskSpec("classify", ("a", "b"))), tokenizer, tmp_path)
+    task_json = tmp_path / "task.json"
+    raw = json.loads(task_json.read_text())
+    task_json.write_text(json.dumps({**raw, "labels": ["b", "a"]}))  # the head's outputs would swap meaning
+    with pytest.raises(ValueError, match=r"task\.json: ValueError: labels must be sorted and unique"):
+        load_task_model(tmp_path)
+    task_json.write_text(json.dumps({**raw, "poolng": "mean"}))
+    with pytest.raises(ValueError, match=r"task\.json: TypeError: .*'poolng'"):
         load_task_model(tmp_path)
 
 

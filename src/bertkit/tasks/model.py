@@ -123,7 +123,10 @@ def load_task_model(path: str | Path, head: str | None = None) -> TaskModel:
         raise FileNotFoundError(f"{folder}: no task.json; this is not a fine-tuned bertkit model directory "
                                 "(bertkit finetune writes one)")
     raw = json.loads((folder / "task.json").read_text())
-    spec = TaskSpec(**{**raw, "labels": tuple(raw["labels"]), "thresholds": tuple(raw.get("thresholds", ()))})
+    try:
+        spec = TaskSpec(**{**raw, "labels": tuple(raw["labels"]), "thresholds": tuple(raw.get("thresholds", ()))})
+    except (KeyError, TypeError, ValueError) as e:  # a missing or unknown field, or a bad value
+        raise ValueError(f"{folder / 'task.json'}: {type(e).__name__}: {e}") from None
     model = TaskModel(load_pretrained(path), spec)
     state = load_file(str(folder / "task_head.safetensors"))
     # "head.out.weight" -> "out.weight"; bertkit 0.1's "crf.*" (a CRF beside the head) loads as the tag head's own
