@@ -121,7 +121,8 @@ class LabelSet:
 
     def __post_init__(self):
         if list(self.labels) != sorted(set(self.labels)):
-            raise ValueError("LabelSet labels must be sorted and unique; use LabelSet.from_labels")
+            raise ValueError(f"labels must be sorted and unique, got {list(self.labels)} "
+                             "(LabelSet.from_labels sorts them)")
         object.__setattr__(self, "_index", {label: i for i, label in enumerate(self.labels)})
 
     @classmethod

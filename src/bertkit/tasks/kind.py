@@ -45,8 +45,7 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         check_task_settings(self)
-        if list(self.labels) != sorted(set(self.labels)):  # the head's outputs are in this order (LabelSet's)
-            raise ValueError(f"labels must be sorted and unique, got {list(self.labels)}")
+        LabelSet(self.labels)  # refuses labels out of order: the head's outputs are in LabelSet's order
         if self.thresholds and len(self.thresholds) != len(self.labels):
             raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.labels)} labels")
 
