@@ -3,6 +3,7 @@ headless Chromium (Playwright)."""
 
 import asyncio
 import glob
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -36,6 +37,11 @@ from bertkit.tasks.model import TaskModel, save_task_model  # noqa: E402
 from loopback import free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
+# the text of the page's entity view without the labels it adds (a space and the label after each entity)
+SHOWN_TEXT = """() => { const shown = document.getElementById("entities").cloneNode(true);
+  shown.querySelectorAll("small").forEach((label) => label.remove());
+  shown.querySelectorAll("mark").forEach((mark) => { mark.textContent = mark.textContent.slice(0, -1); });
+  return shown.textContent; }"""
 
 
 class Server:
@@ -461,7 +467,9 @@ def test_in_bf16_the_service_answers_as_the_library_does_and_keeps_its_fp32_laye
         assert all(m.weight.dtype == torch.float32 for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
-def test_the_page_in_a_real_browser_compares_sentences(minilm_server, tmp_path):
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium driven through Playwright."""
     if not os.path.exists(CHROMIUM) or not shutil.which("chromium"):
         if os.environ.get("CI") == "true":
             pytest.fail(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium")
@@ -469,17 +477,81 @@ def test_the_page_in_a_real_browser_compares_sentences(minilm_server, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page()
-        page.goto(minilm_server.url + "/")
-        page.fill("#compare-input", "A man is playing a guitar.\nSomeone is playing an instrument.\n"
-                                    "A woman is slicing an onion.")
-        page.click("#compare-button")
-        page.wait_for_selector("#similarity")
-        cells = page.locator("#similarity tr").nth(1).locator("td").all_inner_texts()
-        assert [float(c) for c in cells][0] == pytest.approx(1.0, abs=1e-3)
-        assert float(cells[1]) > float(cells[2])  # guitar ~ instrument, more than ~ onion
-        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        yield browser
         browser.close()
+
+
+def test_the_page_in_a_real_browser_compares_sentences(minilm_server, browser, tmp_path):
+    page = browser.new_page()
+    page.goto(minilm_server.url + "/")
+    page.fill("#compare-input", "A man is playing a guitar.\nSomeone is playing an instrument.\n"
+                                "A woman is slicing an onion.")
+    page.click("#compare-button")
+    page.wait_for_selector("#similarity")
+    cells = page.locator("#similarity tr").nth(1).locator("td").all_inner_texts()
+    assert [float(c) for c in cells][0] == pytest.approx(1.0, abs=1e-3)
+    assert float(cells[1]) > float(cells[2])  # guitar ~ instrument, more than ~ onion
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+
+
+@pytest.fixture
+def page_of(tiny_models, browser):
+    """A function: tiny model name -> (its server, the page it serves, loaded in the browser)."""
+    opened = []
+
+    def open_page(model: str):
+        server = Server(load_service(tiny_models / model))
+        page = browser.new_page()
+        opened.append((server, page))
+        page.goto(server.url + "/")
+        page.wait_for_selector("#abilities:not(:empty)")  # the page has read /info
+        return server, page
+
+    yield open_page
+    for server, page in opened:
+        page.close()
+        server.stop()
+
+
+def test_the_page_fills_masks_as_the_api_does(page_of):
+    server, page = page_of("mlm")
+    page.fill("#fill-input", "Paris is the [MASK] of [MASK].")
+    page.click("#fill-button")
+    page.wait_for_selector("#fill-output p:nth-child(2)")
+    _, masks = server.call("/fill-mask", {"inputs": "Paris is the [MASK] of [MASK].", "top_k": 5})
+    shown = [p.locator("b").all_inner_texts() for p in page.locator("#fill-output p").all()]
+    assert shown == [[c["token"] for c in candidates] for candidates in masks]
+
+
+def test_the_page_marks_the_entities_the_api_finds_in_text_with_emoji(page_of):
+    server, page = page_of("tagger")
+    text = "Ménard 😀 met Angela Merkel in Paris 🇫🇷 and Berlin."  # characters outside the BMP: offsets differ in JS
+    page.fill("#predict-input", text)
+    page.click("#predict-button")
+    page.wait_for_selector("#entities")
+    _, [prediction] = server.call("/predict", {"inputs": text})
+    marks = [m.evaluate("e => e.firstChild.textContent.trimEnd()") for m in page.locator("#entities mark").all()]
+    assert prediction["entities"] and marks == [e["text"] for e in prediction["entities"]]
+    assert page.evaluate(SHOWN_TEXT) == text  # the whole text, each entity where it is
+
+
+@pytest.mark.parametrize("model", ["classifier", "nli"])
+def test_the_page_shows_the_class_probabilities_of_the_api(page_of, model):
+    server, page = page_of(model)
+    text, pair = "An unbelievably tedious film.", "The film is boring."
+    page.fill("#predict-input", text)
+    if model == "nli":
+        page.fill("#predict-pair", pair)
+    page.click("#predict-button")
+    page.wait_for_selector("#probabilities")
+    _, [prediction] = server.call("/predict", {"inputs": [[text, pair] if model == "nli" else text]})
+    rows = [r.inner_text().split() for r in page.locator("#probabilities tr").all()]
+    assert {label: float(p) for label, p in rows} == pytest.approx(prediction["probabilities"], abs=1e-3)
+    if model == "classifier" and importlib.util.find_spec("captum"):
+        page.click("#explain-button")
+        page.wait_for_selector("#importances")
+        _, found = server.call("/explain", {"inputs": text})
+        assert page.locator("#importances span").all_inner_texts() == found["words"]
 
 
 def test_shutdown_finishes_the_requests_in_flight(minilm_dir, sts_sentences):
