@@ -4,9 +4,7 @@ ONNX Runtime fp32 and int8, the CPU inference engine users pick.
 Same sentences (STS-B dev, both columns), same batches (32 sentences, longest first, padded to the
 batch's longest, as bertkit.embed batches them), same threads (2), one process, alternating runs,
 median of the repeats. Every run goes from text to vectors: the ONNX Runtime runs tokenize with the same
-tokenizer inside their timed run, as `bertkit.embed` does (until 2026-12-05 they were handed tokenized
-batches, 70-120 ms of 3,000 sentences' tokenizing that bertkit's runs paid and theirs did not). Mean
-pooling over real tokens for every run.
+tokenizer inside their timed run, as `bertkit.embed` does. Mean pooling over real tokens for every run.
 
 - bertkit fp32 / int8: `bertkit.embed(precision="fp32" | "int8")`; int8 runs the linear layers in
   int8 (`precision.Int8Linear`: weights per output channel, activations per token); bf16 (autocast)

@@ -37,11 +37,12 @@ from bertkit.tasks.model import TaskModel, save_task_model  # noqa: E402
 from loopback import free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-# the text of the page's entity view without the labels it adds (a space and the label after each entity)
-SHOWN_TEXT = """() => { const shown = document.getElementById("entities").cloneNode(true);
+# [the marked texts, the whole text] of the page's entity view, without the labels it adds (a space and
+# the label after each entity)
+SHOWN_ENTITIES = """() => { const shown = document.getElementById("entities").cloneNode(true);
   shown.querySelectorAll("small").forEach((label) => label.remove());
-  shown.querySelectorAll("mark").forEach((mark) => { mark.textContent = mark.textContent.slice(0, -1); });
-  return shown.textContent; }"""
+  const marks = [...shown.querySelectorAll("mark")].map((mark) => mark.textContent = mark.textContent.slice(0, -1));
+  return [marks, shown.textContent]; }"""
 
 
 class Server:
@@ -492,6 +493,7 @@ def test_the_page_in_a_real_browser_compares_sentences(minilm_server, browser, t
     assert [float(c) for c in cells][0] == pytest.approx(1.0, abs=1e-3)
     assert float(cells[1]) > float(cells[2])  # guitar ~ instrument, more than ~ onion
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    page.close()
 
 
 @pytest.fixture
@@ -530,9 +532,9 @@ def test_the_page_marks_the_entities_the_api_finds_in_text_with_emoji(page_of):
     page.click("#predict-button")
     page.wait_for_selector("#entities")
     _, [prediction] = server.call("/predict", {"inputs": text})
-    marks = [m.evaluate("e => e.firstChild.textContent.trimEnd()") for m in page.locator("#entities mark").all()]
+    marks, shown = page.evaluate(SHOWN_ENTITIES)
     assert prediction["entities"] and marks == [e["text"] for e in prediction["entities"]]
-    assert page.evaluate(SHOWN_TEXT) == text  # the whole text, each entity where it is
+    assert shown == text  # the whole text, each entity where it is
 
 
 @pytest.mark.parametrize("model", ["classifier", "nli"])
