@@ -5,8 +5,8 @@ import torch
 import bertkit.model
 from bertkit import Encoder, preset
 from bertkit.model import (CPU_BF16_ATTENTION_MIN_LENGTH, CPU_SHORT_ATTENTION_MAX_LENGTH, attention,
-                           attention_inputs, attention_weights, dropout, forward_flops, short_attention,
-                           softmax_in_place)
+                           Dropout, attention_inputs, attention_weights, dropout, forward_flops, linear_residual,
+                           short_attention, softmax_in_place)
 
 
 def random_batch(vocab: int, lengths: list[int], seed: int = 0):
@@ -304,3 +304,16 @@ def test_fast_dropout_keeps_an_exact_scale_for_bf16_inputs():
     assert y.dtype == torch.float32 and torch.unique(y).tolist() == pytest.approx([0.0, 1 / 0.9], rel=1e-6)
     y.sum().backward()
     assert x.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
+def test_residual_sum_inside_the_packed_product_is_the_same_sum_and_only_when_nothing_drops():
+    from bertkit.precision import PackedLinear
+    torch.manual_seed(0)
+    linear, x, residual = torch.nn.Linear(48, 32), torch.randn(20, 48), torch.randn(20, 32)
+    packed, drop = PackedLinear(linear), Dropout(0.5).eval()
+    with torch.no_grad():
+        assert torch.equal(linear_residual(packed, x, residual, drop, None), residual + packed(x))
+        drop.train()  # dropout applies: the plain sum, with half the products dropped
+        dropped = linear_residual(packed, x, residual, drop, None) - residual
+    assert 0.3 < (dropped == 0).float().mean() < 0.7

@@ -189,6 +189,9 @@ def test_packed_fp32_layers_give_the_plain_outputs_for_the_context_and_back(monk
     fused into its product) with the plain layers' outputs; the plain layers come back after."""
     from bertkit import Encoder, add_pretraining_heads, preset
     monkeypatch.setattr(precision, "packs_linears", lambda device="cpu", dtype=torch.float32: True)
+    sums = []  # the residual sums taken inside the product: two a layer
+    plus = precision.PackedLinear.plus
+    monkeypatch.setattr(precision.PackedLinear, "plus", lambda self, x, residual: sums.append(1) or plus(self, x, residual))
     torch.manual_seed(0)
     model = add_pretraining_heads(Encoder(preset("tiny", vocab_size=500, hidden_act=act)), mlm=True).eval()
     ids = torch.randint(5, 500, (3, 9))
@@ -198,6 +201,7 @@ def test_packed_fp32_layers_give_the_plain_outputs_for_the_context_and_back(monk
             assert type(model.layers[0].feed_forward.up) is precision.PackedLinear
             got = model.mlm_head(model(ids).last_hidden_state)
     assert all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert len(sums) == 2 * len(model.layers)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 

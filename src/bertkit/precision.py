@@ -219,6 +219,11 @@ class PackedLinear(nn.Module):
         attr, algorithm = ONEDNN_ACTIVATIONS[activation]
         return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.packed_bias, attr, [], algorithm)
 
+    def plus(self, x: Tensor, residual: Tensor) -> Tensor:
+        """residual + the product, the sum in the same oneDNN call; inference only (with gradients
+        off), `residual` (..., out) in this layer's dtype."""
+        return torch.ops.mkldnn._linear_pointwise.binary(x.to(self.dtype), residual, self.packed, self.packed_bias, "add")
+
 
 def packed_bf16(linear: nn.Linear) -> PackedLinear:
     """`linear` packed for bf16 inference (`PackedLinear`)."""
