@@ -43,6 +43,7 @@ import struct
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from multiprocessing.connection import Connection
@@ -804,7 +805,16 @@ def serve(service: Service, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Run the app until SIGINT / SIGTERM; requests in flight are finished (30 s at most). uvicorn runs it
     on uvloop and httptools where they are installed (`bertkit[serve]` installs them; measured: pyproject.toml).
 
-    The model processes are spawned: a script that calls this needs Python's `if __name__ == "__main__":`
-    guard around it, as for any multiprocessing (the new process imports the script's module)."""
+    The model processes are spawned, and each imports the script that calls this, as any spawned process does:
+    put the call under Python's `if __name__ == "__main__":` guard. Without it, each model process would
+    start a server of its own and die, and the server would wait for it forever (multiprocessing writes the
+    service to the new process through a pipe, and blocks once that pipe is full and no one reads it); so in
+    a model process that is starting, this returns at once with a warning, and the script's top level,
+    loading the model once more, is all the guard's absence costs."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # multiprocessing's own test for it
+        warnings.warn("this script calls bertkit.serve.serve() without an `if __name__ == \"__main__\":` guard: "
+                      "each model process runs the script's top level again as it starts (loading the model once "
+                      "more) and skips the call. Put the call under the guard.", RuntimeWarning, stacklevel=2)
+        return
     import uvicorn
     uvicorn.run(build_app(service), host=host, port=port, timeout_graceful_shutdown=30, log_level="info")
