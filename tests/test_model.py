@@ -307,13 +307,22 @@ def test_fast_dropout_keeps_an_exact_scale_for_bf16_inputs():
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
-def test_residual_sum_inside_the_packed_product_is_the_same_sum_and_only_when_nothing_drops():
+def test_residual_sum_inside_the_packed_product_is_the_plain_sum_in_fp32_only_and_when_nothing_drops(monkeypatch):
     from bertkit.precision import PackedLinear
+    fused = []
+    plus = PackedLinear.plus
+    monkeypatch.setattr(PackedLinear, "plus", lambda self, x, residual: fused.append(1) or plus(self, x, residual))
     torch.manual_seed(0)
     linear, x, residual = torch.nn.Linear(48, 32), torch.randn(20, 48), torch.randn(20, 32)
-    packed, drop = PackedLinear(linear), Dropout(0.5).eval()
+    packed = PackedLinear(linear)
     with torch.no_grad():
-        assert torch.equal(linear_residual(packed, x, residual, drop, None), residual + packed(x))
-        drop.train()  # dropout applies: the plain sum, with half the products dropped
-        dropped = linear_residual(packed, x, residual, drop, None) - residual
-    assert 0.3 < (dropped == 0).float().mean() < 0.7
+        for drop in (Dropout(0.5).eval(), Dropout(0.0).train()):
+            assert torch.equal(linear_residual(packed, x, residual, drop, None), residual + packed(x))
+        assert len(fused) == 2
+        dropped = linear_residual(packed, x, residual, Dropout(0.5).train(), None) - residual
+        assert 0.3 < (dropped == 0).float().mean() < 0.7  # dropout applies: the plain sum
+        if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # bf16 keeps the plain sum, rounded twice
+            packed_bf16, residual_bf16 = PackedLinear(linear, torch.bfloat16), residual.bfloat16()
+            got = linear_residual(packed_bf16, x, residual_bf16, Dropout(0.5).eval(), None)
+            assert torch.equal(got, residual_bf16 + packed_bf16(x))
+    assert len(fused) == 2

@@ -185,8 +185,9 @@ def test_bf16_layers_made_in_inference_mode_serve_a_call_with_gradients(monkeypa
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
 @pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
 def test_packed_fp32_layers_give_the_plain_outputs_for_the_context_and_back(monkeypatch, act):
-    """fp32 inference runs oneDNN-packed copies of the linear layers (the feed-forward's activation
-    fused into its product) with the plain layers' outputs; the plain layers come back after."""
+    """fp32 inference runs oneDNN-packed copies of the linear layers (the feed-forward's activation, and
+    both residual sums, fused into their products) with the plain layers' outputs; the plain layers come
+    back after."""
     from bertkit import Encoder, add_pretraining_heads, preset
     monkeypatch.setattr(precision, "packs_linears", lambda device="cpu", dtype=torch.float32: True)
     sums = []  # the residual sums taken inside the product: two a layer

@@ -448,29 +448,30 @@ def test_the_model_processes_end_with_a_killed_server(tiny_models):
 
 
 def test_a_script_without_the_main_guard_serves_and_is_told_to_add_it(tiny_models, tmp_path):
-    """Each model process imports the script: without the guard it ran serve() again, died, and the server
-    waited for it forever. Now the call does nothing there, with a warning naming the script's line."""
-    port, script = free_port(), tmp_path / "unguarded.py"
+    """The model processes import the script: there its call of serve() returns at once, with a warning at
+    its line, and the server answers."""
+    port, script, log = free_port(), tmp_path / "unguarded.py", tmp_path / "stderr.txt"
     script.write_text("from bertkit.serve import load_service, serve\n"
                       f"serve(load_service({str(tiny_models / 'mlm')!r}), port={port})\n")
-    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline, status = time.time() + 120, None
-        while status is None and time.time() < deadline and server.poll() is None:
-            try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/embed", data=b'{"inputs": ["a test"]}',
-                                                 headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    status, vectors = response.status, json.loads(response.read())
-            except OSError:
-                time.sleep(0.2)
-        assert status == 200 and len(vectors) == 1, "the server of a script without the guard did not answer"
-        server.send_signal(signal.SIGINT)
-        _, stderr = server.communicate(timeout=60)
-    finally:
-        server.kill()
-    assert stderr.count(f"{script}:2: RuntimeWarning: this script calls bertkit.serve.serve() without an "
-                        '`if __name__ == "__main__":` guard') == ServeConfig.workers
+    with open(log, "w") as stderr, subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL,
+                                                    stderr=stderr) as server:
+        try:
+            deadline, status = time.time() + 120, None
+            while status is None and time.time() < deadline and server.poll() is None:
+                try:
+                    request = urllib.request.Request(f"http://127.0.0.1:{port}/embed", data=b'{"inputs": ["a test"]}',
+                                                     headers={"Content-Type": "application/json"})
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        status, vectors = response.status, json.loads(response.read())
+                except OSError:
+                    time.sleep(0.2)
+            assert status == 200 and len(vectors) == 1, f"no answer from the server; its stderr:\n{log.read_text()}"
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=60)
+        finally:
+            server.kill()
+    warning = f"{script}:2: RuntimeWarning: this script calls bertkit.serve.serve() without an `if __name__"
+    assert log.read_text().count(warning) == ServeConfig.workers, log.read_text()
 
 
 def test_in_bf16_the_service_answers_as_the_library_does_and_keeps_its_fp32_layers(tiny_models):

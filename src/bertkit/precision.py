@@ -220,8 +220,8 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.packed_bias, attr, [], algorithm)
 
     def plus(self, x: Tensor, residual: Tensor) -> Tensor:
-        """residual + the product, the sum in the same oneDNN call; inference only (with gradients
-        off), `residual` (..., out) in this layer's dtype."""
+        """residual + this layer's output (product and bias), summed in the same oneDNN call; inference only
+        (with gradients off), `residual` (..., out) in this layer's dtype (in bf16 rounded once, after the sum)."""
         return torch.ops.mkldnn._linear_pointwise.binary(x.to(self.dtype), residual, self.packed, self.packed_bias, "add")
 
 

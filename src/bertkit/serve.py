@@ -805,12 +805,12 @@ def serve(service: Service, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Run the app until SIGINT / SIGTERM; requests in flight are finished (30 s at most). uvicorn runs it
     on uvloop and httptools where they are installed (`bertkit[serve]` installs them; measured: pyproject.toml).
 
-    The model processes are spawned, and each imports the script that calls this, as any spawned process does:
-    put the call under Python's `if __name__ == "__main__":` guard. Without it, each model process would
-    start a server of its own and die, and the server would wait for it forever (multiprocessing writes the
-    service to the new process through a pipe, and blocks once that pipe is full and no one reads it); so in
-    a model process that is starting, this returns at once with a warning, and the script's top level,
-    loading the model once more, is all the guard's absence costs."""
+    Put the call under Python's `if __name__ == "__main__":` guard: each model process is spawned, and
+    imports the calling script. Without the guard, the call returns at once in a model process with a
+    RuntimeWarning, and the script's whole top level (loading the model among it) runs again in each model
+    process as it starts. Were the call to start a server there, that process would die starting
+    its own model processes, and the server would wait for it for ever (multiprocessing blocks writing
+    the service into the pipe that process no longer reads)."""
     if getattr(multiprocessing.current_process(), "_inheriting", False):  # multiprocessing's own test for it
         warnings.warn("this script calls bertkit.serve.serve() without an `if __name__ == \"__main__\":` guard: "
                       "each model process runs the script's top level again as it starts (loading the model once "
