@@ -35,6 +35,14 @@ MKL's 167-202 (ONNX Runtime's MLAS, the peer, 196-224). With AVX-512 switched of
 (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2, standing in for an
 AVX2-only CPU) the two were level, so the plain layers stay where PyTorch's level is below AVX-512. The
 copies hold as much memory as the fp32 weights; `evaluating` keeps them until the weights change.
+
+Importing bertkit calls `settle_vector_maths` once: PyTorch's CPU exp, log, tanh, erf, sqrt and a few
+more call oneMKL's vector maths, which picks its kernel for each function on the function's first call;
+when two threads make that first call together, one of them can run a low-accuracy kernel for its half
+of the tensor (pytorch/pytorch#188792, oneMKL 2024.2 as PyTorch's wheels link it). Seen here as a
+softmax off by up to 9e-5 (relative) in one thread's half of a batch, in 16 of 360 fresh processes
+on two threads beside a busy loop, and in none of 240 after the warm-up; it failed the exact-resume
+tests (`tests/vml_first_calls.py` counts it).
 """
 
 from __future__ import annotations
@@ -51,6 +59,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 Precision = Literal["auto", "fp32", "bf16", "int8"]
+
+
+# PyTorch functions whose CPU kernels call oneMKL's vector maths (ATen's cpu/vml.h)
+VECTOR_MATHS = (torch.acos, torch.asin, torch.atan, torch.cos, torch.erf, torch.erfc, torch.erfinv, torch.exp,
+                torch.log, torch.log10, torch.log2, torch.sin, torch.sqrt, torch.tan, torch.tanh, torch.trunc)
+
+
+@functools.cache
+def settle_vector_maths() -> None:
+    """Make the first call of each of `VECTOR_MATHS`, in fp32 and fp64, on one element (one thread), so
+    that oneMKL has picked its kernels before two threads call one together (module docstring)."""
+    for dtype in (torch.float32, torch.float64):
+        x = torch.full((1,), 0.5, dtype=dtype)
+        for function in VECTOR_MATHS:
+            function(x)
 
 
 def matmul_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
