@@ -224,3 +224,7 @@ def test_int8_is_for_inference_on_the_cpu():
     with pytest.raises(ValueError, match="'int8' runs on the CPU only"):
         precision.resolve("int8", "meta")
 
+
+def test_importing_bertkit_settles_onemkls_vector_maths():
+    """Each function of VECTOR_MATHS has made its first call on one thread (precision module docstring)."""
+    assert precision.settle_vector_maths.cache_info().currsize == 1

@@ -42,7 +42,7 @@ when two threads make that first call together, one of them can run a low-accura
 of the tensor (pytorch/pytorch#188792, oneMKL 2024.2 as PyTorch's wheels link it). Seen here as a
 softmax off by up to 9e-5 (relative) in one thread's half of a batch, in 16 of 360 fresh processes
 on two threads beside a busy loop, and in none of 240 after the warm-up; it failed the exact-resume
-tests (`tests/vml_first_calls.py` counts it).
+tests (`tests/vml_first_calls.py` counts it). oneMKL 2025.0 and later no longer race (per that issue).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def settle_vector_maths() -> None:
     """Make the first call of each of `VECTOR_MATHS`, in fp32 and fp64, on one element (one thread), so
     that oneMKL has picked its kernels before two threads call one together (module docstring)."""
     for dtype in (torch.float32, torch.float64):
-        x = torch.full((1,), 0.5, dtype=dtype)
+        x = torch.full((1,), 0.5, dtype=dtype, device="cpu")  # the CPU's kernels, whatever the default device
         for function in VECTOR_MATHS:
             function(x)
 
