@@ -41,8 +41,9 @@ more call oneMKL's vector maths, which picks its kernel for each function on the
 when two threads make that first call together, one of them can run a low-accuracy kernel for its half
 of the tensor (pytorch/pytorch#188792, oneMKL 2024.2 as PyTorch's wheels link it). Seen here as a
 softmax off by up to 9e-5 (relative) in one thread's half of a batch, in 16 of 360 fresh processes
-on two threads beside a busy loop, and in none of 240 after the warm-up; it failed the exact-resume
-tests (`tests/vml_first_calls.py` counts it). oneMKL 2025.0 and later no longer race (per that issue).
+on two threads beside a busy loop, and in none of 240 after the warm-up; it failed the test that
+`embed --resume` equals an uninterrupted run (`tests/vml_first_calls.py` counts it). oneMKL 2025.0 and
+later no longer race (per that issue).
 """
 
 from __future__ import annotations
