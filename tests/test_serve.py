@@ -45,6 +45,32 @@ SHOWN_ENTITIES = """() => { const shown = document.getElementById("entities").cl
   return [marks, shown.textContent]; }"""
 
 
+def call(url: str, path: str, body=None, raw: bytes | None = None) -> tuple[int, object]:
+    """(status, JSON answer) of a request to the server at `url`: a POST of `body` as JSON (or `raw`), else a GET."""
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def started(process: subprocess.Popen, port: int, what: str) -> str:
+    """The URL of the server that `process` runs on `port`, once it answers /health (120 s at most)."""
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return call(url, "/health")[0] == 200
+        except OSError:
+            return False
+
+    wait_until(lambda: process.poll() is not None or answers(), seconds=120, what=f"{what} answering /health")
+    assert process.poll() is None, f"{what} ended with exit code {process.returncode}"
+    return url
+
+
 class Server:
     """The app of `service` served by uvicorn in a thread, on a free port."""
 
@@ -64,13 +90,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def call(self, path: str, body=None, raw: bytes | None = None) -> tuple[int, object]:
-        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
+        return call(self.url, path, body, raw)
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -425,13 +445,7 @@ def test_the_model_processes_end_with_a_killed_server(tiny_models):
     server = subprocess.Popen([sys.executable, "-m", "bertkit.cli", "serve", "--model", str(tiny_models / "mlm"),
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.2)
+        started(server, port, "bertkit serve")
         tasks = glob.glob(f"/proc/{server.pid}/task/*")  # a child belongs to the thread that started it
         children = [c for task in tasks for c in open(f"{task}/children").read().split()]
         model_pids = [int(c) for c in children if b"spawn_main" in open(f"/proc/{c}/cmdline", "rb").read()]
@@ -456,16 +470,9 @@ def test_a_script_without_the_main_guard_serves_and_is_told_to_add_it(tiny_model
     with open(log, "w") as stderr, subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL,
                                                     stderr=stderr) as server:
         try:
-            deadline, status = time.time() + 120, None
-            while status is None and time.time() < deadline and server.poll() is None:
-                try:
-                    request = urllib.request.Request(f"http://127.0.0.1:{port}/embed", data=b'{"inputs": ["a test"]}',
-                                                     headers={"Content-Type": "application/json"})
-                    with urllib.request.urlopen(request, timeout=10) as response:
-                        status, vectors = response.status, json.loads(response.read())
-                except OSError:
-                    time.sleep(0.2)
-            assert status == 200 and len(vectors) == 1, f"no answer from the server; its stderr:\n{log.read_text()}"
+            url = started(server, port, f"the server of a script without the guard (its stderr: {log})")
+            status, vectors = call(url, "/embed", {"inputs": ["a test"]})
+            assert status == 200 and len(vectors) == 1, log.read_text()
             server.send_signal(signal.SIGINT)
             server.wait(timeout=60)
         finally:
