@@ -55,6 +55,7 @@ import tokenizers
 import torch
 import torch.nn.functional as F
 
+from .allocator import reuse_freed_memory
 from .convert import load_pretrained
 from .data.examples import TextExample
 from .data.readers import word_example
@@ -420,7 +421,9 @@ def _model_process(service: Service, threads: int, requests_end: Connection, rep
                    ready: multiprocessing.synchronize.Event) -> None:
     """The model process: ignore the stop signals (held blocked since the spawn, see `ModelProcess._spawn`),
     take its share of the server's torch threads (`threads`), pack the layers by a first call, then answer
-    the server's messages until it says STOP (or ends: its end of the requests pipe closes)."""
+    the server's messages until it says STOP (or ends: its end of the requests pipe closes). The process is
+    bertkit's own, so it keeps freed memory for reuse as the `bertkit` command does (`reuse_freed_memory`)."""
+    reuse_freed_memory()
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile is ignored
