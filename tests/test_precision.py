@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -103,6 +106,36 @@ def test_int8_takes_any_leading_shape_zero_rows_and_no_bias():
     got = precision.Int8Linear(linear)(x)
     assert got.shape == (2, 3, 4) and torch.isfinite(got).all() and torch.equal(got[1, 2], torch.zeros(4))
     torch.testing.assert_close(got, linear(x).detach(), atol=0.05, rtol=0.05)
+
+
+amx_int8 = pytest.mark.skipif(not precision.int8_runs_on_amx(),
+                               reason="the CPU has no AMX, or oneDNN is held below it: int8 runs torch._int_mm only")
+
+
+@amx_int8
+def test_int8_packed_product_for_amx_gives_torch_int_mms_results(monkeypatch):
+    """Batches of AMX_INT8_MIN_ROWS tokens or more take the product on weights packed for AMX: the same
+    int32 sums and scales, so the same floats as torch._int_mm's path, bit for bit."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(384, 1152)
+    layer = precision.Int8Linear(linear)
+    assert layer.packed is not None
+    x = torch.randn(2, precision.AMX_INT8_MIN_ROWS, 384)
+    packed = layer(x)
+    monkeypatch.setattr(precision, "AMX_INT8_MIN_ROWS", 10 ** 9)
+    assert torch.equal(packed, layer(x))
+    torch.testing.assert_close(packed, linear(x).detach(), atol=0.05, rtol=0.05)
+
+
+@amx_int8
+def test_int8_keeps_torch_int_mm_where_onednn_is_held_below_amx():
+    """Held below AMX, oneDNN would run the packed product with its reference kernel (1,000x slower):
+    the timed check refuses it."""
+    check = "from bertkit import precision; print(precision.int8_runs_on_amx())"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}
+    done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_int8_copies_are_made_once_and_again_when_the_weights_change():

@@ -14,7 +14,9 @@ feed-forward's second layer could not take: its inputs, the activation's outputs
 one scale per batch flattens (all-MiniLM-L6-v2, STS-B dev Spearman 0.8616 against fp32's 0.8672;
 0.8658 with a scale per token). STS-B dev embedding on an AVX-512 EPYC, 2 threads, one alternating
 run: 1.51x fp32's speed with that layer left in fp32, 1.85x with it in int8 (BENCHMARKS.md
-`cpu-inference`: 1.68x, median of 5). `evaluating(model, "int8")` swaps the layers in for its duration
+`cpu-inference`: 1.68x, median of 5). On a CPU with AMX, batches of 128 tokens or more take oneDNN's
+int8 product on weights packed once for AMX instead, with the weights' scales applied inside it: the same
+results, 1.1x-1.2x faster (`int8_runs_on_amx`). `evaluating(model, "int8")` swaps the layers in for its duration
 and keeps the quantized copies until the weights change.
 
 bf16 inference swaps in copies of the linear layers the same way, made once: on a CPU with AVX-512
@@ -189,19 +191,63 @@ class Int8Linear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach().float()
         self.weight_scale = (weight.abs().amax(1) / 63).clamp_(min=torch.finfo(torch.float32).tiny)  # (out,)
-        self.weight_int8 = torch.round(weight / self.weight_scale[:, None]).to(torch.int8).t()  # (in, out)
+        weight_int8 = torch.round(weight / self.weight_scale[:, None]).to(torch.int8)  # (out, in)
         self.bias = None if linear.bias is None else linear.bias.detach().float()
+        self.weight_int8 = weight_int8.t()  # (in, out), as torch._int_mm takes it
+        self.packed = torch.ops.onednn.qlinear_prepack(weight_int8, None) if int8_runs_on_amx() else None
+        self.zero_points = torch.zeros(self.out_features, dtype=torch.long)
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., in) -> (..., out) in fp32."""
         shape = x.shape
         x = x.reshape(-1, shape[-1]).float()  # (M, in)
         scale = x.abs().amax(1, keepdim=True).div_(127).clamp_(min=torch.finfo(torch.float32).tiny)  # (M, 1)
-        y = torch._int_mm(torch.div(x, scale).round_().to(torch.int8), self.weight_int8).float().mul_(scale)
-        # rescaled in place and fused with the bias, no (M, out) product of the two scales: all-MiniLM-L6-v2
-        # int8 embedding of STS-B dev 1.07x faster (1.06x with AVX-512 off; 7 alternating runs each)
-        y = y.mul_(self.weight_scale) if self.bias is None else torch.addcmul(self.bias, y, self.weight_scale)
+        x_int8 = torch.div(x, scale).round_().to(torch.int8)
+        if self.packed is not None and len(x) >= AMX_INT8_MIN_ROWS:  # the same sums and scales: equal results
+            y = torch.ops.onednn.qlinear_pointwise(x_int8, 1.0, 0, self.packed, self.weight_scale, self.zero_points,
+                                                   None, 1.0, 0, torch.float32, "none", [], "")
+        else:
+            y = torch._int_mm(x_int8, self.weight_int8).float().mul_(self.weight_scale)
+        # each token's scale applied in place, or with the bias in one pass: no (M, out) product of the two
+        # scales (all-MiniLM-L6-v2 int8 embedding of STS-B dev 1.07x faster, 1.06x with AVX-512 off)
+        y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)
         return y.view(*shape[:-1], self.out_features)  # (M, out) -> (..., out)
+
+
+# Fewer tokens than this take torch._int_mm even where the packed product runs: its call costs about 20 us
+# more (all-MiniLM-L6-v2 int8 on one thread: one sentence a call 7% slower packed, 4 sentences 3%)
+AMX_INT8_MIN_ROWS = 128
+
+
+@functools.cache
+def int8_runs_on_amx(size: int = 128, repeats: int = 3) -> bool:
+    """Whether `Int8Linear`s multiply batches of AMX_INT8_MIN_ROWS tokens or more with oneDNN's int8 matrix
+    product on weights packed once for AMX (`onednn::qlinear_pointwise`), rather than `torch._int_mm`, which
+    runs oneDNN's int8 gemm on the weights as they are (no AMX). The flags alone do not say it: with oneDNN
+    held below AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI) PyTorch still packs the weights for AMX, and the
+    product falls back to oneDNN's reference kernel (4.3 s for one layer of 576 tokens). So a (size x size)
+    product is timed once per process (about a millisecond): the packed one must take at most 10x
+    `torch._int_mm`'s. It took 1.5x-5x at this size on the AMX Xeon (its fixed cost), 1,000x-2,000x held to
+    AVX512_CORE_VNNI.
+
+    The AMX Xeon, torch 2.13, all-MiniLM-L6-v2's layers at 576 tokens on one thread, scales included: 750 us
+    against 1,329 (384 -> 1152), 908 against 1,768 (384 -> 1536), 1,403 against 1,493 (1536 -> 384).
+    all-MiniLM-L6-v2 int8 embedding: 1.30x faster on one thread (batches of 36 random STS-B dev sentences,
+    as the server's model processes run them), 1.13x on two (STS-B dev in batches of 32)."""
+    if not cpu_has_amx() or not hasattr(torch.ops.onednn, "qlinear_prepack"):
+        return False
+    generator = torch.Generator().manual_seed(0)
+    x, weight = (torch.randint(-63, 64, (size, size), dtype=torch.int8, generator=generator) for _ in range(2))
+    scales, zero_points = torch.ones(size), torch.zeros(size, dtype=torch.long)
+    packed = torch.ops.onednn.qlinear_prepack(weight, None)
+
+    def packed_product():
+        torch.ops.onednn.qlinear_pointwise(x, 1.0, 0, packed, scales, zero_points, None, 1.0, 0, torch.float32,
+                                           "none", [], "")
+
+    plain, amx = (min(timeit.repeat(run, number=1, repeat=repeats))
+                  for run in (lambda: torch._int_mm(x, weight.t()), packed_product))
+    return amx <= 10 * plain
 
 
 def bf16_copy(linear: nn.Linear) -> nn.Linear:
