@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import timeit
 import warnings
 import weakref
@@ -209,7 +210,8 @@ class Int8Linear(nn.Module):
         else:
             y = torch._int_mm(x_int8, self.weight_int8).float().mul_(self.weight_scale)
         # each token's scale applied in place, or with the bias in one pass: no (M, out) product of the two
-        # scales (all-MiniLM-L6-v2 int8 embedding of STS-B dev 1.07x faster, 1.06x with AVX-512 off)
+        # scales (all-MiniLM-L6-v2 int8 embedding of STS-B dev 1.07x faster, 1.06x with AVX-512 off, measured
+        # with the two scales the other way round: the same passes)
         y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)
         return y.view(*shape[:-1], self.out_features)  # (M, out) -> (..., out)
 
@@ -220,34 +222,23 @@ AMX_INT8_MIN_ROWS = 128
 
 
 @functools.cache
-def int8_runs_on_amx(size: int = 128, repeats: int = 3) -> bool:
+def int8_runs_on_amx() -> bool:
     """Whether `Int8Linear`s multiply batches of AMX_INT8_MIN_ROWS tokens or more with oneDNN's int8 matrix
     product on weights packed once for AMX (`onednn::qlinear_pointwise`), rather than `torch._int_mm`, which
-    runs oneDNN's int8 gemm on the weights as they are (no AMX). The flags alone do not say it: with oneDNN
-    held below AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI) PyTorch still packs the weights for AMX, and the
-    product falls back to oneDNN's reference kernel (4.3 s for one layer of 576 tokens). So a (size x size)
-    product is timed once per process (about a millisecond): the packed one must take at most 10x
-    `torch._int_mm`'s. It took 1.5x-5x at this size on the AMX Xeon (its fixed cost), 1,000x-2,000x held to
-    AVX512_CORE_VNNI.
+    runs oneDNN's int8 gemm on the weights as they are (no AMX): on a CPU with AMX, unless oneDNN is held
+    below AMX (ONEDNN_MAX_CPU_ISA, or DNNL_MAX_CPU_ISA, naming an instruction set without it). Held to
+    AVX512_CORE_VNNI, PyTorch still packs the weights for AMX and oneDNN runs its reference kernel (4.3 s
+    for one layer of 576 tokens); held to AVX2, it packs them plainly and the product takes 1.1x-1.2x
+    torch._int_mm's time.
 
     The AMX Xeon, torch 2.13, all-MiniLM-L6-v2's layers at 576 tokens on one thread, scales included: 750 us
     against 1,329 (384 -> 1152), 908 against 1,768 (384 -> 1536), 1,403 against 1,493 (1536 -> 384).
-    all-MiniLM-L6-v2 int8 embedding: 1.30x faster on one thread (batches of 36 random STS-B dev sentences,
-    as the server's model processes run them), 1.13x on two (STS-B dev in batches of 32)."""
-    if not cpu_has_amx() or not hasattr(torch.ops.onednn, "qlinear_prepack"):
-        return False
-    generator = torch.Generator().manual_seed(0)
-    x, weight = (torch.randint(-63, 64, (size, size), dtype=torch.int8, generator=generator) for _ in range(2))
-    scales, zero_points = torch.ones(size), torch.zeros(size, dtype=torch.long)
-    packed = torch.ops.onednn.qlinear_prepack(weight, None)
-
-    def packed_product():
-        torch.ops.onednn.qlinear_pointwise(x, 1.0, 0, packed, scales, zero_points, None, 1.0, 0, torch.float32,
-                                           "none", [], "")
-
-    plain, amx = (min(timeit.repeat(run, number=1, repeat=repeats))
-                  for run in (lambda: torch._int_mm(x, weight.t()), packed_product))
-    return amx <= 10 * plain
+    all-MiniLM-L6-v2 int8 embedding, alternating in one process (median of 7): 1.20x faster on one thread
+    (batches of 36 random STS-B dev sentences, as the server's model processes run them), 1.11x on two
+    (STS-B dev in batches of 32)."""
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    return (cpu_has_amx() and hasattr(torch.ops.onednn, "qlinear_prepack")
+            and ("AMX" in limit or limit in ("ALL", "DEFAULT")))
 
 
 def bf16_copy(linear: nn.Linear) -> nn.Linear:
