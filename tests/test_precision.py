@@ -1,6 +1,3 @@
-import os
-import subprocess
-import sys
 import warnings
 
 import pytest
@@ -113,30 +110,45 @@ amx_int8 = pytest.mark.skipif(not precision.int8_runs_on_amx(),
 
 
 @amx_int8
-def test_int8_packed_product_for_amx_gives_torch_int_mms_results(monkeypatch):
+@pytest.mark.parametrize("bias", [True, False])
+def test_int8_packed_product_for_amx_gives_torch_int_mms_results(monkeypatch, bias):
     """Batches of AMX_INT8_MIN_ROWS tokens or more take the product on weights packed for AMX: the same
     int32 sums and scales, so the same floats as torch._int_mm's path, bit for bit."""
     torch.manual_seed(0)
-    linear = torch.nn.Linear(384, 1152)
+    linear = torch.nn.Linear(384, 1152, bias=bias)
     layer = precision.Int8Linear(linear)
-    assert layer.packed is not None
+    int_mm_calls = []
+    int_mm = torch._int_mm
+    monkeypatch.setattr(torch, "_int_mm", lambda *args: int_mm_calls.append(1) or int_mm(*args))
     x = torch.randn(2, precision.AMX_INT8_MIN_ROWS, 384)
     packed = layer(x)
+    assert not int_mm_calls  # the packed product ran
     monkeypatch.setattr(precision, "AMX_INT8_MIN_ROWS", 10 ** 9)
-    assert torch.equal(packed, layer(x))
+    assert torch.equal(packed, layer(x)) and int_mm_calls
     torch.testing.assert_close(packed, linear(x).detach(), atol=0.05, rtol=0.05)
 
 
+@pytest.fixture
+def fresh_amx_check():
+    precision.int8_runs_on_amx.cache_clear()
+    yield
+    precision.int8_runs_on_amx.cache_clear()
+
+
 @amx_int8
-@pytest.mark.parametrize("limit", ["AVX512_CORE_VNNI", "AVX2"])
-def test_int8_keeps_torch_int_mm_where_onednn_is_held_below_amx(limit):
-    """Held below AMX, oneDNN would run the packed product with its reference kernel (held to
-    AVX512_CORE_VNNI, 2,000x slower) or a plain gemm slower than torch._int_mm's (held to AVX2)."""
-    check = "from bertkit import precision; print(precision.int8_runs_on_amx())"
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": limit}
-    done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+@pytest.mark.parametrize("limits, packs", [
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}, False),  # oneDNN's reference kernel, thousands of times slower
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, False),  # a plain gemm, slower than torch._int_mm's
+    ({"DNNL_MAX_CPU_ISA": "avx2"}, False),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX", "DNNL_MAX_CPU_ISA": "AVX2"}, True),  # oneDNN reads ONEDNN_ first
+    ({"ONEDNN_MAX_CPU_ISA": ""}, True),
+    ({}, True)])
+def test_int8_packs_for_amx_unless_onednn_is_held_below_it(monkeypatch, fresh_amx_check, limits, packs):
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in limits.items():
+        monkeypatch.setenv(name, value)
+    assert (precision.Int8Linear(torch.nn.Linear(8, 8)).packed is not None) is packs
 
 
 def test_int8_copies_are_made_once_and_again_when_the_weights_change():

@@ -23,8 +23,10 @@ def reuse_freed_memory() -> bool:
     """Serve every block from the heap (no per-block mmap), and shrink the heap only when more than
     1 GiB is free at its top: freed memory below that stays with the process for later tensors.
 
-    Process-wide and lasting, so the library never calls it on its own: the `bertkit` command does,
-    and a script calls it once. `BERTKIT_SYSTEM_MALLOC=1` makes it do nothing.
+    Process-wide and lasting, so the library never calls it in your process on its own: the `bertkit`
+    command does, and a script calls it once. The processes bertkit spawns for itself (the server's
+    model processes) call it too. `BERTKIT_SYSTEM_MALLOC=1` makes it do nothing, in those processes as
+    well (they inherit the environment).
 
     Returns:
         whether the settings took effect (False off Linux or with a C library other than glibc).

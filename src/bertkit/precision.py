@@ -195,8 +195,10 @@ class Int8Linear(nn.Module):
         weight_int8 = torch.round(weight / self.weight_scale[:, None]).to(torch.int8)  # (out, in)
         self.bias = None if linear.bias is None else linear.bias.detach().float()
         self.weight_int8 = weight_int8.t()  # (in, out), as torch._int_mm takes it
-        self.packed = torch.ops.onednn.qlinear_prepack(weight_int8, None) if int8_runs_on_amx() else None
-        self.zero_points = torch.zeros(self.out_features, dtype=torch.long)
+        self.packed = self.zero_points = None
+        if int8_runs_on_amx():  # a second copy of the int8 weights, packed for AMX
+            self.packed = torch.ops.onednn.qlinear_prepack(weight_int8, None)
+            self.zero_points = torch.zeros(self.out_features, dtype=torch.long)
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., in) -> (..., out) in fp32."""
@@ -209,9 +211,7 @@ class Int8Linear(nn.Module):
                                                    None, 1.0, 0, torch.float32, "none", [], "")
         else:
             y = torch._int_mm(x_int8, self.weight_int8).float().mul_(self.weight_scale)
-        # each token's scale applied in place, or with the bias in one pass: no (M, out) product of the two
-        # scales (all-MiniLM-L6-v2 int8 embedding of STS-B dev 1.07x faster, 1.06x with AVX-512 off, measured
-        # with the two scales the other way round: the same passes)
+        # each token's scale applied in place, or with the bias in one pass: no (M, out) product of the two scales
         y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)
         return y.view(*shape[:-1], self.out_features)  # (M, out) -> (..., out)
 
@@ -225,20 +225,21 @@ AMX_INT8_MIN_ROWS = 128
 def int8_runs_on_amx() -> bool:
     """Whether `Int8Linear`s multiply batches of AMX_INT8_MIN_ROWS tokens or more with oneDNN's int8 matrix
     product on weights packed once for AMX (`onednn::qlinear_pointwise`), rather than `torch._int_mm`, which
-    runs oneDNN's int8 gemm on the weights as they are (no AMX): on a CPU with AMX, unless oneDNN is held
-    below AMX (ONEDNN_MAX_CPU_ISA, or DNNL_MAX_CPU_ISA, naming an instruction set without it). Held to
-    AVX512_CORE_VNNI, PyTorch still packs the weights for AMX and oneDNN runs its reference kernel (4.3 s
-    for one layer of 576 tokens); held to AVX2, it packs them plainly and the product takes 1.1x-1.2x
-    torch._int_mm's time.
+    runs oneDNN's int8 gemm on the weights as they are (no AMX): on a CPU with AMX that the system lets
+    this process use (`torch.cpu._init_amx`), unless oneDNN is held below AMX (ONEDNN_MAX_CPU_ISA, or
+    DNNL_MAX_CPU_ISA, naming an instruction set without it). Held to AVX512_CORE_VNNI, PyTorch still packs
+    the weights for AMX and oneDNN runs its reference kernel, thousands of times slower (4.3 s for one layer
+    of 576 tokens); held to AVX2, it packs them plainly and the product takes 1.1x-1.2x torch._int_mm's
+    time. The packed copy holds as much memory as the int8 weights, kept beside them for small batches.
 
     The AMX Xeon, torch 2.13, all-MiniLM-L6-v2's layers at 576 tokens on one thread, scales included: 750 us
     against 1,329 (384 -> 1152), 908 against 1,768 (384 -> 1536), 1,403 against 1,493 (1536 -> 384).
     all-MiniLM-L6-v2 int8 embedding, alternating in one process (median of 7): 1.20x faster on one thread
     (batches of 36 random STS-B dev sentences, as the server's model processes run them), 1.11x on two
     (STS-B dev in batches of 32)."""
-    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
-    return (cpu_has_amx() and hasattr(torch.ops.onednn, "qlinear_prepack")
-            and ("AMX" in limit or limit in ("ALL", "DEFAULT")))
+    limit = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    return (cpu_has_amx() and bool(getattr(torch.cpu, "_init_amx", lambda: False)())
+            and hasattr(torch.ops.onednn, "qlinear_prepack") and ("AMX" in limit or limit in ("ALL", "DEFAULT")))
 
 
 def bf16_copy(linear: nn.Linear) -> nn.Linear:
