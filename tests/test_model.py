@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import bertkit.model
-from bertkit import Encoder, preset
+from bertkit import Encoder, precision, preset
 from bertkit.model import (CPU_BF16_ATTENTION_MIN_LENGTH, CPU_SHORT_ATTENTION_MAX_LENGTH, attention,
                            Dropout, attention_inputs, attention_weights, dropout, forward_flops, linear_residual,
                            short_attention, softmax_in_place)
@@ -85,6 +85,18 @@ def test_spare_rows_only_where_matrix_products_run_in_bf16_on_cpu(tiny):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert tiny.kernels_per_shape(ids)
         assert not tiny.kernels_per_shape(ids.to("meta"))
+
+
+def test_spare_rows_where_int8_runs_on_amx_and_they_change_no_output(tiny, monkeypatch):
+    """int8 on AMX compiles a kernel per shape as bf16 does: its forward carries spare rows, the same outputs."""
+    batch = random_batch(500, [60, 45, 30, 20, 9])  # 164 tokens: 168 rows, enough for the packed product
+    outputs = {}
+    with torch.no_grad(), precision.evaluating(tiny, "int8"):
+        assert tiny.kernels_per_shape(batch["input_ids"]) == precision.int8_runs_on_amx()
+        for spare in (True, False):
+            monkeypatch.setattr(Encoder, "kernels_per_shape", lambda self, input_ids: spare)
+            outputs[spare] = tiny(**batch).last_hidden_state
+    assert torch.equal(outputs[True], outputs[False])
 
 
 def test_padding_does_not_change_a_sequence(tiny):
