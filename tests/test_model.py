@@ -79,7 +79,7 @@ def test_spare_rows_in_bf16_change_no_output_no_gradient_and_no_dropout_draw(mon
     assert_gradients_equal(grads[True], grads[False], 1e-3)
 
 
-def test_spare_rows_only_where_matrix_products_run_in_bf16_on_cpu(tiny):
+def test_spare_rows_in_bf16_on_cpu_and_not_in_fp32(tiny):
     ids = torch.zeros(1, 4, dtype=torch.long)
     assert not tiny.kernels_per_shape(ids)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -9,8 +9,9 @@ which changes the function computed:
   conversion from Hugging Face checkpoints concatenates the three;
 - padding is removed once on entry and restored once on exit (see `padding.py`), so every
   token-wise layer runs on real tokens only, as a flat (N, H) tensor;
-- in bf16 on CPU the flat tensor carries a few spare rows, so that its row count, hence the shape of
-  every matrix product, takes few distinct values: oneDNN compiles a kernel per shape (`padding.py`);
+- in bf16 on CPU, and in int8 on AMX, the flat tensor carries a few spare rows, so that its row count,
+  hence the shape of every matrix product, takes few distinct values: oneDNN compiles a kernel per shape
+  (`padding.py`);
 - attention is `torch.nn.functional.scaled_dot_product_attention`; rows of very different lengths
   attend in groups of similar length, each padded to its own longest (`padding.make_layout(group=True)`):
   random batches of CoNLL-2003 sentences trained at 0.74x the speed of length-sorted ones when every
@@ -44,7 +45,7 @@ from torch import Tensor, nn
 
 from .config import EncoderConfig
 from .padding import TokenLayout, attention_rows, make_layout, repad, unpad, with_spare_rows
-from .precision import ONEDNN_ACTIVATIONS, Int8Linear, PackedLinear, cpu_has_avx512, matmul_dtype
+from .precision import ONEDNN_ACTIVATIONS, PackedLinear, compiles_per_shape, cpu_has_avx512, matmul_dtype
 
 
 def activation(name: str, x: Tensor) -> Tensor:
@@ -451,16 +452,17 @@ class Encoder(nn.Module):
 
     def kernels_per_shape(self, input_ids: Tensor) -> bool:
         """Whether this forward's matrix products run on CPU in bf16 (autocast or bf16 weights), or in int8 on
-        AMX (`Int8Linear.packed`), where oneDNN compiles a kernel per shape: then spare rows make the shapes
-        repeat (`padding.rows_for`). In fp32 they only cost (all-MiniLM-L6-v2 forward and backward on random
-        batch lengths: no faster). int8 on AMX under bench_serve's load (a new token count almost every batch),
-        eight 10-s slices: without them 882 falling to 773 sentences/s while each model process grew from 685
-        to 1,055 MB; with them 930-1,011 sentences/s at a flat 530-552 MB."""
-        if input_ids.device.type != "cpu" or not self.layers:
+        AMX (`precision.compiles_per_shape`), where oneDNN compiles a kernel per shape: then spare rows make
+        the shapes repeat (`padding.rows_for`). In fp32 they only cost (all-MiniLM-L6-v2 forward and backward
+        on random batch lengths: no faster), as in int8 batches of fewer than AMX_INT8_MIN_ROWS tokens, which
+        `torch._int_mm` runs (at most 1/16 more rows). int8 on AMX under bench_serve's load (a new token
+        count almost every batch), one server alone for eight 10-s slices: without them 882 falling to 773
+        sentences/s while each model process grew from 685 to 1,055 MB; with them 930-1,011 sentences/s at
+        a flat 530-552 MB."""
+        if input_ids.device.type != "cpu":
             return False
-        first = self.layers[0].attention.qkv
         return (matmul_dtype(input_ids, self.embeddings.word.weight) == torch.bfloat16
-                or isinstance(first, Int8Linear) and first.packed is not None)
+                or any(compiles_per_shape(layer.attention.qkv) for layer in self.layers[:1]))
 
     def check_length(self, T: int) -> None:
         if T > self.config.max_length:

@@ -17,7 +17,7 @@ part of a step (random CoNLL-2003 batches trained at 0.74x the speed of length-g
 attention runs on groups of consecutive rows, each padded to its own longest row only; the exit
 restores the given row order. The result is the same function (a test holds it equal).
 
-Spare rows: in bf16, matrix products run on oneDNN kernels compiled for each shape and kept in a
+Spare rows: in bf16 (and in int8 on AMX), matrix products run on oneDNN kernels compiled for each shape and kept in a
 cache of 1,024, and with padding removed the token count N, hence the shape, differs almost every
 batch: each new one paid the compilation, and random training batches cycled through more shapes
 than the cache holds. With `spare_rows=True` the flat tensor carries spare rows (zeros on entry)

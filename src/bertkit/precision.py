@@ -216,6 +216,12 @@ class Int8Linear(nn.Module):
         return y.view(*shape[:-1], self.out_features)  # (M, out) -> (..., out)
 
 
+def compiles_per_shape(layer: nn.Module) -> bool:
+    """Whether oneDNN compiles `layer`'s product anew for each input shape: an `Int8Linear` packed for AMX
+    (as every product in bf16, which `model.Encoder.kernels_per_shape` asks of autocast)."""
+    return isinstance(layer, Int8Linear) and layer.packed is not None
+
+
 # Fewer tokens than this take torch._int_mm even where the packed product runs: its call costs about 20 us
 # more. all-MiniLM-L6-v2 int8 embedding of random STS-B dev sentences, all packed against none: one sentence a
 # call 0.93x, 4 sentences 0.97x (one thread); 8 sentences (about 130 tokens) 1.02x on one thread and 1.01x on
