@@ -59,3 +59,20 @@ def _quiet_hf_warnings():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module="transformers")
         yield
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """`spy(owner, name)` replaces `owner.name` with a wrapper that calls it and records each call's
+    positional arguments; it returns the list of them (undone after the test)."""
+    def install(owner, name: str) -> list[tuple]:
+        calls: list[tuple] = []
+        original = getattr(owner, name)
+
+        def recorded(*args, **kwargs):
+            calls.append(args)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, recorded)
+        return calls
+    return install

@@ -6,7 +6,7 @@ import bertkit.model
 from bertkit import Encoder, precision, preset
 from bertkit.model import (CPU_BF16_ATTENTION_MIN_LENGTH, CPU_SHORT_ATTENTION_MAX_LENGTH, attention,
                            Dropout, attention_inputs, attention_weights, dropout, forward_flops, linear_residual,
-                           short_attention, softmax_in_place)
+                           short_attention)
 
 
 def random_batch(vocab: int, lengths: list[int], seed: int = 0):
@@ -206,19 +206,17 @@ def test_short_attention_equals_sdpa_with_gradients(mask_rows):
 
 
 @pytest.mark.parametrize("mask_rows", [None, 1, 7])
-def test_short_attention_softmaxes_short_rows_in_place_without_gradients(monkeypatch, mask_rows):
+def test_short_attention_softmaxes_short_rows_in_place_without_gradients(monkeypatch, spy, mask_rows):
     """Where the CPU's softmax is slow over short rows (AVX-512), inference computes it in place: the same
     outputs as SDPA, with and without masks."""
     monkeypatch.setattr(bertkit.model, "SHORT_SOFTMAX_KEYS", 16)
-    calls = []
-    monkeypatch.setattr(bertkit.model, "softmax_in_place",
-                        lambda scores: calls.append(scores.shape) or softmax_in_place(scores))
+    calls = spy(bertkit.model, "softmax_in_place")
     q, k, v, mask = short_inputs(mask_rows)
     with torch.no_grad():
         got = short_attention(q, k, v, mask)
     torch.testing.assert_close(got, torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask),
                                atol=1e-6, rtol=1e-5)
-    assert calls == [(12, 7, 7)]
+    assert [scores.shape for scores, in calls] == [(12, 7, 7)]
 
 
 def test_attention_takes_the_short_path_for_short_sequences_without_dropout_only():
@@ -319,11 +317,9 @@ def test_fast_dropout_keeps_an_exact_scale_for_bf16_inputs():
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
-def test_residual_sum_inside_the_packed_product_is_the_plain_sum_in_fp32_only_and_when_nothing_drops(monkeypatch):
+def test_residual_sum_inside_the_packed_product_is_the_plain_sum_in_fp32_only_and_when_nothing_drops(spy):
     from bertkit.precision import PackedLinear
-    fused = []
-    plus = PackedLinear.plus
-    monkeypatch.setattr(PackedLinear, "plus", lambda self, x, residual: fused.append(1) or plus(self, x, residual))
+    fused = spy(PackedLinear, "plus")
     torch.manual_seed(0)
     linear, x, residual = torch.nn.Linear(48, 32), torch.randn(20, 48), torch.randn(20, 32)
     packed = PackedLinear(linear)

@@ -111,15 +111,13 @@ amx_int8 = pytest.mark.skipif(not precision.int8_runs_on_amx(),
 
 @amx_int8
 @pytest.mark.parametrize("bias", [True, False])
-def test_int8_packed_product_for_amx_gives_torch_int_mms_results(monkeypatch, bias):
+def test_int8_packed_product_for_amx_gives_torch_int_mms_results(monkeypatch, spy, bias):
     """Batches of AMX_INT8_MIN_ROWS tokens or more take the product on weights packed for AMX: the same
     int32 sums and scales, so the same floats as torch._int_mm's path, bit for bit."""
     torch.manual_seed(0)
     linear = torch.nn.Linear(384, 1152, bias=bias)
     layer = precision.Int8Linear(linear)
-    int_mm_calls = []
-    int_mm = torch._int_mm
-    monkeypatch.setattr(torch, "_int_mm", lambda *args: int_mm_calls.append(1) or int_mm(*args))
+    int_mm_calls = spy(torch, "_int_mm")
     x = torch.randn(2, precision.AMX_INT8_MIN_ROWS, 384)
     packed = layer(x)
     assert not int_mm_calls  # the packed product ran
@@ -231,15 +229,13 @@ def test_bf16_layers_made_in_inference_mode_serve_a_call_with_gradients(monkeypa
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
 @pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
-def test_packed_fp32_layers_give_the_plain_outputs_for_the_context_and_back(monkeypatch, act):
+def test_packed_fp32_layers_give_the_plain_outputs_for_the_context_and_back(monkeypatch, spy, act):
     """fp32 inference runs oneDNN-packed copies of the linear layers (the feed-forward's activation, and
     both residual sums, fused into their products) with the plain layers' outputs; the plain layers come
     back after."""
     from bertkit import Encoder, add_pretraining_heads, preset
     monkeypatch.setattr(precision, "packs_linears", lambda device="cpu", dtype=torch.float32: True)
-    sums = []  # the residual sums taken inside the product: two a layer
-    plus = precision.PackedLinear.plus
-    monkeypatch.setattr(precision.PackedLinear, "plus", lambda self, x, residual: sums.append(1) or plus(self, x, residual))
+    sums = spy(precision.PackedLinear, "plus")  # the residual sums taken inside the product: two a layer
     torch.manual_seed(0)
     model = add_pretraining_heads(Encoder(preset("tiny", vocab_size=500, hidden_act=act)), mlm=True).eval()
     ids = torch.randint(5, 500, (3, 9))

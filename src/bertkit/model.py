@@ -462,7 +462,7 @@ class Encoder(nn.Module):
         if input_ids.device.type != "cpu":
             return False
         return (matmul_dtype(input_ids, self.embeddings.word.weight) == torch.bfloat16
-                or any(compiles_per_shape(layer.attention.qkv) for layer in self.layers[:1]))
+                or compiles_per_shape(self.layers[0].attention.qkv))  # every layer is swapped alike
 
     def check_length(self, T: int) -> None:
         if T > self.config.max_length:
